@@ -1,0 +1,1 @@
+"""Where attempts run: the protocol (``base``) and the adapters (local, docker, kubernetes, fake)."""

@@ -1,0 +1,101 @@
+"""The Executor port: start an attempt, wait for it, cancel it, adopt it after a restart.
+
+The engine hands an executor an ``AttemptSpec`` (everything resolved: argv, env, inputs, limits)
+and a ``LogSink``; the executor streams every line of output into the sink as it happens and
+enforces the timeout and memory limit itself, reporting *why* an attempt ended in the
+``AttemptResult``. ``handle`` data is JSON, stored with the attempt, so a restarted server can
+``adopt`` what is still running.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import pathlib
+from typing import Any, Protocol
+
+from kubeline.domain import specs, states
+
+
+class Runtime(enum.StrEnum):
+    PIPELINE = "pipeline"  # the pipeline's own virtualenv (python_version + requirements)
+    KUBELINE = "kubeline"  # an interpreter with kubeline installed (built-in components)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AttemptSpec:
+    attempt_id: str
+    run_id: str
+    pipeline: str
+    stage_id: str
+    number: int
+    stage_type: str
+    folder: pathlib.Path | None  # the pipeline folder (code), None for folderless pipelines
+    argv: tuple[str, ...]  # argv[0] == "python" means the runtime's interpreter
+    runtime: Runtime
+    python_version: str
+    requirements: pathlib.Path | None  # resolved requirements file, if any
+    extra_packages: tuple[str, ...] = ()  # e.g. papermill + ipykernel for notebooks
+    env: dict[str, str] = dataclasses.field(default_factory=dict)  # plain + decrypted secrets
+    secret_env: frozenset[str] = frozenset()  # keys of ``env`` whose values are secret
+    env_from: dict[str, specs.EnvFrom] = dataclasses.field(default_factory=dict)  # K8s valueFrom
+    inputs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    config: dict[str, Any] = dataclasses.field(default_factory=dict)  # rendered stage config
+    timeout: float | None = None
+    resources: specs.Resources = specs.Resources()
+    kubernetes: specs.KubernetesSpec = specs.KubernetesSpec()
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AttemptResult:
+    exit_code: int | None
+    failure: states.FailureKind | None = None  # None = succeeded
+    error: str = ""  # a sentence a user understands: "exceeded its memory limit of 64Mi"
+    outputs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    route: str | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.failure is None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Capabilities:
+    adopt: bool = False  # can re-attach to attempts after a restart
+    resource_metrics: bool = False
+    memory_limit: bool = False
+    cpu_limit: bool = False
+
+
+class LogSink(Protocol):
+    """Where an executor writes an attempt's output (masking and persistence happen behind it)."""
+
+    def write(self, stream: str, text: str, *, at: float | None = None) -> None:
+        """One line (no trailing newline) from ``stream`` ('stdout'/'stderr'/'system')."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Executor(Protocol):
+    name: str
+    capabilities: Capabilities
+
+    async def start(self, spec: AttemptSpec, sink: LogSink) -> dict[str, Any]:
+        """Start the attempt; return handle data (JSON) identifying it. Raise ExecutorError if it
+        cannot start (the message says why)."""
+        ...
+
+    async def wait(self, handle: dict[str, Any]) -> AttemptResult:
+        """Wait until the attempt ends (timeout/limits enforced) and say how it ended."""
+        ...
+
+    async def cancel(self, handle: dict[str, Any]) -> None:
+        """Stop the attempt and everything it started; ``wait`` then reports CANCELLED."""
+        ...
+
+    async def adopt(self, handle: dict[str, Any], sink: LogSink) -> bool:
+        """Re-attach after a restart; False when the attempt is gone (the engine marks it LOST)."""
+        ...
+
+    async def close(self) -> None: ...

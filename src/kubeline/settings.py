@@ -1,0 +1,52 @@
+"""Settings: the only place Kubeline reads environment variables (``KUBELINE_*``)."""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Literal
+
+import pydantic
+import pydantic_settings
+
+
+class Settings(pydantic_settings.BaseSettings):
+    model_config = pydantic_settings.SettingsConfigDict(env_prefix="KUBELINE_", extra="ignore")
+
+    home: pathlib.Path = pydantic.Field(
+        default_factory=lambda: pathlib.Path.home() / ".kubeline",
+        description="Data dir: database, logs, venvs, secret key.",
+    )
+    database_url: str | None = pydantic.Field(
+        None, description="SQLAlchemy URL; default SQLite in the data dir."
+    )
+    secret_key: str | None = pydantic.Field(
+        None, description="Fernet key for secrets; the embedded default generates one in the data dir."
+    )
+    pipelines_dir: pathlib.Path | None = pydantic.Field(
+        None, description="Folder whose subfolders are pipelines."
+    )
+    executor: Literal["local", "local-warm", "docker", "kubernetes"] = "local"
+    max_concurrent_attempts: int = pydantic.Field(16, ge=1)
+    url: str | None = pydantic.Field(None, description="A Kubeline server; the CLI then uses its API.")
+    log_line_limit: int = pydantic.Field(64 * 1024, ge=1024, description="Longer lines are split.")
+    uv_cache_dir: pathlib.Path | None = None
+
+    @property
+    def database(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.home / 'kubeline.db'}"
+
+    @property
+    def logs_dir(self) -> pathlib.Path:
+        return self.home / "logs"
+
+    @property
+    def venvs_dir(self) -> pathlib.Path:
+        return self.home / "venvs"
+
+    @property
+    def work_dir(self) -> pathlib.Path:
+        return self.home / "work"
+
+    @property
+    def key_file(self) -> pathlib.Path:
+        return self.home / "secret.key"
