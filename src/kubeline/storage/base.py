@@ -50,9 +50,10 @@ class Store(Protocol):
     async def request_cancel(self, run_id: str) -> runs.Run:
         """Flag a run for cancellation (its driver acts on it); error if the run is final."""
         ...
-    async def claim_queued_runs(self, *, limit: int) -> list[runs.Run]:
+    async def claim_queued_runs(self, *, limit: int, only: list[str] | None = None) -> list[runs.Run]:
         """Move up to ``limit`` queued runs to running, oldest first, honouring each pipeline's
-        ``max_instances`` against its running runs; safe with several processes."""
+        ``max_instances`` against its running runs; safe with several processes. ``only``
+        restricts the claim to these run ids (``kubeline run`` drives just its own run)."""
         ...
 
     # stages --------------------------------------------------------------------------------
