@@ -1,0 +1,59 @@
+"""Composition root: settings -> store, secrets, log store, executors, engine.
+
+The only module that imports concrete adapters; entry points (CLI, API, operator) call ``open``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import pathlib
+from collections.abc import AsyncIterator
+
+from kubeline import settings as settings_
+from kubeline.engine import engine as engine_
+from kubeline.executors import base as executors_base
+from kubeline.executors import local, local_venvs
+from kubeline.logs import store as log_store
+from kubeline.secrets import crypto
+from kubeline.secrets import service as secret_service
+from kubeline.storage import base as storage_base
+from kubeline.storage import sql
+
+
+@dataclasses.dataclass
+class Kubeline:
+    settings: settings_.Settings
+    store: storage_base.Store
+    logs: log_store.LogStore
+    secrets: secret_service.SecretService
+    executors: dict[str, executors_base.Executor]
+    engine: engine_.Engine
+    new_key_file: pathlib.Path | None  # set when this start generated the secret key
+
+
+def executors_for(settings: settings_.Settings) -> dict[str, executors_base.Executor]:
+    venvs = local_venvs.VenvCache(settings.venvs_dir, uv_cache_dir=settings.uv_cache_dir or settings.home / "uv-cache")
+    return {"local": local.LocalExecutor(work_root=settings.work_dir, venvs=venvs,
+                                         log_line_limit=settings.log_line_limit)}
+
+
+@contextlib.asynccontextmanager
+async def open_kubeline(settings: settings_.Settings | None = None) -> AsyncIterator[Kubeline]:
+    settings = settings or settings_.Settings()
+    settings.home.mkdir(parents=True, exist_ok=True)
+    store = await sql.SqlStore.open(settings.database)
+    executors = executors_for(settings)
+    try:
+        key, created = crypto.load_key(settings)
+        secrets = secret_service.SecretService(store=store, key=key)
+        logs = log_store.LogStore(settings.logs_dir)
+        engine = engine_.Engine(store=store, executors=executors, logs=logs, secrets=secrets,
+                                default_executor=settings.executor,
+                                max_concurrent_attempts=settings.max_concurrent_attempts)
+        yield Kubeline(settings=settings, store=store, logs=logs, secrets=secrets, executors=executors,
+                       engine=engine, new_key_file=settings.key_file if created else None)
+    finally:
+        for executor in executors.values():
+            await executor.close()
+        await store.close()

@@ -1,0 +1,1 @@
+"""The ``kubeline`` command line (Typer + Rich): commands call bootstrap and services only."""

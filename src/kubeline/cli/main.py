@@ -1,0 +1,327 @@
+"""``kubeline``: run, validate and inspect pipelines on the embedded default (no server needed).
+
+Exit codes of ``kubeline run``: 0 succeeded, 1 failed (or invalid pipeline/inputs), 124 timed
+out, 130 cancelled — so shell scripts and CI can branch on the outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import pathlib
+import signal
+import sys
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.live import Live
+
+from kubeline import bootstrap, settings as settings_
+from kubeline.cli import render
+from kubeline.domain import errors, runs, specs, states
+from kubeline.pipelines import loader
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__.splitlines()[0])
+secrets_app = typer.Typer(no_args_is_help=True, help="Encrypted secrets (values are never shown).")
+db_app = typer.Typer(no_args_is_help=True, help="Database maintenance.")
+app.add_typer(secrets_app, name="secrets")
+app.add_typer(db_app, name="db")
+out = Console()
+err = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}")
+    return typer.Exit(code)
+
+
+def _run_async(coro: Any) -> Any:
+    try:
+        return asyncio.run(coro)
+    except errors.SpecError as exc:
+        err.print(render.problems_table(exc.problems))
+        raise typer.Exit(1) from None
+    except errors.KubelineError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _parse_inputs(pairs: list[str]) -> dict[str, Any]:
+    """``k=v`` pairs; a value that parses as JSON object/array is taken as such."""
+    result: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise _fail(f"--input {pair!r} is not KEY=VALUE")
+        if value[:1] in "[{":
+            try:
+                result[key] = json.loads(value)
+                continue
+            except json.JSONDecodeError:
+                pass
+        result[key] = value
+    return result
+
+
+async def _resolve(app_: bootstrap.Kubeline, target: str) -> runs.Pipeline:
+    """A folder path, or the name of a pipeline in the pipelines dir or the store."""
+    path = pathlib.Path(target)
+    if path.is_dir():
+        return loader.load_folder(path)
+    pipelines_dir = app_.settings.pipelines_dir
+    if pipelines_dir is not None and (pipelines_dir / target).is_dir():
+        return loader.load_folder(pipelines_dir / target)
+    try:
+        known = await app_.store.get_pipeline(target)
+    except errors.NotFoundError:
+        names = [p.name for p in await app_.store.list_pipelines()]
+        from kubeline.domain import dag
+
+        hint = dag.suggest(target, names)
+        raise errors.NotFoundError(
+            f"no pipeline folder or known pipeline named {target!r}" + (f" ({hint})" if hint else "")
+            + "; give a folder path, or set KUBELINE_PIPELINES_DIR") from None
+    if known.path and pathlib.Path(known.path).is_dir():
+        return loader.load_folder(pathlib.Path(known.path), name=known.name)
+    return known
+
+
+@app.command()
+def run(
+    target: Annotated[str, typer.Argument(help="Pipeline folder or name.")],
+    input_: Annotated[list[str], typer.Option("--input", "-i", help="KEY=VALUE run input.")] = [],  # noqa: B006
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Stream log lines while it runs.")] = False,
+    executor: Annotated[str | None, typer.Option(help="Override the executor.")] = None,
+) -> None:
+    """Run a pipeline and wait for it, showing its stages live; exits with the run's outcome."""
+    inputs = _parse_inputs(input_)
+    final = _run_async(_run(target, inputs=inputs, follow=follow, executor=executor))
+    raise typer.Exit(render.EXIT_CODES.get(final.state, 1))
+
+
+async def _run(target: str, *, inputs: dict[str, Any], follow: bool, executor: str | None) -> runs.Run:
+    overrides: dict[str, Any] = {"executor": executor} if executor else {}
+    async with bootstrap.open_kubeline(settings_.Settings(**overrides)) as kl:
+        if kl.new_key_file:
+            err.print(f"[yellow]generated a new secret key at {kl.new_key_file}; back it up[/yellow]")
+        pipeline = await _resolve(kl, target)
+        await kl.store.upsert_pipeline(pipeline)
+        run_ = await kl.engine.submit(pipeline, inputs=inputs,
+                                      triggered_by=runs.TriggeredBy(kind=runs.TriggerKind.MANUAL, detail="cli"))
+        err.print(f"run [bold]{run_.id}[/bold] of {pipeline.name} queued")
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(kl.engine.cancel(run_.id)))
+        task = asyncio.create_task(kl.engine.execute(run_.id))
+        follower = asyncio.create_task(_print_logs(kl, run_.id)) if follow else None
+        if out.is_terminal and not follow:
+            with Live(console=out, refresh_per_second=8, transient=False) as live:
+                while not task.done():
+                    live.update(render.stage_table(await kl.store.get_run(run_.id),
+                                                   await kl.store.list_stage_runs(run_.id)))
+                    await asyncio.wait([task], timeout=0.25)
+                live.update(render.stage_table(await kl.store.get_run(run_.id),
+                                               await kl.store.list_stage_runs(run_.id)))
+        final = await task
+        if follower is not None:
+            await follower
+        if not out.is_terminal or follow:
+            out.print(render.stage_table(final, await kl.store.list_stage_runs(final.id)))
+        if final.outputs:
+            out.print_json(json.dumps(final.outputs, default=str))
+        if final.error:
+            err.print(f"[red]{final.state.value}:[/red] {final.error}")
+        return final
+
+
+async def _print_logs(kl: bootstrap.Kubeline, run_id: str, *, stage: str | None = None) -> None:
+    async def finished() -> bool:
+        return states.is_final((await kl.store.get_run(run_id)).state)
+
+    async for line in kl.logs.follow(run_id, stage_id=stage, until=finished):
+        _print_line(line)
+
+
+def _print_line(line: Any) -> None:
+    style = {"stderr": "red", "system": "dim"}.get(line.stream, "")
+    prefix = f"{line.at:%H:%M:%S.%f}"[:-3] + f" {line.stage_id}#{line.attempt} "
+    out.print(prefix, style="dim", end="", highlight=False, markup=False)
+    out.print(line.text, style=style, highlight=False, markup=False, soft_wrap=True)
+
+
+@app.command()
+def validate(
+    paths: Annotated[list[pathlib.Path], typer.Argument(help="Pipeline folders or folders of pipelines.")],
+) -> None:
+    """Check pipelines without running anything; every problem with file, field and hint. Exit 1 if any."""
+    problems: list[errors.Problem] = []
+    count = 0
+    for path in paths:
+        if not path.exists():
+            problems.append(errors.Problem(file=str(path), location="", message="does not exist"))
+            continue
+        try:
+            found = loader.discover(path)
+        except errors.KubelineError as exc:
+            problems.append(errors.Problem(file=str(path), location="", message=str(exc)))
+            continue
+        count += len(found.pipelines)
+        problems.extend(found.problems)
+        if not found.pipelines and not found.problems:
+            problems.append(errors.Problem(file=str(path), location="", message="no pipeline found",
+                                           hint="a pipeline folder has main.py, main.ipynb or pipeline.yaml"))
+    if problems:
+        out.print(render.problems_table(problems))
+        raise typer.Exit(1)
+    out.print(f"[green]{count} pipeline(s) valid[/green]")
+
+
+@app.command()
+def pipelines(
+    directory: Annotated[pathlib.Path | None, typer.Option("--dir", help="Folder of pipelines.")] = None,
+) -> None:
+    """List pipelines (from the pipelines folder and those run before) with their last run."""
+    _run_async(_pipelines(directory))
+
+
+async def _pipelines(directory: pathlib.Path | None) -> None:
+    async with bootstrap.open_kubeline() as kl:
+        folder = directory or kl.settings.pipelines_dir
+        found = loader.discover(folder) if folder else loader.Discovery([], [])
+        for pipeline in found.pipelines:
+            await kl.store.upsert_pipeline(pipeline)
+        from rich.table import Table
+
+        table = Table()
+        for column in ("pipeline", "stages", "schedules", "enabled", "last run", "state"):
+            table.add_column(column)
+        for pipeline in await kl.store.list_pipelines():
+            last = await kl.store.list_runs(pipeline=pipeline.name, limit=1)
+            schedules = ", ".join(s.cron or (f"every {s.interval:g}s" if s.interval else str(s.at))
+                                  for s in pipeline.spec.schedules)
+            table.add_row(pipeline.name, str(len(pipeline.spec.stages)), schedules,
+                          "yes" if pipeline.spec.enabled else "no",
+                          last[0].id if last else "", render.state_text(last[0].state.value) if last else "")
+        out.print(table)
+        if found.problems:
+            err.print(render.problems_table(found.problems))
+
+
+@app.command("runs")
+def runs_(
+    pipeline: Annotated[str | None, typer.Option(help="Only this pipeline.")] = None,
+    state: Annotated[list[states.RunState], typer.Option(help="Only these states.")] = [],  # noqa: B006
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
+) -> None:
+    """Recent runs, newest first."""
+    async def _list() -> None:
+        async with bootstrap.open_kubeline() as kl:
+            items = await kl.store.list_runs(pipeline=pipeline, states_in=state or None, limit=limit)
+            out.print(render.runs_table(items))
+
+    _run_async(_list())
+
+
+@app.command()
+def status(run_id: Annotated[str, typer.Argument(help="Run id.")]) -> None:
+    """One run: its stages, attempts and outputs."""
+    async def _status() -> None:
+        async with bootstrap.open_kubeline() as kl:
+            run_ = await kl.store.get_run(run_id)
+            out.print(render.stage_table(run_, await kl.store.list_stage_runs(run_id)))
+            if run_.outputs:
+                out.print_json(json.dumps(run_.outputs, default=str))
+            if run_.error:
+                out.print(f"[red]{run_.error}[/red]")
+
+    _run_async(_status())
+
+
+@app.command()
+def logs(
+    run_id: Annotated[str, typer.Argument(help="Run id.")],
+    stage: Annotated[str | None, typer.Option(help="Only this stage.")] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the run ends.")] = False,
+) -> None:
+    """Print a run's logs (all stages in time order, or one stage)."""
+    async def _logs() -> None:
+        async with bootstrap.open_kubeline() as kl:
+            run_ = await kl.store.get_run(run_id)
+            if stage is not None and stage not in {s.id for s in run_.spec.stages}:
+                raise errors.NotFoundError(f"run {run_id} has no stage {stage!r}")
+            if follow:
+                await _print_logs(kl, run_id, stage=stage)
+            else:
+                for line in kl.logs.read(run_id, stage_id=stage):
+                    _print_line(line)
+
+    _run_async(_logs())
+
+
+@app.command()
+def cancel(run_id: Annotated[str, typer.Argument(help="Run id.")]) -> None:
+    """Cancel a queued or running run (the process driving it stops its attempts)."""
+    async def _cancel() -> None:
+        async with bootstrap.open_kubeline() as kl:
+            run_ = await kl.engine.cancel(run_id)
+            out.print(f"run {run_id}: cancel requested ({run_.state.value})")
+
+    _run_async(_cancel())
+
+
+@secrets_app.command("set")
+def secrets_set(
+    name: Annotated[str, typer.Argument(help="Secret name (an env var name).")],
+    value: Annotated[str | None, typer.Option(help="The value; read from stdin when omitted.")] = None,
+) -> None:
+    """Store (or replace) an encrypted secret."""
+    if value is None:
+        value = typer.prompt(f"value of {name}", hide_input=True) if sys.stdin.isatty() else sys.stdin.read().rstrip("\n")
+
+    async def _set() -> None:
+        async with bootstrap.open_kubeline() as kl:
+            if kl.new_key_file:
+                err.print(f"[yellow]generated a new secret key at {kl.new_key_file}; back it up[/yellow]")
+            await kl.secrets.set(name, value or "")
+            out.print(f"secret {name} stored")
+
+    _run_async(_set())
+
+
+@secrets_app.command("list")
+def secrets_list() -> None:
+    """Names of stored secrets."""
+    async def _list() -> None:
+        async with bootstrap.open_kubeline() as kl:
+            for name in await kl.secrets.list():
+                out.print(name)
+
+    _run_async(_list())
+
+
+@secrets_app.command("delete")
+def secrets_delete(name: Annotated[str, typer.Argument()]) -> None:
+    """Delete a stored secret."""
+    async def _delete() -> None:
+        async with bootstrap.open_kubeline() as kl:
+            await kl.secrets.delete(name)
+            out.print(f"secret {name} deleted")
+
+    _run_async(_delete())
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply database migrations (also done automatically at start)."""
+    from kubeline.storage.sql import migrations
+
+    settings = settings_.Settings()
+    settings.home.mkdir(parents=True, exist_ok=True)
+    migrations.upgrade(settings.database)
+    out.print("database is up to date")
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of pipeline.yaml / pipeline.json."""
+    out.print_json(json.dumps(specs.json_schema()))

@@ -1,0 +1,1 @@
+"""The engine: turns queued runs into attempts on executors and drives them to a final state."""

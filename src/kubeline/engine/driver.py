@@ -1,0 +1,298 @@
+"""Drive one run: start ready stages, wait for attempts, retry durably, skip, cancel, finish.
+
+All state lives in the store; the driver only holds what it can rebuild from it, so a restarted
+engine resumes a run where it stopped (a retry waiting for its delay keeps its ``retry_at``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from typing import TYPE_CHECKING, Any
+
+from kubeline.domain import errors, expressions, retries, runs, states
+from kubeline.engine import planner
+from kubeline.executors import base
+
+if TYPE_CHECKING:
+    from kubeline.engine.engine import Engine
+
+log = logging.getLogger(__name__)
+S = states.StageState
+A = states.AttemptState
+
+
+class RunDriver:
+    def __init__(self, *, engine: Engine, run: runs.Run) -> None:
+        self.engine = engine
+        self.run = run
+        self.graph = {s.id: list(s.depends_on) for s in run.spec.stages}
+        self.stages: dict[str, runs.StageRun] = {}
+        self.outputs: dict[str, dict[str, Any]] = {}
+        self.route: str | None = run.route
+        self.cancel_event = asyncio.Event()
+        self.wakeup = asyncio.Event()
+        self.handles: dict[str, tuple[base.Executor, dict[str, Any]]] = {}
+        self.tasks: dict[asyncio.Task[None], str] = {}
+
+    @property
+    def store(self) -> Any:
+        return self.engine.store
+
+    async def drive(self) -> runs.Run:
+        for stage_run in await self.store.list_stage_runs(self.run.id):
+            self.stages[stage_run.stage_id] = stage_run
+            if stage_run.state is S.SUCCEEDED:
+                self.outputs[stage_run.stage_id] = stage_run.outputs
+        await self._resume_in_flight()
+        try:
+            while True:
+                if self.cancel_event.is_set() or await self._cancel_requested():
+                    await self._cancel_everything()
+                    break
+                await self._advance()
+                if not self.tasks and all(states.is_final(s.state) for s in self.stages.values()):
+                    break
+                await self._wait_for_something()
+        finally:
+            for task in self.tasks:
+                task.cancel()
+        return await self._finish()
+
+    async def _cancel_requested(self) -> bool:
+        """Another process may have asked (``kubeline cancel``); checked at most once a second."""
+        loop = asyncio.get_running_loop()
+        if loop.time() - getattr(self, "_last_check", 0.0) < self.engine.poll_interval:
+            return False
+        self._last_check = loop.time()
+        self.run = await self.store.get_run(self.run.id)
+        return bool(self.run.cancel_requested)
+
+    async def _set_stage(self, stage_id: str, to: states.StageState, *, reason: str = "", **fields: Any) -> None:
+        self.stages[stage_id] = await self.store.transition_stage(
+            self.run.id, stage_id, to, reason=reason, **fields)
+        self.engine.notify(self.run.id)
+
+    async def _advance(self) -> None:
+        now = runs.utcnow()
+        for stage_id, deps in self.graph.items():
+            stage = self.stages[stage_id]
+            if stage.state is S.WAITING:
+                blocked = [d for d in deps if states.is_final(self.stages[d].state)
+                           and self.stages[d].state is not S.SUCCEEDED]
+                if blocked:
+                    await self._set_stage(stage_id, S.SKIPPED, reason=f"upstream stage {blocked[0]!r} "
+                                          f"ended {self.stages[blocked[0]].state.value}")
+                elif all(self.stages[d].state is S.SUCCEEDED for d in deps):
+                    await self._set_stage(stage_id, S.PENDING, reason="dependencies succeeded")
+            elif stage.state is S.RETRYING and stage.retry_at is not None and stage.retry_at <= now:
+                await self._set_stage(stage_id, S.PENDING, reason="retry delay elapsed")
+        limit = self.run.spec.parallelism or len(self.graph)
+        for stage_id in self.graph:
+            if len(self.tasks) >= limit:
+                break
+            if self.stages[stage_id].state is S.PENDING and stage_id not in self.tasks.values():
+                self._spawn(stage_id, self._attempt(stage_id))
+
+    def _spawn(self, stage_id: str, coro: Any) -> None:
+        task = asyncio.create_task(coro, name=f"attempt {self.run.id}/{stage_id}")
+        self.tasks[task] = stage_id
+
+    async def _wait_for_something(self) -> None:
+        timeout = self.engine.poll_interval
+        retry_times = [s.retry_at for s in self.stages.values() if s.state is S.RETRYING and s.retry_at]
+        if retry_times:
+            timeout = max(0.0, min(timeout, (min(retry_times) - runs.utcnow()).total_seconds()))
+        waiters: set[asyncio.Future[Any]] = set(self.tasks)
+        cancel_wait = asyncio.ensure_future(self.cancel_event.wait())
+        waiters.add(cancel_wait)
+        try:
+            done, _ = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            cancel_wait.cancel()
+        for task in done:
+            if task in self.tasks:
+                del self.tasks[task]  # type: ignore[arg-type]
+                if not task.cancelled() and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+
+    # attempts ---------------------------------------------------------------------------
+    async def _attempt(self, stage_id: str) -> None:
+        stage = planner.stage_of(self.run, stage_id)
+        eff = planner.effective(self.run, stage, default_executor=self.engine.default_executor)
+        number = self.stages[stage_id].attempts + 1
+        attempt = await self.store.create_attempt(runs.Attempt(
+            id=runs.new_id(), run_id=self.run.id, stage_id=stage_id, number=number, executor=eff.executor))
+        try:
+            async with self.engine.attempt_slots:
+                await self._start_and_wait(attempt, stage_id=stage_id, eff=eff)
+        except asyncio.CancelledError:
+            raise
+
+    async def _start_and_wait(self, attempt: runs.Attempt, *, stage_id: str, eff: planner.Effective) -> None:
+        stage = planner.stage_of(self.run, stage_id)
+        try:
+            executor = self.engine.executor(eff.executor)
+            secret_values = await self._secret_values(stage)
+            spec = planner.build(run=self.run, stage=stage, attempt=attempt, settings=eff,
+                                 outputs=self.outputs, secret_values=secret_values)
+            if spec.env_from and not executor.name.startswith("kubernetes"):
+                raise errors.ExecutorError(
+                    f"env {', '.join(sorted(spec.env_from))} use valueFrom, which only the kubernetes "
+                    f"executor resolves (this stage runs on {executor.name!r})")
+        except (errors.KubelineError, expressions.ExpressionError) as exc:
+            await self._start_failed(attempt, stage_id=stage_id, error=str(exc))
+            return
+        sink = self.engine.logs.sink(run_id=self.run.id, stage_id=stage_id, attempt=attempt.number,
+                                     secrets=secret_values.values())
+        sink.write("system", f"attempt {attempt.number} of stage {stage_id!r} starting on {executor.name}")
+        try:
+            handle = await executor.start(spec, sink)
+        except errors.ExecutorError as exc:
+            sink.write("system", f"could not start: {exc}")
+            sink.close()
+            await self._start_failed(attempt, stage_id=stage_id, error=str(exc))
+            return
+        attempt = await self.store.transition_attempt(attempt.id, A.RUNNING, reason="started", handle=handle)
+        if self.stages[stage_id].state is S.PENDING:
+            await self._set_stage(stage_id, S.RUNNING, reason=f"attempt {attempt.number} started")
+        await self._wait(executor, attempt, handle=handle, sink=sink, eff=eff)
+
+    async def _wait(self, executor: base.Executor, attempt: runs.Attempt, *, handle: dict[str, Any],
+                    sink: base.LogSink, eff: planner.Effective) -> None:
+        self.handles[attempt.id] = (executor, handle)
+        try:
+            result = await executor.wait(handle)
+        finally:
+            self.handles.pop(attempt.id, None)
+        if not result.succeeded:
+            sink.write("system", f"attempt {attempt.number} {result.failure}: {result.error}")
+        sink.close()
+        await self._finish_attempt(attempt, result=result, eff=eff)
+
+    async def _secret_values(self, stage: Any) -> dict[str, str]:
+        values: dict[str, str] = {}
+        for layer in planner.encrypted_env(self.run):
+            values.update(self.engine.secrets.decrypt_env(layer))
+        values.update(await self.engine.secrets.resolve(planner.secret_names(self.run, stage)))
+        return values
+
+    async def _start_failed(self, attempt: runs.Attempt, *, stage_id: str, error: str) -> None:
+        await self.store.transition_attempt(attempt.id, A.FAILED, reason=error,
+                                            failure=states.FailureKind.START_FAILED, error=error)
+        await self._set_stage(stage_id, S.FAILED, reason=error, error=error)
+
+    async def _finish_attempt(self, attempt: runs.Attempt, *, result: base.AttemptResult,
+                              eff: planner.Effective) -> None:
+        stage_id = attempt.stage_id
+        if self.stages[stage_id].state is S.PENDING:  # adopted attempts may not have marked it
+            await self._set_stage(stage_id, S.RUNNING, reason="attempt adopted")
+        if result.succeeded:
+            await self.store.transition_attempt(attempt.id, A.SUCCEEDED, reason="exited 0",
+                                                exit_code=result.exit_code, outputs=result.outputs)
+            self.outputs[stage_id] = result.outputs
+            if result.route:
+                self.route = result.route
+            await self._set_stage(stage_id, S.SUCCEEDED, reason=f"attempt {attempt.number} succeeded",
+                                  outputs=result.outputs)
+            return
+        failure = result.failure or states.FailureKind.EXIT_CODE
+        await self.store.transition_attempt(attempt.id, states.attempt_state_for(failure), reason=result.error,
+                                            exit_code=result.exit_code, failure=failure, error=result.error)
+        cancelling = self.cancel_event.is_set()
+        if not cancelling and retries.should_retry(eff.retries, attempt_number=attempt.number, kind=failure):
+            delay = retries.delay_before(eff.retries, retry_number=attempt.number)
+            retry_at = runs.utcnow() + dt.timedelta(seconds=delay)
+            await self._set_stage(stage_id, S.RETRYING, reason=f"{result.error}; retry in {delay:g}s",
+                                  retry_at=retry_at, error=result.error)
+            return
+        final = S.CANCELLED if cancelling else states.stage_state_for(failure)
+        await self._set_stage(stage_id, final, reason=result.error, error=result.error)
+
+    async def _resume_in_flight(self) -> None:
+        """After a restart: adopt attempts that still run, fail the ones that are gone."""
+        for attempt in await self.store.list_attempts(self.run.id):
+            if states.is_final(attempt.state):
+                continue
+            stage = planner.stage_of(self.run, attempt.stage_id)
+            eff = planner.effective(self.run, stage, default_executor=self.engine.default_executor)
+            sink = self.engine.logs.sink(run_id=self.run.id, stage_id=attempt.stage_id,
+                                         attempt=attempt.number, secrets=await self._secret_values_safe(stage))
+            executor = self.engine.executors.get(attempt.executor)
+            adopted = False
+            if attempt.state is A.RUNNING and executor is not None and executor.capabilities.adopt:
+                adopted = await executor.adopt(attempt.handle, sink)
+            if adopted:
+                sink.write("system", f"attempt {attempt.number} adopted after a restart")
+                self._spawn(attempt.stage_id, self._wait(executor, attempt, handle=attempt.handle,  # type: ignore[arg-type]
+                                                         sink=sink, eff=eff))
+                continue
+            reason = "lost: the process ended while Kubeline was not running"
+            sink.write("system", f"attempt {attempt.number} {reason}")
+            sink.close()
+            if attempt.state is A.PENDING:
+                await self.store.transition_attempt(attempt.id, A.FAILED, reason=reason,
+                                                    failure=states.FailureKind.LOST, error=reason)
+                if self.stages[attempt.stage_id].state is S.PENDING:
+                    continue  # never started: simply start it again
+            await self._finish_attempt(attempt, eff=eff, result=base.AttemptResult(
+                exit_code=None, failure=states.FailureKind.LOST, error=reason))
+
+    async def _secret_values_safe(self, stage: Any) -> list[str]:
+        try:
+            return list((await self._secret_values(stage)).values())
+        except errors.KubelineError:
+            return []
+
+    # cancel and finish ------------------------------------------------------------------
+    async def _cancel_everything(self) -> None:
+        for executor, handle in list(self.handles.values()):
+            try:
+                await executor.cancel(handle)
+            except errors.ExecutorError as exc:  # keep cancelling the others
+                log.warning("cancel failed for run %s: %s", self.run.id, exc)
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=max(self.engine.cancel_grace, 1.0))
+        for task in self.tasks:
+            task.cancel()
+        self.tasks.clear()
+        for stage_id, stage in self.stages.items():
+            if not states.is_final(stage.state) and states.allowed(stage.state, S.CANCELLED):
+                await self._set_stage(stage_id, S.CANCELLED, reason="run cancelled")
+        for attempt in await self.store.list_attempts(self.run.id):
+            if not states.is_final(attempt.state):
+                await self.store.transition_attempt(attempt.id, A.CANCELLED, reason="run cancelled",
+                                                    failure=states.FailureKind.CANCELLED, error="cancelled")
+
+    async def _finish(self) -> runs.Run:
+        final_states = [self.stages[s].state for s in self.graph]
+        if self.cancel_event.is_set() or self.run.cancel_requested:
+            target = states.RunState.CANCELLED
+        else:
+            target = states.run_state_for(final_states)
+        error = ""
+        if target is not states.RunState.SUCCEEDED:
+            failed = [s for s in self.graph if self.stages[s].state not in (S.SUCCEEDED, S.SKIPPED)]
+            if failed:
+                first = self.stages[failed[0]]
+                error = f"stage {failed[0]!r} {first.state.value}" + (f": {first.error}" if first.error else "")
+        self.run = await self.store.transition_run(
+            self.run.id, target, reason=error or "all stages succeeded", error=error,
+            outputs=self._run_outputs(), route=self.route)
+        self.engine.notify(self.run.id)
+        return self.run
+
+    def _run_outputs(self) -> dict[str, Any]:
+        if not self.run.spec.outputs:
+            return {k: v for k, v in self.outputs.items() if v}
+        result: dict[str, Any] = {}
+        for ref in self.run.spec.outputs:
+            stage_id, _, key = ref.partition(".")
+            values = self.outputs.get(stage_id, {})
+            if key:
+                if key in values:
+                    result[ref] = values[key]
+            else:
+                result[stage_id] = values
+        return result

@@ -1,0 +1,213 @@
+"""The engine: submits runs, claims queued ones (``max_instances`` honoured by the store), drives
+each with a ``RunDriver``, fires downstream triggers, and cancels on request.
+
+One engine per process. ``serve()`` dispatches every queued run (the server); ``execute()``
+drives just one run to its end (``kubeline run`` without a server).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from kubeline.domain import errors, runs, specs, states
+from kubeline.engine import driver as driver_
+from kubeline.engine import inputs as inputs_
+from kubeline.engine import ports
+from kubeline.executors import base
+from kubeline.storage import base as storage
+
+log = logging.getLogger(__name__)
+
+
+class Engine:
+    def __init__(
+        self,
+        *,
+        store: storage.Store,
+        executors: Mapping[str, base.Executor],
+        logs: ports.Logs,
+        secrets: ports.Secrets,
+        default_executor: str = "local",
+        max_concurrent_attempts: int = 16,
+        poll_interval: float = 1.0,
+        cancel_grace: float = 10.0,
+    ) -> None:
+        self.store = store
+        self.executors = dict(executors)
+        self.logs = logs
+        self.secrets = secrets
+        self.default_executor = default_executor
+        self.poll_interval = poll_interval
+        self.cancel_grace = cancel_grace
+        self.attempt_slots = asyncio.Semaphore(max_concurrent_attempts)
+        self.drivers: dict[str, driver_.RunDriver] = {}
+        self._driver_tasks: dict[str, asyncio.Task[runs.Run]] = {}
+        self._changed = asyncio.Condition()
+        self._dispatch = asyncio.Event()
+
+    def executor(self, name: str) -> base.Executor:
+        if name == "local-warm" and name not in self.executors:
+            name = "local"
+        try:
+            return self.executors[name]
+        except KeyError:
+            raise errors.ExecutorError(
+                f"executor {name!r} is not configured here (available: {', '.join(self.executors)})"
+            ) from None
+
+    # submitting -------------------------------------------------------------------------
+    async def submit(
+        self,
+        pipeline: runs.Pipeline,
+        *,
+        inputs: dict[str, Any] | None = None,
+        triggered_by: runs.TriggeredBy | None = None,
+        schedule_id: str | None = None,
+        parent_run_id: str | None = None,
+    ) -> runs.Run:
+        """Queue a run of ``pipeline``; inputs are validated (``InvalidInputError``) before anything is stored."""
+        spec = pipeline.spec
+        given = dict(inputs or {})
+        if schedule_id is not None:
+            if schedule_id not in spec.schedule_ids():
+                raise errors.NotFoundError(f"pipeline {pipeline.name!r} has no schedule {schedule_id!r}")
+            schedule = spec.schedules[spec.schedule_ids().index(schedule_id)]
+            given = {**schedule.inputs, **given}
+        checked = inputs_.validate(spec, given)
+        run = runs.Run(id=runs.new_id(), pipeline=pipeline.name, inputs=checked, spec=spec,
+                       triggered_by=triggered_by or runs.TriggeredBy(), pipeline_path=pipeline.path,
+                       schedule_id=schedule_id, parent_run_id=parent_run_id)
+        stage_rows = [runs.StageRun(run_id=run.id, stage_id=s.id) for s in spec.stages]
+        run = await self.store.create_run(run, stage_rows)
+        self._dispatch.set()
+        self.notify(run.id)
+        return run
+
+    # driving ----------------------------------------------------------------------------
+    async def serve(self, *, batch: int = 8) -> None:
+        """Claim and drive queued runs until cancelled (the server's dispatcher loop)."""
+        while True:
+            self._dispatch.clear()
+            claimed = await self.store.claim_queued_runs(limit=batch)
+            for run in claimed:
+                self._start_driver(run)
+            if len(claimed) < batch:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._dispatch.wait(), timeout=self.poll_interval)
+
+    async def execute(self, run_id: str) -> runs.Run:
+        """Drive one run to its end in this process (waiting in the queue while max_instances says so)."""
+        while True:
+            run = await self.store.get_run(run_id)
+            if run.state is states.RunState.QUEUED:
+                claimed = await self.store.claim_queued_runs(limit=1, only=[run_id])
+                if not claimed:
+                    if run.cancel_requested:
+                        return await self.store.transition_run(run_id, states.RunState.CANCELLED,
+                                                               reason="cancelled while queued")
+                    await self._sleep_until_dispatch()
+                    continue
+                run = claimed[0]
+            if states.is_final(run.state):
+                return run
+            return await self._start_driver(run)
+
+    async def _sleep_until_dispatch(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._dispatch.wait(), timeout=self.poll_interval)
+        self._dispatch.clear()
+
+    async def resume(self) -> list[runs.Run]:
+        """Drive the runs left running by a previous process (after a crash or restart)."""
+        left = await self.store.list_runs(states_in=[states.RunState.RUNNING], limit=10_000)
+        tasks = [self._start_driver(run) for run in left if run.id not in self.drivers]
+        return list(await asyncio.gather(*tasks))
+
+    def _start_driver(self, run: runs.Run) -> asyncio.Task[runs.Run]:
+        if run.id in self._driver_tasks:
+            return self._driver_tasks[run.id]
+        driver = driver_.RunDriver(engine=self, run=run)
+        self.drivers[run.id] = driver
+        task = asyncio.create_task(self._drive(driver), name=f"run {run.id}")
+        self._driver_tasks[run.id] = task
+        return task
+
+    async def _drive(self, driver: driver_.RunDriver) -> runs.Run:
+        try:
+            run = await driver.drive()
+        except Exception as exc:
+            log.exception("run %s: the driver failed", driver.run.id)
+            run = await self._fail_broken_run(driver.run.id, exc)
+        finally:
+            self.drivers.pop(driver.run.id, None)
+            self._driver_tasks.pop(driver.run.id, None)
+            self._dispatch.set()
+        await self._fire_downstream(run)
+        return run
+
+    async def _fail_broken_run(self, run_id: str, exc: BaseException) -> runs.Run:
+        run = await self.store.get_run(run_id)
+        if states.is_final(run.state):
+            return run
+        reason = f"internal error: {type(exc).__name__}: {exc}"
+        return await self.store.transition_run(run_id, states.RunState.FAILED, reason=reason, error=reason)
+
+    async def cancel(self, run_id: str) -> runs.Run:
+        """Cancel a queued or running run (here or in another process driving it)."""
+        run = await self.store.request_cancel(run_id)
+        driver = self.drivers.get(run_id)
+        if driver is not None:
+            driver.cancel_event.set()
+        elif run.state is states.RunState.QUEUED:
+            run = await self.store.transition_run(run_id, states.RunState.CANCELLED, reason="cancelled while queued")
+        self._dispatch.set()
+        return run
+
+    async def shutdown(self) -> None:
+        """Stop driving (running attempts are left running, to be adopted by the next start)."""
+        for task in list(self._driver_tasks.values()):
+            task.cancel()
+        await asyncio.gather(*self._driver_tasks.values(), return_exceptions=True)
+
+    # notifications ----------------------------------------------------------------------
+    def notify(self, run_id: str) -> None:
+        """Wake watchers (CLI tables, SSE streams) after a change of ``run_id``."""
+        async def _notify() -> None:
+            async with self._changed:
+                self._changed.notify_all()
+
+        task = asyncio.ensure_future(_notify())
+        task.add_done_callback(lambda _t: None)
+
+    async def changed(self, timeout: float) -> None:
+        async with self._changed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout=timeout)
+
+    # downstream -------------------------------------------------------------------------
+    async def _fire_downstream(self, run: runs.Run) -> None:
+        for target in run.spec.downstream:
+            if not _matches(target, run):
+                continue
+            try:
+                pipeline = await self.store.get_pipeline(target.pipeline)
+                child = await self.submit(
+                    pipeline, inputs=target.inputs, schedule_id=target.schedule, parent_run_id=run.id,
+                    triggered_by=runs.TriggeredBy(kind=runs.TriggerKind.DOWNSTREAM,
+                                                  detail=f"{run.pipeline}/{run.id}"))
+                log.info("run %s triggered %s run %s", run.id, target.pipeline, child.id)
+            except errors.KubelineError as exc:
+                log.warning("run %s: downstream %r not started: %s", run.id, target.pipeline, exc)
+
+
+def _matches(target: specs.DownstreamSpec, run: runs.Run) -> bool:
+    succeeded = run.state is states.RunState.SUCCEEDED
+    if run.state is states.RunState.CANCELLED:
+        return False
+    if target.route is not None:
+        return succeeded and run.route == target.route
+    return target.on == "always" or (target.on == "success") == succeeded
