@@ -1,0 +1,240 @@
+"""The local executor: one OS process per attempt, adoptable after a restart.
+
+Each attempt runs under a tiny ``/bin/sh`` supervisor started with ``posix_spawn`` in a new
+session (so the attempt is its own process group)::
+
+    sh -c 'join cgroups; cd FOLDER; "$@" >WORK/stdout 2>WORK/stderr; echo $? >WORK/rc' ...
+
+Nothing of the attempt depends on Kubeline staying alive: output goes to files in a private
+work dir (mode 0700; removed after the attempt because the raw output may hold unmasked
+secrets), and the exit status lands in ``WORK/rc``. This executor tails the files into the
+``LogSink`` and learns about the exit from a pidfd (no thread, no polling); a restarted server
+``adopt``s the attempt from its handle (pid + start time, work dir, deadline) and resumes
+tailing from the offsets saved in the work dir. Per attempt this costs one ``sh`` exec, a few
+small file writes and (when cgroups are usable) two cgroup mkdirs: a few milliseconds.
+
+The supervisor traps SIGTERM so that a killed attempt still records its status. When the
+attempt ends, whatever it left behind is killed: its process group, and with a cgroup every
+process in it (also daemons that called ``setsid``); see ``local_limits`` for how leftovers of
+attempts without a cgroup are found.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import pathlib
+import re
+import shutil
+import signal
+import sys
+import time
+from typing import Any
+
+from kubeline.domain import errors, quantities, states
+from kubeline.executors import base, local_limits, local_run, local_venvs
+
+_WRAPPER = (
+    'w=$1; d=$2; m=$3; c=$4; shift 4; '
+    'for p in "$m" "$c"; do [ -z "$p" ] || echo $$ >"$p" || exit 125; done; '
+    'cd "$d" || exit 126; '
+    'trap : TERM INT; '
+    '"$@" </dev/null >"$w/stdout" 2>"$w/stderr"; '
+    'echo $? >"$w/rc"'
+)
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+_LIMIT_POLL = 0.1  # seconds between memory checks when no cgroup enforces the limit
+
+
+class LocalExecutor:
+    name = "local"
+
+    def __init__(self, *, work_dir: pathlib.Path, artifacts_dir: pathlib.Path,
+                 venvs: local_venvs.VenvCache, log_line_limit: int = 64 * 1024,
+                 kill_grace: float = 5.0, poll_interval: float = 0.05,
+                 use_cgroups: bool = True) -> None:
+        self.work_dir = work_dir
+        self.artifacts_dir = artifacts_dir
+        self.venvs = venvs
+        self.log_line_limit = log_line_limit
+        self.kill_grace = kill_grace
+        self.poll_interval = poll_interval
+        self.cgroups = (local_limits.CgroupRoots.probe() if use_cgroups
+                        else local_limits.CgroupRoots())
+        self.capabilities = base.Capabilities(adopt=True, memory_limit=True,
+                                              cpu_limit=self.cgroups.cpu is not None)
+        self._attempts: dict[str, local_run.Attempt] = {}
+        work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    @classmethod
+    def from_settings(cls, settings: Any, **kwargs: Any) -> LocalExecutor:
+        """Paths and limits from ``kubeline.settings.Settings``."""
+        venvs = local_venvs.VenvCache(settings.venvs_dir, uv_cache_dir=settings.uv_cache_dir
+                                      or settings.home / "uv-cache")
+        return cls(work_dir=settings.work_dir, artifacts_dir=settings.home / "artifacts",
+                   venvs=venvs, log_line_limit=settings.log_line_limit, **kwargs)
+
+    async def start(self, spec: base.AttemptSpec, sink: base.LogSink) -> dict[str, Any]:
+        argv, venv = await self._resolve_argv(spec)
+        handle = self._spawn(spec, argv=argv, venv=venv)
+        self._supervise(handle, sink, own_child=True)
+        return handle
+
+    def _spawn(self, spec: base.AttemptSpec, *, argv: list[str],
+               venv: pathlib.Path | None) -> dict[str, Any]:
+        """Prepare the work dir and cgroups and spawn the supervisor (synchronous: ~1 ms)."""
+        work = self.work_dir / _SAFE.sub("_", spec.attempt_id)
+        if work.exists():
+            shutil.rmtree(work)  # left by a start that crashed before handing out a handle
+        if spec.folder is not None and not spec.folder.is_dir():
+            raise errors.ExecutorError(f"pipeline folder {spec.folder} does not exist")
+        work.mkdir(parents=True, mode=0o700)
+        artifacts = (self.artifacts_dir / _SAFE.sub("_", spec.run_id)
+                     / _SAFE.sub("_", spec.stage_id) / str(spec.number))
+        artifacts.mkdir(parents=True, exist_ok=True)
+        cwd = spec.folder or work / "tmp"
+        if spec.folder is None:
+            cwd.mkdir()
+        env = self._environment(spec, work=work, artifacts=artifacts, venv=venv)
+        limits = spec.resources.limits
+        cgroups = local_limits.AttemptCgroups.create(
+            self.cgroups, name=f"attempt-{work.name}", memory_bytes=limits.memory_bytes,
+            cpu_cores=limits.cpu_cores)
+        join_memory, join_cpu = cgroups.join_files()
+        try:
+            (work / "inputs.json").write_text(json.dumps(spec.inputs))
+            (work / "config.json").write_text(json.dumps(spec.config))
+            pid = os.posix_spawn(
+                "/bin/sh",
+                ["/bin/sh", "-c", _WRAPPER, "kubeline-attempt", str(work), str(cwd),
+                 join_memory, join_cpu, *argv],
+                env, setsid=True, file_actions=[
+                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                    (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+                    (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0)])
+        except (OSError, TypeError, ValueError) as exc:
+            cgroups.remove()
+            shutil.rmtree(work, ignore_errors=True)
+            raise errors.ExecutorError(f"cannot start {argv[0]}: {exc}") from exc
+        now = time.time()
+        return {
+            "attempt_id": spec.attempt_id, "pid": pid, "pgid": pid,
+            "proc_start": local_limits.start_ticks(pid), "work_dir": str(work),
+            "artifacts_dir": str(artifacts), "started_at": now, "timeout": spec.timeout,
+            "deadline": now + spec.timeout if spec.timeout else None,
+            "memory_limit": limits.memory, "cpu_limit": limits.cpu,
+            "soft_memory": spec.resources.soft_limits.memory,
+            "soft_cpu": spec.resources.soft_limits.cpu, "cgroups": cgroups.to_json(),
+        }
+
+    async def wait(self, handle: dict[str, Any]) -> base.AttemptResult:
+        attempt = self._attempts.get(handle["attempt_id"])
+        if attempt is None:
+            raise errors.ExecutorError(
+                f"attempt {handle['attempt_id']} is not followed by this executor; adopt it first"
+            )
+        result = await asyncio.shield(attempt.task)
+        if self._attempts.get(handle["attempt_id"]) is attempt:
+            del self._attempts[handle["attempt_id"]]
+        return result
+
+    async def cancel(self, handle: dict[str, Any]) -> None:
+        attempt = self._attempts.get(handle["attempt_id"])
+        if attempt is not None:
+            attempt.stop(states.FailureKind.CANCELLED, "was cancelled")
+            return
+        if local_limits.is_running(handle["pid"], started=handle.get("proc_start")):
+            local_limits.kill_group(handle["pgid"], signal.SIGKILL)  # not ours: no grace needed
+            local_limits.AttemptCgroups.from_json(handle.get("cgroups")).signal_all(
+                signal.SIGKILL)
+
+    async def adopt(self, handle: dict[str, Any], sink: base.LogSink) -> bool:
+        if handle["attempt_id"] in self._attempts:
+            return True
+        if not _adoptable(handle):
+            return False
+        self._supervise(handle, sink, own_child=False)
+        return True
+
+    async def close(self) -> None:
+        """Stop following attempts but leave them running: a restarted server adopts them."""
+        attempts = list(self._attempts.values())
+        self._attempts.clear()
+        for attempt in attempts:
+            attempt.detach()
+        for attempt in attempts:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await attempt.task
+
+    def _supervise(self, handle: dict[str, Any], sink: base.LogSink, *, own_child: bool) -> None:
+        soft_cpu, soft_memory = handle.get("soft_cpu"), handle.get("soft_memory")
+        attempt = local_run.Attempt(
+            handle=handle, sink=sink, own_child=own_child, limit=self.log_line_limit,
+            kill_grace=self.kill_grace, poll_interval=self.poll_interval,
+            memory_limit=quantities.memory_bytes(handle["memory_limit"])
+            if handle.get("memory_limit") else None,
+            soft_memory=quantities.memory_bytes(soft_memory) if soft_memory else None,
+            soft_cpu=quantities.cpu_cores(soft_cpu) if soft_cpu else None,
+            limit_poll=_LIMIT_POLL)
+        self._attempts[handle["attempt_id"]] = attempt  # until ``wait`` collects the result
+
+    async def _resolve_argv(self, spec: base.AttemptSpec) -> tuple[list[str], pathlib.Path | None]:
+        if not spec.argv:
+            raise errors.ExecutorError(f"stage {spec.stage_id}: nothing to run (empty argv)")
+        venv = None
+        argv = list(spec.argv)
+        if spec.runtime is base.Runtime.KUBELINE:
+            if argv[0] == "python":
+                argv[0] = sys.executable
+        else:
+            venv = await self.venvs.ensure(spec.python_version, spec.requirements,
+                                           spec.extra_packages)
+            if argv[0] == "python":
+                argv[0] = str(venv / "bin" / "python")
+        program = argv[0]
+        path = f"{venv / 'bin'}:{os.environ.get('PATH', '')}" if venv else os.environ.get("PATH")
+        if os.sep in program:
+            if not os.access(program, os.X_OK):
+                raise errors.ExecutorError(f"stage {spec.stage_id}: cannot run {program}: "
+                                           "no such executable (is the venv broken?)")
+        elif shutil.which(program, path=path) is None:
+            raise errors.ExecutorError(f"stage {spec.stage_id}: {program!r} is not installed "
+                                       "or not on PATH")
+        return argv, venv
+
+    def _environment(self, spec: base.AttemptSpec, *, work: pathlib.Path,
+                     artifacts: pathlib.Path, venv: pathlib.Path | None) -> dict[str, str]:
+        # The server's own KUBELINE_* settings (secret key, database URL) never reach a stage.
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("KUBELINE_") and k not in _SERVER_ONLY}
+        env["PYTHONUNBUFFERED"] = "1"  # lines reach the log as they are printed
+        if venv is not None:
+            env["VIRTUAL_ENV"] = str(venv)
+            env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', os.defpath)}"
+        env.update({
+            "KUBELINE_INPUTS": str(work / "inputs.json"),
+            "KUBELINE_CONFIG": str(work / "config.json"),
+            "KUBELINE_OUTPUTS": str(work / "outputs.json"),
+            "KUBELINE_ROUTE_FILE": str(work / "route"),
+            "KUBELINE_ARTIFACTS_DIR": str(artifacts),
+            "KUBELINE_RUN_ID": spec.run_id,
+            "KUBELINE_PIPELINE": spec.pipeline,
+            "KUBELINE_STAGE": spec.stage_id,
+            "KUBELINE_ATTEMPT": str(spec.number),
+            "KUBELINE_ATTEMPT_ID": spec.attempt_id,  # finds its leftovers: local_limits
+        })
+        env.update(spec.env)
+        return env
+
+
+def _adoptable(handle: dict[str, Any]) -> bool:
+    """The work dir is there and the attempt still runs or has recorded its exit status."""
+    work = pathlib.Path(handle["work_dir"])
+    finished = (work / "rc").is_file()
+    alive = local_limits.is_running(handle["pid"], started=handle.get("proc_start"))
+    return work.is_dir() and (alive or finished)
+
+
+_SERVER_ONLY = frozenset({"VIRTUAL_ENV", "PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP"})

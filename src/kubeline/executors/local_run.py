@@ -1,0 +1,281 @@
+"""One followed local attempt: wait for its exit, tail its output, enforce deadline and limits.
+
+An ``Attempt`` is the in-memory side of a handle. It is the same whether this process started
+the attempt or adopted it after a restart: the exit is learnt from a pidfd (readable when the
+process ends, also for a process that is not our child), the status from ``WORK/rc``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import pathlib
+import shutil
+import signal
+import time
+from typing import Any
+
+from kubeline.domain import quantities, states
+from kubeline.executors import base, local_limits, local_tail
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+_CGROUP_REMOVE_TRIES = 100  # x 50 ms: killed processes need a moment to leave the cgroup
+
+
+class Attempt:
+    def __init__(self, *, handle: dict[str, Any], sink: base.LogSink, own_child: bool,
+                 limit: int, kill_grace: float, poll_interval: float, memory_limit: int | None,
+                 soft_memory: int | None, soft_cpu: float | None, limit_poll: float) -> None:
+        self.handle = handle
+        self.sink = sink
+        self.work = pathlib.Path(handle["work_dir"])
+        self.pid: int = handle["pid"]
+        self.pgid: int = handle["pgid"]
+        self.cgroups = local_limits.AttemptCgroups.from_json(handle.get("cgroups"))
+        self._own_child = own_child
+        self._grace = kill_grace
+        self._poll = poll_interval
+        self._memory_limit = memory_limit
+        self._soft_memory = soft_memory
+        self._soft_cpu = soft_cpu
+        self._limit_poll = limit_poll
+        self._reason: tuple[states.FailureKind, str] | None = None
+        self._status: int | None = None  # from waitpid, when the supervisor is our child
+        self._detached = False
+        self._loop = asyncio.get_running_loop()
+        offsets = _load_offsets(self.work)
+        self._tails = [
+            local_tail.StreamTail(path=self.work / "stdout", stream="stdout", offset=offsets[0],
+                                  limit=limit),
+            local_tail.StreamTail(path=self.work / "stderr", stream="stderr", offset=offsets[1],
+                                  limit=limit),
+        ]
+        self.task: asyncio.Task[base.AttemptResult] = self._loop.create_task(self._run())
+
+    def stop(self, kind: states.FailureKind, error: str, *, grace: float | None = None) -> None:
+        """Kill the attempt's processes (TERM, then KILL after the grace period)."""
+        if self._reason is not None or self.task.done():
+            return
+        self._reason = (kind, error)
+        self._signal(signal.SIGTERM if (grace if grace is not None else self._grace) > 0
+                     else signal.SIGKILL)
+        self._loop.call_later(self._grace if grace is None else grace, self._signal,
+                              signal.SIGKILL)
+
+    def detach(self) -> None:
+        self._detached = True
+        self.task.cancel()
+
+    async def _run(self) -> base.AttemptResult:
+        exited: asyncio.Future[None] = self._loop.create_future()
+        closer = self._watch_exit(exited)
+        helpers = [self._loop.create_task(self._tail_loop())]
+        if (self._memory_limit and self.cgroups.memory is None) or self._soft_memory \
+                or self._soft_cpu:
+            helpers.append(self._loop.create_task(self._limits_loop()))
+        timer = None
+        deadline = self.handle.get("deadline")
+        if deadline:
+            timer = self._loop.call_later(
+                max(0.0, deadline - time.time()), self.stop, states.FailureKind.TIMEOUT,
+                f"timed out after {self.handle['timeout']:g}s")
+        try:
+            await exited
+        finally:
+            closer()
+            if timer is not None:
+                timer.cancel()
+            for helper in helpers:
+                helper.cancel()
+            for helper in helpers:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await helper
+            if self._detached:
+                self._save_offsets()
+                for tail in self._tails:
+                    tail.close()
+                self.sink.close()
+        return self._finish()
+
+    def _finish(self) -> base.AttemptResult:
+        self._signal(signal.SIGKILL)  # whatever the attempt left behind (daemons, workers)
+        if self.cgroups.memory is None and self.cgroups.cpu is None:
+            local_limits.kill_marked(self.handle["attempt_id"])
+        for tail in self._tails:
+            tail.pump(self.sink, final=True)
+            tail.close()
+        result = self._result()
+        if result.failure is not None:
+            self.sink.write("system", f"attempt {result.failure.value}: {result.error}")
+        self.sink.close()
+        self._remove_cgroups(_CGROUP_REMOVE_TRIES)
+        shutil.rmtree(self.work, ignore_errors=True)  # raw output may hold unmasked secrets
+        return result
+
+    def _result(self) -> base.AttemptResult:  # noqa: PLR0911 - one return per way to end
+        rc = _read_rc(self.work / "rc")
+        if self._reason is not None:
+            kind, error = self._reason
+            return base.AttemptResult(exit_code=rc, failure=kind, error=error)
+        if rc != 0 and self.cgroups.oom_killed():
+            return base.AttemptResult(exit_code=rc, failure=states.FailureKind.OOM,
+                                      error=self._oom_error())
+        if rc is None:
+            status = self._status
+            if status is not None and os.WIFSIGNALED(status):
+                return _signalled(None, os.WTERMSIG(status))
+            return base.AttemptResult(exit_code=None, failure=states.FailureKind.LOST,
+                                      error="ended without an exit status (its supervisor "
+                                            "process was killed)")
+        if rc == 125:
+            return base.AttemptResult(exit_code=rc, failure=states.FailureKind.START_FAILED,
+                                      error="could not be placed in its cgroup")
+        if rc > 128 and rc - 128 < signal.NSIG:
+            return _signalled(rc, rc - 128)
+        if rc != 0:
+            return base.AttemptResult(exit_code=rc, failure=states.FailureKind.EXIT_CODE,
+                                      error=f"exited with code {rc}")
+        return self._outputs()
+
+    def _outputs(self) -> base.AttemptResult:
+        outputs: dict[str, Any] = {}
+        path = self.work / "outputs.json"
+        if path.is_file() and path.stat().st_size:
+            try:
+                loaded = json.loads(path.read_bytes())
+            except ValueError as exc:
+                return base.AttemptResult(
+                    exit_code=0, failure=states.FailureKind.EXIT_CODE,
+                    error=f"wrote invalid JSON to $KUBELINE_OUTPUTS: {exc}")
+            if not isinstance(loaded, dict):
+                return base.AttemptResult(
+                    exit_code=0, failure=states.FailureKind.EXIT_CODE,
+                    error="wrote JSON that is not an object to $KUBELINE_OUTPUTS "
+                          f"(a {type(loaded).__name__}); write e.g. {{\"rows\": 3}}")
+            outputs = loaded
+        route_file = self.work / "route"
+        route = route_file.read_text(errors="replace").strip() if route_file.is_file() else ""
+        return base.AttemptResult(exit_code=0, outputs=outputs, route=route or None)
+
+    def _oom_error(self) -> str:
+        return f"exceeded its memory limit of {self.handle.get('memory_limit')}"
+
+    def _signal(self, sig: int) -> None:
+        local_limits.kill_group(self.pgid, sig)
+        self.cgroups.signal_all(sig)
+
+    def _watch_exit(self, exited: asyncio.Future[None]) -> Any:
+        """Resolve ``exited`` when the supervisor ends; returns a function that stops watching."""
+        started = self.handle.get("proc_start")
+        try:
+            fd = os.pidfd_open(self.pid)
+        except ProcessLookupError:
+            exited.set_result(None)
+            return lambda: None
+        except OSError:  # no pidfd (old kernel): poll
+            poller = self._loop.create_task(self._poll_exit(exited))
+            return poller.cancel
+        if not local_limits.is_running(self.pid, started=started) and not self._own_child:
+            os.close(fd)
+            exited.set_result(None)
+            return lambda: None
+
+        def ready() -> None:
+            self._loop.remove_reader(fd)
+            self._reap()
+            if not exited.done():
+                exited.set_result(None)
+
+        def close() -> None:
+            self._loop.remove_reader(fd)
+            os.close(fd)
+
+        self._loop.add_reader(fd, ready)
+        return close
+
+    async def _poll_exit(self, exited: asyncio.Future[None]) -> None:
+        while local_limits.is_running(  # noqa: ASYNC110 - no event exists for another's exit
+                self.pid, started=self.handle.get("proc_start")):
+            await asyncio.sleep(self._poll)
+        self._reap()
+        exited.set_result(None)
+
+    def _reap(self) -> None:
+        if not self._own_child:
+            return
+        with contextlib.suppress(ChildProcessError):
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self._status = status
+
+    async def _tail_loop(self) -> None:
+        while True:
+            read = sum(tail.pump(self.sink) for tail in self._tails)
+            if read:
+                self._save_offsets()
+                await asyncio.sleep(0)
+            else:
+                await asyncio.sleep(self._poll)
+
+    async def _limits_loop(self) -> None:
+        warned_memory = warned_cpu = False
+        last_ticks, last_time = None, time.monotonic()
+        while True:
+            pids = self.cgroups.pids() or set(local_limits.group_pids(self.pgid))
+            usage = self.cgroups.memory_usage()
+            if usage is None:
+                usage = local_limits.rss_bytes(pids)
+            if self._memory_limit and self.cgroups.memory is None and usage > self._memory_limit:
+                self.stop(states.FailureKind.OOM, self._oom_error(), grace=0)
+            if self._soft_memory and usage > self._soft_memory and not warned_memory:
+                warned_memory = True
+                self.sink.write("system", f"warning: memory use {quantities.format_bytes(usage)}"
+                                f" is above the soft limit {self.handle.get('soft_memory')}")
+            if self._soft_cpu:
+                ticks, now = local_limits.cpu_ticks(pids), time.monotonic()
+                if last_ticks is not None and now > last_time and not warned_cpu:
+                    cores = (ticks - last_ticks) / _CLK_TCK / (now - last_time)
+                    if cores > self._soft_cpu * 1.05:
+                        warned_cpu = True
+                        self.sink.write("system", f"warning: CPU use {cores:.2f} cores is above "
+                                        f"the soft limit {self.handle.get('soft_cpu')}")
+                last_ticks, last_time = ticks, now
+            await asyncio.sleep(self._limit_poll)
+
+    def _save_offsets(self) -> None:
+        temp = self.work / "offsets.tmp"
+        with contextlib.suppress(OSError):
+            temp.write_text(f"{self._tails[0].offset} {self._tails[1].offset}")
+            temp.replace(self.work / "offsets")
+
+    def _remove_cgroups(self, tries: int) -> None:
+        if not self.cgroups.remove() and tries > 0:
+            self.cgroups.signal_all(signal.SIGKILL)
+            with contextlib.suppress(RuntimeError):  # the loop is closing: leave it to the OS
+                self._loop.call_later(0.05, self._remove_cgroups, tries - 1)
+
+
+def _signalled(rc: int | None, number: int) -> base.AttemptResult:
+    try:
+        name = signal.Signals(number).name
+    except ValueError:
+        name = f"signal {number}"
+    return base.AttemptResult(exit_code=rc, failure=states.FailureKind.EXIT_CODE,
+                              error=f"killed by signal {name}")
+
+
+def _read_rc(path: pathlib.Path) -> int | None:
+    try:
+        text = path.read_text()
+    except OSError:
+        return None
+    return int(text) if text.endswith("\n") and text.strip().lstrip("-").isdigit() else None
+
+
+def _load_offsets(work: pathlib.Path) -> tuple[int, int]:
+    with contextlib.suppress(OSError, ValueError):
+        out, err = (work / "offsets").read_text().split()
+        return int(out), int(err)
+    return 0, 0

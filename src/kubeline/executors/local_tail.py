@@ -1,0 +1,87 @@
+"""Tailing an attempt's stdout/stderr files into a ``LogSink``, line by line.
+
+The attempt writes to plain files (so it outlives Kubeline and can be adopted); this reads them
+in fixed-size chunks (memory stays flat whatever the attempt prints), splits lines longer than
+the limit (at a UTF-8 character boundary), and decodes with replacement, so binary garbage never
+breaks logging. ``offset`` counts the bytes already handed to the sink as whole lines; it is
+saved in the work dir so an adopting executor resumes exactly there: no line lost or repeated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pathlib
+import time
+
+from kubeline.executors import base
+
+CHUNK = 256 * 1024
+_CHUNKS_PER_PUMP = 4  # then yield to the event loop
+
+
+class StreamTail:
+    def __init__(self, *, path: pathlib.Path, stream: str, offset: int, limit: int) -> None:
+        self.path = path
+        self.stream = stream
+        self.offset = offset
+        self._limit = limit
+        self._pending = b""
+        self._fd: int | None = None
+
+    def pump(self, sink: base.LogSink, *, final: bool = False) -> int:
+        """Hand new whole lines to the sink; return the bytes read (0 = nothing new)."""
+        if self._fd is None:
+            try:
+                self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                return 0
+        read = 0
+        at = time.time()
+        for _ in range(_CHUNKS_PER_PUMP if not final else 1 << 62):
+            chunk = os.pread(self._fd, CHUNK, self.offset + len(self._pending))
+            if not chunk:
+                break
+            read += len(chunk)
+            self._consume(self._pending + chunk, sink, at=at)
+        if final and self._pending:
+            self._emit(self._pending, sink, at=at)
+            self.offset += len(self._pending)
+            self._pending = b""
+        return read
+
+    def close(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+
+    def _consume(self, data: bytes, sink: base.LogSink, *, at: float) -> None:
+        lines = data.split(b"\n")
+        rest = lines.pop()
+        for line in lines:
+            self._emit(line, sink, at=at)
+        while len(rest) >= self._limit:
+            cut = _boundary(rest, self._limit)
+            self._emit(rest[:cut], sink, at=at)
+            rest = rest[cut:]
+        self.offset += len(data) - len(rest)
+        self._pending = rest
+
+    def _emit(self, line: bytes, sink: base.LogSink, *, at: float) -> None:
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        while len(line) > self._limit:
+            cut = _boundary(line, self._limit)
+            sink.write(self.stream, line[:cut].decode("utf-8", "replace"), at=at)
+            line = line[cut:]
+        sink.write(self.stream, line.decode("utf-8", "replace"), at=at)
+
+
+def _boundary(data: bytes, limit: int) -> int:
+    """A cut point <= limit that does not split a UTF-8 character (when the data is UTF-8)."""
+    cut = limit
+    for _ in range(3):
+        if cut > 1 and (data[cut] & 0xC0) == 0x80:
+            cut -= 1
+    return cut if (data[cut] & 0xC0) != 0x80 else limit

@@ -1,0 +1,32 @@
+"""Secret masking: every secret value is replaced with ``***`` before a line reaches disk.
+
+Values shorter than three characters are not masked: masking ``1`` or ``a`` would shred every
+line (and the pattern of ``***`` would reveal the value anyway), so such "secrets" give no
+protection worth the damage. Multi-line secrets are masked line by line, because log text is
+stored one line at a time. A secret split across a line that the executor had to cut at
+``log_line_limit`` can only be masked in the parts that remain whole.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+MIN_LENGTH = 3
+MASK = "***"
+
+
+class Masker:
+    def __init__(self, secrets: Iterable[str]) -> None:
+        values: set[str] = set()
+        for secret in secrets:
+            for part in (secret, *secret.splitlines()):
+                if len(part) >= MIN_LENGTH:
+                    values.add(part)
+        ordered = sorted(values, key=len, reverse=True)  # longest first: no partial leftovers
+        self._pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+
+    def __call__(self, text: str) -> str:
+        if self._pattern is None:
+            return text
+        return self._pattern.sub(MASK, text)

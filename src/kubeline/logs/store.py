@@ -1,0 +1,220 @@
+"""The file log store: ``<root>/<run_id>/<stage_id>/<attempt>.log``, one line per output line.
+
+Writers are ``FileSink``s (one per attempt); readers read the files, so a follower works the
+same in another process (it polls for growth) as in this one (it is woken by the sink's flush
+at once). Sinks buffer and flush once per event-loop turn: an executor hands over a whole chunk
+of output synchronously, then yields, and the flush lands right after it, so followers see
+lines within milliseconds without a syscall per line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import heapq
+import pathlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from typing import BinaryIO
+
+from kubeline.logs import lines, masking
+
+Until = asyncio.Event | Callable[[], Awaitable[bool]] | None
+_POLL = 0.1  # seconds between file checks when nothing in this process says "new lines"
+_BATCH = 2000  # lines per file per follower turn: bounds a follower's memory on huge logs
+
+
+class FileSink:
+    """A ``LogSink`` that masks secrets and appends to one attempt's log file."""
+
+    def __init__(self, *, path: pathlib.Path, masker: masking.Masker,
+                 on_flush: Callable[[], None]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._file: BinaryIO | None = path.open("ab")
+        self._mask = masker
+        self._on_flush = on_flush
+        self._stamp = lines.Stamper()
+        self._flush_pending = False
+
+    def write(self, stream: str, text: str, *, at: float | None = None) -> None:
+        if self._file is None:
+            return  # closed: late lines of a killed attempt are dropped, not an error
+        stamp = self._stamp(time.time() if at is None else at)
+        for part in text.split("\n"):
+            self._file.write(lines.format_line(stamp=stamp, stream=stream, text=self._mask(part)))
+        self._schedule_flush()
+
+    def flush(self) -> None:
+        self._flush_pending = False
+        if self._file is not None:
+            self._file.flush()
+            self._on_flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self.flush()
+            self._file.close()
+            self._file = None
+
+    def _schedule_flush(self) -> None:
+        if self._flush_pending:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        self._flush_pending = True
+        loop.call_soon(self.flush)
+
+
+class LogStore:
+    def __init__(self, root: pathlib.Path) -> None:
+        self.root = root
+        self._wakeups: dict[str, set[asyncio.Event]] = {}
+
+    def path(self, *, run_id: str, stage_id: str, attempt: int) -> pathlib.Path:
+        return self.root / run_id / stage_id / f"{attempt}.log"
+
+    def sink(self, *, run_id: str, stage_id: str, attempt: int,
+             secrets: Iterable[str] = ()) -> FileSink:
+        return FileSink(path=self.path(run_id=run_id, stage_id=stage_id, attempt=attempt),
+                        masker=masking.Masker(secrets), on_flush=lambda: self._wake(run_id))
+
+    def read(self, run_id: str, *, stage_id: str | None = None,
+             attempt: int | None = None) -> Iterator[lines.LogLine]:
+        """Every stored line, merged in time order across files; streams, never loads a file."""
+        files = self._files(run_id, stage_id=stage_id, attempt=attempt)
+        yield from heapq.merge(*(_read_file(p, stage_id=s, attempt=a) for s, a, p in files),
+                               key=lambda line: line.at)
+
+    async def follow(self, run_id: str, *, stage_id: str | None = None, after: str | None = None,
+                     until: Until = None) -> AsyncIterator[lines.LogLine]:
+        """Existing lines, then new ones as they are written, until ``until`` says the run is
+        final (then a last read, so nothing written before that is missed).
+
+        ``after`` is a ``LogLine.cursor``: its own file resumes exactly after that line; other
+        files skip lines stamped at or before it (exact for one stage; across stages a line that
+        is flushed later than a newer line of another stage could be skipped on resume).
+        """
+        offsets: dict[tuple[str, int], int] = {}
+        not_after: datetime.datetime | None = None
+        cursor_key = None
+        if after is not None:
+            cursor_stage, cursor_attempt, offset = lines.parse_cursor(after)
+            cursor_key = (cursor_stage, cursor_attempt)
+            offsets[cursor_key] = offset
+            previous = _line_before(self.path(run_id=run_id, stage_id=cursor_stage,
+                                              attempt=cursor_attempt), offset)
+            not_after = previous.at if previous is not None else None
+        wakeup = asyncio.Event()
+        self._wakeups.setdefault(run_id, set()).add(wakeup)
+        try:
+            while True:
+                final = await _is_final(until)
+                wakeup.clear()
+                batches = []
+                full = False
+                for stage, number, path in self._files(run_id, stage_id=stage_id, attempt=None):
+                    key = (stage, number)
+                    batch, offsets[key] = _read_batch(path, stage_id=stage, attempt=number,
+                                                      offset=offsets.get(key, 0))
+                    full = full or len(batch) >= _BATCH
+                    if not_after is not None and key != cursor_key:
+                        batch = [line for line in batch if line.at > not_after]
+                    batches.append(batch)
+                for line in heapq.merge(*batches, key=lambda line: line.at):
+                    yield line
+                if full:
+                    continue
+                if final:
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wakeup.wait(), _POLL)
+        finally:
+            self._wakeups[run_id].discard(wakeup)
+            if not self._wakeups[run_id]:
+                del self._wakeups[run_id]
+
+    def _wake(self, run_id: str) -> None:
+        for event in self._wakeups.get(run_id, ()):
+            event.set()
+
+    def _files(self, run_id: str, *, stage_id: str | None,
+               attempt: int | None) -> list[tuple[str, int, pathlib.Path]]:
+        run_dir = self.root / run_id
+        stages = [run_dir / stage_id] if stage_id is not None else _subdirs(run_dir)
+        found = []
+        for stage_dir in stages:
+            if attempt is not None:
+                candidates = [stage_dir / f"{attempt}.log"]
+            else:
+                candidates = list(stage_dir.glob("*.log")) if stage_dir.is_dir() else []
+            for path in candidates:
+                if path.stem.isdigit() and path.is_file():
+                    found.append((stage_dir.name, int(path.stem), path))
+        return sorted(found, key=lambda item: (item[0], item[1]))
+
+
+def _subdirs(path: pathlib.Path) -> list[pathlib.Path]:
+    return [p for p in path.iterdir() if p.is_dir()] if path.is_dir() else []
+
+
+async def _is_final(until: Until) -> bool:
+    if until is None:
+        return False
+    if isinstance(until, asyncio.Event):
+        return until.is_set()
+    return await until()
+
+
+def _read_file(path: pathlib.Path, *, stage_id: str, attempt: int) -> Iterator[lines.LogLine]:
+    offset = 0
+    with path.open("rb") as file:
+        for raw in file:
+            if not raw.endswith(b"\n"):
+                return  # a line still being written
+            offset += len(raw)
+            yield lines.parse_line(raw, stage_id=stage_id, attempt=attempt, end_offset=offset)
+
+
+def _read_batch(path: pathlib.Path, *, stage_id: str, attempt: int,
+                offset: int) -> tuple[list[lines.LogLine], int]:
+    """Up to ``_BATCH`` complete lines from ``offset``, and the offset after the last of them."""
+    batch: list[lines.LogLine] = []
+    try:
+        file = path.open("rb")
+    except FileNotFoundError:
+        return batch, offset
+    with file:
+        file.seek(offset)
+        for raw in file:
+            if not raw.endswith(b"\n"):
+                break
+            offset += len(raw)
+            batch.append(lines.parse_line(raw, stage_id=stage_id, attempt=attempt,
+                                          end_offset=offset))
+            if len(batch) >= _BATCH:
+                break
+    return batch, offset
+
+
+def _line_before(path: pathlib.Path, offset: int) -> lines.LogLine | None:
+    """The stored line that ends at ``offset`` (reads backwards in small steps)."""
+    window = 4096
+    try:
+        with path.open("rb") as file:
+            while True:
+                start = max(0, offset - window)
+                file.seek(start)
+                data = file.read(offset - start)
+                cut = data.rfind(b"\n", 0, len(data) - 1)
+                if cut >= 0 or start == 0:
+                    raw = data[cut + 1:]
+                    return lines.parse_line(raw, stage_id="", attempt=0, end_offset=offset) \
+                        if raw else None
+                window *= 4
+    except FileNotFoundError:
+        return None
