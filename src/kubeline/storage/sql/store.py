@@ -1,0 +1,246 @@
+"""``SqlStore``: the Store port on SQLAlchemy Core (SQLite by default, PostgreSQL in production).
+
+Each method is one transaction: a function from ``transactions`` (or a small query here) run by
+``engines.Database.run``. Reads map rows to frozen records with ``rows``; the run's spec is
+validated again on the way out.
+"""
+
+from __future__ import annotations
+
+import builtins
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql, sqlite
+
+from kubeline.domain import runs, states
+from kubeline.storage import changes
+from kubeline.storage.sql import engines, migrate, rows
+from kubeline.storage.sql import tables as T
+from kubeline.storage.sql import transactions as tx
+
+_T = TypeVar("_T")
+
+
+class SqlStore:
+    def __init__(self, database: engines.Database) -> None:
+        self.database = database
+
+    @classmethod
+    async def open(cls, url: str | sa.URL, *, migrate: bool = True) -> SqlStore:
+        """Connect, and migrate to the head revision unless ``migrate=False``."""
+        database = engines.open_database(url)
+        try:
+            if migrate:
+                await _upgrade(database)
+        except BaseException:
+            await database.dispose()
+            raise
+        return cls(database)
+
+    async def close(self) -> None:
+        await self.database.dispose()
+
+    async def current_revision(self) -> str | None:
+        return await migrate.database_revision(self.database)
+
+    async def is_current(self) -> bool:
+        """For ``/readyz``: the schema is at the head revision."""
+        return await self.current_revision() == migrate.head_revision()
+
+    async def _write(self, fn: Callable[..., _T], /, **kwargs: Any) -> _T:
+        return await self.database.run(functools.partial(fn, **kwargs), write=True)
+
+    async def _rows(self, query: sa.Select[Any]) -> builtins.list[sa.RowMapping]:
+        return await self.database.run(
+            lambda conn: list(conn.execute(query).mappings()), write=False
+        )
+
+    def _insert(self, table: sa.Table) -> postgresql.Insert | sqlite.Insert:
+        if self.database.dialect == "sqlite":
+            return sqlite.insert(table)
+        return postgresql.insert(table)
+
+    # pipelines -----------------------------------------------------------------------------
+    async def upsert_pipeline(self, pipeline: runs.Pipeline) -> None:
+        values = rows.pipeline_to_row(pipeline)
+        stmt = self._insert(T.pipelines).values(values)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[T.pipelines.c.name],
+            set_={k: v for k, v in values.items() if k != "name"},
+        )
+        await self.database.run(lambda conn: conn.execute(stmt), write=True)
+
+    async def get_pipeline(self, name: str) -> runs.Pipeline:
+        found = await self._rows(sa.select(T.pipelines).where(T.pipelines.c.name == name))
+        if not found:
+            raise changes.pipeline_not_found(name)
+        return rows.pipeline_from_row(found[0])
+
+    async def list_pipelines(self) -> builtins.list[runs.Pipeline]:
+        found = await self._rows(sa.select(T.pipelines).order_by(T.pipelines.c.name))
+        return [rows.pipeline_from_row(r) for r in found]
+
+    async def delete_pipeline(self, name: str) -> None:
+        stmt = sa.delete(T.pipelines).where(T.pipelines.c.name == name)
+        deleted = await self.database.run(lambda conn: conn.execute(stmt).rowcount, write=True)
+        if not deleted:
+            raise changes.pipeline_not_found(name)
+
+    # runs ----------------------------------------------------------------------------------
+    async def create_run(self, run: runs.Run, stages: builtins.list[runs.StageRun]) -> runs.Run:
+        if run.state is not states.RunState.QUEUED:
+            raise changes.must_be_new(changes.run_what(run.id), run.state.value, "queued")
+        for stage in stages:
+            if stage.run_id != run.id:
+                raise changes.foreign_stage(run.id, stage.run_id, stage.stage_id)
+        try:
+            await self._write(tx.create_run, run=run, stages=stages)
+        except sa_exc.IntegrityError:
+            raise changes.run_exists(run.id) from None
+        return run
+
+    async def get_run(self, run_id: str) -> runs.Run:
+        found = await self._rows(sa.select(T.runs).where(T.runs.c.id == run_id))
+        if not found:
+            raise changes.run_not_found(run_id)
+        return rows.run_from_row(found[0])
+
+    async def list_runs(
+        self,
+        *,
+        pipeline: str | None = None,
+        states_in: builtins.list[states.RunState] | None = None,
+        limit: int = 50,
+        before: str | None = None,
+    ) -> builtins.list[runs.Run]:
+        query = sa.select(T.runs).order_by(T.runs.c.id.desc()).limit(max(limit, 0))
+        if pipeline is not None:
+            query = query.where(T.runs.c.pipeline == pipeline)
+        if states_in is not None:
+            query = query.where(T.runs.c.state.in_([s.value for s in states_in]))
+        if before is not None:
+            query = query.where(T.runs.c.id < before)
+        return [rows.run_from_row(r) for r in await self._rows(query)]
+
+    async def transition_run(
+        self, run_id: str, to: states.RunState, *, reason: str = "", **fields: Any
+    ) -> runs.Run:
+        changes.check_fields(changes.run_what(run_id), fields, changes.RUN_FIELDS)
+        return await self._write(
+            tx.transition_run, run_id=run_id, to=to, reason=reason, fields=fields
+        )
+
+    async def request_cancel(self, run_id: str) -> runs.Run:
+        return await self._write(tx.request_cancel, run_id=run_id)
+
+    async def claim_queued_runs(
+        self, *, limit: int, only: builtins.list[str] | None = None
+    ) -> builtins.list[runs.Run]:
+        return await self._write(tx.claim_queued_runs, limit=limit, only=only)
+
+    # stages --------------------------------------------------------------------------------
+    async def list_stage_runs(self, run_id: str) -> builtins.list[runs.StageRun]:
+        return await self.database.run(
+            functools.partial(tx.list_stage_runs, run_id=run_id), write=False
+        )
+
+    async def transition_stage(
+        self, run_id: str, stage_id: str, to: states.StageState, *, reason: str = "", **fields: Any
+    ) -> runs.StageRun:
+        changes.check_fields(changes.stage_what(run_id, stage_id), fields, changes.STAGE_FIELDS)
+        return await self._write(
+            tx.transition_stage, run_id=run_id, stage_id=stage_id, to=to, reason=reason,
+            fields=fields,
+        )
+
+    # attempts ------------------------------------------------------------------------------
+    async def create_attempt(self, attempt: runs.Attempt) -> runs.Attempt:
+        if attempt.state is not states.AttemptState.PENDING:
+            what = changes.attempt_what(attempt.id)
+            raise changes.must_be_new(what, attempt.state.value, "pending")
+        try:
+            await self._write(tx.create_attempt, attempt=attempt)
+        except sa_exc.IntegrityError:
+            raise changes.attempt_exists(attempt.id) from None
+        return attempt
+
+    async def get_attempt(self, attempt_id: str) -> runs.Attempt:
+        found = await self._rows(sa.select(T.attempts).where(T.attempts.c.id == attempt_id))
+        if not found:
+            raise changes.attempt_not_found(attempt_id)
+        return rows.attempt_from_row(found[0])
+
+    async def list_attempts(
+        self, run_id: str, *, stage_id: str | None = None
+    ) -> builtins.list[runs.Attempt]:
+        query = (
+            sa.select(T.attempts)
+            .where(T.attempts.c.run_id == run_id)
+            .order_by(T.attempts.c.created_at, T.attempts.c.id)
+        )
+        if stage_id is not None:
+            query = query.where(T.attempts.c.stage_id == stage_id)
+        return [rows.attempt_from_row(r) for r in await self._rows(query)]
+
+    async def update_attempt(self, attempt_id: str, **fields: Any) -> runs.Attempt:
+        changes.check_fields(changes.attempt_what(attempt_id), fields, changes.ATTEMPT_FIELDS)
+        return await self._write(tx.update_attempt, attempt_id=attempt_id, fields=fields)
+
+    async def transition_attempt(
+        self, attempt_id: str, to: states.AttemptState, *, reason: str = "", **fields: Any
+    ) -> runs.Attempt:
+        changes.check_fields(changes.attempt_what(attempt_id), fields, changes.ATTEMPT_FIELDS)
+        return await self._write(
+            tx.transition_attempt, attempt_id=attempt_id, to=to, reason=reason, fields=fields
+        )
+
+    async def list_live_attempts(self) -> builtins.list[runs.Attempt]:
+        live = [states.AttemptState.PENDING.value, states.AttemptState.RUNNING.value]
+        query = (
+            sa.select(T.attempts)
+            .where(T.attempts.c.state.in_(live))
+            .order_by(T.attempts.c.created_at, T.attempts.c.id)
+        )
+        return [rows.attempt_from_row(r) for r in await self._rows(query)]
+
+    # events --------------------------------------------------------------------------------
+    async def list_events(self, run_id: str, *, after: int = 0) -> builtins.list[runs.Event]:
+        return await self.database.run(
+            functools.partial(tx.list_events, run_id=run_id, after=after), write=False
+        )
+
+    # secrets -------------------------------------------------------------------------------
+    async def put_secret(self, name: str, ciphertext: bytes) -> None:
+        now = runs.utcnow()
+        stmt = self._insert(T.secrets).values(
+            name=name, ciphertext=bytes(ciphertext), created_at=now, updated_at=now
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[T.secrets.c.name],
+            set_={"ciphertext": bytes(ciphertext), "updated_at": now},
+        )
+        await self.database.run(lambda conn: conn.execute(stmt), write=True)
+
+    async def get_secret(self, name: str) -> runs.Secret:
+        found = await self._rows(sa.select(T.secrets).where(T.secrets.c.name == name))
+        if not found:
+            raise changes.secret_not_found([name])
+        return rows.secret_from_row(found[0])
+
+    async def list_secrets(self) -> builtins.list[str]:
+        found = await self._rows(sa.select(T.secrets.c.name).order_by(T.secrets.c.name))
+        return [r["name"] for r in found]
+
+    async def delete_secret(self, name: str) -> None:
+        stmt = sa.delete(T.secrets).where(T.secrets.c.name == name)
+        deleted = await self.database.run(lambda conn: conn.execute(stmt).rowcount, write=True)
+        if not deleted:
+            raise changes.secret_not_found([name])
+
+
+async def _upgrade(database: engines.Database) -> None:
+    await migrate.upgrade_database(database)

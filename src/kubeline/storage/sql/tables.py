@@ -1,0 +1,162 @@
+"""The database schema as SQLAlchemy Core tables: the one declaration migrations must match.
+
+A test compares a database migrated to head with this metadata (Alembic autogenerate shows no
+diff), so a change here needs a new revision under ``migrations/versions``. States and enums are
+plain strings (no database enums), so adding a state needs no migration. Times are stored in UTC
+(``UTCDateTime``); SQLite keeps them naive, PostgreSQL as ``timestamptz``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = sa.MetaData(naming_convention=NAMING)
+
+
+class UTCDateTime(sa.TypeDecorator[dt.datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, on every dialect."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: sa.Dialect) -> Any:
+        if value is None:
+            return None
+        value = value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, dt.datetime)
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+ID = sa.String(32)
+STATE = sa.String(16)
+NAME = sa.String(128)
+# A 64-bit counter on PostgreSQL; SQLite only autoincrements an INTEGER PRIMARY KEY.
+EVENT_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+pipelines = sa.Table(
+    "pipelines",
+    metadata,
+    sa.Column("name", NAME, primary_key=True),
+    sa.Column("spec", sa.JSON, nullable=False),
+    sa.Column("path", sa.Text, nullable=True),
+    sa.Column("source", sa.String(32), nullable=False),
+    sa.Column("spec_hash", sa.String(128), nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("pipeline", NAME, nullable=False),
+    sa.Column("state", STATE, nullable=False),
+    sa.Column("inputs", sa.JSON, nullable=False),
+    sa.Column("triggered_by_kind", sa.String(32), nullable=False),
+    sa.Column("triggered_by_detail", sa.Text, nullable=False),
+    sa.Column("spec", sa.JSON, nullable=False),
+    sa.Column("max_instances", sa.Integer, nullable=True),
+    sa.Column("pipeline_path", sa.Text, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("started_at", UTCDateTime, nullable=True),
+    sa.Column("finished_at", UTCDateTime, nullable=True),
+    sa.Column("cancel_requested", sa.Boolean, nullable=False),
+    sa.Column("error", sa.Text, nullable=False),
+    sa.Column("outputs", sa.JSON, nullable=False),
+    sa.Column("parent_run_id", ID, nullable=True),
+    sa.Column("schedule_id", NAME, nullable=True),
+    sa.Column("route", sa.Text, nullable=True),
+    sa.Index(None, "pipeline", "id"),
+    sa.Index(None, "state", "id"),
+    sa.Index(None, "created_at"),
+)
+
+stage_runs = sa.Table(
+    "stage_runs",
+    metadata,
+    sa.Column("run_id", ID, sa.ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("stage_id", sa.String(64), primary_key=True),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("state", STATE, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("retry_at", UTCDateTime, nullable=True),
+    sa.Column("outputs", sa.JSON, nullable=False),
+    sa.Column("error", sa.Text, nullable=False),
+    sa.Column("started_at", UTCDateTime, nullable=True),
+    sa.Column("finished_at", UTCDateTime, nullable=True),
+)
+
+attempts = sa.Table(
+    "attempts",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("run_id", ID, nullable=False),
+    sa.Column("stage_id", sa.String(64), nullable=False),
+    sa.Column("number", sa.Integer, nullable=False),
+    sa.Column("executor", sa.String(32), nullable=False),
+    sa.Column("state", STATE, nullable=False),
+    sa.Column("handle", sa.JSON, nullable=False),
+    sa.Column("exit_code", sa.Integer, nullable=True),
+    sa.Column("failure", sa.String(32), nullable=True),
+    sa.Column("error", sa.Text, nullable=False),
+    sa.Column("outputs", sa.JSON, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("started_at", UTCDateTime, nullable=True),
+    sa.Column("finished_at", UTCDateTime, nullable=True),
+    sa.ForeignKeyConstraint(
+        ["run_id", "stage_id"],
+        ["stage_runs.run_id", "stage_runs.stage_id"],
+        name="fk_attempts_stage_runs",
+        ondelete="CASCADE",
+    ),
+    sa.UniqueConstraint("run_id", "stage_id", "number"),
+    sa.Index(None, "state"),
+)
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("id", EVENT_ID, primary_key=True, autoincrement=True),
+    sa.Column("run_id", ID, sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("entity", sa.String(16), nullable=False),
+    sa.Column("entity_id", sa.String(64), nullable=False),
+    sa.Column("from_state", STATE, nullable=True),
+    sa.Column("to_state", STATE, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Index(None, "run_id", "id"),
+)
+
+secrets = sa.Table(
+    "secrets",
+    metadata,
+    sa.Column("name", NAME, primary_key=True),
+    sa.Column("ciphertext", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# One row per cron/interval fire: the primary key makes each fire happen once across replicas.
+schedule_fires = sa.Table(
+    "schedule_fires",
+    metadata,
+    sa.Column("schedule_key", sa.String(255), primary_key=True),
+    sa.Column("fire_time", UTCDateTime, primary_key=True),
+    sa.Column("run_id", ID, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)

@@ -1,0 +1,232 @@
+"""The store's transactions, each a plain function of one ``Connection`` (see ``engines``).
+
+A state change reads the row (``FOR UPDATE`` on PostgreSQL; under SQLite's ``BEGIN IMMEDIATE``
+the write lock is already ours), checks the move with ``domain.states.check``, updates it and
+inserts one ``events`` row, all before the transaction commits. Nothing here awaits, so a
+transaction is one round trip to the database thread (SQLite) or one greenlet (PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+
+from kubeline.domain import runs, states
+from kubeline.storage import base, changes
+from kubeline.storage.sql import claims, rows
+from kubeline.storage.sql import tables as T
+
+
+def locked(
+    conn: sa.Connection, table: sa.Table, where: sa.ColumnElement[bool]
+) -> dict[str, Any] | None:
+    """The row, locked for this transaction (``FOR UPDATE``; SQLite ignores the clause)."""
+    row = conn.execute(sa.select(table).where(where).with_for_update()).mappings().first()
+    return None if row is None else dict(row)
+
+
+def insert_event(
+    conn: sa.Connection,
+    *,
+    run_id: str,
+    entity: str,
+    entity_id: str,
+    from_state: states.State | None,
+    to_state: states.State,
+    reason: str,
+    at: dt.datetime,
+) -> None:
+    conn.execute(sa.insert(T.events).values(event_row(
+        run_id=run_id, entity=entity, entity_id=entity_id, from_state=from_state,
+        to_state=to_state, reason=reason, at=at,
+    )))
+
+
+def event_row(
+    *,
+    run_id: str,
+    entity: str,
+    entity_id: str,
+    from_state: states.State | None,
+    to_state: states.State,
+    reason: str,
+    at: dt.datetime,
+) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "entity": entity,
+        "entity_id": entity_id,
+        "from_state": None if from_state is None else from_state.value,
+        "to_state": to_state.value,
+        "reason": reason,
+        "at": at,
+    }
+
+
+def _changes(to: states.State, now: dt.datetime, fields: dict[str, Any]) -> dict[str, Any]:
+    """Column values for a move to ``to``: implied timestamps, then the caller's fields."""
+    return {**base.fields_for_state(to, now), **rows.field_values(fields), "state": to.value}
+
+
+def _require_run(conn: sa.Connection, run_id: str) -> None:
+    if conn.execute(sa.select(T.runs.c.id).where(T.runs.c.id == run_id)).first() is None:
+        raise changes.run_not_found(run_id)
+
+
+# runs --------------------------------------------------------------------------------------
+def create_run(conn: sa.Connection, *, run: runs.Run, stages: list[runs.StageRun]) -> None:
+    conn.execute(sa.insert(T.runs).values(rows.run_to_row(run)))
+    if stages:
+        stage_rows = [rows.stage_to_row(s, position=i) for i, s in enumerate(stages)]
+        conn.execute(sa.insert(T.stage_runs), stage_rows)
+    insert_event(conn, run_id=run.id, entity="run", entity_id=run.id, from_state=None,
+                 to_state=run.state, reason="", at=run.created_at)
+
+
+def transition_run(
+    conn: sa.Connection, *, run_id: str, to: states.RunState, reason: str, fields: dict[str, Any]
+) -> runs.Run:
+    row = locked(conn, T.runs, T.runs.c.id == run_id)
+    if row is None:
+        raise changes.run_not_found(run_id)
+    current = states.RunState(row["state"])
+    states.check(current, to, what=changes.run_what(run_id))
+    now = runs.utcnow()
+    values = _changes(to, now, fields)
+    conn.execute(sa.update(T.runs).where(T.runs.c.id == run_id).values(values))
+    insert_event(conn, run_id=run_id, entity="run", entity_id=run_id, from_state=current,
+                 to_state=to, reason=reason, at=now)
+    return rows.run_from_row({**row, **values})
+
+
+def request_cancel(conn: sa.Connection, *, run_id: str) -> runs.Run:
+    row = locked(conn, T.runs, T.runs.c.id == run_id)
+    if row is None:
+        raise changes.run_not_found(run_id)
+    current = states.RunState(row["state"])
+    if states.is_final(current):
+        raise changes.cancel_final(run_id, current.value)
+    if not row["cancel_requested"]:
+        conn.execute(sa.update(T.runs).where(T.runs.c.id == run_id).values(cancel_requested=True))
+        insert_event(conn, run_id=run_id, entity="run", entity_id=run_id, from_state=current,
+                     to_state=current, reason="cancel requested", at=runs.utcnow())
+    return rows.run_from_row({**row, "cancel_requested": True})
+
+
+def claim_queued_runs(conn: sa.Connection, *, limit: int, only: list[str] | None) -> list[runs.Run]:
+    now = runs.utcnow()
+    claimed = claims.claim(conn, limit=limit, only=only, now=now)
+    if not claimed:
+        return []
+    conn.execute(sa.insert(T.events), [
+        event_row(run_id=run_id, entity="run", entity_id=run_id,
+                  from_state=states.RunState.QUEUED, to_state=states.RunState.RUNNING,
+                  reason="claimed", at=now)
+        for run_id in claimed
+    ])
+    found = conn.execute(sa.select(T.runs).where(T.runs.c.id.in_(claimed)).order_by(T.runs.c.id))
+    return [rows.run_from_row(r) for r in found.mappings()]
+
+
+# stages ------------------------------------------------------------------------------------
+def list_stage_runs(conn: sa.Connection, *, run_id: str) -> list[runs.StageRun]:
+    found = conn.execute(
+        sa.select(T.stage_runs)
+        .where(T.stage_runs.c.run_id == run_id)
+        .order_by(T.stage_runs.c.position)
+    ).mappings().all()
+    if not found:
+        _require_run(conn, run_id)
+    return [rows.stage_from_row(r) for r in found]
+
+
+def _stage_where(run_id: str, stage_id: str) -> sa.ColumnElement[bool]:
+    return sa.and_(T.stage_runs.c.run_id == run_id, T.stage_runs.c.stage_id == stage_id)
+
+
+def _locked_stage(conn: sa.Connection, run_id: str, stage_id: str) -> dict[str, Any]:
+    row = locked(conn, T.stage_runs, _stage_where(run_id, stage_id))
+    if row is None:
+        _require_run(conn, run_id)
+        raise changes.stage_not_found(run_id, stage_id)
+    return row
+
+
+def transition_stage(
+    conn: sa.Connection,
+    *,
+    run_id: str,
+    stage_id: str,
+    to: states.StageState,
+    reason: str,
+    fields: dict[str, Any],
+) -> runs.StageRun:
+    row = _locked_stage(conn, run_id, stage_id)
+    current = states.StageState(row["state"])
+    states.check(current, to, what=changes.stage_what(run_id, stage_id))
+    now = runs.utcnow()
+    values = _changes(to, now, fields)
+    conn.execute(sa.update(T.stage_runs).where(_stage_where(run_id, stage_id)).values(values))
+    insert_event(conn, run_id=run_id, entity="stage", entity_id=stage_id, from_state=current,
+                 to_state=to, reason=reason, at=now)
+    return rows.stage_from_row({**row, **values})
+
+
+# attempts ----------------------------------------------------------------------------------
+def create_attempt(conn: sa.Connection, *, attempt: runs.Attempt) -> None:
+    row = _locked_stage(conn, attempt.run_id, attempt.stage_id)
+    conn.execute(sa.insert(T.attempts).values(rows.attempt_to_row(attempt)))
+    conn.execute(
+        sa.update(T.stage_runs)
+        .where(_stage_where(attempt.run_id, attempt.stage_id))
+        .values(attempts=row["attempts"] + 1)
+    )
+    insert_event(conn, run_id=attempt.run_id, entity="attempt", entity_id=attempt.id,
+                 from_state=None, to_state=attempt.state, reason="", at=attempt.created_at)
+
+
+def update_attempt(conn: sa.Connection, *, attempt_id: str, fields: dict[str, Any]) -> runs.Attempt:
+    where = T.attempts.c.id == attempt_id
+    row = locked(conn, T.attempts, where)
+    if row is None:
+        raise changes.attempt_not_found(attempt_id)
+    values = rows.field_values(fields)
+    if values:
+        conn.execute(sa.update(T.attempts).where(where).values(values))
+    return rows.attempt_from_row({**row, **values})
+
+
+def transition_attempt(
+    conn: sa.Connection,
+    *,
+    attempt_id: str,
+    to: states.AttemptState,
+    reason: str,
+    fields: dict[str, Any],
+) -> runs.Attempt:
+    where = T.attempts.c.id == attempt_id
+    row = locked(conn, T.attempts, where)
+    if row is None:
+        raise changes.attempt_not_found(attempt_id)
+    current = states.AttemptState(row["state"])
+    states.check(current, to, what=changes.attempt_what(attempt_id))
+    now = runs.utcnow()
+    values = _changes(to, now, fields)
+    conn.execute(sa.update(T.attempts).where(where).values(values))
+    insert_event(conn, run_id=row["run_id"], entity="attempt", entity_id=attempt_id,
+                 from_state=current, to_state=to, reason=reason, at=now)
+    return rows.attempt_from_row({**row, **values})
+
+
+# events ------------------------------------------------------------------------------------
+def list_events(conn: sa.Connection, *, run_id: str, after: int) -> list[runs.Event]:
+    found = conn.execute(
+        sa.select(T.events)
+        .where(T.events.c.run_id == run_id, T.events.c.id > after)
+        .order_by(T.events.c.id)
+    ).mappings().all()
+    if not found:
+        _require_run(conn, run_id)
+    return [rows.event_from_row(r) for r in found]
