@@ -30,9 +30,9 @@ class FileSink:
 
     def __init__(self, *, path: pathlib.Path, masker: masking.Masker,
                  on_flush: Callable[[], None]) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._file: BinaryIO | None = path.open("ab")
+        self._file: BinaryIO | None = None  # opened by the first line: unused sinks hold no fd
+        self._closed = False
         self._mask = masker
         self._on_flush = on_flush
         self._stamp = lines.Stamper()
@@ -40,7 +40,10 @@ class FileSink:
 
     def write(self, stream: str, text: str, *, at: float | None = None) -> None:
         if self._file is None:
-            return  # closed: late lines of a killed attempt are dropped, not an error
+            if self._closed:
+                return  # late lines of a killed attempt are dropped, not an error
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self.path.open("ab")
         stamp = self._stamp(time.time() if at is None else at)
         for part in text.split("\n"):
             self._file.write(lines.format_line(stamp=stamp, stream=stream, text=self._mask(part)))
@@ -53,6 +56,7 @@ class FileSink:
             self._on_flush()
 
     def close(self) -> None:
+        self._closed = True
         if self._file is not None:
             self.flush()
             self._file.close()
@@ -71,8 +75,8 @@ class FileSink:
 
 
 class LogStore:
-    def __init__(self, root: pathlib.Path) -> None:
-        self.root = root
+    def __init__(self, root: pathlib.Path | str) -> None:
+        self.root = pathlib.Path(root)
         self._wakeups: dict[str, set[asyncio.Event]] = {}
 
     def path(self, *, run_id: str, stage_id: str, attempt: int) -> pathlib.Path:

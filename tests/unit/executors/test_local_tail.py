@@ -1,0 +1,67 @@
+"""Splitting attempt output files into log lines: limits, binary data, partial lines."""
+
+from __future__ import annotations
+
+from kubeline.executors import local_tail
+
+
+class ListSink:
+    def __init__(self):
+        self.lines = []
+
+    def write(self, stream, text, *, at=None):
+        self.lines.append((stream, text))
+
+    def close(self):
+        pass
+
+
+def tail_of(path, limit=1024, offset=0):
+    return local_tail.StreamTail(path=path, stream="stdout", offset=offset, limit=limit)
+
+
+def test_whole_lines_now_partial_line_at_the_end(tmp_path):
+    path = tmp_path / "out"
+    path.write_bytes(b"one\r\ntwo\nthr")
+    sink, tail = ListSink(), tail_of(path)
+    tail.pump(sink)
+    assert sink.lines == [("stdout", "one"), ("stdout", "two")]
+    assert tail.offset == 9
+    with path.open("ab") as file:
+        file.write(b"ee\nfour")
+    tail.pump(sink)
+    tail.pump(sink, final=True)
+    assert [text for _, text in sink.lines] == ["one", "two", "three", "four"]
+    assert tail.offset == path.stat().st_size
+    tail.close()
+
+
+def test_long_lines_are_split_at_character_boundaries(tmp_path):
+    path = tmp_path / "out"
+    path.write_bytes(("é" * 1500).encode() + b"\n" + b"x" * 2500)
+    sink, tail = ListSink(), tail_of(path, limit=1024)
+    tail.pump(sink, final=True)
+    texts = [text for _, text in sink.lines]
+    assert "".join(texts[:3]) == "é" * 1500 and all("\ufffd" not in t for t in texts)
+    assert all(len(t.encode()) <= 1024 for t in texts)
+    assert "".join(texts[3:]) == "x" * 2500
+
+
+def test_binary_garbage_is_decoded_with_replacement(tmp_path):
+    path = tmp_path / "out"
+    path.write_bytes(bytes(range(256)) * 4 + b"\n\xff\xfe\x00end\n")
+    sink, tail = ListSink(), tail_of(path)
+    tail.pump(sink, final=True)
+    assert sink.lines[-1] == ("stdout", "\ufffd\ufffd\x00end")
+
+
+def test_resume_from_an_offset_repeats_nothing(tmp_path):
+    path = tmp_path / "out"
+    path.write_bytes(b"a\nb\nc\n")
+    sink = ListSink()
+    tail_of(path, offset=2).pump(sink, final=True)
+    assert [text for _, text in sink.lines] == ["b", "c"]
+
+
+def test_missing_file_reads_nothing(tmp_path):
+    assert tail_of(tmp_path / "nope").pump(ListSink()) == 0
