@@ -318,7 +318,16 @@ def _use_private_kernelspec(scratch: pathlib.Path) -> None:
     (spec / "kernel.json").write_text(
         json.dumps(
             {
-                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "argv": [
+                    sys.executable,
+                    "-m",
+                    "ipykernel_launcher",
+                    "-f",
+                    "{connection_file}",
+                    # the kernel's own log is shutdown noise ("KeyboardInterrupt caught in kernel")
+                    # in an attempt's log; cell output and errors come over the protocol instead
+                    "--IPKernelApp.log_level=CRITICAL",
+                ],
                 "display_name": "Python (Kubeline stage)",
                 "language": "python",
                 "metadata": {"debugger": False},
