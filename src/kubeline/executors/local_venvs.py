@@ -138,6 +138,9 @@ class VenvCache:
                             str(temp))
         if made.returncode != 0:
             output = made.stderr.strip()
+            if "Invalid version request" in output:
+                raise errors.ExecutorError(f"python_version {python_version!r} cannot be used "
+                                           f"({_tail(output)}); change python_version")
             if "interpreter" in output or "not found" in output or "No Python" in output:
                 raise errors.ExecutorError(
                     f"Python {python_version} is not installed; install it or change "

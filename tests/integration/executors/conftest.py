@@ -19,10 +19,10 @@ class Harness:
 
     def spec(self, code: str | None = None, *, argv=None, **kwargs) -> base.AttemptSpec:
         n = next(_ids)
-        values = dict(attempt_id=f"att-{n}", run_id="run-1", pipeline="p", stage_id=f"s{n}",
-                      number=1, stage_type="python", folder=None,
-                      argv=argv or ("python", "-c", code), runtime=base.Runtime.KUBELINE,
-                      python_version="3.11", requirements=None)
+        values = {"attempt_id": f"att-{n}", "run_id": "run-1", "pipeline": "p",
+                  "stage_id": f"s{n}", "number": 1, "stage_type": "python", "folder": None,
+                  "argv": argv or ("python", "-c", code), "runtime": base.Runtime.KUBELINE,
+                  "python_version": "3.11", "requirements": None}
         values.update(kwargs)
         return base.AttemptSpec(**values)
 

@@ -1,4 +1,5 @@
 """The local executor with real processes: outcomes, logs, kills, limits, adoption."""
+# ruff: noqa: ASYNC222, ASYNC230, ASYNC240 - blocking /proc reads are the point of these checks
 
 from __future__ import annotations
 
@@ -100,8 +101,9 @@ async def test_invalid_outputs_fail_clearly(harness):
 
 
 async def test_binary_garbage_output(harness):
-    code = ("import os, sys; sys.stdout.buffer.write(bytes(range(256)) * 50 + b'\\n\\xff\\xfeok\\n');"
-            "sys.stdout.flush(); sys.stderr.buffer.write(b'\\x80' * 3000)")
+    code = ("import os, sys; out = sys.stdout.buffer\n"
+            "out.write(bytes(range(256)) * 50 + b'\\n\\xff\\xfeok\\n')\n"
+            "out.flush(); sys.stderr.buffer.write(b'\\x80' * 3000)")
     spec = harness.spec(code)
     assert (await harness.run(spec)).succeeded
     log = harness.log(spec)
@@ -190,8 +192,8 @@ async def test_memory_hog_ends_as_oom(harness):
 async def test_memory_watchdog_without_cgroups(tmp_path):
     executor = local.LocalExecutor(work_dir=tmp_path / "w", artifacts_dir=tmp_path / "a",
                                    venvs=None, use_cgroups=False)  # type: ignore[arg-type]
-    from kubeline.logs import LogStore
     from kubeline.executors import base
+    from kubeline.logs import LogStore
 
     spec = base.AttemptSpec(
         attempt_id="wd", run_id="r", pipeline="p", stage_id="s", number=1, stage_type="python",
@@ -206,7 +208,8 @@ async def test_memory_watchdog_without_cgroups(tmp_path):
 
 
 async def test_soft_limit_warns_once_and_never_kills(harness):
-    code = "import time\nx = bytearray(40 << 20)\nx[::4096] = b'x' * len(x[::4096])\ntime.sleep(0.6)"
+    code = ("import time\nx = bytearray(40 << 20)\nx[::4096] = b'x' * len(x[::4096])\n"
+            "time.sleep(0.6)")
     spec = harness.spec(code, resources=specs.Resources(soft_limits={"memory": "16Mi"}))
     assert (await harness.run(spec)).succeeded
     warnings = [text for stream, text in harness.log(spec) if stream == "system"]
