@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from kubeline import settings as settings_
 from kubeline.engine import engine as engine_
 from kubeline.executors import base as executors_base
-from kubeline.executors import local, local_venvs
+from kubeline.executors import local
 from kubeline.logs import store as log_store
 from kubeline.secrets import crypto
 from kubeline.secrets import service as secret_service
@@ -33,9 +33,7 @@ class Kubeline:
 
 
 def executors_for(settings: settings_.Settings) -> dict[str, executors_base.Executor]:
-    venvs = local_venvs.VenvCache(settings.venvs_dir, uv_cache_dir=settings.uv_cache_dir or settings.home / "uv-cache")
-    return {"local": local.LocalExecutor(work_root=settings.work_dir, venvs=venvs,
-                                         log_line_limit=settings.log_line_limit)}
+    return {"local": local.LocalExecutor.from_settings(settings)}
 
 
 @contextlib.asynccontextmanager

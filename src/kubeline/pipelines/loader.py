@@ -26,6 +26,22 @@ REQUIREMENT_FILES = ("requirements.txt.lock", "requirements.txt")
 MAX_SPEC_BYTES = 1024 * 1024
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2 booleans: only true/false. In YAML 1.1 ``on: success`` would make the key ``True``."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+
+
+def parse_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 @dataclasses.dataclass(frozen=True)
 class Discovery:
     pipelines: list[runs.Pipeline]
@@ -93,7 +109,7 @@ def read_spec_file(folder: pathlib.Path) -> tuple[str, dict[str, Any], list[erro
         return name, {}, [errors.Problem(file=label + name, location="",
                                          message=f"not UTF-8 text ({exc.reason} at byte {exc.start})")]
     try:
-        raw = json.loads(text) if name.endswith(".json") else yaml.safe_load(text)
+        raw = json.loads(text) if name.endswith(".json") else parse_yaml(text)
     except json.JSONDecodeError as exc:
         return name, {}, [errors.Problem(file=label + name, location=f"line {exc.lineno} column {exc.colno}",
                                          message=f"invalid JSON: {exc.msg}")]

@@ -108,3 +108,9 @@ def test_binary_spec_file(tmp_path):
     folder = make(tmp_path, "p", {"main.py": ""})
     (folder / "pipeline.yaml").write_bytes(b"\xff\xfe\x00garbage")
     assert "not UTF-8 text" in problems(folder)[0]
+
+
+def test_yaml_on_and_yes_stay_strings(tmp_path):
+    from kubeline.pipelines import loader as loader_
+
+    assert loader_.parse_yaml("on: success\nx: yes\ny: true\nz: off") == {"on": "success", "x": "yes", "y": True, "z": "off"}
