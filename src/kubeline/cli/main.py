@@ -17,7 +17,8 @@ import typer
 from rich.console import Console
 from rich.live import Live
 
-from kubeline import bootstrap, settings as settings_
+from kubeline import bootstrap
+from kubeline import settings as settings_
 from kubeline.cli import render
 from kubeline.domain import errors, runs, specs, states
 from kubeline.pipelines import loader
@@ -276,7 +277,8 @@ def secrets_set(
 ) -> None:
     """Store (or replace) an encrypted secret."""
     if value is None:
-        value = typer.prompt(f"value of {name}", hide_input=True) if sys.stdin.isatty() else sys.stdin.read().rstrip("\n")
+        interactive = sys.stdin.isatty()
+        value = typer.prompt(f"value of {name}", hide_input=True) if interactive else sys.stdin.read().rstrip("\n")
 
     async def _set() -> None:
         async with bootstrap.open_kubeline() as kl:
@@ -313,11 +315,11 @@ def secrets_delete(name: Annotated[str, typer.Argument()]) -> None:
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply database migrations (also done automatically at start)."""
-    from kubeline.storage.sql import migrations
+    from kubeline.storage import sql
 
     settings = settings_.Settings()
     settings.home.mkdir(parents=True, exist_ok=True)
-    migrations.upgrade(settings.database)
+    asyncio.run(sql.upgrade(settings.database))
     out.print("database is up to date")
 
 

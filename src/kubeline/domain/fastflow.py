@@ -37,8 +37,12 @@ class _Downstream(pydantic.BaseModel):
 class FastFlowFields(pydantic.BaseModel):
     """The Fast-Flow keys; documented in the JSON schema, folded into native fields."""
 
-    cpu_hard_limit: float | None = pydantic.Field(None, description="Fast-Flow: CPU cores (use resources.limits.cpu).")
-    mem_hard_limit: str | None = pydantic.Field(None, description="Fast-Flow: '512m', '1g' (use resources.limits.memory).")
+    cpu_hard_limit: float | None = pydantic.Field(
+        None, description="Fast-Flow: CPU cores (use resources.limits.cpu)."
+    )
+    mem_hard_limit: str | None = pydantic.Field(
+        None, description="Fast-Flow: '512m', '1g' (use resources.limits.memory)."
+    )
     cpu_soft_limit: float | None = pydantic.Field(None, description="Fast-Flow: warn above these cores.")
     mem_soft_limit: str | None = pydantic.Field(None, description="Fast-Flow: warn above this memory.")
     retry_attempts: int | None = pydantic.Field(None, description="Fast-Flow: extra attempts (use retries.attempts).")
@@ -158,9 +162,10 @@ def to_native(value: dict[str, Any]) -> dict[str, Any]:
         raw["schedules"] = [_schedule(s) if isinstance(s, dict) else s for s in raw["schedules"]]
     elif top_schedule["schedule_cron"] or top_schedule["schedule_interval_seconds"] or top_schedule["run_once_at"]:
         entry = {k: v for k, v in top_schedule.items() if v is not None}
-        if top_schedule["run_once_at"] and (top_schedule["schedule_cron"] or top_schedule["schedule_interval_seconds"]):
+        once = top_schedule["run_once_at"]
+        if once and (top_schedule["schedule_cron"] or top_schedule["schedule_interval_seconds"]):
             entry.pop("run_once_at")
-            raw["schedules"] = [_schedule(entry), _schedule({"id": "run-once", "run_once_at": top_schedule["run_once_at"]})]
+            raw["schedules"] = [_schedule(entry), _schedule({"id": "run-once", "run_once_at": once})]
         else:
             raw["schedules"] = [_schedule(entry)]
     if webhook_key is not None:
@@ -181,12 +186,13 @@ def to_native(value: dict[str, Any]) -> dict[str, Any]:
             if not isinstance(item, dict):
                 raise ValueError("downstream_triggers entries must be objects with a 'pipeline'")
             parsed = _Downstream.model_validate(item)
-            on = "always" if parsed.on_success and parsed.on_failure else ("failure" if parsed.on_failure else "success")
-            entry: dict[str, Any] = {"pipeline": parsed.pipeline, "on": on}
+            on = "always" if parsed.on_success and parsed.on_failure else (
+                "failure" if parsed.on_failure else "success")
+            target: dict[str, Any] = {"pipeline": parsed.pipeline, "on": on}
             if parsed.on_route:
-                entry["route"] = parsed.on_route
+                target["route"] = parsed.on_route
             if parsed.run_config_id:
-                entry["schedule"] = parsed.run_config_id
-            downstream.append(entry)
+                target["schedule"] = parsed.run_config_id
+            downstream.append(target)
         _set(raw, "downstream", downstream, source="downstream_triggers")
     return raw

@@ -170,7 +170,7 @@ class RetryPolicy(Model):
         default_factory=list, description="custom strategy: delay before each retry, in order."
     )
     on: list[Literal["failed", "timed_out", "oom"]] = pydantic.Field(
-        default_factory=lambda: ["failed", "timed_out", "oom"],
+        default_factory=lambda: ["failed", "timed_out", "oom"],  # type: ignore[arg-type]
         description="Which kinds of failure are retried.",
     )
 

@@ -112,10 +112,12 @@ class RunDriver:
         finally:
             cancel_wait.cancel()
         for task in done:
-            if task in self.tasks:
-                del self.tasks[task]  # type: ignore[arg-type]
-                if not task.cancelled() and task.exception() is not None:
-                    raise task.exception()  # type: ignore[misc]
+            if task is cancel_wait:
+                continue
+            self.tasks.pop(task, None)  # type: ignore[call-overload]
+            failure = None if task.cancelled() else task.exception()
+            if failure is not None:
+                raise failure
 
     # attempts ---------------------------------------------------------------------------
     async def _attempt(self, stage_id: str) -> None:

@@ -183,10 +183,11 @@ class Engine:
         task = asyncio.ensure_future(_notify())
         task.add_done_callback(lambda _t: None)
 
-    async def changed(self, timeout: float) -> None:
+    async def changed(self, *, within: float) -> None:
+        """Return at the next change (or after ``within`` seconds)."""
         async with self._changed:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), timeout=timeout)
+                await asyncio.wait_for(self._changed.wait(), timeout=within)
 
     # downstream -------------------------------------------------------------------------
     async def _fire_downstream(self, run: runs.Run) -> None:

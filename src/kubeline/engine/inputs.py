@@ -11,7 +11,7 @@ _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
 
 
-def _coerce(name: str, spec: specs.InputSpec, value: Any) -> Any:
+def _coerce(name: str, spec: specs.InputSpec, value: Any) -> Any:  # noqa: PLR0911, PLR0912
     kind = spec.type
     if kind is specs.InputType.ANY:
         return value
@@ -78,7 +78,8 @@ def validate(spec: specs.PipelineSpec, given: dict[str, Any]) -> dict[str, Any]:
         elif declared.default is not None:
             result[name] = declared.default
         elif declared.is_required:
-            problems.append(f"input {name!r} is required" + (f": {declared.description}" if declared.description else ""))
+            about = f": {declared.description}" if declared.description else ""
+            problems.append(f"input {name!r} is required{about}")
     if problems:
         raise errors.InvalidInputError("; ".join(problems))
     return result

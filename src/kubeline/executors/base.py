@@ -42,8 +42,8 @@ class AttemptSpec:
     inputs: dict[str, Any] = dataclasses.field(default_factory=dict)
     config: dict[str, Any] = dataclasses.field(default_factory=dict)  # rendered stage config
     timeout: float | None = None
-    resources: specs.Resources = specs.Resources()
-    kubernetes: specs.KubernetesSpec = specs.KubernetesSpec()
+    resources: specs.Resources = dataclasses.field(default_factory=specs.Resources)
+    kubernetes: specs.KubernetesSpec = dataclasses.field(default_factory=specs.KubernetesSpec)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -88,7 +88,7 @@ def _spec_file_name(pipeline: runs.Pipeline) -> str:
     return "main.py"
 
 
-def read_spec_file(folder: pathlib.Path) -> tuple[str, dict[str, Any], list[errors.Problem]]:
+def read_spec_file(folder: pathlib.Path) -> tuple[str, dict[str, Any], list[errors.Problem]]:  # noqa: PLR0911
     """(file name, raw mapping, problems) of the folder's spec file; {} when there is none."""
     present = [name for name in SPEC_FILES if (folder / name).is_file()]
     label = f"{folder.name}/"
@@ -226,8 +226,8 @@ def check_stages(spec: specs.PipelineSpec, *, folder: pathlib.Path | None, file:
     """Semantic checks the models cannot do alone: types, configs, files, the DAG, expressions."""
     found: list[errors.Problem] = []
     graph = {s.id: list(s.depends_on) for s in spec.stages}
-    for stage, index, missing, hint in dag.missing_dependencies(graph):
-        pos = next(i for i, s in enumerate(spec.stages) if s.id == stage)
+    for dependant, index, missing, hint in dag.missing_dependencies(graph):
+        pos = next(i for i, s in enumerate(spec.stages) if s.id == dependant)
         found.append(errors.Problem(file=file, location=f"stages[{pos}].dependsOn[{index}]",
                                     message=f"{missing!r} is not a stage", hint=hint))
     cycle = dag.find_cycle(graph)
@@ -305,7 +305,8 @@ def _check_expressions(
                 found.append(errors.Problem(
                     file=file, location=f"{where}.{field}",
                     message=f"${{{ref.text}}} uses input {ref.path[0]!r}, which is not declared",
-                    hint=dag.suggest(str(ref.path[0]), declared) or f"declare it under 'inputs: {{{ref.path[0]}: {{type: string}}}}'"))
+                    hint=dag.suggest(str(ref.path[0]), declared)
+                    or f"declare it under 'inputs: {{{ref.path[0]}: {{type: string}}}}'"))
             elif ref.root == "stages" and ref.stage not in upstream:
                 if ref.stage in stage_ids:
                     hint = f"add {ref.stage!r} to dependsOn"

@@ -2,11 +2,9 @@
 
 import asyncio
 
-
 import pytest
 
 from kubeline.domain import errors, runs, states
-
 
 pytestmark = pytest.mark.slow
 

@@ -1,5 +1,5 @@
 """The local executor with real processes: outcomes, logs, kills, limits, adoption."""
-# ruff: noqa: ASYNC222, ASYNC230, ASYNC240 - blocking /proc reads are the point of these checks
+# ruff: noqa: ASYNC222 - blocking /proc reads are the point of these checks
 
 from __future__ import annotations
 
