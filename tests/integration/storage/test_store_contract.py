@@ -55,20 +55,20 @@ async def new_run(store: base.Store, **kwargs: Any) -> runs.Run:
     return await store.create_run(run, stages)
 
 
-def path_to(target: states.State) -> list[states.State]:
+def path_to(target: states.State) -> list[Any]:
     """The shortest list of moves from the initial state to ``target`` (BFS over the rules)."""
     kind = type(target)
-    start = next(iter(kind))
-    queue: collections.deque[tuple[states.State, list[states.State]]] = collections.deque([(start, [])])
+    start: states.State = next(iter(kind))  # type: ignore[assignment]
+    queue: collections.deque[tuple[states.State, list[Any]]] = collections.deque([(start, [])])
     seen = {start}
     while queue:
-        state, path = queue.popleft()
+        state, steps = queue.popleft()
         if state == target:
-            return path
+            return steps
         for nxt in kind:
             if nxt not in seen and states.allowed(state, nxt):
                 seen.add(nxt)
-                queue.append((nxt, [*path, nxt]))
+                queue.append((nxt, [*steps, nxt]))
     raise AssertionError(f"{target} is unreachable")
 
 

@@ -96,7 +96,8 @@ def test_in_memory_detection() -> None:
 
 def test_utc_datetime_type_normalises() -> None:
     column = tables.UTCDateTime()
-    sqlite, postgres = sa.create_engine("sqlite://").dialect, sa.dialects.postgresql.dialect()
+    sqlite = sa.create_engine("sqlite://").dialect
+    postgres = sa.create_engine("postgresql+psycopg://u@127.0.0.1/db").dialect
     berlin = dt.datetime(2024, 1, 1, 12, tzinfo=dt.timezone(dt.timedelta(hours=1)))
     assert column.process_bind_param(berlin, sqlite) == dt.datetime(2024, 1, 1, 11)
     assert column.process_bind_param(berlin, postgres) == dt.datetime(2024, 1, 1, 11, tzinfo=dt.UTC)
