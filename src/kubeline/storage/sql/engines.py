@@ -12,7 +12,8 @@ The store writes every transaction as a plain function of a SQLAlchemy ``Connect
   keys and a ``busy_timeout``; writes start with ``BEGIN IMMEDIATE`` so a read-check-write takes
   the database write lock before it reads, even against other processes.
 
-``sqlite+aiosqlite://`` URLs are accepted and mean the same file.
+``sqlite+aiosqlite://`` URLs are accepted and mean the same file. A cancelled caller does not
+stop a SQLite transaction already handed to the thread: it completes (or fails) as a whole.
 """
 
 from __future__ import annotations

@@ -18,12 +18,29 @@ from kubeline.storage import base, changes
 from kubeline.storage.sql import claims, rows
 from kubeline.storage.sql import tables as T
 
+# Statements built once: the engine runs a handful per stage, and building a statement and its
+# cache key costs more than SQLite takes to execute it. Primary keys bind as ``pk_*`` so the
+# remaining parameters of an UPDATE become its SET clause.
+_RUN_PK = T.runs.c.id == sa.bindparam("pk_id")
+_STAGE_PK = sa.and_(
+    T.stage_runs.c.run_id == sa.bindparam("pk_run_id"),
+    T.stage_runs.c.stage_id == sa.bindparam("pk_stage_id"),
+)
+_ATTEMPT_PK = T.attempts.c.id == sa.bindparam("pk_id")
+_LOCK_RUN = sa.select(T.runs).where(_RUN_PK).with_for_update()
+_LOCK_STAGE = sa.select(T.stage_runs).where(_STAGE_PK).with_for_update()
+_LOCK_ATTEMPT = sa.select(T.attempts).where(_ATTEMPT_PK).with_for_update()
+_UPDATE_RUN = sa.update(T.runs).where(_RUN_PK)
+_UPDATE_STAGE = sa.update(T.stage_runs).where(_STAGE_PK)
+_UPDATE_ATTEMPT = sa.update(T.attempts).where(_ATTEMPT_PK)
+_INSERT_EVENT = sa.insert(T.events)
+_INSERT_ATTEMPT = sa.insert(T.attempts)
+_RUN_EXISTS = sa.select(T.runs.c.id).where(_RUN_PK)
 
-def locked(
-    conn: sa.Connection, table: sa.Table, where: sa.ColumnElement[bool]
-) -> dict[str, Any] | None:
+
+def _locked(conn: sa.Connection, stmt: sa.Select[Any], **pk: str) -> dict[str, Any] | None:
     """The row, locked for this transaction (``FOR UPDATE``; SQLite ignores the clause)."""
-    row = conn.execute(sa.select(table).where(where).with_for_update()).mappings().first()
+    row = conn.execute(stmt, pk).mappings().first()
     return None if row is None else dict(row)
 
 
@@ -38,10 +55,10 @@ def insert_event(
     reason: str,
     at: dt.datetime,
 ) -> None:
-    conn.execute(sa.insert(T.events).values(event_row(
+    conn.execute(_INSERT_EVENT, event_row(
         run_id=run_id, entity=entity, entity_id=entity_id, from_state=from_state,
         to_state=to_state, reason=reason, at=at,
-    )))
+    ))
 
 
 def event_row(
@@ -71,7 +88,7 @@ def _changes(to: states.State, now: dt.datetime, fields: dict[str, Any]) -> dict
 
 
 def _require_run(conn: sa.Connection, run_id: str) -> None:
-    if conn.execute(sa.select(T.runs.c.id).where(T.runs.c.id == run_id)).first() is None:
+    if conn.execute(_RUN_EXISTS, {"pk_id": run_id}).first() is None:
         raise changes.run_not_found(run_id)
 
 
@@ -88,28 +105,28 @@ def create_run(conn: sa.Connection, *, run: runs.Run, stages: list[runs.StageRun
 def transition_run(
     conn: sa.Connection, *, run_id: str, to: states.RunState, reason: str, fields: dict[str, Any]
 ) -> runs.Run:
-    row = locked(conn, T.runs, T.runs.c.id == run_id)
+    row = _locked(conn, _LOCK_RUN, pk_id=run_id)
     if row is None:
         raise changes.run_not_found(run_id)
     current = states.RunState(row["state"])
     states.check(current, to, what=changes.run_what(run_id))
     now = runs.utcnow()
     values = _changes(to, now, fields)
-    conn.execute(sa.update(T.runs).where(T.runs.c.id == run_id).values(values))
+    conn.execute(_UPDATE_RUN, {**values, "pk_id": run_id})
     insert_event(conn, run_id=run_id, entity="run", entity_id=run_id, from_state=current,
                  to_state=to, reason=reason, at=now)
     return rows.run_from_row({**row, **values})
 
 
 def request_cancel(conn: sa.Connection, *, run_id: str) -> runs.Run:
-    row = locked(conn, T.runs, T.runs.c.id == run_id)
+    row = _locked(conn, _LOCK_RUN, pk_id=run_id)
     if row is None:
         raise changes.run_not_found(run_id)
     current = states.RunState(row["state"])
     if states.is_final(current):
         raise changes.cancel_final(run_id, current.value)
     if not row["cancel_requested"]:
-        conn.execute(sa.update(T.runs).where(T.runs.c.id == run_id).values(cancel_requested=True))
+        conn.execute(_UPDATE_RUN, {"cancel_requested": True, "pk_id": run_id})
         insert_event(conn, run_id=run_id, entity="run", entity_id=run_id, from_state=current,
                      to_state=current, reason="cancel requested", at=runs.utcnow())
     return rows.run_from_row({**row, "cancel_requested": True})
@@ -120,7 +137,7 @@ def claim_queued_runs(conn: sa.Connection, *, limit: int, only: list[str] | None
     claimed = claims.claim(conn, limit=limit, only=only, now=now)
     if not claimed:
         return []
-    conn.execute(sa.insert(T.events), [
+    conn.execute(_INSERT_EVENT, [
         event_row(run_id=run_id, entity="run", entity_id=run_id,
                   from_state=states.RunState.QUEUED, to_state=states.RunState.RUNNING,
                   reason="claimed", at=now)
@@ -142,12 +159,8 @@ def list_stage_runs(conn: sa.Connection, *, run_id: str) -> list[runs.StageRun]:
     return [rows.stage_from_row(r) for r in found]
 
 
-def _stage_where(run_id: str, stage_id: str) -> sa.ColumnElement[bool]:
-    return sa.and_(T.stage_runs.c.run_id == run_id, T.stage_runs.c.stage_id == stage_id)
-
-
 def _locked_stage(conn: sa.Connection, run_id: str, stage_id: str) -> dict[str, Any]:
-    row = locked(conn, T.stage_runs, _stage_where(run_id, stage_id))
+    row = _locked(conn, _LOCK_STAGE, pk_run_id=run_id, pk_stage_id=stage_id)
     if row is None:
         _require_run(conn, run_id)
         raise changes.stage_not_found(run_id, stage_id)
@@ -168,7 +181,7 @@ def transition_stage(
     states.check(current, to, what=changes.stage_what(run_id, stage_id))
     now = runs.utcnow()
     values = _changes(to, now, fields)
-    conn.execute(sa.update(T.stage_runs).where(_stage_where(run_id, stage_id)).values(values))
+    conn.execute(_UPDATE_STAGE, {**values, "pk_run_id": run_id, "pk_stage_id": stage_id})
     insert_event(conn, run_id=run_id, entity="stage", entity_id=stage_id, from_state=current,
                  to_state=to, reason=reason, at=now)
     return rows.stage_from_row({**row, **values})
@@ -177,24 +190,21 @@ def transition_stage(
 # attempts ----------------------------------------------------------------------------------
 def create_attempt(conn: sa.Connection, *, attempt: runs.Attempt) -> None:
     row = _locked_stage(conn, attempt.run_id, attempt.stage_id)
-    conn.execute(sa.insert(T.attempts).values(rows.attempt_to_row(attempt)))
-    conn.execute(
-        sa.update(T.stage_runs)
-        .where(_stage_where(attempt.run_id, attempt.stage_id))
-        .values(attempts=row["attempts"] + 1)
-    )
+    conn.execute(_INSERT_ATTEMPT, rows.attempt_to_row(attempt))
+    conn.execute(_UPDATE_STAGE, {
+        "attempts": row["attempts"] + 1, "pk_run_id": attempt.run_id, "pk_stage_id": attempt.stage_id,
+    })
     insert_event(conn, run_id=attempt.run_id, entity="attempt", entity_id=attempt.id,
                  from_state=None, to_state=attempt.state, reason="", at=attempt.created_at)
 
 
 def update_attempt(conn: sa.Connection, *, attempt_id: str, fields: dict[str, Any]) -> runs.Attempt:
-    where = T.attempts.c.id == attempt_id
-    row = locked(conn, T.attempts, where)
+    row = _locked(conn, _LOCK_ATTEMPT, pk_id=attempt_id)
     if row is None:
         raise changes.attempt_not_found(attempt_id)
     values = rows.field_values(fields)
     if values:
-        conn.execute(sa.update(T.attempts).where(where).values(values))
+        conn.execute(_UPDATE_ATTEMPT, {**values, "pk_id": attempt_id})
     return rows.attempt_from_row({**row, **values})
 
 
@@ -206,15 +216,14 @@ def transition_attempt(
     reason: str,
     fields: dict[str, Any],
 ) -> runs.Attempt:
-    where = T.attempts.c.id == attempt_id
-    row = locked(conn, T.attempts, where)
+    row = _locked(conn, _LOCK_ATTEMPT, pk_id=attempt_id)
     if row is None:
         raise changes.attempt_not_found(attempt_id)
     current = states.AttemptState(row["state"])
     states.check(current, to, what=changes.attempt_what(attempt_id))
     now = runs.utcnow()
     values = _changes(to, now, fields)
-    conn.execute(sa.update(T.attempts).where(where).values(values))
+    conn.execute(_UPDATE_ATTEMPT, {**values, "pk_id": attempt_id})
     insert_event(conn, run_id=row["run_id"], entity="attempt", entity_id=attempt_id,
                  from_state=current, to_state=to, reason=reason, at=now)
     return rows.attempt_from_row({**row, **values})
