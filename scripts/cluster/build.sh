@@ -10,9 +10,15 @@ K8S_COMPONENTS=(kube-apiserver kube-controller-manager kube-scheduler kubelet ku
 RUNTIME_PACKAGES=(
     etcd:etcd-server containerd:containerd runc:runc ctr:containerd
     /usr/lib/cni/bridge:containernetworking-plugins iptables:iptables conntrack:conntrack
-    dnsmasq:dnsmasq-base ip:iproute2 openssl:openssl jq:jq curl:curl
+    dnsmasq:dnsmasq-base dig:bind9-dnsutils ip:iproute2 openssl:openssl jq:jq curl:curl
 )
-BUILD_PACKAGES=(go:golang-go rsync:rsync make:make gcc:gcc /usr/lib/x86_64-linux-gnu/libc.a:libc6-dev)
+# The tree vendors modern-go/reflect2 1.0.1, whose map iteration corrupts memory under Go >= 1.18
+# (kube-apiserver dies with "fatal error: fault" in aeshashbody); 1.0.2 from Debian fixes it.
+REFLECT2_SRC=/usr/share/gocode/src/github.com/modern-go/reflect2
+BUILD_PACKAGES=(go:golang-go rsync:rsync make:make gcc:gcc /usr/lib/x86_64-linux-gnu/libc.a:libc6-dev
+    "$REFLECT2_SRC:golang-github-modern-go-reflect2-dev")
+# Bump when the build recipe changes, so cached binaries from an older recipe are rebuilt.
+BUILD_RECIPE=2
 
 APT_UPDATED=
 apt_update_once() {
@@ -41,8 +47,11 @@ apt_install_missing() {
     # ours run with private ports, sockets and state dirs.
     local policy=/usr/sbin/policy-rc.d own_policy=
     if [[ ! -e $policy ]]; then printf '#!/bin/sh\nexit 101\n' >"$policy"; chmod +x "$policy"; own_policy=1; fi
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 \
-        || { [[ -n $own_policy ]] && rm -f "$policy"; die "apt-get install ${missing[*]} failed (see above)"; }
+    mkdir -p "$CACHE"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" \
+        >"$CACHE/apt-install.log" 2>&1 \
+        || { [[ -n $own_policy ]] && rm -f "$policy"; tail -n 20 "$CACHE/apt-install.log" >&2
+             die "apt-get install ${missing[*]} failed; see $CACHE/apt-install.log"; }
     [[ -n $own_policy ]] && rm -f "$policy"
     return 0
 }
@@ -61,6 +70,7 @@ enable_deb_src() {
 
 binaries_present() {
     local c
+    [[ $(cat "$BIN/.recipe" 2>/dev/null) == "$BUILD_RECIPE" ]] || return 1
     for c in "${K8S_COMPONENTS[@]}" pause; do [[ -x $BIN/$c ]] || return 1; done
 }
 
@@ -73,14 +83,18 @@ ensure_binaries() {
 
     local work=$CACHE/k8s-v$K8S_VERSION/build
     rm -rf "$work"; mkdir -p "$work/src"
-    (cd "$work/src" && apt-get source --download-only -qq "kubernetes=$K8S_VERSION*" >&2) \
-        || (cd "$work/src" && apt-get source --download-only -qq kubernetes >&2) \
+    # _apt cannot write into root's cache dir; apt then downloads as root, which is fine.
+    (cd "$work/src" && apt-get source --download-only -qq kubernetes 2>&1 | { grep -v unsandboxed >&2 || true; }) \
         || die "apt-get source kubernetes failed; check that deb-src entries are enabled and reachable"
     local orig
-    orig=$(ls "$work"/src/kubernetes_*.orig.tar.* 2>/dev/null | head -n1)
-    [[ -n $orig ]] || die "no kubernetes orig tarball in $work/src after apt-get source"
+    # bookworm's version is "1.20.5+really1.20.2": the 1.20.2 tree.
+    orig=$(ls "$work"/src/kubernetes_*"$K8S_VERSION".orig.tar.* 2>/dev/null | head -n1)
+    [[ -n $orig ]] || die "no kubernetes $K8S_VERSION orig tarball in $work/src after apt-get source (found: $(ls "$work/src"))"
     mkdir -p "$work/tree"
     tar -xf "$orig" -C "$work/tree" --strip-components=1
+    [[ -f $REFLECT2_SRC/reflect2.go ]] || die "no reflect2 source at $REFLECT2_SRC (apt-get install golang-github-modern-go-reflect2-dev)"
+    rm -rf "$work/tree/vendor/github.com/modern-go/reflect2"
+    cp -r "$REFLECT2_SRC" "$work/tree/vendor/github.com/modern-go/reflect2"
 
     # The GOPATH layout the Kubernetes build scripts expect (as debian/rules sets up).
     mkdir -p "$work/go/src/k8s.io"
@@ -103,6 +117,7 @@ ensure_binaries() {
     gcc -static -Os -DVERSION=v3.2-kubeline -o "$BIN/pause" "$work/tree/build/pause/linux/pause.c" \
         || die "gcc -static pause.c failed; is libc6-dev installed?"
     strip "$BIN/pause" || true
+    echo "$BUILD_RECIPE" >"$BIN/.recipe"
     rm -rf "$work"
     log "binaries cached in $BIN"
 }

@@ -61,6 +61,18 @@ ensure_egress_guard() {
     fi
 }
 
+# kube-proxy and the kubelet insert their FORWARD jumps at the top when they start, ahead of
+# the guard. None of their rules accepts a new pod connection to a guarded range, but the guard
+# belongs first: move it back there once they are done (they never move existing rules).
+guard_first() {
+    local c="-m comment --comment $RULE_TAG"
+    # shellcheck disable=SC2086
+    if [[ $(iptables -w 5 -S FORWARD | sed -n 2p) != "-A FORWARD -s $POD_CIDR $c -j KUBELINE-EGRESS" ]]; then
+        ipt -I FORWARD 1 -s "$POD_CIDR" $c -j KUBELINE-EGRESS
+        ipt -D FORWARD $(( $(iptables -w 5 -S FORWARD | grep -n -- "-j KUBELINE-EGRESS" | tail -n1 | cut -d: -f1) - 1 ))
+    fi
+}
+
 # Deletes every rule we or the cluster components added: ours carry $RULE_TAG; kube-proxy,
 # kubelet and the CNI plugins own the KUBE-* and CNI-* chains (no other Kubernetes runs here).
 remove_network() {
@@ -68,7 +80,7 @@ remove_network() {
     for table in filter nat mangle; do
         # Rules in built-in chains that jump to or are tagged as ours.
         iptables -w 5 -t "$table" -S 2>/dev/null \
-            | grep -E "^-A (INPUT|OUTPUT|FORWARD|PREROUTING|POSTROUTING) .*(-j (KUBE-|CNI-|KUBELINE-)|$RULE_TAG)" \
+            | { grep -E "^-A (INPUT|OUTPUT|FORWARD|PREROUTING|POSTROUTING) .*(-j (KUBE-|CNI-|KUBELINE-)|$RULE_TAG)" || true; } \
             | while read -r rule; do
                 # shellcheck disable=SC2086
                 eval "iptables -w 5 -t $table ${rule/-A /-D }" 2>/dev/null || true

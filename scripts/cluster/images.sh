@@ -1,0 +1,187 @@
+# shellcheck shell=bash
+# Building container images without Docker, and importing them into the cluster. Sourced.
+#
+# Nothing can be pulled here, so images are written as docker-archive tarballs by hand
+# (one layer tar + config JSON + manifest.json with RepoTags) and imported with
+# `ctr -n k8s.io images import`. Tarballs are cached in $IMAGE_CACHE; `up` re-imports them
+# after a `down`, which wipes containerd's store along with the rest of the state dir.
+
+WORKER_IMAGE=kubeline-worker:dev
+DEBIAN_SUITE=bookworm
+
+# write_docker_archive OUT TAG ROOTFS_DIR CONFIG_JSON: OUT becomes a one-layer docker-archive.
+# CONFIG_JSON is the image's runtime config ({"Env": [...], "Cmd": [...], "User": ...}).
+write_docker_archive() {
+    local out=$1 tag=$2 root=$3 config=$4 work layer_sha cfg cfg_sha
+    work=$(mktemp -d "${out}.XXXX")
+    tar --numeric-owner --xattrs -C "$root" \
+        --exclude='./dev/*' --exclude='./proc/*' --exclude='./sys/*' --exclude='./run/*' \
+        --exclude='./tmp/*' --exclude='./var/cache/apt/archives/*.deb' --exclude='./var/lib/apt/lists/*' \
+        -cf "$work/layer.tar" .
+    layer_sha=$(sha256sum "$work/layer.tar" | cut -d' ' -f1)
+    mkdir "$work/$layer_sha" && mv "$work/layer.tar" "$work/$layer_sha/layer.tar"
+    cfg=$(jq -cn --argjson c "$config" --arg diff "sha256:$layer_sha" --arg tag "$tag" \
+        '{architecture: "amd64", os: "linux", config: $c,
+          rootfs: {type: "layers", diff_ids: [$diff]},
+          history: [{created_by: "scripts/local-cluster load-image (\($tag))"}]}')
+    cfg_sha=$(printf '%s' "$cfg" | sha256sum | cut -d' ' -f1)
+    printf '%s' "$cfg" >"$work/$cfg_sha.json"
+    jq -cn --arg c "$cfg_sha.json" --arg t "$tag" --arg l "$layer_sha/layer.tar" \
+        '[{Config: $c, RepoTags: [$t], Layers: [$l]}]' >"$work/manifest.json"
+    tar -C "$work" -cf "$out.tmp" manifest.json "$cfg_sha.json" "$layer_sha"
+    mv "$out.tmp" "$out"
+    rm -rf "$work"
+}
+
+import_image() { # import_image TARBALL
+    ctr --address "$CONTAINERD_SOCK" -n k8s.io images import --no-unpack=false "$1" >/dev/null \
+        || die "ctr images import $1 failed; see $LOGS/containerd.log"
+}
+
+# The pod sandbox image: just the static pause binary.
+ensure_pause_image() {
+    local tar=$IMAGE_CACHE/pause.tar root
+    if [[ ! -f $tar || $BIN/pause -nt $tar ]]; then
+        mkdir -p "$IMAGE_CACHE"
+        root=$(mktemp -d)
+        install -m 0755 "$BIN/pause" "$root/pause"
+        write_docker_archive "$tar" "$PAUSE_IMAGE" "$root" \
+            '{"Entrypoint": ["/pause"], "User": "65535:65535"}'
+        rm -rf "$root"
+    fi
+    import_image "$tar"
+}
+
+# The Debian mirror apt uses here (the first deb.debian.org-style URI of the main archive).
+debian_mirror() {
+    local m
+    m=$(awk '/^URIs:/ && $2 !~ /security/ {print $2; exit}' /etc/apt/sources.list.d/*.sources 2>/dev/null)
+    [[ -n $m ]] || m=$(awk '/^deb / && $0 !~ /security/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null)
+    echo "${m:-http://deb.debian.org/debian}"
+}
+
+# A cached minimal Debian rootfs tarball (debootstrap minbase + python3 + ca-certificates),
+# with the apt mirror configured and a non-root user "kubeline" (uid/gid 1000).
+ensure_base_rootfs() {
+    local tar=$IMAGE_CACHE/rootfs-$DEBIAN_SUITE-minbase.tar root mirror
+    [[ -f $tar ]] && return 0
+    apt_install_missing debootstrap:debootstrap
+    mirror=$(debian_mirror)
+    log "debootstrap $DEBIAN_SUITE from $mirror (once; about 2 minutes)"
+    mkdir -p "$IMAGE_CACHE"
+    root=$(mktemp -d "$IMAGE_CACHE/rootfs.XXXX")
+    debootstrap --variant=minbase --include=python3,ca-certificates "$DEBIAN_SUITE" "$root" "$mirror" \
+        >"$IMAGE_CACHE/debootstrap.log" 2>&1 \
+        || { rm -rf "$root"; die "debootstrap failed; see $IMAGE_CACHE/debootstrap.log"; }
+    printf 'Types: deb\nURIs: %s\nSuites: %s %s-updates\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+        "$mirror" "$DEBIAN_SUITE" "$DEBIAN_SUITE" >"$root/etc/apt/sources.list.d/debian.sources"
+    rm -f "$root/etc/apt/sources.list"
+    chroot "$root" groupadd -g 1000 kubeline
+    chroot "$root" useradd -u 1000 -g 1000 -m -d /home/kubeline -s /bin/sh kubeline
+    rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
+    tar --numeric-owner --xattrs -C "$root" -cf "$tar.tmp" . && mv "$tar.tmp" "$tar"
+    rm -rf "$root"
+}
+
+# build_python_image TAG OUT CUSTOMIZE_FN [ARGS...]: unpack the base rootfs, add uv and this
+# machine's CA bundle, call CUSTOMIZE_FN ROOT ARGS... to add the image's own content (it may
+# chroot into ROOT; DNS works there), and write OUT. A later server image reuses this with its
+# own CUSTOMIZE_FN.
+build_python_image() {
+    local tag=$1 out=$2 fn=$3; shift 3
+    local root
+    ensure_base_rootfs
+    root=$(mktemp -d "$IMAGE_CACHE/build.XXXX")
+    BUILD_ROOT=$root    # cleaned up by cleanup_build_root, also when a step dies
+    tar -C "$root" -xf "$IMAGE_CACHE/rootfs-$DEBIAN_SUITE-minbase.tar"
+    # Pods verify the registries' TLS only with this machine's CA bundle.
+    cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
+    install -m 0755 "$(ensure_uv)" "$root/usr/local/bin/uv"
+    cp /etc/resolv.conf "$root/etc/resolv.conf"
+    mount -t proc proc "$root/proc"
+    # A persistent uv cache, so rebuilding an image does not download every wheel again.
+    mkdir -p "$IMAGE_CACHE/uv-cache" "$root/var/cache/uv"
+    mount --bind "$IMAGE_CACHE/uv-cache" "$root/var/cache/uv"
+    "$fn" "$root" "$@"
+    umount "$root/var/cache/uv" "$root/proc"
+    : >"$root/etc/resolv.conf"     # the kubelet mounts the pod's own
+    write_docker_archive "$out" "$tag" "$root" \
+        '{"Env": ["PATH=/opt/kubeline/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                  "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt", "PYTHONUNBUFFERED=1",
+                  "UV_CACHE_DIR=/tmp/uv-cache", "HOME=/home/kubeline"],
+          "Cmd": ["python3"], "User": "1000:1000", "WorkingDir": "/home/kubeline"}'
+    cleanup_build_root
+}
+
+BUILD_ROOT=
+cleanup_build_root() {
+    [[ -n $BUILD_ROOT ]] || return 0
+    umount -l "$BUILD_ROOT/var/cache/uv" 2>/dev/null || true
+    umount -l "$BUILD_ROOT/proc" 2>/dev/null || true
+    rm -rf "$BUILD_ROOT"
+    BUILD_ROOT=
+}
+
+# The uv binary, from the uv wheel on PyPI (cached).
+ensure_uv() {
+    local dir=$IMAGE_CACHE/uv
+    if [[ ! -x $dir/uv ]]; then
+        mkdir -p "$dir/wheel"
+        python3 -m pip download -q --no-deps --only-binary :all: --platform manylinux_2_17_x86_64 \
+            -d "$dir/wheel" uv >&2 || die "pip download uv failed (PyPI unreachable?)"
+        python3 - "$dir" <<'PY' || die "could not extract uv from its wheel"
+import pathlib, sys, zipfile
+d = pathlib.Path(sys.argv[1])
+whl = next((d / "wheel").glob("uv-*.whl"))
+with zipfile.ZipFile(whl) as z:
+    name = next(n for n in z.namelist() if n.endswith(".data/scripts/uv"))
+    (d / "uv").write_bytes(z.read(name))
+(d / "uv").chmod(0o755)
+PY
+    fi
+    echo "$dir/uv"
+}
+
+# The kubeline wheel from the repo, when the package exists yet (pyproject.toml present).
+build_kubeline_wheel() { # build_kubeline_wheel OUTDIR -> prints the wheel path or nothing
+    local repo=$REPO out=$1
+    if [[ ! -f $repo/pyproject.toml ]]; then
+        log "no $repo/pyproject.toml yet: building the worker image without the kubeline package"
+        return 0
+    fi
+    rm -rf "$out"; mkdir -p "$out"
+    python3 -m pip wheel -q --no-deps -w "$out" "$repo" >&2 \
+        || die "building the kubeline wheel from $repo failed (python3 -m pip wheel --no-deps $repo)"
+    ls "$out"/kubeline-*.whl 2>/dev/null | head -n1
+}
+
+_customize_worker() { # ROOT WHEEL|""
+    local root=$1 wheel=$2
+    chroot "$root" env UV_CACHE_DIR=/var/cache/uv uv venv -q --python /usr/bin/python3 /opt/kubeline \
+        || die "uv venv in the worker image failed"
+    if [[ -n $wheel ]]; then
+        cp "$wheel" "$root/tmp/"
+        chroot "$root" env UV_CACHE_DIR=/var/cache/uv UV_LINK_MODE=copy \
+            uv pip install -q --python /opt/kubeline/bin/python \
+            "/tmp/$(basename "$wheel")" || die "installing the kubeline wheel into the worker image failed"
+        rm -rf "$root/tmp/"*
+    fi
+}
+
+build_worker_image() {
+    local wheel out=$IMAGE_CACHE/kubeline-worker-dev.tar
+    wheel=$(build_kubeline_wheel "$IMAGE_CACHE/wheel")
+    log "building $WORKER_IMAGE${wheel:+ with $(basename "$wheel")}"
+    build_python_image "$WORKER_IMAGE" "$out" _customize_worker "$wheel"
+    echo "$out"
+}
+
+# Re-import every cached image tarball (after a fresh `up`).
+import_cached_images() {
+    local t
+    for t in "$IMAGE_CACHE"/*.tar; do
+        [[ -f $t ]] || continue
+        case $(basename "$t") in rootfs-*|pause.tar) continue ;; esac
+        import_image "$t"
+    done
+}

@@ -1,0 +1,129 @@
+"""Helpers for the e2e tests: waiting, and running small Python programs in pods."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+@dataclass
+class Cluster:
+    """How the tests reach the cluster; `local` is True for scripts/local-cluster's own."""
+
+    kubeconfig: Path | None = None
+    local: bool = False
+    unavailable: str | None = None
+    image_problem: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def env(self) -> dict[str, str]:
+        assert self.kubeconfig is not None
+        return {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+
+
+def exists(read: Callable[[], object]) -> bool:
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        read()
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
+
+
+def wait_until(predicate: Callable[[], object], *, timeout: float, what: str, interval: float = 0.25) -> Any:
+    """Poll until predicate() is truthy and return its value; fail naming `what` after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+@dataclass
+class PodResult:
+    phase: str
+    logs: str
+
+
+class Pods:
+    """Runs short Python programs in pods of the worker image, as non-root hardened Jobs will."""
+
+    def __init__(self, api_client: Any, image: str) -> None:
+        from kubernetes import client
+
+        self._client = client
+        self.core = client.CoreV1Api(api_client)
+        self.image = image
+
+    def manifest(
+        self,
+        *,
+        name: str,
+        code: str,
+        labels: dict[str, str] | None = None,
+        service_account: str | None = None,
+        port: int | None = None,
+    ) -> Any:
+        c = self._client
+        return c.V1Pod(
+            metadata=c.V1ObjectMeta(name=name, labels=labels or {}),
+            spec=c.V1PodSpec(
+                restart_policy="Never",
+                service_account_name=service_account,
+                termination_grace_period_seconds=0,
+                security_context=c.V1PodSecurityContext(run_as_non_root=True, run_as_user=1000, run_as_group=1000),
+                containers=[
+                    c.V1Container(
+                        name="main",
+                        image=self.image,
+                        image_pull_policy="IfNotPresent",
+                        command=["python3", "-c", code],
+                        ports=[c.V1ContainerPort(container_port=port)] if port else None,
+                        security_context=c.V1SecurityContext(
+                            allow_privilege_escalation=False,
+                            capabilities=c.V1Capabilities(drop=["ALL"]),
+                        ),
+                    )
+                ],
+            ),
+        )
+
+    def start(self, namespace: str, **manifest: Any) -> str:
+        pod = self.core.create_namespaced_pod(namespace, self.manifest(**manifest))
+        return str(pod.metadata.name)
+
+    def wait_running(self, namespace: str, name: str, *, timeout: float = 60) -> Any:
+        def ready() -> Any:
+            pod = self.core.read_namespaced_pod(name, namespace)
+            if pod.status.phase in ("Failed", "Succeeded"):
+                pytest.fail(f"pod {namespace}/{name} ended early: {self.logs(namespace, name)}")
+            statuses = pod.status.container_statuses or []
+            return pod if statuses and all(s.ready for s in statuses) else None
+
+        return wait_until(ready, timeout=timeout, what=f"pod {namespace}/{name} running")
+
+    def logs(self, namespace: str, name: str) -> str:
+        return str(self.core.read_namespaced_pod_log(name, namespace))
+
+    def run(self, namespace: str, *, timeout: float = 90, **manifest: Any) -> PodResult:
+        """Create the pod, wait until it ends, return its phase and logs."""
+        name = self.start(namespace, **manifest)
+
+        def ended() -> str | None:
+            phase = self.core.read_namespaced_pod(name, namespace).status.phase
+            return phase if phase in ("Succeeded", "Failed") else None
+
+        phase = wait_until(ended, timeout=timeout, what=f"pod {namespace}/{name} to finish")
+        return PodResult(phase=phase, logs=self.logs(namespace, name))
