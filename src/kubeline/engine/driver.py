@@ -7,13 +7,15 @@ engine resumes a run where it stopped (a retry waiting for its delay keeps its `
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from kubeline.domain import errors, expressions, retries, runs, states
 from kubeline.engine import planner
 from kubeline.executors import base
+from kubeline.storage import base as storage
 
 if TYPE_CHECKING:
     from kubeline.engine.engine import Engine
@@ -37,7 +39,7 @@ class RunDriver:
         self.tasks: dict[asyncio.Task[None], str] = {}
 
     @property
-    def store(self) -> Any:
+    def store(self) -> storage.Store:
         return self.engine.store
 
     async def drive(self) -> runs.Run:
@@ -84,16 +86,19 @@ class RunDriver:
                 if blocked:
                     await self._set_stage(stage_id, S.SKIPPED, reason=f"upstream stage {blocked[0]!r} "
                                           f"ended {self.stages[blocked[0]].state.value}")
-                elif all(self.stages[d].state is S.SUCCEEDED for d in deps):
-                    await self._set_stage(stage_id, S.PENDING, reason="dependencies succeeded")
-            elif stage.state is S.RETRYING and stage.retry_at is not None and stage.retry_at <= now:
-                await self._set_stage(stage_id, S.PENDING, reason="retry delay elapsed")
         limit = self.run.spec.parallelism or len(self.graph)
-        for stage_id in self.graph:
+        for stage_id, deps in self.graph.items():
             if len(self.tasks) >= limit:
                 break
-            if self.stages[stage_id].state is S.PENDING and stage_id not in self.tasks.values():
-                self._spawn(stage_id, self._attempt(stage_id))
+            stage = self.stages[stage_id]
+            if stage_id in self.tasks.values():
+                continue
+            if stage.state is S.PENDING:
+                self._spawn(stage_id, self._attempt(stage_id, reason=""))
+            elif stage.state is S.WAITING and all(self.stages[d].state is S.SUCCEEDED for d in deps):
+                self._spawn(stage_id, self._attempt(stage_id, reason="dependencies succeeded"))
+            elif stage.state is S.RETRYING and stage.retry_at is not None and stage.retry_at <= now:
+                self._spawn(stage_id, self._attempt(stage_id, reason="retry delay elapsed"))
 
     def _spawn(self, stage_id: str, coro: Any) -> None:
         task = asyncio.create_task(coro, name=f"attempt {self.run.id}/{stage_id}")
@@ -120,17 +125,24 @@ class RunDriver:
                 raise failure
 
     # attempts ---------------------------------------------------------------------------
-    async def _attempt(self, stage_id: str) -> None:
+    async def _attempt(self, stage_id: str, *, reason: str) -> None:
+        """Make the stage pending (when it is not yet) and record a new attempt, in one transaction."""
         stage = planner.stage_of(self.run, stage_id)
         eff = planner.effective(self.run, stage, default_executor=self.engine.default_executor)
         number = self.stages[stage_id].attempts + 1
-        attempt = await self.store.create_attempt(runs.Attempt(
-            id=runs.new_id(), run_id=self.run.id, stage_id=stage_id, number=number, executor=eff.executor))
-        try:
-            async with self.engine.attempt_slots:
-                await self._start_and_wait(attempt, stage_id=stage_id, eff=eff)
-        except asyncio.CancelledError:
-            raise
+        attempt = runs.Attempt(id=runs.new_id(), run_id=self.run.id, stage_id=stage_id, number=number,
+                               executor=eff.executor)
+        moves: list[storage.Move] = []
+        if self.stages[stage_id].state is not S.PENDING:
+            moves.append(storage.StageMove(run_id=self.run.id, stage_id=stage_id, to=S.PENDING, reason=reason))
+        moves.append(storage.NewAttempt(attempt=attempt))
+        done = await self.store.apply(moves)
+        if len(done) == 2:
+            self.stages[stage_id] = _as(runs.StageRun, done[0])
+        self.stages[stage_id] = dataclasses.replace(self.stages[stage_id], attempts=number)
+        self.engine.notify(self.run.id)
+        async with self.engine.attempt_slots:
+            await self._start_and_wait(attempt, stage_id=stage_id, eff=eff)
 
     async def _start_and_wait(self, attempt: runs.Attempt, *, stage_id: str, eff: planner.Effective) -> None:
         stage = planner.stage_of(self.run, stage_id)
@@ -156,9 +168,16 @@ class RunDriver:
             sink.close()
             await self._start_failed(attempt, stage_id=stage_id, error=str(exc))
             return
-        attempt = await self.store.transition_attempt(attempt.id, A.RUNNING, reason="started", handle=handle)
+        moves: list[storage.Move] = [storage.AttemptMove(attempt_id=attempt.id, to=A.RUNNING, reason="started",
+                                                         fields={"handle": handle})]
         if self.stages[stage_id].state is S.PENDING:
-            await self._set_stage(stage_id, S.RUNNING, reason=f"attempt {attempt.number} started")
+            moves.append(storage.StageMove(run_id=self.run.id, stage_id=stage_id, to=S.RUNNING,
+                                           reason=f"attempt {attempt.number} started"))
+        done = await self.store.apply(moves)
+        attempt = _as(runs.Attempt, done[0])
+        if len(done) == 2:
+            self.stages[stage_id] = _as(runs.StageRun, done[1])
+        self.engine.notify(self.run.id)
         await self._wait(executor, attempt, handle=handle, sink=sink, eff=eff)
 
     async def _wait(self, executor: base.Executor, attempt: runs.Attempt, *, handle: dict[str, Any],
@@ -181,9 +200,11 @@ class RunDriver:
         return values
 
     async def _start_failed(self, attempt: runs.Attempt, *, stage_id: str, error: str) -> None:
-        await self.store.transition_attempt(attempt.id, A.FAILED, reason=error,
-                                            failure=states.FailureKind.START_FAILED, error=error)
-        await self._set_stage(stage_id, S.FAILED, reason=error, error=error)
+        await self._finish_both(
+            storage.AttemptMove(attempt_id=attempt.id, to=A.FAILED, reason=error,
+                                fields={"failure": states.FailureKind.START_FAILED, "error": error}),
+            storage.StageMove(run_id=self.run.id, stage_id=stage_id, to=S.FAILED, reason=error,
+                              fields={"error": error}))
 
     async def _finish_attempt(self, attempt: runs.Attempt, *, result: base.AttemptResult,
                               eff: planner.Effective) -> None:
@@ -191,26 +212,36 @@ class RunDriver:
         if self.stages[stage_id].state is S.PENDING:  # adopted attempts may not have marked it
             await self._set_stage(stage_id, S.RUNNING, reason="attempt adopted")
         if result.succeeded:
-            await self.store.transition_attempt(attempt.id, A.SUCCEEDED, reason="exited 0",
-                                                exit_code=result.exit_code, outputs=result.outputs)
             self.outputs[stage_id] = result.outputs
             if result.route:
                 self.route = result.route
-            await self._set_stage(stage_id, S.SUCCEEDED, reason=f"attempt {attempt.number} succeeded",
-                                  outputs=result.outputs)
+            await self._finish_both(
+                storage.AttemptMove(attempt_id=attempt.id, to=A.SUCCEEDED, reason="exited 0",
+                                    fields={"exit_code": result.exit_code, "outputs": result.outputs}),
+                storage.StageMove(run_id=self.run.id, stage_id=stage_id, to=S.SUCCEEDED,
+                                  reason=f"attempt {attempt.number} succeeded", fields={"outputs": result.outputs}))
             return
         failure = result.failure or states.FailureKind.EXIT_CODE
-        await self.store.transition_attempt(attempt.id, states.attempt_state_for(failure), reason=result.error,
-                                            exit_code=result.exit_code, failure=failure, error=result.error)
+        attempt_move = storage.AttemptMove(
+            attempt_id=attempt.id, to=states.attempt_state_for(failure), reason=result.error,
+            fields={"exit_code": result.exit_code, "failure": failure, "error": result.error})
         cancelling = self.cancel_event.is_set()
         if not cancelling and retries.should_retry(eff.retries, attempt_number=attempt.number, kind=failure):
             delay = retries.delay_before(eff.retries, retry_number=attempt.number)
             retry_at = runs.utcnow() + dt.timedelta(seconds=delay)
-            await self._set_stage(stage_id, S.RETRYING, reason=f"{result.error}; retry in {delay:g}s",
-                                  retry_at=retry_at, error=result.error)
+            await self._finish_both(attempt_move, storage.StageMove(
+                run_id=self.run.id, stage_id=stage_id, to=S.RETRYING, reason=f"{result.error}; retry in {delay:g}s",
+                fields={"retry_at": retry_at, "error": result.error}))
             return
         final = S.CANCELLED if cancelling else states.stage_state_for(failure)
-        await self._set_stage(stage_id, final, reason=result.error, error=result.error)
+        await self._finish_both(attempt_move, storage.StageMove(
+            run_id=self.run.id, stage_id=stage_id, to=final, reason=result.error, fields={"error": result.error}))
+
+    async def _finish_both(self, attempt_move: storage.AttemptMove, stage_move: storage.StageMove) -> None:
+        """The attempt's final state and its stage's next state, in one transaction."""
+        done = await self.store.apply([attempt_move, stage_move])
+        self.stages[stage_move.stage_id] = _as(runs.StageRun, done[1])
+        self.engine.notify(self.run.id)
 
     async def _resume_in_flight(self) -> None:
         """After a restart: adopt attempts that still run, fail the ones that are gone."""
@@ -298,3 +329,11 @@ class RunDriver:
             else:
                 result[stage_id] = values
         return result
+
+
+_T = TypeVar("_T")
+
+
+def _as(kind: type[_T], record: object) -> _T:
+    assert isinstance(record, kind), f"store returned {type(record).__name__}, expected {kind.__name__}"
+    return record

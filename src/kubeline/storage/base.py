@@ -7,10 +7,37 @@ Implementations: ``storage.sql.SqlStore`` (SQLite, PostgreSQL) and ``storage.mem
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from kubeline.domain import runs, states
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class StageMove:
+    run_id: str
+    stage_id: str
+    to: states.StageState
+    reason: str = ""
+    fields: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AttemptMove:
+    attempt_id: str
+    to: states.AttemptState
+    reason: str = ""
+    fields: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class NewAttempt:
+    attempt: runs.Attempt
+
+
+Move = StageMove | AttemptMove | NewAttempt
 
 
 class Store(Protocol):
@@ -74,6 +101,11 @@ class Store(Protocol):
     async def transition_attempt(
         self, attempt_id: str, to: states.AttemptState, *, reason: str = "", **fields: Any
     ) -> runs.Attempt: ...
+    async def apply(self, moves: Sequence[Move]) -> list[runs.StageRun | runs.Attempt]:
+        """Several stage/attempt changes in ONE transaction (all or none), same rules and events
+        as the single-change methods; returns the updated records in order. The engine uses it to
+        keep the store's cost per stage low."""
+        ...
     async def list_live_attempts(self) -> list[runs.Attempt]:
         """Attempts pending or running, for reconciliation after a restart."""
         ...

@@ -12,6 +12,7 @@ import builtins
 import copy
 import dataclasses
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from kubeline.domain import runs, states
@@ -221,6 +222,24 @@ class MemoryStore:
         self._event(run_id=attempt.run_id, entity="attempt", entity_id=attempt_id,
                     from_state=attempt.state, to_state=to, reason=reason, at=now)
         return _detach(updated)
+
+    async def apply(self, moves: Sequence[base.Move]) -> builtins.list[runs.StageRun | runs.Attempt]:
+        saved = (copy.copy(self.attempts), {k: dict(v) for k, v in self.stages.items()}, list(self.events))
+        done: builtins.list[runs.StageRun | runs.Attempt] = []
+        try:
+            for move in moves:
+                if isinstance(move, base.StageMove):
+                    done.append(await self.transition_stage(move.run_id, move.stage_id, move.to,
+                                                            reason=move.reason, **move.fields))
+                elif isinstance(move, base.AttemptMove):
+                    done.append(await self.transition_attempt(move.attempt_id, move.to, reason=move.reason,
+                                                              **move.fields))
+                else:
+                    done.append(await self.create_attempt(move.attempt))
+        except BaseException:
+            self.attempts, self.stages, self.events = saved[0], saved[1], saved[2]
+            raise
+        return done
 
     async def list_live_attempts(self) -> builtins.list[runs.Attempt]:
         live = (states.AttemptState.PENDING, states.AttemptState.RUNNING)

@@ -363,3 +363,25 @@ async def test_secrets(store: base.Store) -> None:
     for call in (store.get_secret("API_KEY"), store.delete_secret("API_KEY")):
         with pytest.raises(errors.NotFoundError, match=r"secret 'API_KEY' not found .*kubeline secrets set API_KEY"):
             await call
+
+
+async def test_apply_is_all_or_nothing(store: base.Store) -> None:
+    run = await new_run(store)
+    await store.transition_run(run.id, states.RunState.RUNNING)
+    attempt = runs.Attempt(id=runs.new_id(), run_id=run.id, stage_id="fetch", number=1, executor="local")
+    done = await store.apply([
+        base.StageMove(run_id=run.id, stage_id="fetch", to=states.StageState.PENDING, reason="ready"),
+        base.NewAttempt(attempt=attempt),
+    ])
+    assert [type(d).__name__ for d in done] == ["StageRun", "Attempt"]
+    events_before = await store.list_events(run.id)
+    with pytest.raises(errors.TransitionError):
+        await store.apply([
+            base.AttemptMove(attempt_id=attempt.id, to=states.AttemptState.RUNNING, fields={"handle": {"pid": 1}}),
+            base.StageMove(run_id=run.id, stage_id="fetch", to=states.StageState.SUCCEEDED),  # pending -> succeeded: refused
+        ])
+    assert (await store.get_attempt(attempt.id)).state is states.AttemptState.PENDING
+    assert (await store.get_attempt(attempt.id)).handle == {}
+    assert await store.list_events(run.id) == events_before
+    stage = {s.stage_id: s for s in await store.list_stage_runs(run.id)}["fetch"]
+    assert stage.state is states.StageState.PENDING and stage.attempts == 1

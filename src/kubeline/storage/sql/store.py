@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import builtins
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -17,7 +17,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 
 from kubeline.domain import runs, states
-from kubeline.storage import changes
+from kubeline.storage import base, changes
 from kubeline.storage.sql import engines, migrate, rows
 from kubeline.storage.sql import tables as T
 from kubeline.storage.sql import transactions as tx
@@ -197,6 +197,35 @@ class SqlStore:
         return await self._write(
             tx.transition_attempt, attempt_id=attempt_id, to=to, reason=reason, fields=fields
         )
+
+    async def apply(self, moves: Sequence[base.Move]) -> builtins.list[runs.StageRun | runs.Attempt]:
+        for move in moves:
+            if isinstance(move, base.StageMove):
+                changes.check_fields(changes.stage_what(move.run_id, move.stage_id), move.fields, changes.STAGE_FIELDS)
+            elif isinstance(move, base.AttemptMove):
+                changes.check_fields(changes.attempt_what(move.attempt_id), move.fields, changes.ATTEMPT_FIELDS)
+            elif move.attempt.state is not states.AttemptState.PENDING:
+                raise changes.must_be_new(changes.attempt_what(move.attempt.id), move.attempt.state.value, "pending")
+
+        def batch(conn: sa.Connection) -> builtins.list[runs.StageRun | runs.Attempt]:
+            done: builtins.list[runs.StageRun | runs.Attempt] = []
+            for move in moves:
+                if isinstance(move, base.StageMove):
+                    done.append(tx.transition_stage(conn, run_id=move.run_id, stage_id=move.stage_id, to=move.to,
+                                                    reason=move.reason, fields=move.fields))
+                elif isinstance(move, base.AttemptMove):
+                    done.append(tx.transition_attempt(conn, attempt_id=move.attempt_id, to=move.to,
+                                                      reason=move.reason, fields=move.fields))
+                else:
+                    tx.create_attempt(conn, attempt=move.attempt)
+                    done.append(move.attempt)
+            return done
+
+        try:
+            return await self.database.run(batch, write=True)
+        except sa_exc.IntegrityError:
+            raise changes.attempt_exists(next(
+                m.attempt.id for m in moves if isinstance(m, base.NewAttempt))) from None
 
     async def list_live_attempts(self) -> builtins.list[runs.Attempt]:
         live = [states.AttemptState.PENDING.value, states.AttemptState.RUNNING.value]
