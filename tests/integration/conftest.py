@@ -211,8 +211,7 @@ def empty_postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
     postgres_server.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-# store fixtures -------------------------------------------------------------------------------
-BACKENDS = ["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+# database fixtures ----------------------------------------------------------------------------
 SQL_BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
