@@ -40,6 +40,49 @@ class NewAttempt:
 Move = StageMove | AttemptMove | NewAttempt
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Lease:
+    """Ownership of running runs: ``owner`` drives them until ``until`` unless it renews."""
+
+    owner: str
+    until: dt.datetime
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ClaimCaps:
+    """Concurrency caps enforced in the claim, across every process: running runs in all
+    (``max_running``) and per executor (a run's executor is its spec's or ``default_executor``)."""
+
+    max_running: int | None = None
+    per_executor: dict[str, int] = dataclasses.field(default_factory=dict)
+    default_executor: str = "local"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ScheduleState:
+    schedule_key: str  # "{pipeline}/{schedule_id}"
+    enabled: bool | None  # None: as the spec says; True/False: set through the API
+    since: dt.datetime  # when the scheduler first saw it: no fire before this is made
+    updated_at: dt.datetime
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ScheduleFire:
+    schedule_key: str
+    fire_time: dt.datetime
+    run_id: str | None
+    created_at: dt.datetime
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class HookVerdict:
+    """What ``accept_delivery`` decided: accepted, a replay, or rate limited (retry after)."""
+
+    accepted: bool
+    replayed: bool = False
+    retry_after: float = 0.0
+
+
 class Store(Protocol):
     async def close(self) -> None: ...
 
@@ -77,10 +120,25 @@ class Store(Protocol):
     async def request_cancel(self, run_id: str) -> runs.Run:
         """Flag a run for cancellation (its driver acts on it); error if the run is final."""
         ...
-    async def claim_queued_runs(self, *, limit: int, only: list[str] | None = None) -> list[runs.Run]:
+    async def claim_queued_runs(
+        self, *, limit: int, only: list[str] | None = None, lease: Lease | None = None,
+        caps: ClaimCaps | None = None,
+    ) -> list[runs.Run]:
         """Move up to ``limit`` queued runs to running, oldest first, honouring each pipeline's
-        ``max_instances`` against its running runs; safe with several processes. ``only``
-        restricts the claim to these run ids (``kubeline run`` drives just its own run)."""
+        ``max_instances`` and the ``caps`` against running runs; safe with several processes.
+        ``only`` restricts the claim to these run ids (``kubeline run`` drives just its own run);
+        ``lease`` makes its owner the run's driver until the lease expires."""
+        ...
+    async def renew_leases(self, lease: Lease, run_ids: list[str]) -> list[str]:
+        """Extend ``lease`` on those of ``run_ids`` that are running and still owned by its owner;
+        return them (a run missing from the answer was adopted by another process: stop driving it)."""
+        ...
+    async def release_leases(self, owner: str, run_ids: list[str]) -> None:
+        """Give up ownership (a clean shutdown), so the next process adopts the runs at once."""
+        ...
+    async def adopt_runs(self, lease: Lease, *, limit: int) -> list[runs.Run]:
+        """Take over running runs without an owner or whose lease has expired (its process died);
+        safe with several processes: each run is adopted by one."""
         ...
 
     # stages --------------------------------------------------------------------------------
@@ -108,6 +166,32 @@ class Store(Protocol):
         ...
     async def list_live_attempts(self) -> list[runs.Attempt]:
         """Attempts pending or running, for reconciliation after a restart."""
+        ...
+
+    # schedules -----------------------------------------------------------------------------
+    async def ensure_schedule_state(self, schedule_key: str, *, since: dt.datetime) -> ScheduleState:
+        """The stored state, inserted with ``since`` when missing (the first replica wins)."""
+        ...
+    async def list_schedule_states(self) -> list[ScheduleState]: ...
+    async def set_schedule_enabled(self, schedule_key: str, enabled: bool | None) -> ScheduleState: ...
+    async def claim_fire(self, schedule_key: str, fire_time: dt.datetime, *, stale_after: float = 60.0) -> bool:
+        """Record a fire; True for the one caller that must submit its run. A fire recorded more
+        than ``stale_after`` seconds ago without a run (its claimer died) can be claimed again."""
+        ...
+    async def set_fire_run(self, schedule_key: str, fire_time: dt.datetime, run_id: str) -> None: ...
+    async def last_fire_times(self) -> dict[str, dt.datetime]:
+        """The latest recorded fire time per schedule key."""
+        ...
+    async def list_fires(self, schedule_key: str, *, limit: int = 50) -> list[ScheduleFire]:
+        """Newest first."""
+        ...
+
+    # webhooks ------------------------------------------------------------------------------
+    async def accept_delivery(
+        self, hook_key: str, delivery_id: str, *, now: dt.datetime, rate_limit: int, keep: float
+    ) -> HookVerdict:
+        """Record a webhook delivery unless ``delivery_id`` was seen (replay) or ``rate_limit``
+        deliveries were accepted in the last minute; forget deliveries older than ``keep`` s."""
         ...
 
     # events --------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from kubeline.domain import runs, states
-from kubeline.storage import base, changes
+from kubeline.storage import base, changes, memory_scheduling
 
 _T = TypeVar("_T")
 
@@ -31,10 +31,11 @@ def _detach(record: _T) -> _T:
     return dataclasses.replace(record, **mutable) if mutable else record  # type: ignore[type-var]
 
 
-class MemoryStore:
+class MemoryStore(memory_scheduling.SchedulingMethods):
     """An in-process Store; ``events`` and the record dicts are public for assertions in tests."""
 
     def __init__(self) -> None:
+        memory_scheduling.SchedulingMethods.__init__(self)
         self.pipelines: dict[str, runs.Pipeline] = {}
         self.runs: dict[str, runs.Run] = {}
         self.stages: dict[str, dict[str, runs.StageRun]] = {}
@@ -126,22 +127,37 @@ class MemoryStore:
         return _detach(run)
 
     async def claim_queued_runs(
-        self, *, limit: int, only: builtins.list[str] | None = None
+        self, *, limit: int, only: builtins.list[str] | None = None, lease: base.Lease | None = None,
+        caps: base.ClaimCaps | None = None,
     ) -> builtins.list[runs.Run]:
+        caps = caps or base.ClaimCaps()
         running: dict[str, int] = {}
+        per_executor: dict[str, int] = {}
         for r in self.runs.values():
             if r.state is states.RunState.RUNNING:
                 running[r.pipeline] = running.get(r.pipeline, 0) + 1
+                executor = self.run_executors.get(r.id, "")
+                per_executor[executor] = per_executor.get(executor, 0) + 1
+        total = sum(running.values())
         claimed: builtins.list[runs.Run] = []
         for run in sorted(self.runs.values(), key=lambda r: r.id):
-            if len(claimed) >= limit:
+            if len(claimed) >= limit or (caps.max_running is not None and total >= caps.max_running):
                 break
             if run.state is not states.RunState.QUEUED or (only is not None and run.id not in only):
                 continue
             cap = run.spec.max_instances
             if cap is not None and running.get(run.pipeline, 0) >= cap:
                 continue
+            executor = run.spec.executor or caps.default_executor
+            executor_cap = caps.per_executor.get(executor)
+            if executor_cap is not None and per_executor.get(executor, 0) >= executor_cap:
+                continue
             running[run.pipeline] = running.get(run.pipeline, 0) + 1
+            per_executor[executor] = per_executor.get(executor, 0) + 1
+            total += 1
+            self.run_executors[run.id] = executor
+            if lease is not None:
+                self.leases[run.id] = lease
             claimed.append(
                 await self.transition_run(run.id, states.RunState.RUNNING, reason="claimed")
             )

@@ -65,6 +65,10 @@ def run_to_row(run: runs.Run) -> dict[str, Any]:
         "parent_run_id": run.parent_run_id,
         "schedule_id": run.schedule_id,
         "route": run.route,
+        # set by the claim (store-internal, not part of the domain record)
+        "owner": None,
+        "lease_expires_at": None,
+        "executor": None,
     }
 
 

@@ -18,14 +18,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from kubeline.domain import runs, states
 from kubeline.storage import base, changes
-from kubeline.storage.sql import engines, migrate, rows
+from kubeline.storage.sql import claims, engines, migrate, rows, scheduling
 from kubeline.storage.sql import tables as T
 from kubeline.storage.sql import transactions as tx
 
 _T = TypeVar("_T")
 
 
-class SqlStore:
+class SqlStore(scheduling.SchedulingMethods):
     def __init__(self, database: engines.Database) -> None:
         self.database = database
 
@@ -138,9 +138,19 @@ class SqlStore:
         return await self._write(tx.request_cancel, run_id=run_id)
 
     async def claim_queued_runs(
-        self, *, limit: int, only: builtins.list[str] | None = None
+        self, *, limit: int, only: builtins.list[str] | None = None, lease: base.Lease | None = None,
+        caps: base.ClaimCaps | None = None,
     ) -> builtins.list[runs.Run]:
-        return await self._write(tx.claim_queued_runs, limit=limit, only=only)
+        return await self._write(tx.claim_queued_runs, limit=limit, only=only, lease=lease, caps=caps)
+
+    async def renew_leases(self, lease: base.Lease, run_ids: builtins.list[str]) -> builtins.list[str]:
+        return await self._write(claims.renew, lease=lease, run_ids=list(run_ids))
+
+    async def release_leases(self, owner: str, run_ids: builtins.list[str]) -> None:
+        await self._write(claims.release, owner=owner, run_ids=list(run_ids))
+
+    async def adopt_runs(self, lease: base.Lease, *, limit: int) -> builtins.list[runs.Run]:
+        return await self._write(tx.adopt_runs, lease=lease, limit=limit)
 
     # stages --------------------------------------------------------------------------------
     async def list_stage_runs(self, run_id: str) -> builtins.list[runs.StageRun]:

@@ -81,6 +81,11 @@ runs = sa.Table(
     sa.Column("parent_run_id", ID, nullable=True),
     sa.Column("schedule_id", NAME, nullable=True),
     sa.Column("route", sa.Text, nullable=True),
+    # Run ownership (revision 0002): the process driving a running run holds a lease it renews;
+    # another process adopts the run only once the lease has expired.
+    sa.Column("owner", sa.String(128), nullable=True),
+    sa.Column("lease_expires_at", UTCDateTime, nullable=True),
+    sa.Column("executor", sa.String(32), nullable=True),  # set by the claim, for per-executor caps
     sa.Index(None, "pipeline", "id"),
     sa.Index(None, "state", "id"),
     sa.Index(None, "created_at"),
@@ -159,4 +164,26 @@ schedule_fires = sa.Table(
     sa.Column("fire_time", UTCDateTime, primary_key=True),
     sa.Column("run_id", ID, nullable=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+# Schedule state kept across restarts and replicas: the enable/disable override of the API
+# (NULL follows the spec) and when the scheduler first saw the schedule (no fires before it).
+schedule_states = sa.Table(
+    "schedule_states",
+    metadata,
+    sa.Column("schedule_key", sa.String(255), primary_key=True),
+    sa.Column("enabled", sa.Boolean, nullable=True),
+    sa.Column("since", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# Accepted webhook deliveries, kept for the replay window: replay protection and the
+# per-trigger rate limit hold across replicas because they live here.
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("hook_key", sa.String(255), primary_key=True),
+    sa.Column("delivery_id", sa.String(255), primary_key=True),
+    sa.Column("received_at", UTCDateTime, nullable=False),
+    sa.Index(None, "hook_key", "received_at"),
 )

@@ -132,9 +132,12 @@ def request_cancel(conn: sa.Connection, *, run_id: str) -> runs.Run:
     return rows.run_from_row({**row, "cancel_requested": True})
 
 
-def claim_queued_runs(conn: sa.Connection, *, limit: int, only: list[str] | None) -> list[runs.Run]:
+def claim_queued_runs(
+    conn: sa.Connection, *, limit: int, only: list[str] | None, lease: base.Lease | None = None,
+    caps: base.ClaimCaps | None = None,
+) -> list[runs.Run]:
     now = runs.utcnow()
-    claimed = claims.claim(conn, limit=limit, only=only, now=now)
+    claimed = claims.claim(conn, limit=limit, only=only, now=now, lease=lease, caps=caps)
     if not claimed:
         return []
     conn.execute(_INSERT_EVENT, [
@@ -144,6 +147,14 @@ def claim_queued_runs(conn: sa.Connection, *, limit: int, only: list[str] | None
         for run_id in claimed
     ])
     found = conn.execute(sa.select(T.runs).where(T.runs.c.id.in_(claimed)).order_by(T.runs.c.id))
+    return [rows.run_from_row(r) for r in found.mappings()]
+
+
+def adopt_runs(conn: sa.Connection, *, lease: base.Lease, limit: int) -> list[runs.Run]:
+    adopted = claims.adopt(conn, lease=lease, limit=limit, now=runs.utcnow())
+    if not adopted:
+        return []
+    found = conn.execute(sa.select(T.runs).where(T.runs.c.id.in_(adopted)).order_by(T.runs.c.id))
     return [rows.run_from_row(r) for r in found.mappings()]
 
 
