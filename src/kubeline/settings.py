@@ -30,6 +30,9 @@ class Settings(pydantic_settings.BaseSettings):
     url: str | None = pydantic.Field(None, description="A Kubeline server; the CLI then uses its API.")
     log_line_limit: int = pydantic.Field(64 * 1024, ge=1024, description="Longer lines are split.")
     uv_cache_dir: pathlib.Path | None = None
+    max_request_bytes: int = pydantic.Field(
+        1024 * 1024, ge=1024, description="API request bodies over this are refused (413)."
+    )
 
     @property
     def database(self) -> str:

@@ -1,0 +1,1 @@
+"""The HTTP API of ``kubeline server``: an app factory over a ``bootstrap.Kubeline``."""

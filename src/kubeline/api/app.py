@@ -1,0 +1,37 @@
+"""The app factory: one FastAPI app over an open ``Kubeline`` (the caller owns its lifetime).
+
+``/api/v1`` carries the resources, ``/healthz``, ``/readyz`` and ``/metrics`` sit at the root
+(where probes and Prometheus look). The OpenAPI document is at ``/api/v1/openapi.json``.
+"""
+
+from __future__ import annotations
+
+import fastapi
+
+import kubeline
+from kubeline import bootstrap
+from kubeline import metrics as metrics_
+from kubeline.api import problems, sse
+from kubeline.api.routes import health, pipelines, runs, scripts, secrets, streams
+
+API_PREFIX = "/api/v1"
+
+
+def create_app(kl: bootstrap.Kubeline, *, metrics: metrics_.Metrics | None = None) -> fastapi.FastAPI:
+    app = fastapi.FastAPI(
+        title="Kubeline",
+        version=getattr(kubeline, "__version__", "0"),
+        description="Pipelines, runs, logs and schedules of a Kubeline server. Errors are RFC 9457 "
+                    "problem details (application/problem+json).",
+        openapi_url=f"{API_PREFIX}/openapi.json", docs_url=f"{API_PREFIX}/docs", redoc_url=None,
+    )
+    app.state.kubeline = kl
+    app.state.metrics = metrics or metrics_.METRICS
+    app.state.run_watch = sse.RunWatch(store=kl.store)
+    metrics_.attach(kl.engine, app.state.metrics)
+    problems.install(app)
+    app.add_middleware(problems.BodyLimit, limit=kl.settings.max_request_bytes)
+    app.include_router(health.router)
+    for module in (pipelines, runs, streams, secrets, scripts):
+        app.include_router(module.router, prefix=API_PREFIX)
+    return app

@@ -1,0 +1,52 @@
+"""``/api/v1/pipelines``: list, get, spec, validate a posted spec or folder, reload the folder."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import fastapi
+
+from kubeline.api import deps, schemas, services
+from kubeline.domain import errors
+
+router = fastapi.APIRouter(prefix="/pipelines", tags=["pipelines"])
+
+
+@router.get("", response_model=schemas.PipelineList)
+async def list_pipelines(kl: deps.KL) -> schemas.PipelineList:
+    """Every known pipeline (loaded from the pipelines dir, or run before)."""
+    items = await kl.store.list_pipelines()
+    return schemas.PipelineList(items=[schemas.PipelineOut.of(p) for p in items])
+
+
+@router.post("/reload", response_model=schemas.ReloadOut, responses=deps.problem_responses(404))
+async def reload_pipelines(kl: deps.KL) -> schemas.ReloadOut:
+    """Load every folder of the pipelines dir again; invalid folders are reported, not loaded."""
+    found = await services.reload_pipelines(kl)
+    return schemas.ReloadOut(loaded=[p.name for p in found.pipelines],
+                             problems=[schemas.SpecProblem.of(p) for p in found.problems])
+
+
+@router.post("/validate", response_model=schemas.ValidateOut, responses=deps.problem_responses(422))
+async def validate_pipeline(body: schemas.ValidateIn) -> schemas.ValidateOut:
+    """Check a spec (a ``pipeline.yaml`` mapping) or a folder (``files``) without storing or running it.
+
+    Answers 200 with ``valid: false`` and every problem (file, field, hint) when it is invalid."""
+    try:
+        pipeline = services.validate_spec(spec=body.spec, files=body.files, name=body.name)
+    except errors.SpecError as exc:
+        return schemas.ValidateOut(valid=False, problems=[schemas.SpecProblem.of(p) for p in exc.problems])
+    return schemas.ValidateOut(valid=True, name=pipeline.name, stages=[s.id for s in pipeline.spec.stages])
+
+
+@router.get("/{name}", response_model=schemas.PipelineOut, responses=deps.problem_responses(404))
+async def get_pipeline(name: str, kl: deps.KL) -> schemas.PipelineOut:
+    return schemas.PipelineOut.of(await kl.store.get_pipeline(name))
+
+
+@router.get("/{name}/spec", responses=deps.problem_responses(404))
+async def get_pipeline_spec(name: str, kl: deps.KL) -> dict[str, Any]:
+    """The full spec as the server sees it (implicit stages filled in), JSON."""
+    pipeline = await kl.store.get_pipeline(name)
+    spec: dict[str, Any] = pipeline.spec.model_dump(mode="json", exclude={"encrypted_env"})
+    return spec

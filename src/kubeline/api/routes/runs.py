@@ -1,0 +1,111 @@
+"""``/api/v1/runs``: create, list (filters + cursor), get, cancel, retry; attempts and outputs."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import fastapi
+
+from kubeline.api import deps, schemas, services
+from kubeline.domain import errors, runs, states
+
+router = fastapi.APIRouter(prefix="/runs", tags=["runs"])
+_SCAN_PAGES = 20  # pages read per request when a filter the store cannot apply (trigger) drops runs
+
+
+@router.post("", status_code=201, response_model=schemas.RunOut,
+             responses=deps.problem_responses(404, 409, 422))
+async def create_run(body: schemas.RunCreate, kl: deps.KL, response: fastapi.Response) -> schemas.RunOut:
+    """Queue a run of a pipeline with these inputs (checked against its declared inputs: 422)."""
+    run = await services.create_run(kl, pipeline_name=body.pipeline, inputs=body.inputs,
+                                    schedule_id=body.schedule_id,
+                                    trigger=runs.TriggeredBy(kind=runs.TriggerKind.API))
+    response.headers["Location"] = f"/api/v1/runs/{run.id}"
+    return schemas.RunOut.of(run)
+
+
+@router.get("", response_model=schemas.RunList)
+async def list_runs(
+    *,
+    kl: deps.KL,
+    pipeline: Annotated[str | None, fastapi.Query(max_length=128)] = None,
+    state: Annotated[list[states.RunState] | None, fastapi.Query()] = None,
+    trigger: Annotated[runs.TriggerKind | None, fastapi.Query()] = None,
+    limit: Annotated[int, fastapi.Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, fastapi.Query(max_length=64, description="'next' of the previous page")] = None,
+) -> schemas.RunList:
+    """Runs newest first; ``next`` is the cursor of the following page (absent on the last)."""
+    found: list[runs.Run] = []
+    before, exhausted = cursor, False
+    for _ in range(_SCAN_PAGES):
+        page = await kl.store.list_runs(pipeline=pipeline, states_in=state or None, limit=limit, before=before)
+        for run in page:
+            before = run.id
+            if trigger is None or run.triggered_by.kind is trigger:
+                found.append(run)
+                if len(found) == limit:
+                    break
+        if len(found) == limit:
+            exhausted = not await kl.store.list_runs(pipeline=pipeline, states_in=state or None, limit=1,
+                                                     before=before)
+            break
+        if len(page) < limit:
+            exhausted = True
+            break
+    next_cursor = None if exhausted else before
+    return schemas.RunList(items=[schemas.RunOut.of(r) for r in found], next=next_cursor)
+
+
+@router.get("/{run_id}", response_model=schemas.RunOut, responses=deps.problem_responses(404))
+async def get_run(run_id: str, kl: deps.KL) -> schemas.RunOut:
+    """One run with its stages and attempts."""
+    run = await kl.store.get_run(run_id)
+    return schemas.RunOut.of(run, stages=await kl.store.list_stage_runs(run_id),
+                             attempts=await kl.store.list_attempts(run_id))
+
+
+@router.post("/{run_id}/cancel", response_model=schemas.RunOut, responses=deps.problem_responses(404, 409))
+async def cancel_run(run_id: str, kl: deps.KL) -> schemas.RunOut:
+    """Cancel a queued or running run; 409 when it has already finished."""
+    return schemas.RunOut.of(await kl.engine.cancel(run_id))
+
+
+@router.post("/{run_id}/retry", status_code=201, response_model=schemas.RunOut,
+             responses=deps.problem_responses(404, 409))
+async def retry_run(run_id: str, kl: deps.KL, response: fastapi.Response) -> schemas.RunOut:
+    """A new run that keeps the stages that succeeded (with their outputs) and runs the rest again."""
+    run = await services.retry_run(kl, run_id)
+    response.headers["Location"] = f"/api/v1/runs/{run.id}"
+    return schemas.RunOut.of(run)
+
+
+@router.get("/{run_id}/attempts", response_model=schemas.AttemptList, responses=deps.problem_responses(404))
+async def list_attempts(run_id: str, kl: deps.KL,
+                        stage: Annotated[str | None, fastapi.Query(max_length=128)] = None) -> schemas.AttemptList:
+    await kl.store.get_run(run_id)
+    return schemas.AttemptList(items=[schemas.AttemptOut.of(a)
+                                      for a in await kl.store.list_attempts(run_id, stage_id=stage)])
+
+
+@router.get("/{run_id}/attempts/{attempt_id}", response_model=schemas.AttemptOut,
+            responses=deps.problem_responses(404))
+async def get_attempt(run_id: str, attempt_id: str, kl: deps.KL) -> schemas.AttemptOut:
+    return schemas.AttemptOut.of(await _attempt_of(kl, run_id, attempt_id))
+
+
+@router.get("/{run_id}/attempts/{attempt_id}/outputs", response_model=schemas.OutputsOut,
+            responses=deps.problem_responses(404))
+async def get_attempt_outputs(run_id: str, attempt_id: str, kl: deps.KL) -> schemas.OutputsOut:
+    return schemas.OutputsOut(outputs=(await _attempt_of(kl, run_id, attempt_id)).outputs)
+
+
+@router.get("/{run_id}/outputs", response_model=schemas.OutputsOut, responses=deps.problem_responses(404))
+async def get_run_outputs(run_id: str, kl: deps.KL) -> schemas.OutputsOut:
+    return schemas.OutputsOut(outputs=(await kl.store.get_run(run_id)).outputs)
+
+
+async def _attempt_of(kl: deps.KL, run_id: str, attempt_id: str) -> runs.Attempt:
+    attempt = await kl.store.get_attempt(attempt_id)
+    if attempt.run_id != run_id:
+        raise errors.NotFoundError(f"attempt {attempt_id!r} not found in run {run_id!r}")
+    return attempt

@@ -1,0 +1,117 @@
+"""Logs and run events: download, and follow by SSE with ``Last-Event-ID`` resume.
+
+Log frames carry ``id: <LogLine.cursor>``; a reconnecting client sends it back as
+``Last-Event-ID`` (browsers do that themselves) and gets exactly the lines after it. Event frames
+carry the event's id. Both streams end with an ``end`` event once the run is final and every
+line/event written before that has been sent. Each follower reads the files/table itself, so any
+number of viewers each get every line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import fastapi
+from fastapi import responses
+
+from kubeline.api import deps, schemas, services, sse
+from kubeline.domain import errors, states
+from kubeline.logs import lines
+
+router = fastapi.APIRouter(prefix="/runs/{run_id}", tags=["logs and events"])
+LastEventId = Annotated[str | None, fastapi.Header(alias="Last-Event-ID", max_length=300)]
+_SSE_DOC: dict[int | str, dict[str, Any]] = {200: {"content": {sse.MEDIA_TYPE: {"schema": {"type": "string"}}},
+                  "description": "A text/event-stream"}}
+
+
+def _watch(request: fastapi.Request) -> sse.RunWatch:
+    watch: sse.RunWatch = request.app.state.run_watch
+    return watch
+
+
+@router.get("/logs", response_class=responses.PlainTextResponse,
+            responses={**deps.problem_responses(404), 200: {"content": {"text/plain": {}}}})
+async def download_logs(run_id: str, kl: deps.KL,
+                        stage: Annotated[str | None, fastapi.Query(max_length=128)] = None) -> responses.Response:
+    """Every stored line of the run (or one stage) in time order, as text."""
+    await _check_stage(kl, run_id, stage)
+    text = services.log_text(kl, run_id, stage_id=stage)
+    return responses.PlainTextResponse(text, headers={
+        "Content-Disposition": f'attachment; filename="{run_id}.log"'})
+
+
+@router.get("/logs/stream", response_class=responses.StreamingResponse,
+            responses={**deps.problem_responses(404, 422), **_SSE_DOC})
+async def follow_logs(
+    run_id: str, *, kl: deps.KL, request: fastapi.Request, last_event_id: LastEventId = None,
+    stage: Annotated[str | None, fastapi.Query(max_length=128)] = None,
+    after: Annotated[str | None, fastapi.Query(max_length=300, description="A cursor; as Last-Event-ID")] = None,
+) -> responses.StreamingResponse:
+    """Follow the log as server-sent events (``event: log``, JSON ``data``, ``id`` = cursor)."""
+    await _check_stage(kl, run_id, stage)
+    cursor = last_event_id or after
+    if cursor is not None:
+        try:
+            lines.parse_cursor(cursor)
+        except ValueError as exc:
+            raise errors.InvalidInputError(f"Last-Event-ID: {exc}") from None
+    watch = _watch(request)
+
+    async def finished() -> bool:
+        return await watch.is_final(run_id)
+
+    async def frames() -> AsyncIterator[bytes]:
+        yield sse.retry_hint()
+        async for line in kl.logs.follow(run_id, stage_id=stage, after=cursor, until=finished):
+            out = schemas.LogLineOut(at=line.at, stream=line.stream, text=line.text, stage_id=line.stage_id,
+                                     attempt=line.attempt, cursor=line.cursor)
+            yield sse.event(data=out.model_dump(mode="json"), event_type="log", event_id=line.cursor)
+        yield sse.event(data={"state": (await watch.state(run_id)).value}, event_type="end")
+
+    return responses.StreamingResponse(frames(), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
+
+
+@router.get("/events", response_model=list[schemas.EventOut], responses=deps.problem_responses(404))
+async def list_events(run_id: str, kl: deps.KL,
+                      after: Annotated[int, fastapi.Query(ge=0, le=2**62)] = 0) -> list[schemas.EventOut]:
+    """The run's state changes (run, stages, attempts), oldest first, after an event id."""
+    await kl.store.get_run(run_id)
+    return [schemas.EventOut.of(e) for e in await kl.store.list_events(run_id, after=after)]
+
+
+@router.get("/events/stream", response_class=responses.StreamingResponse,
+            responses={**deps.problem_responses(404, 422), **_SSE_DOC})
+async def follow_events(run_id: str, kl: deps.KL, last_event_id: LastEventId = None,
+                        after: Annotated[int, fastapi.Query(ge=0, le=2**62)] = 0) -> responses.StreamingResponse:
+    """Follow the run's state changes as server-sent events (``event: change``, ``id`` = event id)."""
+    await kl.store.get_run(run_id)
+    if last_event_id is not None:
+        if not last_event_id.isdigit():
+            raise errors.InvalidInputError(f"Last-Event-ID {last_event_id!r} is not an event id (a number)")
+        after = int(last_event_id)
+
+    async def frames() -> AsyncIterator[bytes]:
+        seen = after
+        yield sse.retry_hint()
+        while True:
+            final = states.is_final((await kl.store.get_run(run_id)).state)
+            found = await kl.store.list_events(run_id, after=seen)
+            for item in found:
+                seen = item.id
+                yield sse.event(data=schemas.EventOut.of(item).model_dump(mode="json"), event_type="change",
+                                event_id=str(item.id))
+            if final and not found:
+                run = await kl.store.get_run(run_id)
+                yield sse.event(data={"state": run.state.value}, event_type="end")
+                return
+            await kl.engine.changed(within=0.5)
+
+    return responses.StreamingResponse(frames(), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
+
+
+async def _check_stage(kl: deps.KL, run_id: str, stage: str | None) -> None:
+    run = await kl.store.get_run(run_id)
+    if stage is not None and stage not in {s.id for s in run.spec.stages}:
+        raise errors.NotFoundError(f"run {run_id} has no stage {stage!r} "
+                                   f"(its stages: {', '.join(s.id for s in run.spec.stages)})")

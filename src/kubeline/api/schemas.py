@@ -1,0 +1,296 @@
+"""The API's request and response bodies: pydantic models kept apart from domain records and rows.
+
+The domain may grow fields the API does not promise (executor handles, encrypted env), so every
+response is mapped explicitly with a ``from_domain``-style function here; the OpenAPI document
+is generated from these models, with examples, so clients and schemathesis see the contract.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pydantic
+
+from kubeline.domain import errors, runs, specs, states
+
+RUN_ID_EXAMPLE = "019a3f2c1b7e4d5a6f7e8d"
+
+
+class Body(pydantic.BaseModel):
+    """Request bodies refuse unknown fields: a typo is a 422 naming the field, not ignored."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+
+# problems -------------------------------------------------------------------------------------
+class FieldError(pydantic.BaseModel):
+    location: str
+    message: str
+
+
+class ProblemOut(pydantic.BaseModel):
+    """RFC 9457 problem details (``application/problem+json``)."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str = ""
+    instance: str = ""
+    errors: list[FieldError] = pydantic.Field(default_factory=list, description="Field errors (422).")
+    problems: list[SpecProblem] = pydantic.Field(default_factory=list, description="Pipeline problems.")
+
+
+class SpecProblem(pydantic.BaseModel):
+    file: str
+    location: str
+    message: str
+    hint: str = ""
+
+    @classmethod
+    def of(cls, problem: errors.Problem) -> SpecProblem:
+        return cls(file=problem.file, location=problem.location, message=problem.message, hint=problem.hint)
+
+
+ProblemOut.model_rebuild()
+
+
+# pipelines ------------------------------------------------------------------------------------
+class InputOut(pydantic.BaseModel):
+    type: str
+    required: bool
+    default: Any = None
+    description: str = ""
+
+
+class PipelineOut(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(json_schema_extra={"examples": [{
+        "name": "nightly-sales", "description": "Nightly sales import", "enabled": True,
+        "source": "folder", "stages": ["fetch", "clean"], "schedules": 1, "spec_hash": "3f2a9c0d1b2e4f56",
+        "inputs": {"day": {"type": "string", "required": False, "default": "today", "description": ""}},
+        "updated_at": "2025-01-01T02:00:00Z"}]})
+
+    name: str
+    description: str
+    enabled: bool
+    source: str
+    stages: list[str]
+    schedules: int
+    spec_hash: str
+    inputs: dict[str, InputOut]
+    updated_at: dt.datetime
+
+    @classmethod
+    def of(cls, pipeline: runs.Pipeline) -> PipelineOut:
+        spec = pipeline.spec
+        return cls(
+            name=pipeline.name, description=spec.description, enabled=spec.enabled, source=pipeline.source,
+            stages=[s.id for s in spec.stages], schedules=len(spec.schedules), spec_hash=pipeline.spec_hash,
+            inputs={k: InputOut(type=v.type.value, required=v.is_required, default=v.default,
+                                description=v.description) for k, v in spec.inputs.items()},
+            updated_at=pipeline.updated_at)
+
+
+class PipelineList(pydantic.BaseModel):
+    items: list[PipelineOut]
+
+
+class ValidateIn(Body):
+    """A spec as it would be in ``pipeline.yaml`` (a mapping), or a whole folder as ``files``."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"spec": {"stages": [{"id": "hello", "type": "shell", "command": "echo hi"}]}},
+        {"files": {"main.py": "print('hello')"}}]})
+
+    spec: dict[str, Any] | None = None
+    files: dict[str, str] | None = pydantic.Field(
+        None, description="File name -> text, e.g. pipeline.yaml and main.py; names may not contain '..'.")
+    name: str | None = pydantic.Field(None, pattern=specs.NAME_PATTERN)
+
+
+class ValidateOut(pydantic.BaseModel):
+    valid: bool
+    name: str | None = None
+    stages: list[str] = pydantic.Field(default_factory=list)
+    problems: list[SpecProblem] = pydantic.Field(default_factory=list)
+
+
+class ReloadOut(pydantic.BaseModel):
+    loaded: list[str]
+    problems: list[SpecProblem]
+
+
+# runs -----------------------------------------------------------------------------------------
+class RunCreate(Body):
+    model_config = pydantic.ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"pipeline": "nightly-sales", "inputs": {"day": "2025-01-01"}}]})
+
+    pipeline: str = pydantic.Field(min_length=1, max_length=128)
+    inputs: dict[str, Any] = pydantic.Field(default_factory=dict)
+    schedule_id: str | None = pydantic.Field(None, description="Apply this schedule's inputs and overrides.")
+
+
+class AttemptOut(pydantic.BaseModel):
+    id: str
+    run_id: str
+    stage_id: str
+    number: int
+    executor: str
+    state: states.AttemptState
+    exit_code: int | None
+    failure: str | None
+    error: str
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+
+    @classmethod
+    def of(cls, attempt: runs.Attempt) -> AttemptOut:
+        return cls(id=attempt.id, run_id=attempt.run_id, stage_id=attempt.stage_id, number=attempt.number,
+                   executor=attempt.executor, state=attempt.state, exit_code=attempt.exit_code,
+                   failure=attempt.failure.value if attempt.failure else None, error=attempt.error,
+                   created_at=attempt.created_at, started_at=attempt.started_at,
+                   finished_at=attempt.finished_at)
+
+
+class AttemptList(pydantic.BaseModel):
+    items: list[AttemptOut]
+
+
+class OutputsOut(pydantic.BaseModel):
+    outputs: dict[str, Any]
+
+
+class StageOut(pydantic.BaseModel):
+    stage_id: str
+    state: states.StageState
+    attempts: int
+    error: str
+    outputs: dict[str, Any]
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    retry_at: dt.datetime | None
+
+    @classmethod
+    def of(cls, stage: runs.StageRun) -> StageOut:
+        return cls(stage_id=stage.stage_id, state=stage.state, attempts=stage.attempts, error=stage.error,
+                   outputs=stage.outputs, started_at=stage.started_at, finished_at=stage.finished_at,
+                   retry_at=stage.retry_at)
+
+
+class TriggeredByOut(pydantic.BaseModel):
+    kind: str
+    detail: str
+
+
+class RunOut(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(json_schema_extra={"examples": [{
+        "id": RUN_ID_EXAMPLE, "pipeline": "nightly-sales", "state": "succeeded",
+        "inputs": {"day": "2025-01-01"}, "triggered_by": {"kind": "api", "detail": ""},
+        "created_at": "2025-01-01T02:00:00Z", "started_at": "2025-01-01T02:00:01Z",
+        "finished_at": "2025-01-01T02:03:00Z", "duration": 179.0, "cancel_requested": False,
+        "error": "", "outputs": {"clean": {"rows": 42}}, "parent_run_id": None, "schedule_id": None,
+        "route": None, "stages": []}]})
+
+    id: str
+    pipeline: str
+    state: states.RunState
+    inputs: dict[str, Any]
+    triggered_by: TriggeredByOut
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    duration: float | None
+    cancel_requested: bool
+    error: str
+    outputs: dict[str, Any]
+    parent_run_id: str | None
+    schedule_id: str | None
+    route: str | None
+    stages: list[StageOut] | None = pydantic.Field(None, description="Present on single-run reads.")
+    attempts: list[AttemptOut] | None = pydantic.Field(None, description="Present on single-run reads.")
+
+    @classmethod
+    def of(cls, run: runs.Run, *, stages: list[runs.StageRun] | None = None,
+           attempts: list[runs.Attempt] | None = None) -> RunOut:
+        return cls(
+            id=run.id, pipeline=run.pipeline, state=run.state, inputs=run.inputs,
+            triggered_by=TriggeredByOut(kind=run.triggered_by.kind.value, detail=run.triggered_by.detail),
+            created_at=run.created_at, started_at=run.started_at, finished_at=run.finished_at,
+            duration=run.duration, cancel_requested=run.cancel_requested, error=run.error,
+            outputs=run.outputs, parent_run_id=run.parent_run_id, schedule_id=run.schedule_id,
+            route=run.route,
+            stages=[StageOut.of(s) for s in stages] if stages is not None else None,
+            attempts=[AttemptOut.of(a) for a in attempts] if attempts is not None else None)
+
+
+class RunList(pydantic.BaseModel):
+    items: list[RunOut]
+    next: str | None = pydantic.Field(None, description="Cursor for the next page (pass as ?cursor=).")
+
+
+class EventOut(pydantic.BaseModel):
+    id: int
+    run_id: str
+    entity: str
+    entity_id: str
+    from_state: str | None
+    to_state: str
+    reason: str
+    at: dt.datetime
+
+    @classmethod
+    def of(cls, event: runs.Event) -> EventOut:
+        return cls(id=event.id, run_id=event.run_id, entity=event.entity, entity_id=event.entity_id,
+                   from_state=event.from_state, to_state=event.to_state, reason=event.reason, at=event.at)
+
+
+class LogLineOut(pydantic.BaseModel):
+    at: dt.datetime
+    stream: str
+    text: str
+    stage_id: str
+    attempt: int
+    cursor: str
+
+
+# secrets --------------------------------------------------------------------------------------
+class SecretIn(Body):
+    model_config = pydantic.ConfigDict(extra="forbid", json_schema_extra={"examples": [{"value": "s3cr3t"}]})
+
+    value: str = pydantic.Field(max_length=64 * 1024)
+
+
+class SecretList(pydantic.BaseModel):
+    names: list[str]
+
+
+# scripts --------------------------------------------------------------------------------------
+MAX_SCRIPT_CHARS = 256 * 1024
+
+
+class ScriptIn(Body):
+    """An ad-hoc Python script: it reads ``input`` with ``kubeline.task.inputs()`` (or
+    ``$KUBELINE_INPUTS``) and writes outputs with ``task.set_output``."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "code": "from kubeline import task\nprint('hi')\ntask.set_output('n', task.input('n') + 1)",
+        "input": {"n": 41}, "timeout": 60}]})
+
+    code: str = pydantic.Field(min_length=1, max_length=MAX_SCRIPT_CHARS)
+    input: dict[str, Any] = pydantic.Field(default_factory=dict)
+    requirements: list[str] = pydantic.Field(default_factory=list, max_length=50)
+    timeout: float | None = pydantic.Field(None, gt=0, le=24 * 3600)
+
+
+class ScriptOut(pydantic.BaseModel):
+    run: RunOut
+    outputs: dict[str, Any] | None = pydantic.Field(None, description="With ?wait=true: the script's outputs.")
+    logs: str | None = pydantic.Field(None, description="With ?wait=true: the log text.")
+    success: bool | None = None
+
+
+# health ---------------------------------------------------------------------------------------
+class HealthOut(pydantic.BaseModel):
+    status: str
+    checks: dict[str, str] = pydantic.Field(default_factory=dict)

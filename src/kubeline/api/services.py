@@ -1,0 +1,159 @@
+"""What the routes do, as plain async functions on a ``Kubeline``: no HTTP in here.
+
+Routes parse and map; these functions hold the behaviour (reload from the pipelines folder,
+retry from the failed stage, ad-hoc script runs), so the CLI or a test can call them directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import pathlib
+import tempfile
+from typing import Any
+
+import pydantic
+
+from kubeline import bootstrap
+from kubeline.domain import errors, runs, specs, states
+from kubeline.pipelines import loader
+from kubeline.pipelines import problems as problems_
+
+SCRIPT_PIPELINE = "adhoc-script"
+
+
+# pipelines ------------------------------------------------------------------------------------
+async def reload_pipelines(kl: bootstrap.Kubeline) -> loader.Discovery:
+    """Load every folder of the pipelines dir into the store (the server does this at start)."""
+    folder = kl.settings.pipelines_dir
+    if folder is None:
+        return loader.Discovery([], [])
+    if not folder.is_dir():
+        raise errors.NotFoundError(f"the pipelines dir {folder} does not exist; create it or fix "
+                                   "KUBELINE_PIPELINES_DIR / --pipelines")
+    found = await asyncio.to_thread(loader.discover, folder)
+    for pipeline in found.pipelines:
+        await kl.store.upsert_pipeline(pipeline)
+    return found
+
+
+async def current_pipeline(kl: bootstrap.Kubeline, name: str) -> runs.Pipeline:
+    """The stored pipeline, reloaded from its folder when that still exists (edits take effect)."""
+    pipeline = await kl.store.get_pipeline(name)
+    if pipeline.source == "folder" and pipeline.path and await asyncio.to_thread(pathlib.Path(pipeline.path).is_dir):
+        fresh = await asyncio.to_thread(loader.load_folder, pathlib.Path(pipeline.path), name=name)
+        if fresh.spec_hash != pipeline.spec_hash:
+            await kl.store.upsert_pipeline(fresh)
+        return fresh
+    return pipeline
+
+
+def validate_spec(*, spec: dict[str, Any] | None, files: dict[str, str] | None,
+                  name: str | None) -> runs.Pipeline:
+    """A posted spec mapping (checked without a folder) or a posted folder; ``SpecError`` lists
+    every problem."""
+    if (spec is None) == (files is None):
+        raise errors.InvalidInputError("send exactly one of 'spec' (a pipeline.yaml mapping) or 'files'")
+    if files is not None:
+        return _validate_files(files, name=name)
+    assert spec is not None
+    label = "pipeline.yaml"
+    try:
+        parsed = specs.PipelineSpec.model_validate(spec)
+    except pydantic.ValidationError as exc:
+        raise errors.SpecError(problems_.from_validation_error(exc, file=label)) from None
+    parsed, found = loader.materialise(parsed, folder=None, file=label)
+    if found:
+        raise errors.SpecError(found)
+    pipeline_name = name or parsed.name or "pipeline"
+    parsed = parsed.model_copy(update={"name": pipeline_name})
+    return runs.Pipeline(name=pipeline_name, spec=parsed, source="api", spec_hash=loader.spec_hash(parsed))
+
+
+def _validate_files(files: dict[str, str], *, name: str | None) -> runs.Pipeline:
+    for file_name in files:
+        parts = pathlib.PurePosixPath(file_name).parts
+        if not parts or file_name.startswith("/") or ".." in parts or "\\" in file_name or "\0" in file_name:
+            raise errors.InvalidInputError(f"file name {file_name!r} must be a relative path inside the folder")
+    with tempfile.TemporaryDirectory(prefix="kubeline-validate-") as tmp:
+        folder = pathlib.Path(tmp) / (name or "pipeline")
+        folder.mkdir()
+        for file_name, text in files.items():
+            path = folder / file_name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+        pipeline = loader.load_folder(folder, name=name)
+    return dataclasses.replace(pipeline, path=None, source="api")
+
+
+# runs -----------------------------------------------------------------------------------------
+async def create_run(kl: bootstrap.Kubeline, *, pipeline_name: str, inputs: dict[str, Any],
+                     schedule_id: str | None, trigger: runs.TriggeredBy) -> runs.Run:
+    pipeline = await current_pipeline(kl, pipeline_name)
+    return await kl.engine.submit(pipeline, inputs=inputs, triggered_by=trigger, schedule_id=schedule_id)
+
+
+async def retry_run(kl: bootstrap.Kubeline, run_id: str) -> runs.Run:
+    """A new run of the same spec and inputs: stages that succeeded are copied (state, outputs,
+    times), the rest start again. Only for runs that ended without success."""
+    old = await kl.store.get_run(run_id)
+    if not states.is_final(old.state) or old.state is states.RunState.SUCCEEDED:
+        raise errors.ConflictError(f"run {run_id} is {old.state.value}; only failed, cancelled or timed-out "
+                                   "runs can be retried (start a new run instead)")
+    stages = await kl.store.list_stage_runs(run_id)
+    run = runs.Run(id=runs.new_id(), pipeline=old.pipeline, inputs=old.inputs, spec=old.spec,
+                   triggered_by=runs.TriggeredBy(kind=runs.TriggerKind.RETRY, detail=old.id),
+                   pipeline_path=old.pipeline_path, schedule_id=old.schedule_id, parent_run_id=old.id)
+    copied = [
+        runs.StageRun(run_id=run.id, stage_id=s.stage_id, state=s.state, attempts=0, outputs=s.outputs,
+                      started_at=s.started_at, finished_at=s.finished_at)
+        if s.state is states.StageState.SUCCEEDED else runs.StageRun(run_id=run.id, stage_id=s.stage_id)
+        for s in stages
+    ]
+    created = await kl.store.create_run(run, copied)
+    kl.engine.notify(created.id)
+    return created
+
+
+async def wait_final(kl: bootstrap.Kubeline, run_id: str, *, within: float) -> runs.Run:
+    """The run once final, or as it is after ``within`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        run = await kl.store.get_run(run_id)
+        left = deadline - loop.time()
+        if states.is_final(run.state) or left <= 0:
+            return run
+        await kl.engine.changed(within=min(left, 0.25))
+
+
+# scripts --------------------------------------------------------------------------------------
+async def run_script(kl: bootstrap.Kubeline, *, code: str, inputs: dict[str, Any],
+                     requirements: list[str], stage_timeout: float | None) -> runs.Run:
+    """Write the code as a one-stage pipeline folder under the data dir and queue a run of it."""
+    script_id = runs.new_id()
+    folder = kl.settings.home / "scripts" / script_id
+    spec: dict[str, Any] = {"name": SCRIPT_PIPELINE, "description": "ad-hoc script run through the API",
+                            "stages": [{"id": "script", "type": "python", "file": "main.py"}]}
+    if stage_timeout is not None:
+        spec["timeout"] = stage_timeout
+    files = {"main.py": code, "pipeline.json": json.dumps(spec)}
+    if requirements:
+        files["requirements.txt"] = "\n".join(requirements) + "\n"
+
+    def write() -> runs.Pipeline:
+        folder.mkdir(parents=True)
+        for file_name, text in files.items():
+            (folder / file_name).write_text(text, encoding="utf-8")
+        return loader.load_folder(folder, name=SCRIPT_PIPELINE)
+
+    pipeline = await asyncio.to_thread(write)
+    await kl.store.upsert_pipeline(pipeline)
+    return await kl.engine.submit(pipeline, inputs=inputs,
+                                  triggered_by=runs.TriggeredBy(kind=runs.TriggerKind.API, detail="script"))
+
+
+def log_text(kl: bootstrap.Kubeline, run_id: str, *, stage_id: str | None = None) -> str:
+    return "".join(f"{line.at.isoformat()} {line.stage_id}#{line.attempt} {line.stream} {line.text}\n"
+                   for line in kl.logs.read(run_id, stage_id=stage_id))

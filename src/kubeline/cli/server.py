@@ -1,0 +1,30 @@
+"""``kubeline server``: run the API, dispatcher and scheduler (see ``kubeline.server``)."""
+
+from __future__ import annotations
+
+import asyncio
+import pathlib
+from typing import Annotated, Any
+
+import typer
+
+from kubeline import server as server_
+from kubeline import server_logs
+from kubeline import settings as settings_
+
+
+def server(
+    host: Annotated[str, typer.Option(help="Listen address (127.0.0.1: this machine only).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Listen port (0: any free port).")] = 8080,
+    role: Annotated[str, typer.Option(help="all | api | scheduler | worker")] = "all",
+    pipelines: Annotated[pathlib.Path | None, typer.Option(
+        "--pipelines", help="Folder of pipelines (default KUBELINE_PIPELINES_DIR).")] = None,
+    log_level: Annotated[str, typer.Option(help="debug | info | warning | error")] = "info",
+) -> None:
+    """Run the Kubeline server (API + dispatcher + scheduler) until SIGTERM or Ctrl-C."""
+    if role not in server_.ROLES:
+        raise typer.BadParameter(f"{role!r} is not one of {', '.join(server_.ROLES)}", param_hint="--role")
+    overrides: dict[str, Any] = {"pipelines_dir": pipelines} if pipelines is not None else {}
+    settings = settings_.Settings(**overrides)
+    server_logs.configure(level=log_level)
+    asyncio.run(server_.serve(settings, host=host, port=port, role=role))

@@ -1,0 +1,151 @@
+"""``kubeline server``: the API, the dispatcher and the scheduler in one process, by role.
+
+Roles: ``all`` (the embedded default), ``api`` (HTTP only), ``worker`` (HTTP for probes and
+metrics + ``engine.resume()`` and ``engine.serve()``), ``scheduler`` (HTTP + the scheduler loop
+``kubeline.scheduler.ticker.run_forever``). Several processes of any role can share one
+PostgreSQL: claims and schedule fires are made safe by the database.
+
+Shutdown (SIGTERM/SIGINT, or ``stop`` set): stop accepting connections, give open responses a
+few seconds, stop dispatching, and leave running attempts running: the next start adopts them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import signal
+import socket
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, Literal
+
+import uvicorn
+
+from kubeline import bootstrap
+from kubeline import settings as settings_
+from kubeline.api import app as app_
+from kubeline.api import services
+
+log = logging.getLogger("kubeline.server")
+Role = Literal["all", "api", "scheduler", "worker"]
+ROLES: tuple[Role, ...] = ("all", "api", "scheduler", "worker")
+GRACE_SECONDS = 3.0
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal capture: ``serve`` below owns the signals (uvicorn's
+    re-raises SIGTERM after shutdown, which would kill us before the dispatcher stops)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+async def serve(
+    settings: settings_.Settings,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    role: Role = "all",
+    sock: socket.socket | None = None,
+    started: Callable[[str], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Run until a signal (main thread) or ``stop``; ``started(url)`` once connections are accepted."""
+    if role not in ROLES:
+        raise ValueError(f"role {role!r} is not one of {', '.join(ROLES)}")
+    stop = stop or asyncio.Event()
+    sock = sock or bind(host, port)
+    bound_host, bound_port = sock.getsockname()[:2]
+    url = f"http://{'[' + bound_host + ']' if ':' in bound_host else bound_host}:{bound_port}"
+    async with bootstrap.open_kubeline(settings) as kl:
+        found = await services.reload_pipelines(kl)
+        for problem in found.problems:
+            log.warning("pipeline not loaded: %s", problem)
+        server = _Server(uvicorn.Config(app_.create_app(kl), log_config=None, lifespan="off",
+                                        timeout_graceful_shutdown=int(GRACE_SECONDS), access_log=False))
+        background = _start_background(kl, role)
+        with _signals_set(stop):
+            watcher = asyncio.create_task(_exit_on(stop, server))
+            announcer = asyncio.create_task(_announce(server, url, role, started))
+            try:
+                await server.serve(sockets=[sock])
+            finally:
+                for task in (watcher, announcer):
+                    task.cancel()
+                log.info("stopping: no new runs are dispatched; running attempts are left to adopt")
+                for task in background:
+                    task.cancel()
+                await asyncio.gather(*background, return_exceptions=True)
+                await kl.engine.shutdown()
+                sock.close()
+
+
+def _start_background(kl: bootstrap.Kubeline, role: Role) -> list[asyncio.Task[Any]]:
+    tasks: list[asyncio.Task[Any]] = []
+    if role in ("all", "worker"):
+        tasks.append(_task(kl.engine.resume(), "resume"))
+        tasks.append(_task(kl.engine.serve(), "dispatcher"))
+    if role in ("all", "scheduler"):
+        try:
+            ticker = importlib.import_module("kubeline.scheduler.ticker")
+        except ModuleNotFoundError as exc:
+            if exc.name not in ("kubeline.scheduler", "kubeline.scheduler.ticker"):
+                raise
+            log.warning("no scheduler in this build (kubeline.scheduler.ticker missing): schedules will not fire")
+        else:
+            tasks.append(_task(ticker.run_forever(kl), "scheduler"))
+    return tasks
+
+
+def _task(coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+    task = asyncio.create_task(coro, name=name)
+
+    def done(t: asyncio.Task[Any]) -> None:
+        if not t.cancelled() and t.exception() is not None:
+            log.error("%s stopped with an error", name, exc_info=t.exception())
+
+    task.add_done_callback(done)
+    return task
+
+
+async def _exit_on(stop: asyncio.Event, server: uvicorn.Server) -> None:
+    await stop.wait()
+    server.should_exit = True
+
+
+async def _announce(server: uvicorn.Server, url: str, role: Role, started: Callable[[str], None] | None) -> None:
+    while not server.started:  # noqa: ASYNC110 - uvicorn has no "started" event
+        await asyncio.sleep(0.01)
+    log.info("kubeline server listening on %s (role %s)", url, role, extra={"url": url, "role": role})
+    if started is not None:
+        started(url)
+
+
+@contextlib.contextmanager
+def _signals_set(stop: asyncio.Event) -> Iterator[None]:
+    """SIGTERM/SIGINT set ``stop`` (main thread only; threads stop through ``stop`` itself)."""
+    loop = asyncio.get_running_loop()
+    installed = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+        except (RuntimeError, ValueError):  # not the main thread
+            break
+    try:
+        yield
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)

@@ -1,0 +1,154 @@
+"""Helpers for tests of code that talks to a Kubeline server: a real server on 127.0.0.1.
+
+``ServerThread`` runs ``kubeline.server.serve`` in a thread with its own event loop (fast to
+start; shares the process). ``ServerProcess`` runs ``kubeline server`` as a child process (for
+memory measurements, signals and ``kill -9``). Both pick a free port and give ``url``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import httpx
+
+from kubeline import server as server_
+from kubeline import settings as settings_
+
+
+class ServerThread:
+    def __init__(self, settings: settings_.Settings, *, role: server_.Role = "all",
+                 host: str = "127.0.0.1", start_timeout: float = 30.0) -> None:
+        self.settings = settings
+        self.role = role
+        self.host = host
+        self.start_timeout = start_timeout
+        self.url = ""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name="kubeline-server", daemon=True)
+
+    def __enter__(self) -> ServerThread:
+        self._thread.start()
+        if not self._ready.wait(self.start_timeout):
+            raise TimeoutError(f"the test server did not start within {self.start_timeout}s")
+        if self._error is not None:
+            raise RuntimeError("the test server failed to start") from self._error
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self._loop is not None and self._stop is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise TimeoutError("the test server did not stop")
+
+    def _main(self) -> None:
+        async def main() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+
+            def started(url: str) -> None:
+                self.url = url
+                self._ready.set()
+
+            await server_.serve(self.settings, host=self.host, port=0, role=self.role,
+                                started=started, stop=self._stop)
+
+        try:
+            asyncio.run(main())
+        except BaseException as exc:
+            self._error = exc
+        finally:
+            self._ready.set()
+
+
+class ServerProcess:
+    """``kubeline server`` in a child process; ``env`` adds KUBELINE_* settings."""
+
+    def __init__(self, *, env: Mapping[str, str], role: server_.Role = "all", port: int | None = None,
+                 log_file: pathlib.Path | None = None, start_timeout: float = 60.0) -> None:
+        self.env = {**os.environ, **env}
+        self.role = role
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_file = log_file
+        self.start_timeout = start_timeout
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log: Any = None
+
+    def __enter__(self) -> ServerProcess:
+        self._log = self.log_file.open("ab") if self.log_file else subprocess.DEVNULL
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", "from kubeline.cli.main import app; app()", "server",
+             "--port", str(self.port), "--role", self.role],
+            env=self.env, stdout=self._log, stderr=self._log, start_new_session=True)
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"kubeline server exited with {self.process.returncode} at start"
+                                   + (f"; see {self.log_file}" if self.log_file else ""))
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return self
+            time.sleep(0.05)
+        self.stop()
+        raise TimeoutError(f"kubeline server did not answer on {self.url} within {self.start_timeout}s")
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self._log not in (None, subprocess.DEVNULL):
+            self._log.close()
+        return self.process.returncode
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the server process (Linux /proc)."""
+        for line in pathlib.Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError("VmRSS not found")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def server_thread(settings: settings_.Settings, **kwargs: Any) -> Iterator[ServerThread]:
+    with ServerThread(settings, **kwargs) as running:
+        yield running
