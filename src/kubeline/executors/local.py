@@ -66,7 +66,10 @@ class LocalExecutor:
         self.capabilities = base.Capabilities(adopt=True, memory_limit=True,
                                               cpu_limit=self.cgroups.cpu is not None)
         self._attempts: dict[str, local_run.Attempt] = {}
+        self._unclean: set[local_run.Attempt] = set()  # results handed out, cleanup scheduled
         work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for trash in work_dir.glob(f"{local_run.TRASH_PREFIX}*"):  # a server died before cleanup
+            shutil.rmtree(trash, ignore_errors=True)
 
     @classmethod
     def from_settings(cls, settings: Any, **kwargs: Any) -> LocalExecutor:
@@ -86,11 +89,13 @@ class LocalExecutor:
                venv: pathlib.Path | None) -> dict[str, Any]:
         """Prepare the work dir and cgroups and spawn the supervisor (synchronous: ~1 ms)."""
         work = self.work_dir / _SAFE.sub("_", spec.attempt_id)
-        if work.exists():
-            shutil.rmtree(work)  # left by a start that crashed before handing out a handle
         if spec.folder is not None and not spec.folder.is_dir():
             raise errors.ExecutorError(f"pipeline folder {spec.folder} does not exist")
-        work.mkdir(parents=True, mode=0o700)
+        try:
+            work.mkdir(mode=0o700)
+        except FileExistsError:  # left by a start that crashed before handing out a handle
+            shutil.rmtree(work)
+            work.mkdir(mode=0o700)
         artifacts = (self.artifacts_dir / _SAFE.sub("_", spec.run_id)
                      / _SAFE.sub("_", spec.stage_id) / str(spec.number))
         artifacts.mkdir(parents=True, exist_ok=True)
@@ -104,8 +109,8 @@ class LocalExecutor:
             cpu_cores=limits.cpu_cores)
         join_memory, join_cpu = cgroups.join_files()
         try:
-            (work / "inputs.json").write_text(json.dumps(spec.inputs))
-            (work / "config.json").write_text(json.dumps(spec.config))
+            _write_new(work / "inputs.json", json.dumps(spec.inputs))
+            _write_new(work / "config.json", json.dumps(spec.config))
             pid = os.posix_spawn(
                 "/bin/sh",
                 ["/bin/sh", "-c", _WRAPPER, "kubeline-attempt", str(work), str(cwd),
@@ -138,6 +143,9 @@ class LocalExecutor:
         result = await asyncio.shield(attempt.task)
         if self._attempts.get(handle["attempt_id"]) is attempt:
             del self._attempts[handle["attempt_id"]]
+            # Runs as soon as the caller awaits (recording the result): off the critical path.
+            self._unclean.add(attempt)
+            asyncio.get_running_loop().call_soon(self._cleanup, attempt)
         return result
 
     async def cancel(self, handle: dict[str, Any]) -> None:
@@ -167,6 +175,13 @@ class LocalExecutor:
         for attempt in attempts:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await attempt.task
+                attempt.cleanup()  # it had finished: nothing left to adopt
+        for attempt in list(self._unclean):
+            self._cleanup(attempt)
+
+    def _cleanup(self, attempt: local_run.Attempt) -> None:
+        self._unclean.discard(attempt)
+        attempt.cleanup()
 
     def _supervise(self, handle: dict[str, Any], sink: base.LogSink, *, own_child: bool) -> None:
         soft_cpu, soft_memory = handle.get("soft_cpu"), handle.get("soft_memory")
@@ -227,6 +242,17 @@ class LocalExecutor:
         })
         env.update(spec.env)
         return env
+
+
+def _write_new(path: pathlib.Path, text: str) -> None:
+    """``path.write_text`` without the text-file layers (this is on every attempt's start path)."""
+    data = memoryview(text.encode())
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    try:
+        while data:
+            data = data[os.write(fd, data):]
+    finally:
+        os.close(fd)
 
 
 def _adoptable(handle: dict[str, Any]) -> bool:

@@ -8,8 +8,10 @@ itself out of the process group, so it is killed when the attempt ends. Attempts
 limits get no cgroup: measured here, a fresh memory cgroup adds ~15 ms to a short process (the
 mkdir is 0.2 ms; the rest is charging and offlining), which would triple a chain of tiny
 stages. For them, leftovers are found by the process group and by ``KUBELINE_ATTEMPT_ID`` in
-``/proc/<pid>/environ`` (~0.7 ms for 100 processes), which also catches ``setsid`` daemons
-unless they exec with a scrubbed environment.
+``/proc/<pid>/environ``, which also catches ``setsid`` daemons unless they exec with a scrubbed
+environment. Reading every process's environ costs ~1 ms per 100 processes, so a recent attempt
+only looks at the pids allocated since its supervisor started (``kill_marked(first_pid=)``);
+the executor runs this scan just after it has reported the attempt's result.
 
 Fallback (no writable cgroup, e.g. an unprivileged container): a watchdog sums the RSS of the
 attempt's process group from ``/proc`` every 100 ms and kills the group above the limit; CPU
@@ -22,15 +24,21 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import os
 import pathlib
 import re
 import signal
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 _CPU_PERIOD_US = 100_000
+_LAST_PID = "/proc/sys/kernel/ns_last_pid"  # of the reader's pid namespace, like our pids
+_PID_MAX = "/proc/sys/kernel/pid_max"
+_DIRECT_SCAN_MAX = 512  # pids in the span above which listing /proc is cheaper
+_MAX_SCANS = 3
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -174,24 +182,59 @@ def is_running(pid: int, *, started: int | None) -> bool:
     return started is None or int(stat[19]) == started
 
 
-def kill_marked(attempt_id: str) -> int:
-    """SIGKILL every process whose initial environment names this attempt (see module doc)."""
+def kill_marked(attempt_id: str, *, first_pid: int | None = None) -> int:
+    """SIGKILL every process whose initial environment names this attempt (see module doc).
+
+    With ``first_pid`` (the attempt's supervisor, started moments ago) only the pids handed out
+    since then are looked at: a process the attempt started got one of them, so a short attempt
+    costs a handful of ``open`` calls instead of one per process on the machine. Scans repeat
+    while they find something, since a daemon may fork between a scan and its kill.
+    """
     marker = f"\0KUBELINE_ATTEMPT_ID={attempt_id}\0".encode()
-    killed = 0
-    own = os.getpid()
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or int(entry.name) == own:
-            continue
-        try:
-            with open(f"/proc/{entry.name}/environ", "rb") as file:  # noqa: PTH123 - hot path
-                environ = b"\0" + file.read() + b"\0"
-        except OSError:
-            continue
-        if marker in environ:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(int(entry.name), signal.SIGKILL)
-                killed += 1
-    return killed
+    killed = {os.getpid()}
+    for _ in range(_MAX_SCANS):
+        found = 0
+        for pid in _pids_since(first_pid):
+            if pid in killed:
+                continue
+            try:
+                with open(f"/proc/{pid}/environ", "rb") as file:  # noqa: PTH123 - hot path
+                    environ = b"\0" + file.read() + b"\0"
+            except OSError:
+                continue
+            if marker in environ:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+                    killed.add(pid)
+                    found += 1
+        if not found:
+            break
+    return len(killed) - 1
+
+
+def _pids_since(first: int | None) -> Iterable[int]:
+    """Pids allocated since ``first`` (every process when unknown or wrapped too far)."""
+    last = _read_int(_LAST_PID)
+    pid_max = _read_int(_PID_MAX)
+    if first is None or last is None or pid_max is None:
+        return _all_pids()
+    spans = [range(first, last + 1)] if last >= first else \
+        [range(first, pid_max + 1), range(1, last + 1)]
+    if sum(len(span) for span in spans) > _DIRECT_SCAN_MAX:
+        return (pid for pid in _all_pids() if any(pid in span for span in spans))
+    return itertools.chain.from_iterable(spans)
+
+
+def _all_pids() -> list[int]:
+    return [int(entry.name) for entry in os.scandir("/proc") if entry.name.isdigit()]
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        with open(path, "rb") as file:  # noqa: PTH123 - hot path
+            return int(file.read())
+    except (OSError, ValueError):
+        return None
 
 
 def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:

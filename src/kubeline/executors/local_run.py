@@ -3,6 +3,12 @@
 An ``Attempt`` is the in-memory side of a handle. It is the same whether this process started
 the attempt or adopted it after a restart: the exit is learnt from a pidfd (readable when the
 process ends, also for a process that is not our child), the status from ``WORK/rc``.
+
+Between the exit and the result only what the result needs happens: kill the process group (and
+cgroup), drain the output, read the status, and move the work dir out of the way (one rename).
+The rest, ``cleanup``, runs just after the result has been handed over (the executor schedules
+it when ``wait`` returns, so it overlaps the engine recording the result): hunting processes
+that left the group (``local_limits.kill_marked``), deleting the work dir, removing cgroups.
 """
 
 from __future__ import annotations
@@ -22,6 +28,9 @@ from kubeline.executors import base, local_limits, local_tail
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _CGROUP_REMOVE_TRIES = 100  # x 50 ms: killed processes need a moment to leave the cgroup
+_CLEANUP_FALLBACK = 0.5  # seconds: cleanup of a finished attempt whose result nobody collected
+_RECENT = 5.0  # seconds: pids handed out since a younger attempt started cannot have wrapped
+TRASH_PREFIX = ".done-"
 
 
 class Attempt:
@@ -44,8 +53,11 @@ class Attempt:
         self._reason: tuple[states.FailureKind, str] | None = None
         self._status: int | None = None  # from waitpid, when the supervisor is our child
         self._detached = False
+        self._cleaned = False
+        self._cleanup_timer: asyncio.TimerHandle | None = None
+        self._trash = self.work.with_name(TRASH_PREFIX + self.work.name)
         self._loop = asyncio.get_running_loop()
-        offsets = _load_offsets(self.work)
+        offsets = (0, 0) if own_child else _load_offsets(self.work)  # a fresh attempt has none
         self._tails = [
             local_tail.StreamTail(path=self.work / "stdout", stream="stdout", offset=offsets[0],
                                   limit=limit),
@@ -99,10 +111,25 @@ class Attempt:
                 self.sink.close()
         return self._finish()
 
-    def _finish(self) -> base.AttemptResult:
-        self._signal(signal.SIGKILL)  # whatever the attempt left behind (daemons, workers)
+    def cleanup(self) -> None:
+        """After the result: kill strays outside the group, delete the files, drop cgroups.
+
+        Idempotent; the executor calls it right after ``wait`` returns, a timer otherwise.
+        """
+        if self._cleaned:
+            return
+        self._cleaned = True
+        if self._cleanup_timer is not None:
+            self._cleanup_timer.cancel()
         if self.cgroups.memory is None and self.cgroups.cpu is None:
-            local_limits.kill_marked(self.handle["attempt_id"])
+            recent = time.time() - self.handle.get("started_at", 0.0) < _RECENT
+            local_limits.kill_marked(self.handle["attempt_id"], first_pid=self.pid if recent else None)
+        self._remove_cgroups(_CGROUP_REMOVE_TRIES)
+        shutil.rmtree(self._trash, ignore_errors=True)  # raw output may hold unmasked secrets
+        shutil.rmtree(self.work, ignore_errors=True)  # when the rename failed
+
+    def _finish(self) -> base.AttemptResult:
+        self._signal(signal.SIGKILL)  # whatever the attempt left in its group (or cgroup)
         for tail in self._tails:
             tail.pump(self.sink, final=True)
             tail.close()
@@ -110,8 +137,9 @@ class Attempt:
         if result.failure is not None:
             self.sink.write("system", f"attempt {result.failure.value}: {result.error}")
         self.sink.close()
-        self._remove_cgroups(_CGROUP_REMOVE_TRIES)
-        shutil.rmtree(self.work, ignore_errors=True)  # raw output may hold unmasked secrets
+        with contextlib.suppress(OSError):  # gone from where a restarted server would look
+            self.work.rename(self._trash)
+        self._cleanup_timer = self._loop.call_later(_CLEANUP_FALLBACK, self.cleanup)
         return result
 
     def _result(self) -> base.AttemptResult:  # noqa: PLR0911 - one return per way to end
