@@ -62,13 +62,27 @@ def validate_spec(*, spec: dict[str, Any] | None, files: dict[str, str] | None,
     try:
         parsed = specs.PipelineSpec.model_validate(spec)
     except pydantic.ValidationError as exc:
-        raise errors.SpecError(problems_.from_validation_error(exc, file=label)) from None
+        found = problems_.from_validation_error(exc, file=label)
+        found.extend(_stage_problems_despite(exc, raw=spec, file=label))
+        raise errors.SpecError(found) from None
     parsed, found = loader.materialise(parsed, folder=None, file=label)
     if found:
         raise errors.SpecError(found)
     pipeline_name = name or parsed.name or "pipeline"
     parsed = parsed.model_copy(update={"name": pipeline_name})
     return runs.Pipeline(name=pipeline_name, spec=parsed, source="api", spec_hash=loader.spec_hash(parsed))
+
+
+def _stage_problems_despite(exc: pydantic.ValidationError, *, raw: dict[str, Any], file: str) -> list[errors.Problem]:
+    """The stage graph's problems too, when only other top-level fields are invalid (all at once)."""
+    bad = {str(e["loc"][0]) for e in exc.errors() if e["loc"]}
+    if "stages" in bad or any(not e["loc"] for e in exc.errors()):
+        return []
+    try:
+        rest = specs.PipelineSpec.model_validate({k: v for k, v in raw.items() if k not in bad})
+    except pydantic.ValidationError:
+        return []
+    return loader.materialise(rest, folder=None, file=file)[1]
 
 
 def _validate_files(files: dict[str, str], *, name: str | None) -> runs.Pipeline:
