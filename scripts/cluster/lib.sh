@@ -46,12 +46,13 @@ pid_of() {
 }
 
 # start NAME CMD...: run CMD in the background, logging to $LOGS/NAME.log, and record its pid.
-# setsid puts it in its own session so that it outlives the calling shell.
+# setsid puts it in its own session so that it outlives the calling shell; fd 9 (the
+# local-cluster lock) is closed so that the component does not hold the lock for its lifetime.
 start() {
     local name=$1; shift
     if pid_of "$name" >/dev/null; then return 0; fi
     mkdir -p "$LOGS" "$PIDS"
-    setsid "$@" >>"$LOGS/$name.log" 2>&1 < /dev/null &
+    setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null 9>&- &
     echo $! >"$PIDS/$name.pid"
 }
 
