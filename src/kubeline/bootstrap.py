@@ -48,7 +48,11 @@ async def open_kubeline(settings: settings_.Settings | None = None) -> AsyncIter
         logs = log_store.LogStore(settings.logs_dir)
         engine = engine_.Engine(store=store, executors=executors, logs=logs, secrets=secrets,
                                 default_executor=settings.executor,
-                                max_concurrent_attempts=settings.max_concurrent_attempts)
+                                max_concurrent_attempts=settings.max_concurrent_attempts,
+                                lease_seconds=settings.lease_seconds,
+                                caps=storage_base.ClaimCaps(max_running=settings.max_running_runs,
+                                                            per_executor=dict(settings.executor_caps),
+                                                            default_executor=settings.executor))
         yield Kubeline(settings=settings, store=store, logs=logs, secrets=secrets, executors=executors,
                        engine=engine, new_key_file=settings.key_file if created else None)
     finally:

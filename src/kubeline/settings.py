@@ -30,6 +30,15 @@ class Settings(pydantic_settings.BaseSettings):
     url: str | None = pydantic.Field(None, description="A Kubeline server; the CLI then uses its API.")
     log_line_limit: int = pydantic.Field(64 * 1024, ge=1024, description="Longer lines are split.")
     uv_cache_dir: pathlib.Path | None = None
+    lease_seconds: float = pydantic.Field(
+        30.0, gt=0, description="A replica's hold on the runs it drives; a dead replica's runs are adopted after it."
+    )
+    max_running_runs: int | None = pydantic.Field(
+        None, ge=1, description="Runs running at once across all replicas (enforced in the claim)."
+    )
+    executor_caps: dict[str, int] = pydantic.Field(
+        default_factory=dict, description='Running runs per executor across replicas, e.g. {"docker": 4}.'
+    )
     max_request_bytes: int = pydantic.Field(
         1024 * 1024, ge=1024, description="API request bodies over this are refused (413)."
     )

@@ -185,6 +185,9 @@ class RunDriver:
         self.handles[attempt.id] = (executor, handle)
         try:
             result = await executor.wait(handle)
+        except asyncio.CancelledError:
+            sink.close()  # no longer driven here (shutdown, or the lease was lost); the attempt runs on
+            raise
         finally:
             self.handles.pop(attempt.id, None)
         if not result.succeeded:

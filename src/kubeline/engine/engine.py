@@ -3,13 +3,22 @@ each with a ``RunDriver``, fires downstream triggers, and cancels on request.
 
 One engine per process. ``serve()`` dispatches every queued run (the server); ``execute()``
 drives just one run to its end (``kubeline run`` without a server).
+
+Replicas: every run this engine claims carries a lease in its name (``owner``) that it renews
+every third of ``lease_seconds`` while it drives the run. ``resume()`` and ``serve()`` adopt
+only running runs whose lease expired (their process died) or that nobody owns (released on a
+clean ``shutdown()``), so two processes never drive the same run. A renewal that finds a run
+adopted elsewhere (this process stalled past its lease) stops driving it here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
+import os
+import socket
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,6 +44,9 @@ class Engine:
         max_concurrent_attempts: int = 16,
         poll_interval: float = 1.0,
         cancel_grace: float = 10.0,
+        owner: str | None = None,
+        lease_seconds: float = 30.0,
+        caps: storage.ClaimCaps | None = None,
     ) -> None:
         self.store = store
         self.executors = dict(executors)
@@ -48,6 +60,11 @@ class Engine:
         self._driver_tasks: dict[str, asyncio.Task[runs.Run]] = {}
         self._changed = asyncio.Condition()
         self._dispatch = asyncio.Event()
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+        self.lease_seconds = lease_seconds
+        self.caps = caps or storage.ClaimCaps(default_executor=default_executor)
+        self._owned: set[str] = set()
+        self._lease_task: asyncio.Task[None] | None = None
 
     def executor(self, name: str) -> base.Executor:
         if name == "local-warm" and name not in self.executors:
@@ -88,12 +105,25 @@ class Engine:
         return run
 
     # driving ----------------------------------------------------------------------------
+    def lease(self) -> storage.Lease:
+        return storage.Lease(owner=self.owner, until=runs.utcnow() + dt.timedelta(seconds=self.lease_seconds))
+
     async def serve(self, *, batch: int = 8) -> None:
-        """Claim and drive queued runs until cancelled (the server's dispatcher loop)."""
+        """Claim and drive queued runs until cancelled (the server's dispatcher loop); adopt the
+        runs of processes that died (expired leases) as they are noticed."""
+        loop = asyncio.get_running_loop()
+        next_adopt = loop.time()
         while True:
             self._dispatch.clear()
-            claimed = await self.store.claim_queued_runs(limit=batch)
+            if loop.time() >= next_adopt:
+                next_adopt = loop.time() + self.lease_seconds / 3
+                for run in await self.store.adopt_runs(self.lease(), limit=batch * 4):
+                    log.info("run %s: adopted (its previous driver's lease expired)", run.id)
+                    self._owned.add(run.id)
+                    self._start_driver(run)
+            claimed = await self.store.claim_queued_runs(limit=batch, lease=self.lease(), caps=self.caps)
             for run in claimed:
+                self._owned.add(run.id)
                 self._start_driver(run)
             if len(claimed) < batch:
                 with contextlib.suppress(TimeoutError):
@@ -104,7 +134,8 @@ class Engine:
         while True:
             run = await self.store.get_run(run_id)
             if run.state is states.RunState.QUEUED:
-                claimed = await self.store.claim_queued_runs(limit=1, only=[run_id])
+                claimed = await self.store.claim_queued_runs(limit=1, only=[run_id], lease=self.lease(),
+                                                             caps=self.caps)
                 if not claimed:
                     if run.cancel_requested:
                         return await self.store.transition_run(run_id, states.RunState.CANCELLED,
@@ -112,8 +143,15 @@ class Engine:
                     await self._sleep_until_dispatch()
                     continue
                 run = claimed[0]
+                self._owned.add(run.id)
             if states.is_final(run.state):
                 return run
+            if run.id not in self._owned and run.id not in self._driver_tasks:
+                # running elsewhere: drive it only once its owner is gone (lease expired/released)
+                if not await self.store.adopt_runs(self.lease(), limit=1, only=[run_id]):
+                    await self._sleep_until_dispatch()
+                    continue
+                self._owned.add(run_id)
             return await self._start_driver(run)
 
     async def _sleep_until_dispatch(self) -> None:
@@ -122,14 +160,18 @@ class Engine:
         self._dispatch.clear()
 
     async def resume(self) -> list[runs.Run]:
-        """Drive the runs left running by a previous process (after a crash or restart)."""
-        left = await self.store.list_runs(states_in=[states.RunState.RUNNING], limit=10_000)
+        """Drive the runs left running by a process that is gone (after a crash or restart):
+        those nobody owns and those whose lease expired. Runs of a live process are left alone."""
+        left = await self.store.adopt_runs(self.lease(), limit=10_000)
+        self._owned.update(run.id for run in left)
         tasks = [self._start_driver(run) for run in left if run.id not in self.drivers]
         return list(await asyncio.gather(*tasks))
 
     def _start_driver(self, run: runs.Run) -> asyncio.Task[runs.Run]:
         if run.id in self._driver_tasks:
             return self._driver_tasks[run.id]
+        if self._lease_task is None or self._lease_task.done():
+            self._lease_task = asyncio.create_task(self._renew_leases(), name="lease renewal")
         driver = driver_.RunDriver(engine=self, run=run)
         self.drivers[run.id] = driver
         task = asyncio.create_task(self._drive(driver), name=f"run {run.id}")
@@ -146,8 +188,30 @@ class Engine:
             self.drivers.pop(driver.run.id, None)
             self._driver_tasks.pop(driver.run.id, None)
             self._dispatch.set()
+            if not self._driver_tasks and self._lease_task is not None:
+                self._lease_task.cancel()  # nothing left to renew
+                self._lease_task = None
+        self._owned.discard(run.id)
         await self._fire_downstream(run)
         return run
+
+    async def _renew_leases(self) -> None:
+        """Renew the leases of the runs driven here; stop driving any adopted elsewhere."""
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            owned = sorted(self._owned & set(self._driver_tasks))
+            try:
+                kept = set(await self.store.renew_leases(self.lease(), owned))
+            except Exception:  # the database is away: keep driving, try again next period
+                log.warning("lease renewal failed; retrying in %.1fs", self.lease_seconds / 3, exc_info=True)
+                continue
+            for run_id in set(owned) - kept:
+                self._owned.discard(run_id)
+                task = self._driver_tasks.get(run_id)
+                if task is not None:
+                    log.warning("run %s: its lease was taken over by another process; no longer driven here",
+                                run_id)
+                    task.cancel()
 
     async def _fail_broken_run(self, run_id: str, exc: BaseException) -> runs.Run:
         run = await self.store.get_run(run_id)
@@ -168,10 +232,20 @@ class Engine:
         return run
 
     async def shutdown(self) -> None:
-        """Stop driving (running attempts are left running, to be adopted by the next start)."""
+        """Stop driving (running attempts are left running, to be adopted by the next start,
+        which can do so at once: the leases are released)."""
         for task in list(self._driver_tasks.values()):
             task.cancel()
         await asyncio.gather(*self._driver_tasks.values(), return_exceptions=True)
+        if self._lease_task is not None:
+            self._lease_task.cancel()
+            await asyncio.gather(self._lease_task, return_exceptions=True)
+            self._lease_task = None
+        owned, self._owned = sorted(self._owned), set()
+        try:
+            await self.store.release_leases(self.owner, owned)
+        except Exception:  # leases then expire on their own
+            log.warning("could not release the leases of %d runs", len(owned), exc_info=True)
 
     # notifications ----------------------------------------------------------------------
     def notify(self, run_id: str) -> None:

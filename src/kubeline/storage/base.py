@@ -136,7 +136,7 @@ class Store(Protocol):
     async def release_leases(self, owner: str, run_ids: list[str]) -> None:
         """Give up ownership (a clean shutdown), so the next process adopts the runs at once."""
         ...
-    async def adopt_runs(self, lease: Lease, *, limit: int) -> list[runs.Run]:
+    async def adopt_runs(self, lease: Lease, *, limit: int, only: list[str] | None = None) -> list[runs.Run]:
         """Take over running runs without an owner or whose lease has expired (its process died);
         safe with several processes: each run is adopted by one."""
         ...

@@ -44,13 +44,17 @@ class SchedulingMethods:
             if run_id in self.leases and self.leases[run_id].owner == owner:
                 del self.leases[run_id]
 
-    async def adopt_runs(self, lease: base.Lease, *, limit: int) -> builtins.list[runs_.Run]:
+    async def adopt_runs(
+        self, lease: base.Lease, *, limit: int, only: builtins.list[str] | None = None
+    ) -> builtins.list[runs_.Run]:
         now = runs_.utcnow()
         adopted: builtins.list[runs_.Run] = []
         for run in sorted(self.runs.values(), key=lambda r: r.id):
             if len(adopted) >= limit:
                 break
             held = self.leases.get(run.id)
+            if only is not None and run.id not in only:
+                continue
             if run.state is states.RunState.RUNNING and (held is None or held.until < now):
                 self.leases[run.id] = lease
                 adopted.append(run)

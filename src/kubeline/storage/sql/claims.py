@@ -137,7 +137,9 @@ def _global_counts(conn: sa.Connection) -> tuple[int, dict[str, int]]:
     return sum(counts.values()), counts
 
 
-def adopt(conn: sa.Connection, *, lease: base.Lease, limit: int, now: dt.datetime) -> list[str]:
+def adopt(
+    conn: sa.Connection, *, lease: base.Lease, limit: int, now: dt.datetime, only: list[str] | None = None
+) -> list[str]:
     """Give ``lease`` to up to ``limit`` running runs that have no owner or an expired lease."""
     runs = tables.runs
     query = (
@@ -147,6 +149,8 @@ def adopt(conn: sa.Connection, *, lease: base.Lease, limit: int, now: dt.datetim
         .order_by(runs.c.id)
         .limit(limit)
     )
+    if only is not None:
+        query = query.where(runs.c.id.in_(only))
     if conn.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
     ids = [r.id for r in conn.execute(query)]

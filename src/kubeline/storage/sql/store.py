@@ -149,8 +149,10 @@ class SqlStore(scheduling.SchedulingMethods):
     async def release_leases(self, owner: str, run_ids: builtins.list[str]) -> None:
         await self._write(claims.release, owner=owner, run_ids=list(run_ids))
 
-    async def adopt_runs(self, lease: base.Lease, *, limit: int) -> builtins.list[runs.Run]:
-        return await self._write(tx.adopt_runs, lease=lease, limit=limit)
+    async def adopt_runs(
+        self, lease: base.Lease, *, limit: int, only: builtins.list[str] | None = None
+    ) -> builtins.list[runs.Run]:
+        return await self._write(tx.adopt_runs, lease=lease, limit=limit, only=only)
 
     # stages --------------------------------------------------------------------------------
     async def list_stage_runs(self, run_id: str) -> builtins.list[runs.StageRun]:

@@ -150,8 +150,10 @@ def claim_queued_runs(
     return [rows.run_from_row(r) for r in found.mappings()]
 
 
-def adopt_runs(conn: sa.Connection, *, lease: base.Lease, limit: int) -> list[runs.Run]:
-    adopted = claims.adopt(conn, lease=lease, limit=limit, now=runs.utcnow())
+def adopt_runs(
+    conn: sa.Connection, *, lease: base.Lease, limit: int, only: list[str] | None = None
+) -> list[runs.Run]:
+    adopted = claims.adopt(conn, lease=lease, limit=limit, only=only, now=runs.utcnow())
     if not adopted:
         return []
     found = conn.execute(sa.select(T.runs).where(T.runs.c.id.in_(adopted)).order_by(T.runs.c.id))

@@ -1,0 +1,121 @@
+"""Run ownership: two engines on one store never drive the same run; a dead engine's runs are
+adopted once its lease expires; an engine that lost a lease stops driving."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import pathlib
+from typing import Any
+
+from kubeline.domain import runs, specs, states
+from kubeline.engine import engine as engine_
+from kubeline.executors import fake
+from kubeline.logs import store as log_store
+from kubeline.storage import memory
+
+R = states.RunState
+
+
+class Secrets:
+    async def resolve(self, names: list[str]) -> dict[str, str]:
+        return {}
+
+    def decrypt_env(self, encrypted_env: dict[str, str]) -> dict[str, str]:
+        return {}
+
+
+PIPELINE = runs.Pipeline(name="p", source="api", spec=specs.PipelineSpec.model_validate(
+    {"stages": [{"id": "a", "type": "shell", "command": "x"}, {"id": "b", "type": "shell", "command": "x", "dependsOn": ["a"]}]}))
+
+
+def make(store: memory.MemoryStore, executor: fake.FakeExecutor, tmp: pathlib.Path, owner: str, **kw: Any) -> engine_.Engine:
+    return engine_.Engine(store=store, executors={"local": executor}, logs=log_store.LogStore(tmp / "logs"),
+                          secrets=Secrets(), poll_interval=0.02, owner=owner, **kw)
+
+
+async def wait_for(predicate: Any, timeout: float = 20) -> None:
+    for _ in range(int(timeout / 0.02)):
+        if await predicate():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not reached")
+
+
+async def test_two_engines_share_the_queue_without_double_starts(tmp_path: pathlib.Path) -> None:
+    store = memory.MemoryStore()
+    executor = fake.FakeExecutor({"a": fake.Outcome(duration=0.01)})
+    one, two = make(store, executor, tmp_path, "one"), make(store, executor, tmp_path, "two")
+    ids = [(await one.submit(PIPELINE)).id for _ in range(60)]
+    serving = [asyncio.create_task(e.serve()) for e in (one, two)]
+    try:
+        async def all_done() -> bool:
+            return all([(await store.get_run(i)).state is R.SUCCEEDED for i in ids])
+        await wait_for(all_done)
+    finally:
+        for task in serving:
+            task.cancel()
+        await asyncio.gather(*serving, return_exceptions=True)
+        await one.shutdown()
+        await two.shutdown()
+    starts = collections.Counter((s.run_id, s.stage_id) for s in executor.started)
+    assert len(starts) == 120 and set(starts.values()) == {1}
+    owners = {store.leases[i].owner for i in ids if i in store.leases}
+    assert owners <= {"one", "two"}
+
+
+async def test_a_live_owner_keeps_its_runs_and_a_dead_ones_are_adopted(tmp_path: pathlib.Path) -> None:
+    store = memory.MemoryStore()
+    executor = fake.FakeExecutor({"a": fake.Outcome(duration=1.5)})
+    first = make(store, executor, tmp_path, "first", lease_seconds=0.6)
+    run = await first.submit(PIPELINE)
+    driving = asyncio.create_task(first.execute(run.id))
+    await wait_for(lambda: _true(bool(executor.running)))
+    second = make(store, executor, tmp_path, "second", lease_seconds=0.6)
+    assert await second.resume() == []  # the first engine is alive: its lease is renewed
+    driving.cancel()  # the first engine "dies" without releasing its lease
+    await asyncio.gather(driving, return_exceptions=True)
+    assert await second.resume() == []  # not yet expired
+    await asyncio.sleep(0.7)
+    [final] = await second.resume()
+    assert final.state is R.SUCCEEDED
+    assert executor.adopted
+    assert len([s for s in executor.started if s.stage_id == "a"]) == 1
+    await first.shutdown()
+    await second.shutdown()
+
+
+async def test_an_engine_that_lost_its_lease_stops_driving(tmp_path: pathlib.Path) -> None:
+    store = memory.MemoryStore()
+    executor = fake.FakeExecutor({"a": fake.Outcome(duration=2)})
+    slow = make(store, executor, tmp_path, "slow", lease_seconds=0.3)
+    run = await slow.submit(PIPELINE)
+    driving = asyncio.create_task(slow.execute(run.id))
+    await wait_for(lambda: _true(bool(executor.running)))
+    store.leases[run.id] = store.leases[run.id].__class__(owner="other", until=runs.utcnow())  # taken over
+    done = await asyncio.wait_for(asyncio.gather(driving, return_exceptions=True), timeout=5)
+    assert isinstance(done[0], asyncio.CancelledError)
+    assert (await store.get_run(run.id)).state is R.RUNNING  # left to its new owner
+    await slow.shutdown()
+    await executor.close()
+
+
+async def test_execute_waits_while_another_process_owns_the_run(tmp_path: pathlib.Path) -> None:
+    store = memory.MemoryStore()
+    executor = fake.FakeExecutor({"a": fake.Outcome(duration=0.3)})
+    owner = make(store, executor, tmp_path, "owner")
+    follower = make(store, executor, tmp_path, "follower")
+    run = await owner.submit(PIPELINE)
+    [claimed] = await store.claim_queued_runs(limit=1, lease=owner.lease())
+    owner._owned.add(run.id)  # noqa: SLF001 - as serve() does
+    driving = owner._start_driver(claimed)  # noqa: SLF001
+    final = await asyncio.wait_for(follower.execute(run.id), timeout=10)
+    assert final.state is R.SUCCEEDED
+    await driving
+    assert len(executor.started) == 2  # stages a and b, once each
+    await owner.shutdown()
+    await follower.shutdown()
+
+
+async def _true(value: bool) -> bool:
+    return value
