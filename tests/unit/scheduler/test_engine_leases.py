@@ -34,8 +34,8 @@ def make(store: memory.MemoryStore, executor: fake.FakeExecutor, tmp: pathlib.Pa
                           secrets=Secrets(), poll_interval=0.02, owner=owner, **kw)
 
 
-async def wait_for(predicate: Any, timeout: float = 20) -> None:
-    for _ in range(int(timeout / 0.02)):
+async def wait_for(predicate: Any, within: float = 20) -> None:
+    for _ in range(int(within / 0.02)):
         if await predicate():
             return
         await asyncio.sleep(0.02)
@@ -107,8 +107,8 @@ async def test_execute_waits_while_another_process_owns_the_run(tmp_path: pathli
     follower = make(store, executor, tmp_path, "follower")
     run = await owner.submit(PIPELINE)
     [claimed] = await store.claim_queued_runs(limit=1, lease=owner.lease())
-    owner._owned.add(run.id)  # noqa: SLF001 - as serve() does
-    driving = owner._start_driver(claimed)  # noqa: SLF001
+    owner._owned.add(run.id)
+    driving = owner._start_driver(claimed)
     final = await asyncio.wait_for(follower.execute(run.id), timeout=10)
     assert final.state is R.SUCCEEDED
     await driving
