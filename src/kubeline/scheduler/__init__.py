@@ -1,0 +1,1 @@
+"""The scheduler: schedule ticks, webhooks and their store-backed state (see ``ticker``)."""
