@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 
 from kubeline.executors import local_limits, local_run
 
@@ -45,6 +46,16 @@ def marked(attempt_id: str) -> list[int]:
             except OSError:
                 pass
     return found
+
+
+def settled(process: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
+    """Wait until the kernel has set up the new environ (Popen returns a bit before that)."""
+    for _ in range(500):
+        with open(f"/proc/{process.pid}/environ", "rb") as file:
+            if file.read():
+                break
+        time.sleep(0.01)
+    return process
 
 
 async def gone(pids: list[int], *, within: float) -> bool:
@@ -92,24 +103,27 @@ async def test_close_cleans_finished_attempts_at_once(harness):
 
 
 def test_kill_marked_scans_only_pids_since_the_attempt_started():
-    env = {**os.environ, "KUBELINE_ATTEMPT_ID": "scan-test"}
+    marker = f"scan-{uuid.uuid4().hex}"  # other test sessions may run on this machine
+    env = {**os.environ, "KUBELINE_ATTEMPT_ID": marker}
     sleep = [sys.executable, "-c", "import time; time.sleep(60)"]
-    with subprocess.Popen(sleep, env=env) as before:
+    with settled(subprocess.Popen(sleep, env=env)) as before:
         with open("/proc/sys/kernel/ns_last_pid") as file:
             first = int(file.read()) + 1
-        with subprocess.Popen(sleep, env=env) as after:
-            assert local_limits.kill_marked("scan-test", first_pid=first) == 1
+        with settled(subprocess.Popen(sleep, env=env)) as after:
+            assert local_limits.kill_marked(marker, first_pid=first) == 1
             assert after.wait(5) == -9
             assert before.poll() is None  # older than the attempt: not looked at
-            assert local_limits.kill_marked("scan-test") == 1  # the full scan finds it
+            assert local_limits.kill_marked(marker) == 1  # the full scan finds it
             assert before.wait(5) == -9
 
 
 def test_kill_marked_handles_wrapped_pids():
-    env = {**os.environ, "KUBELINE_ATTEMPT_ID": "wrap-test"}
-    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], env=env) as process:
+    marker = f"wrap-{uuid.uuid4().hex}"
+    env = {**os.environ, "KUBELINE_ATTEMPT_ID": marker}
+    sleep = [sys.executable, "-c", "import time; time.sleep(60)"]
+    with settled(subprocess.Popen(sleep, env=env)) as process:
         with open("/proc/sys/kernel/ns_last_pid") as file:
             last = int(file.read())
         # a "first pid" above the last one handed out: the counter wrapped since the attempt began
-        assert local_limits.kill_marked("wrap-test", first_pid=last + 1) == 1
+        assert local_limits.kill_marked(marker, first_pid=last + 1) == 1
         assert process.wait(5) == -9
