@@ -37,6 +37,7 @@ class RunDriver:
         self.wakeup = asyncio.Event()
         self.handles: dict[str, tuple[base.Executor, dict[str, Any]]] = {}
         self.tasks: dict[asyncio.Task[None], str] = {}
+        self.starting: set[str] = set()  # stages whose attempt is being recorded, task not yet spawned
 
     @property
     def store(self) -> storage.Store:
@@ -86,19 +87,31 @@ class RunDriver:
                 if blocked:
                     await self._set_stage(stage_id, S.SKIPPED, reason=f"upstream stage {blocked[0]!r} "
                                           f"ended {self.stages[blocked[0]].state.value}")
+        for stage_id, reason in self._startable(now):
+            self._spawn(stage_id, self._attempt(stage_id, reason=reason))
+
+    def _startable(self, now: dt.datetime, *, succeeded: str | None = None) -> list[tuple[str, str]]:
+        """Stages to start now, with the reason, in graph order within ``parallelism``.
+
+        ``succeeded``: as if that stage had succeeded and its task (the caller) had ended.
+        """
+        busy = [s for s in self.tasks.values() if s != succeeded] + sorted(self.starting)
         limit = self.run.spec.parallelism or len(self.graph)
+        found: list[tuple[str, str]] = []
         for stage_id, deps in self.graph.items():
-            if len(self.tasks) >= limit:
+            if len(busy) + len(found) >= limit:
                 break
             stage = self.stages[stage_id]
-            if stage_id in self.tasks.values():
+            if stage_id in busy or stage_id == succeeded:
                 continue
             if stage.state is S.PENDING:
-                self._spawn(stage_id, self._attempt(stage_id, reason=""))
-            elif stage.state is S.WAITING and all(self.stages[d].state is S.SUCCEEDED for d in deps):
-                self._spawn(stage_id, self._attempt(stage_id, reason="dependencies succeeded"))
+                found.append((stage_id, ""))
+            elif stage.state is S.WAITING and all(d == succeeded or self.stages[d].state is S.SUCCEEDED
+                                                  for d in deps):
+                found.append((stage_id, "dependencies succeeded"))
             elif stage.state is S.RETRYING and stage.retry_at is not None and stage.retry_at <= now:
-                self._spawn(stage_id, self._attempt(stage_id, reason="retry delay elapsed"))
+                found.append((stage_id, "retry delay elapsed"))
+        return found
 
     def _spawn(self, stage_id: str, coro: Any) -> None:
         task = asyncio.create_task(coro, name=f"attempt {self.run.id}/{stage_id}")
@@ -125,8 +138,19 @@ class RunDriver:
                 raise failure
 
     # attempts ---------------------------------------------------------------------------
-    async def _attempt(self, stage_id: str, *, reason: str) -> None:
-        """Make the stage pending (when it is not yet) and record a new attempt, in one transaction."""
+    async def _attempt(self, stage_id: str, *, reason: str, recorded: _NewAttempt | None = None) -> None:
+        """Make the stage pending (when it is not yet) and record a new attempt, in one transaction
+        (``recorded``: that was done already, with the transaction that let the stage start)."""
+        new = recorded
+        if new is None:
+            new = self._new_attempt(stage_id, reason=reason)
+            self._recorded(new, await self.store.apply(new.moves))
+            self.engine.notify(self.run.id)
+        attempt, eff = new.attempt, new.eff
+        async with self.engine.attempt_slots:
+            await self._start_and_wait(attempt, stage_id=stage_id, eff=eff)
+
+    def _new_attempt(self, stage_id: str, *, reason: str) -> _NewAttempt:
         stage = planner.stage_of(self.run, stage_id)
         eff = planner.effective(self.run, stage, default_executor=self.engine.default_executor)
         number = self.stages[stage_id].attempts + 1
@@ -136,13 +160,12 @@ class RunDriver:
         if self.stages[stage_id].state is not S.PENDING:
             moves.append(storage.StageMove(run_id=self.run.id, stage_id=stage_id, to=S.PENDING, reason=reason))
         moves.append(storage.NewAttempt(attempt=attempt))
-        done = await self.store.apply(moves)
+        return _NewAttempt(stage_id=stage_id, attempt=attempt, eff=eff, moves=moves)
+
+    def _recorded(self, new: _NewAttempt, done: list[runs.StageRun | runs.Attempt]) -> None:
         if len(done) == 2:
-            self.stages[stage_id] = _as(runs.StageRun, done[0])
-        self.stages[stage_id] = dataclasses.replace(self.stages[stage_id], attempts=number)
-        self.engine.notify(self.run.id)
-        async with self.engine.attempt_slots:
-            await self._start_and_wait(attempt, stage_id=stage_id, eff=eff)
+            self.stages[new.stage_id] = _as(runs.StageRun, done[0])
+        self.stages[new.stage_id] = dataclasses.replace(self.stages[new.stage_id], attempts=new.attempt.number)
 
     async def _start_and_wait(self, attempt: runs.Attempt, *, stage_id: str, eff: planner.Effective) -> None:
         stage = planner.stage_of(self.run, stage_id)
@@ -218,11 +241,16 @@ class RunDriver:
             self.outputs[stage_id] = result.outputs
             if result.route:
                 self.route = result.route
+            # The stages this success lets start are recorded in the same transaction (one
+            # transaction less between two stages of a chain), then started as _advance would.
+            starts = [] if self.cancel_event.is_set() or self.run.cancel_requested else [
+                self._new_attempt(s, reason=r) for s, r in self._startable(runs.utcnow(), succeeded=stage_id)]
             await self._finish_both(
                 storage.AttemptMove(attempt_id=attempt.id, to=A.SUCCEEDED, reason="exited 0",
                                     fields={"exit_code": result.exit_code, "outputs": result.outputs}),
                 storage.StageMove(run_id=self.run.id, stage_id=stage_id, to=S.SUCCEEDED,
-                                  reason=f"attempt {attempt.number} succeeded", fields={"outputs": result.outputs}))
+                                  reason=f"attempt {attempt.number} succeeded", fields={"outputs": result.outputs}),
+                starts=starts)
             return
         failure = result.failure or states.FailureKind.EXIT_CODE
         attempt_move = storage.AttemptMove(
@@ -240,10 +268,22 @@ class RunDriver:
         await self._finish_both(attempt_move, storage.StageMove(
             run_id=self.run.id, stage_id=stage_id, to=final, reason=result.error, fields={"error": result.error}))
 
-    async def _finish_both(self, attempt_move: storage.AttemptMove, stage_move: storage.StageMove) -> None:
-        """The attempt's final state and its stage's next state, in one transaction."""
-        done = await self.store.apply([attempt_move, stage_move])
+    async def _finish_both(self, attempt_move: storage.AttemptMove, stage_move: storage.StageMove, *,
+                           starts: list[_NewAttempt] | None = None) -> None:
+        """The attempt's final state and its stage's next state (and ``starts``), in one transaction."""
+        starts = starts or []
+        self.starting.update(new.stage_id for new in starts)
+        try:
+            done = await self.store.apply([attempt_move, stage_move, *(m for new in starts for m in new.moves)])
+        finally:
+            self.starting.difference_update(new.stage_id for new in starts)
         self.stages[stage_move.stage_id] = _as(runs.StageRun, done[1])
+        at = 2
+        for new in starts:
+            self._recorded(new, done[at:at + len(new.moves)])
+            at += len(new.moves)
+            if not self.cancel_event.is_set():  # else the cancel marks them cancelled
+                self._spawn(new.stage_id, self._attempt(new.stage_id, reason="", recorded=new))
         self.engine.notify(self.run.id)
 
     async def _resume_in_flight(self) -> None:
@@ -335,6 +375,16 @@ class RunDriver:
 
 
 _T = TypeVar("_T")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _NewAttempt:
+    """An attempt about to be recorded, with the moves that record it."""
+
+    stage_id: str
+    attempt: runs.Attempt
+    eff: planner.Effective
+    moves: list[storage.Move]
 
 
 def _as(kind: type[_T], record: object) -> _T:
