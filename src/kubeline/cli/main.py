@@ -19,7 +19,7 @@ from rich.live import Live
 
 from kubeline import bootstrap
 from kubeline import settings as settings_
-from kubeline.cli import render
+from kubeline.cli import remote, render
 from kubeline.cli import server as server_cli
 from kubeline.domain import errors, runs, specs, states
 from kubeline.pipelines import loader
@@ -47,6 +47,25 @@ def _run_async(coro: Any) -> Any:
         raise typer.Exit(1) from None
     except errors.KubelineError as exc:
         raise _fail(str(exc)) from None
+
+
+def _server_url() -> str | None:
+    """``KUBELINE_URL``: the run/runs/status/logs/cancel commands then go through that server."""
+    return settings_.Settings().url
+
+
+def _remote(call: Any) -> Any:
+    import httpx
+
+    try:
+        return call()
+    except errors.SpecError as exc:
+        err.print(render.problems_table(exc.problems))
+        raise typer.Exit(1) from None
+    except errors.KubelineError as exc:
+        raise _fail(str(exc)) from None
+    except httpx.HTTPError as exc:
+        raise _fail(f"cannot reach the server at KUBELINE_URL: {exc}") from None
 
 
 def _parse_inputs(pairs: list[str]) -> dict[str, Any]:
@@ -98,6 +117,8 @@ def run(
 ) -> None:
     """Run a pipeline and wait for it, showing its stages live; exits with the run's outcome."""
     inputs = _parse_inputs(input_)
+    if url := _server_url():
+        raise typer.Exit(_remote(lambda: remote.run(url, target=target, inputs=inputs, follow=follow)))
     final = _run_async(_run(target, inputs=inputs, follow=follow, executor=executor))
     raise typer.Exit(render.EXIT_CODES.get(final.state, 1))
 
@@ -217,6 +238,10 @@ def runs_(
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
 ) -> None:
     """Recent runs, newest first."""
+    if url := _server_url():
+        _remote(lambda: remote.runs(url, pipeline=pipeline, state=state, limit=limit))
+        return
+
     async def _list() -> None:
         async with bootstrap.open_kubeline() as kl:
             items = await kl.store.list_runs(pipeline=pipeline, states_in=state or None, limit=limit)
@@ -228,6 +253,10 @@ def runs_(
 @app.command()
 def status(run_id: Annotated[str, typer.Argument(help="Run id.")]) -> None:
     """One run: its stages, attempts and outputs."""
+    if url := _server_url():
+        _remote(lambda: remote.status(url, run_id=run_id))
+        return
+
     async def _status() -> None:
         async with bootstrap.open_kubeline() as kl:
             run_ = await kl.store.get_run(run_id)
@@ -247,6 +276,10 @@ def logs(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the run ends.")] = False,
 ) -> None:
     """Print a run's logs (all stages in time order, or one stage)."""
+    if url := _server_url():
+        _remote(lambda: remote.logs(url, run_id=run_id, stage=stage, follow=follow))
+        return
+
     async def _logs() -> None:
         async with bootstrap.open_kubeline() as kl:
             run_ = await kl.store.get_run(run_id)
@@ -264,6 +297,10 @@ def logs(
 @app.command()
 def cancel(run_id: Annotated[str, typer.Argument(help="Run id.")]) -> None:
     """Cancel a queued or running run (the process driving it stops its attempts)."""
+    if url := _server_url():
+        _remote(lambda: remote.cancel(url, run_id=run_id))
+        return
+
     async def _cancel() -> None:
         async with bootstrap.open_kubeline() as kl:
             run_ = await kl.engine.cancel(run_id)
