@@ -56,6 +56,7 @@ class Engine:
         self.poll_interval = poll_interval
         self.cancel_grace = cancel_grace
         self.attempt_slots = asyncio.Semaphore(max_concurrent_attempts)
+        self.max_concurrent_runs = max_concurrent_attempts  # runs serve() drives at once
         self.drivers: dict[str, driver_.RunDriver] = {}
         self._driver_tasks: dict[str, asyncio.Task[runs.Run]] = {}
         self._changed = asyncio.Condition()
@@ -115,17 +116,24 @@ class Engine:
         next_adopt = loop.time()
         while True:
             self._dispatch.clear()
-            if loop.time() >= next_adopt:
+            # Claim only what this process can start now: runs held here while waiting for a slot
+            # would starve other replicas (and their leases compete with real work for the database).
+            free = self.max_concurrent_runs - len(self._driver_tasks)
+            if free > 0 and loop.time() >= next_adopt:
                 next_adopt = loop.time() + self.lease_seconds / 3
-                for run in await self.store.adopt_runs(self.lease(), limit=batch * 4):
+                for run in await self.store.adopt_runs(self.lease(), limit=free):
                     log.info("run %s: adopted (its previous driver's lease expired)", run.id)
                     self._owned.add(run.id)
                     self._start_driver(run)
-            claimed = await self.store.claim_queued_runs(limit=batch, lease=self.lease(), caps=self.caps)
+                free = self.max_concurrent_runs - len(self._driver_tasks)
+            claimed: list[runs.Run] = []
+            if free > 0:
+                claimed = await self.store.claim_queued_runs(limit=min(batch, free), lease=self.lease(),
+                                                             caps=self.caps)
             for run in claimed:
                 self._owned.add(run.id)
                 self._start_driver(run)
-            if len(claimed) < batch:
+            if len(claimed) < batch or free <= len(claimed):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._dispatch.wait(), timeout=self.poll_interval)
 

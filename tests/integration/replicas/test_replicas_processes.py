@@ -1,0 +1,169 @@
+"""Several real processes on one database (SQLite file and PostgreSQL): each queued run is driven
+by one process, every attempt starts exactly once, each schedule fire makes one run, and a
+``kill -9`` during running attempts loses nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from kubeline import bootstrap, settings
+from kubeline.domain import runs, specs, states
+from kubeline.storage.sql import engines, tables
+
+SCRIPT = pathlib.Path(__file__).with_name("replica_process.py")
+R = states.RunState
+
+
+def pipeline(name: str, spec: dict[str, Any]) -> runs.Pipeline:
+    return runs.Pipeline(name=name, spec=specs.PipelineSpec.model_validate(spec), source="api")
+
+
+TRIVIAL = pipeline("trivial", {"stages": [{"id": "a", "type": "shell", "command": "true"},
+                                          {"id": "b", "type": "shell", "command": "true", "dependsOn": ["a"]}]})
+
+
+@pytest.fixture
+def env(tmp_path: pathlib.Path, database_url: str) -> dict[str, str]:
+    return {**os.environ, "KUBELINE_HOME": str(tmp_path / "home"), "KUBELINE_DATABASE_URL": database_url,
+            "KUBELINE_SECRET_KEY": "", "KUBELINE_LEASE_SECONDS": "3", "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture
+def spawn(tmp_path: pathlib.Path, env: dict[str, str]) -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    started: list[subprocess.Popen[str]] = []
+
+    def _spawn(role: str, **extra: str) -> subprocess.Popen[str]:
+        with (tmp_path / f"{role}-{len(started)}.log").open("w") as log:
+            proc = subprocess.Popen([sys.executable, str(SCRIPT), role], env={**env, **extra},
+                                    stdout=subprocess.PIPE, stderr=log, text=True)
+        started.append(proc)
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.strip() == "ready", (tmp_path / f"{role}-{len(started) - 1}.log").read_text()[-2000:]
+        return proc
+
+    yield _spawn
+    for proc in started:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in started:
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+@contextlib.asynccontextmanager
+async def app(env: dict[str, str], **extra: Any) -> AsyncIterator[bootstrap.Kubeline]:
+    config = settings.Settings(home=pathlib.Path(env["KUBELINE_HOME"]), database_url=env["KUBELINE_DATABASE_URL"],
+                               **extra)
+    async with bootstrap.open_kubeline(config) as kl:
+        yield kl
+
+
+async def wait_until_final(kl: bootstrap.Kubeline, ids: list[str], *, within: float) -> list[runs.Run]:
+    deadline = time.monotonic() + within
+    while True:
+        found = [await kl.store.get_run(i) for i in ids]
+        if all(states.is_final(r.state) for r in found) or time.monotonic() > deadline:
+            return found
+        await asyncio.sleep(0.3)
+
+
+async def query(url: str, statement: Any) -> list[Any]:
+    db = engines.open_database(url)
+    try:
+        return await db.run(lambda conn: list(conn.execute(statement)), write=False)
+    finally:
+        await db.dispose()
+
+
+@pytest.mark.timeout(300)
+async def test_two_workers_500_queued_runs_every_attempt_once(env: dict[str, str], spawn: Any) -> None:
+    async with app(env) as kl:
+        await kl.store.upsert_pipeline(TRIVIAL)
+        ids = [(await kl.engine.submit(TRIVIAL)).id for _ in range(500)]
+    spawn("worker")
+    spawn("worker")
+    async with app(env) as kl:
+        final = await wait_until_final(kl, ids, within=240)
+    assert collections.Counter(r.state for r in final) == {R.SUCCEEDED: 500}, {r.error for r in final if r.error}
+    url = env["KUBELINE_DATABASE_URL"]
+    a = tables.attempts
+    per_stage = await query(url, sa.select(a.c.run_id, a.c.stage_id, sa.func.count()).group_by(a.c.run_id, a.c.stage_id))
+    assert len(per_stage) == 1000 and {count for *_, count in per_stage} == {1}
+    owners = await query(url, sa.select(tables.runs.c.owner).distinct())
+    claimed = await query(url, sa.select(sa.func.count()).select_from(tables.events)
+                          .where(tables.events.c.reason == "claimed"))
+    assert claimed == [(500,)]  # each run claimed once
+    assert len(owners) == 2  # both processes drove runs
+
+
+@pytest.mark.timeout(120)
+async def test_two_schedulers_fire_each_time_once(env: dict[str, str], spawn: Any) -> None:
+    ticking = pipeline("ticking", {"schedules": [{"id": "every", "interval": 1, "catchup": "none"}],
+                                   "stages": [{"id": "a", "type": "shell", "command": "true"}]})
+    async with app(env) as kl:
+        await kl.store.upsert_pipeline(ticking)
+    one, two = spawn("scheduler"), spawn("scheduler")
+    await asyncio.sleep(6)
+    for proc in (one, two):
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+    async with app(env) as kl:
+        fires = await kl.store.list_fires("ticking/every", limit=1000)
+        made = await kl.store.list_runs(pipeline="ticking", limit=1000)
+    assert len(fires) >= 3
+    assert all(f.run_id for f in fires)
+    details = [r.triggered_by.detail for r in made]
+    assert len(details) == len(set(details)) == len(fires)  # one run per fire, none twice
+    assert {r.id for r in made} == {f.run_id for f in fires}
+
+
+@pytest.mark.timeout(180)
+async def test_kill_9_during_running_attempts_then_restart(env: dict[str, str], spawn: Any, tmp_path: pathlib.Path) -> None:
+    slow = pipeline("slow", {"stages": [
+        {"id": "work", "type": "shell", "command": "echo begin; sleep 4; echo end; echo '{\"ok\": 1}' > $KUBELINE_OUTPUTS"},
+        {"id": "after", "type": "shell", "command": "echo after", "dependsOn": ["work"]}]})
+    async with app(env) as kl:
+        await kl.store.upsert_pipeline(slow)
+        ids = [(await kl.engine.submit(slow)).id for _ in range(4)]
+    first = spawn("worker", KUBELINE_MAX_RUNNING_RUNS="2")
+    async with app(env) as kl:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            running = [a for i in ids for a in await kl.store.list_attempts(i) if a.state is states.AttemptState.RUNNING]
+            if len(running) == 2:
+                break
+            await asyncio.sleep(0.1)
+        assert len(running) == 2
+    first.send_signal(signal.SIGKILL)  # no cleanup at all: leases stay, attempts keep running
+    first.wait(timeout=10)
+    spawn("worker", KUBELINE_MAX_RUNNING_RUNS="2")
+    async with app(env) as kl:
+        final = await wait_until_final(kl, ids, within=90)
+        assert [r.state for r in final] == [R.SUCCEEDED] * 4, [(r.state, r.error) for r in final]
+        for run_id in ids:
+            attempts = await kl.store.list_attempts(run_id)
+            assert sorted(a.stage_id for a in attempts) == ["after", "work"]  # nothing started twice
+            assert {a.state for a in attempts} == {states.AttemptState.SUCCEEDED}
+        for attempt in running:
+            text = "\n".join(line.text for line in kl.logs.read(attempt.run_id, stage_id="work"))
+            assert "begin" in text and "end" in text and "adopted after a restart" in text
+            assert (await kl.store.get_attempt(attempt.id)).outputs == {"ok": 1}
