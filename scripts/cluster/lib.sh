@@ -56,15 +56,19 @@ start() {
     echo $! >"$PIDS/$name.pid"
 }
 
-# stop NAME: SIGTERM, wait up to 10 s, then SIGKILL; removes the pid file.
+# stop NAME...: SIGTERM to all, wait up to 10 s for them to exit, then SIGKILL; removes the pid files.
 stop() {
-    local name=$1 pid i
-    if pid=$(pid_of "$name"); then
-        kill -TERM "$pid" 2>/dev/null || true
-        for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    rm -f "$PIDS/$name.pid"
+    local name pid pids=() i
+    for name in "$@"; do
+        if pid=$(pid_of "$name"); then kill -TERM "$pid" 2>/dev/null && pids+=("$pid"); fi
+    done
+    for i in $(seq 1 100); do
+        for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && break; pid=; done
+        [[ -z ${pid:-} ]] && break
+        sleep 0.1
+    done
+    for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+    for name in "$@"; do rm -f "$PIDS/$name.pid"; done
 }
 
 # wait_for DESC SECONDS LOGNAME CMD...: poll CMD every 0.5 s until it succeeds.

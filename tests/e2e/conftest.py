@@ -73,6 +73,9 @@ def _acquire_cluster(cluster: Cluster) -> None:
     env_kubeconfig = os.environ.get("KUBECONFIG")
     if env_kubeconfig:
         cluster.kubeconfig = Path(env_kubeconfig.split(os.pathsep)[0])
+        if not cluster.kubeconfig.is_file():
+            cluster.unavailable = f"$KUBECONFIG names {cluster.kubeconfig}, which does not exist"
+            return
         cluster.notes.append(f"using $KUBECONFIG={env_kubeconfig}")
     else:
         if os.geteuid() != 0:
@@ -105,7 +108,7 @@ def _acquire_cluster(cluster: Cluster) -> None:
 
 def _ensure_local_worker_image(cluster: Cluster, nodes: list[dict[str, Any]]) -> None:
     """Build and import the worker image into the local cluster when it is not there yet."""
-    names = {n for node in nodes for image in node["status"].get("images", []) for n in image["names"]}
+    names = {n for node in nodes for image in node["status"].get("images", []) for n in image.get("names") or []}
     if any(name.endswith("/" + WORKER_IMAGE) or name == WORKER_IMAGE for name in names):
         return
     code, out = _run([str(LOCAL_CLUSTER), "load-image", "worker"], timeout=20 * 60)
@@ -113,6 +116,13 @@ def _ensure_local_worker_image(cluster: Cluster, nodes: list[dict[str, Any]]) ->
         cluster.image_problem = f"scripts/local-cluster load-image failed:\n{_tail(out)}"
     else:
         cluster.notes.append(f"built and imported {WORKER_IMAGE}")
+
+
+def _server_minor(api_client: Any) -> int:
+    from kubernetes import client
+
+    minor = client.VersionApi(api_client).get_code().minor
+    return int("".join(ch for ch in minor if ch.isdigit()) or 0)
 
 
 def _unavailable(reason: str) -> None:
@@ -165,12 +175,16 @@ def namespace(request: pytest.FixtureRequest, api_client: Any) -> Iterator[str]:
     module = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_").replace("_", "-")
     name = f"e2e-{module}-{secrets.token_hex(3)}"
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    # Pods can only be created once the namespace's default ServiceAccount exists.
-    wait_until(
-        lambda: exists(lambda: core.read_namespaced_service_account("default", name)),
-        timeout=30,
-        what=f"ServiceAccount default in {name}",
-    )
+    # Pods can only be created once the namespace's default ServiceAccount exists and, before
+    # Kubernetes 1.24, once its token Secret does too (else: 500 "No API token found").
+    needs_token_secret = _server_minor(api_client) < 24
+
+    def default_sa_ready() -> bool:
+        if not exists(lambda: core.read_namespaced_service_account("default", name)):
+            return False
+        return not needs_token_secret or bool(core.read_namespaced_service_account("default", name).secrets)
+
+    wait_until(default_sa_ready, timeout=30, what=f"ServiceAccount default (and its token) in {name}")
     yield name
     with contextlib.suppress(Exception):
         core.delete_namespace(name, propagation_policy="Background", grace_period_seconds=0)

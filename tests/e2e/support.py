@@ -75,6 +75,8 @@ class Pods:
         labels: dict[str, str] | None = None,
         service_account: str | None = None,
         port: int | None = None,
+        hostname: str | None = None,
+        subdomain: str | None = None,
     ) -> Any:
         c = self._client
         return c.V1Pod(
@@ -82,6 +84,8 @@ class Pods:
             spec=c.V1PodSpec(
                 restart_policy="Never",
                 service_account_name=service_account,
+                hostname=hostname,
+                subdomain=subdomain,
                 termination_grace_period_seconds=0,
                 security_context=c.V1PodSecurityContext(run_as_non_root=True, run_as_user=1000, run_as_group=1000),
                 containers=[

@@ -94,3 +94,46 @@ def test_service_dns_between_pods(api_client: Any, namespace: str, pods: Pods) -
     assert result.phase == "Succeeded", result.logs
     assert "http://web/ hello from web" in result.logs
     assert f"{fqdn} hello from web" in result.logs
+
+
+RESOLVE = textwrap.dedent(
+    """
+    import socket, sys, time
+    deadline = time.monotonic() + 30
+    for name in sys.argv[1:]:
+        while True:
+            try:
+                print(name, socket.gethostbyname(name))
+                break
+            except OSError:  # the DNS sync loop may lag the Service by a second
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+    """
+)
+
+
+def test_headless_service_dns_names_its_pods(api_client: Any, namespace: str, pods: Pods) -> None:
+    """A StatefulSet-style pod (hostname + subdomain) behind a headless Service, as PostgreSQL is."""
+    core = client.CoreV1Api(api_client)
+    core.create_namespaced_service(
+        namespace,
+        client.V1Service(
+            metadata=client.V1ObjectMeta(name="db"),
+            spec=client.V1ServiceSpec(
+                cluster_ip="None",
+                selector={"app": "db"},
+                ports=[client.V1ServicePort(port=5432)],
+            ),
+        ),
+    )
+    pods.start(
+        namespace, name="db-0", code=WEB_SERVER, labels={"app": "db"}, port=8080, hostname="db-0", subdomain="db"
+    )
+    pod_ip = pods.wait_running(namespace, "db-0").status.pod_ip
+
+    code = RESOLVE.replace("sys.argv[1:]", repr(["db-0.db", "db"]))
+    result = pods.run(namespace, name="resolver", code=code)
+    assert result.phase == "Succeeded", result.logs
+    assert f"db-0.db {pod_ip}" in result.logs
+    assert f"db {pod_ip}" in result.logs
