@@ -66,10 +66,10 @@ start_scheduler() {
 
 start_containerd() {
     local d=$STATE/containerd
-    mkdir -p "$d/root" "$d/state" "$STATE/cni/net.d"
+    mkdir -p "$CONTAINERD_ROOT" "$d/state" "$STATE/cni/net.d"
     cat >"$d/config.toml" <<TOML
 version = 2
-root = "$d/root"
+root = "$CONTAINERD_ROOT"
 state = "$d/state"
 disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.devmapper"]
 

@@ -34,8 +34,17 @@ write_docker_archive() {
 }
 
 import_image() { # import_image TARBALL
-    ctr --address "$CONTAINERD_SOCK" -n k8s.io images import --no-unpack=false "$1" >/dev/null \
+    ctr --address "$CONTAINERD_SOCK" -n k8s.io images import "$1" >/dev/null \
         || die "ctr images import $1 failed; see $LOGS/containerd.log"
+    # Remember what the (persistent) store holds, so `up` skips tarballs it already imported.
+    touch -r "$1" "$CONTAINERD_ROOT/imported-$(basename "$1")"
+}
+
+# import_if_changed TARBALL: import unless this very tarball is already in containerd's store.
+import_if_changed() {
+    local stamp=$CONTAINERD_ROOT/imported-$(basename "$1")
+    [[ -f $stamp && ! $1 -nt $stamp && ! $1 -ot $stamp ]] && return 0
+    import_image "$1"
 }
 
 # The pod sandbox image: just the static pause binary.
@@ -49,7 +58,7 @@ ensure_pause_image() {
             '{"Entrypoint": ["/pause"], "User": "65535:65535"}'
         rm -rf "$root"
     fi
-    import_image "$tar"
+    import_if_changed "$tar"
 }
 
 # The Debian mirror apt uses here (the first deb.debian.org-style URI of the main archive).
@@ -176,12 +185,12 @@ build_worker_image() {
     echo "$out"
 }
 
-# Re-import every cached image tarball (after a fresh `up`).
+# Import every cached image tarball that containerd's store does not hold yet.
 import_cached_images() {
     local t
     for t in "$IMAGE_CACHE"/*.tar; do
         [[ -f $t ]] || continue
         case $(basename "$t") in rootfs-*|pause.tar) continue ;; esac
-        import_image "$t"
+        import_if_changed "$t"
     done
 }
