@@ -6,6 +6,8 @@ otherwise this repository's own single-node cluster, started with `scripts/local
 
 When no cluster can be had, every e2e test is skipped with the reason, except when
 `KUBELINE_REQUIRE_CLUSTER=1` (CI sets it): then they fail with that reason instead.
+On the local cluster the worker image is built when missing, or always with
+`KUBELINE_E2E_REBUILD_IMAGE=1` (after changing the package).
 
 The cluster is acquired once, after collection and outside any test's timeout, and only if an
 e2e test was selected. Tests talk to it with the official `kubernetes` client and `kubectl`.
@@ -51,8 +53,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         _acquire_cluster(_CLUSTER)
 
 
-def pytest_report_header(config: pytest.Config) -> list[str]:
-    return [f"e2e: {note}" for note in _CLUSTER.notes]
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for note in _CLUSTER.notes:
+        terminalreporter.write_line(f"e2e: {note}")
 
 
 def _run(cmd: list[str], *, timeout: float, env: dict[str, str] | None = None) -> tuple[int, str]:
@@ -109,7 +112,9 @@ def _acquire_cluster(cluster: Cluster) -> None:
 def _ensure_local_worker_image(cluster: Cluster, nodes: list[dict[str, Any]]) -> None:
     """Build and import the worker image into the local cluster when it is not there yet."""
     names = {n for node in nodes for image in node["status"].get("images", []) for n in image.get("names") or []}
-    if any(name.endswith("/" + WORKER_IMAGE) or name == WORKER_IMAGE for name in names):
+    present = any(name.endswith("/" + WORKER_IMAGE) or name == WORKER_IMAGE for name in names)
+    # KUBELINE_E2E_REBUILD_IMAGE=1 rebuilds it from the current checkout (the package changed).
+    if present and os.environ.get("KUBELINE_E2E_REBUILD_IMAGE") != "1":
         return
     code, out = _run([str(LOCAL_CLUSTER), "load-image", "worker"], timeout=20 * 60)
     if code != 0:
