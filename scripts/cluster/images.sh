@@ -42,7 +42,8 @@ import_image() { # import_image TARBALL
 
 # import_if_changed TARBALL: import unless this very tarball is already in containerd's store.
 import_if_changed() {
-    local stamp=$CONTAINERD_ROOT/imported-$(basename "$1")
+    local stamp
+    stamp=$CONTAINERD_ROOT/imported-$(basename "$1")
     [[ -f $stamp && ! $1 -nt $stamp && ! $1 -ot $stamp ]] && return 0
     import_image "$1"
 }

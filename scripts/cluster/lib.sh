@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034  # settings used by the files that source this one
 # Shared settings and helpers for scripts/local-cluster. Sourced, never run.
 #
 # Layout: everything a running cluster owns lives in one state dir ($STATE: certs,
