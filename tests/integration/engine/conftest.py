@@ -16,13 +16,17 @@ def home(tmp_path: pathlib.Path) -> pathlib.Path:
 
 
 @pytest.fixture
-def open_app(home: pathlib.Path, tmp_path: pathlib.Path) -> Callable[[], contextlib.AbstractAsyncContextManager[bootstrap.Kubeline]]:
+def open_app(
+    home: pathlib.Path, database_url: str
+) -> Callable[[], contextlib.AbstractAsyncContextManager[bootstrap.Kubeline]]:
+    """Kubeline on SQLite and on a real PostgreSQL (``database_url`` is parametrised)."""
     # a shared venv/uv cache across tests keeps them fast; each test has its own DB and logs
     shared = pathlib.Path("/tmp/kubeline-test-venvs")
 
     @contextlib.asynccontextmanager
     async def _open() -> AsyncIterator[bootstrap.Kubeline]:
-        config = settings.Settings(home=home, secret_key=None, uv_cache_dir=shared / "uv-cache")
+        config = settings.Settings(home=home, secret_key=None, uv_cache_dir=shared / "uv-cache",
+                                   database_url=database_url)
         async with bootstrap.open_kubeline(config) as app:
             yield app
 
