@@ -32,8 +32,14 @@ class Kubeline:
     new_key_file: pathlib.Path | None  # set when this start generated the secret key
 
 
-def executors_for(settings: settings_.Settings) -> dict[str, executors_base.Executor]:
-    return {"local": local.LocalExecutor.from_settings(settings)}
+def executors_for(settings: settings_.Settings, *,
+                  store: storage_base.Store | None = None) -> dict[str, executors_base.Executor]:
+    found: dict[str, executors_base.Executor] = {"local": local.LocalExecutor.from_settings(settings)}
+    if settings.executor == "kubernetes" or settings.kubernetes_api_url:
+        from kubeline.executors.kubernetes import executor as k8s  # the kubernetes client loads only here
+
+        found["kubernetes"] = k8s.KubernetesExecutor.from_settings(settings, attempts=store)
+    return found
 
 
 @contextlib.asynccontextmanager
@@ -41,7 +47,7 @@ async def open_kubeline(settings: settings_.Settings | None = None) -> AsyncIter
     settings = settings or settings_.Settings()
     settings.home.mkdir(parents=True, exist_ok=True)
     store = await sql.SqlStore.open(settings.database)
-    executors = executors_for(settings)
+    executors = executors_for(settings, store=store)
     try:
         key, created = crypto.load_key(settings)
         secrets = secret_service.SecretService(store=store, key=key)

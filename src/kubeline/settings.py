@@ -42,6 +42,19 @@ class Settings(pydantic_settings.BaseSettings):
     max_request_bytes: int = pydantic.Field(
         1024 * 1024, ge=1024, description="API request bodies over this are refused (413)."
     )
+    kubernetes_namespace: str = pydantic.Field(
+        "default", description="Namespace of attempt Jobs (pipelines may override).")
+    kubernetes_image: str = pydantic.Field("kubeline-worker:dev", description="Worker image of attempt pods.")
+    kubernetes_api_url: str | None = pydantic.Field(
+        None, description="URL pods use to reach this server's API (outputs upload), e.g. http://kubeline.ns:8080.")
+    kubernetes_kubeconfig: pathlib.Path | None = pydantic.Field(
+        None, description="Kubeconfig file; default: in-cluster ServiceAccount, else ~/.kube/config.")
+    kubernetes_service_account: str | None = None
+    kubernetes_pending_timeout: float = pydantic.Field(
+        300.0, gt=0, description="Seconds an attempt pod may take to start before it fails.")
+    kubernetes_ttl_seconds: int = pydantic.Field(3600, ge=0, description="Finished Jobs are kept this long.")
+    kubernetes_uv_cache_claim: str | None = pydantic.Field(
+        None, description="PVC for the pods' uv cache; default: an emptyDir per pod.")
 
     @property
     def database(self) -> str:

@@ -1,0 +1,83 @@
+"""``/api/v1/attempts/{id}/io``: a running attempt's pod hands its outputs and route back.
+
+The Kubernetes executor gives each attempt a random token (in the attempt's K8s Secret) and
+keeps only its SHA-256 in the attempt's handle; this route compares digests in constant time,
+accepts uploads only while the attempt runs, and stores the outputs with the attempt (the route
+goes into the handle's ``io`` entry, which also tells the executor an upload happened). Any
+replica can take the upload: the executor that waits reads it from the store. Bodies may be
+gzip-compressed (``Content-Encoding: gzip``), so large outputs fit the request size limit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+import zlib
+from typing import Annotated, Any
+
+import fastapi
+
+from kubeline.api import deps
+from kubeline.domain import errors, states
+
+router = fastapi.APIRouter(prefix="/attempts", tags=["attempts"])
+MAX_OUTPUTS_BYTES = 64 * 1024 * 1024  # decompressed
+_UNAUTHORIZED = "invalid or missing attempt token (pods send $KUBELINE_ATTEMPT_TOKEN as a Bearer token)"
+
+
+def _unauthorized() -> fastapi.HTTPException:
+    return fastapi.HTTPException(401, detail=_UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
+
+
+def _decode(raw: bytes, encoding: str | None) -> Any:
+    if encoding and encoding.lower() == "gzip":
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            raw = inflater.decompress(raw, MAX_OUTPUTS_BYTES)
+        except zlib.error as exc:
+            raise fastapi.HTTPException(400, detail=f"body is not valid gzip: {exc}") from None
+        if inflater.unconsumed_tail:
+            raise fastapi.HTTPException(413, detail=f"outputs are larger than {MAX_OUTPUTS_BYTES} bytes")
+    elif encoding and encoding.lower() != "identity":
+        raise fastapi.HTTPException(415, detail=f"Content-Encoding {encoding!r}: send gzip or identity")
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise fastapi.HTTPException(400, detail=f"body is not JSON: {exc}") from None
+
+
+@router.put("/{attempt_id}/io", status_code=204, responses=deps.problem_responses(400, 401, 409, 413))
+async def put_attempt_io(
+    attempt_id: Annotated[str, fastapi.Path(max_length=64)],
+    request: fastapi.Request,
+    kl: deps.KL,
+    authorization: Annotated[str | None, fastapi.Header()] = None,
+    content_encoding: Annotated[str | None, fastapi.Header()] = None,
+) -> fastapi.Response:
+    """Store a running attempt's outputs (a JSON object) and route: ``{"outputs": {...}, "route": null}``."""
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise _unauthorized()
+    try:
+        attempt = await kl.store.get_attempt(attempt_id)
+    except errors.NotFoundError:
+        raise _unauthorized() from None
+    if attempt.state is states.AttemptState.PENDING and "token_sha256" not in attempt.handle:
+        raise fastapi.HTTPException(409, detail=f"attempt {attempt_id} is still starting; retry")
+    expected = str(attempt.handle.get("token_sha256", ""))
+    given = hashlib.sha256(token.strip().encode()).hexdigest()
+    if not expected or not hmac.compare_digest(expected, given):
+        raise _unauthorized()
+    if attempt.state is not states.AttemptState.RUNNING:
+        raise fastapi.HTTPException(409, detail=f"attempt {attempt_id} is {attempt.state.value}; "
+                                                "outputs are accepted while it runs")
+    body = _decode(await request.body(), content_encoding)
+    outputs = body.get("outputs") if isinstance(body, dict) else None
+    route = body.get("route") if isinstance(body, dict) else None
+    if not isinstance(outputs, dict) or not (route is None or isinstance(route, str)):
+        raise fastapi.HTTPException(400, detail='send {"outputs": {...}, "route": "name" or null}')
+    upload = {"route": route, "at": dt.datetime.now(dt.UTC).isoformat()}
+    await kl.store.update_attempt(attempt_id, outputs=outputs, handle={**attempt.handle, "io": upload})
+    return fastapi.Response(status_code=204)

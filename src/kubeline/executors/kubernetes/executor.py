@@ -1,0 +1,350 @@
+"""The Kubernetes executor: one ``batch/v1`` Job per attempt, followed by watches, never hung.
+
+``start`` creates the attempt's ConfigMap (code, inputs, config, entrypoint) and Secret (secret
+env, attempt token), then the Job, then makes the Job their owner. ``wait`` judges what the
+namespace's watches report (``reasons.judge``): success, exit code, OOM, deadline, eviction,
+a lost node, or a pod that cannot start (fails at once, or when the pending timeout runs out;
+its Job is deleted). Outputs come back through the Kubeline API: the pod PUTs them with its
+attempt token to ``/api/v1/attempts/{id}/io`` (``api.routes.attempt_io``), which stores them
+with the attempt; ``wait`` reads them from the store, so the server that receives the upload
+need not be the one that started the Job. Only the token's SHA-256 is kept (in the handle).
+
+``cancel`` deletes the Job (propagation Foreground: its pod, ConfigMap and Secret go with it).
+``adopt`` re-attaches to a Job by name after a restart and resumes its log after the last
+stored line. ``close`` stops following and leaves Jobs running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import hashlib
+import logging
+import pathlib
+import secrets
+import time
+from typing import Any, Protocol
+
+from kubeline.domain import errors, runs, states
+from kubeline.executors import base
+from kubeline.executors.kubernetes import bundles, kube, logs, manifests, reasons, tracking, watches
+from kubeline.runtime import pod as pod_entry
+
+log = logging.getLogger("kubeline.executors.kubernetes")
+_IDLE_REFRESH = 30.0  # seconds without an event before the attempt's objects are re-read
+_OUTPUTS_WAIT = 5.0  # seconds to wait for an upload recorded after the pod's exit (clock skew)
+
+
+class AttemptReader(Protocol):
+    """The slice of the Store this executor needs (outputs and route are stored by the API)."""
+
+    async def get_attempt(self, attempt_id: str) -> runs.Attempt: ...
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class KubernetesExecutor:
+    name = "kubernetes"
+
+    def __init__(self, *, kube_: kube.Kube, defaults: manifests.Defaults,
+                 attempts: AttemptReader | None, pending_timeout: float = 300.0,
+                 log_line_limit: int = 64 * 1024, kill_wait: float = 10.0,
+                 log_drain: float = 120.0) -> None:
+        self.kube = kube_
+        self.defaults = defaults
+        self.attempts = attempts
+        self.pending_timeout = pending_timeout
+        self.log_line_limit = log_line_limit
+        self.kill_wait = kill_wait
+        self.log_drain = log_drain
+        self.capabilities = base.Capabilities(adopt=True, memory_limit=True, cpu_limit=True)
+        self._tracked: dict[str, tracking.Tracked] = {}
+        self._watches: dict[str, watches.NamespaceWatch] = {}
+        self._log_pool = concurrent.futures.ThreadPoolExecutor(256, thread_name_prefix="kubeline-k8s-log")
+        self._entrypoint = pathlib.Path(pod_entry.__file__).read_text()
+
+    @classmethod
+    def from_settings(cls, settings: Any, *, attempts: AttemptReader | None,
+                      **kwargs: Any) -> KubernetesExecutor:
+        """Cluster access, namespace, image and the pods' URL of the API from ``Settings``."""
+        api = kube.load_client(settings.kubernetes_kubeconfig)
+        defaults = manifests.Defaults(
+            namespace=settings.kubernetes_namespace, image=settings.kubernetes_image,
+            service_account=settings.kubernetes_service_account,
+            api_url=settings.kubernetes_api_url or "http://kubeline:8080",
+            ttl_seconds=settings.kubernetes_ttl_seconds,
+            uv_cache_claim=settings.kubernetes_uv_cache_claim)
+        return cls(kube_=kube.Kube(api), defaults=defaults, attempts=attempts,
+                   pending_timeout=settings.kubernetes_pending_timeout,
+                   log_line_limit=settings.log_line_limit, **kwargs)
+
+    # starting ---------------------------------------------------------------------------
+    async def start(self, spec: base.AttemptSpec, sink: base.LogSink) -> dict[str, Any]:
+        if not spec.argv:
+            raise errors.ExecutorError(f"stage {spec.stage_id}: nothing to run (empty argv)")
+        namespace = manifests.namespace_for(spec, self.defaults)
+        code = await asyncio.to_thread(bundles.pack, spec.folder) if spec.folder else None
+        requirements = None
+        if spec.requirements is not None and spec.requirements.is_file():
+            requirements = spec.requirements.read_text()
+        token = secrets.token_urlsafe(32)
+        config_map = manifests.config_map(spec, defaults=self.defaults, entrypoint=self._entrypoint,
+                                          code=code, requirements=requirements)
+        secret = manifests.secret(spec, defaults=self.defaults, token=token)
+        job = manifests.job(spec, defaults=self.defaults)
+        name = job["metadata"]["name"]
+        now = time.time()
+        handle: dict[str, Any] = {
+            "attempt_id": spec.attempt_id, "namespace": namespace, "job": name,
+            "token_sha256": token_digest(token), "created_at": now,
+            "pending_deadline": now + self.pending_timeout, "timeout": spec.timeout,
+            "memory_limit": spec.resources.limits.memory,
+        }
+        await self._watch(namespace)
+        tracked = self._track(handle, sink, logs.Position())
+        try:
+            await asyncio.gather(self.kube.create("configmaps", namespace, config_map),
+                                 self.kube.create("secrets", namespace, secret))
+            created = await self.kube.create("jobs", namespace, job)
+            owner = {"metadata": {"ownerReferences": [manifests.owner_reference(created)]}}
+            await asyncio.gather(self.kube.patch("configmaps", namespace, name, owner),
+                                 self.kube.patch("secrets", namespace, name, owner))
+        except Exception as exc:
+            self._untrack(tracked)
+            with contextlib.suppress(Exception):
+                await asyncio.gather(*(self.kube.delete(kind, namespace, name, propagation="Background")
+                                       for kind in ("jobs", "configmaps", "secrets")))
+            raise errors.ExecutorError(
+                f"stage {spec.stage_id}: cannot create its Job in namespace {namespace!r}: "
+                f"{kube.describe(exc)}") from None
+        tracked.log_task = asyncio.create_task(self._follow_logs(tracked))
+        return handle
+
+    def _track(self, handle: dict[str, Any], sink: base.LogSink, position: logs.Position) -> tracking.Tracked:
+        tracked = tracking.Tracked(handle=handle, sink=sink, position=position)
+        self._tracked[manifests.label_value(handle["attempt_id"])] = tracked
+        return tracked
+
+    def _untrack(self, tracked: tracking.Tracked) -> None:
+        key = manifests.label_value(tracked.handle["attempt_id"])
+        if self._tracked.get(key) is tracked:
+            del self._tracked[key]
+
+    async def _watch(self, namespace: str) -> None:
+        watch = self._watches.get(namespace)
+        if watch is None:
+            watch = watches.NamespaceWatch(kube_=self.kube, namespace=namespace,
+                                           loop=asyncio.get_running_loop(), on_event=self._on_event,
+                                           on_listed=self._on_listed)
+            self._watches[namespace] = watch
+            watch.start()
+        await watch.ready()
+
+    def _on_event(self, kind: str, event: str, obj: dict[str, Any]) -> None:
+        attempt = obj.get("metadata", {}).get("labels", {}).get(manifests.ATTEMPT_LABEL)
+        tracked = self._tracked.get(attempt or "")
+        if tracked is not None:
+            tracked.apply(kind, event, obj)
+
+    def _on_listed(self, kind: str, present: set[str]) -> None:
+        for key, tracked in list(self._tracked.items()):
+            if key not in present:
+                tracked.missing(kind)
+
+    # waiting ----------------------------------------------------------------------------
+    async def wait(self, handle: dict[str, Any]) -> base.AttemptResult:
+        tracked = self._tracked.get(manifests.label_value(handle["attempt_id"]))
+        if tracked is None:
+            raise errors.ExecutorError(
+                f"attempt {handle['attempt_id']} is not followed by this executor; adopt it first")
+        try:
+            result = await self._judge_until_final(tracked)
+            tracked.finished = True
+            if result.succeeded:
+                result = await self._with_outputs(tracked)
+            await self._drain_logs(tracked, cancelled=result.failure is states.FailureKind.CANCELLED)
+            return result
+        finally:
+            tracked.finished = True
+            self._untrack(tracked)
+
+    async def _judge_until_final(self, tracked: tracking.Tracked) -> base.AttemptResult:
+        handle = tracked.handle
+        last_event = time.monotonic()
+        while True:
+            generation = tracked.generation
+            if tracked.cancelled:
+                return base.AttemptResult(exit_code=None, failure=states.FailureKind.CANCELLED,
+                                          error="was cancelled")
+            now = time.time()
+            verdict = reasons.judge(tracked.seen, now=now, pending_deadline=handle.get("pending_deadline"),
+                                    pending_timeout=self.pending_timeout, timeout=handle.get("timeout"),
+                                    memory_limit=handle.get("memory_limit"))
+            if verdict.waiting_for_job:
+                tracked.killed_at = tracked.killed_at or now
+                if now - tracked.killed_at >= self.kill_wait:
+                    status = reasons.container_status(tracked.seen.pod) or {}
+                    return reasons.terminated_result(status["state"]["terminated"],
+                                                     memory_limit=handle.get("memory_limit"))
+            if verdict.result is not None:
+                if verdict.delete:
+                    await self._delete(tracked, why=verdict.result.error)
+                return verdict.result
+            pause = _IDLE_REFRESH
+            if not verdict.started and handle.get("pending_deadline"):
+                pause = min(pause, max(0.05, handle["pending_deadline"] - now + 0.05))
+            if verdict.waiting_for_job:
+                pause = min(pause, 1.0)
+            await tracked.changed(generation, pause)
+            if tracked.generation != generation:
+                last_event = time.monotonic()
+            elif time.monotonic() - last_event >= _IDLE_REFRESH:
+                last_event = time.monotonic()
+                await self._refresh(tracked)
+
+    async def _refresh(self, tracked: tracking.Tracked) -> None:
+        """Re-read the Job and its pod (a safety net should a watch stall silently)."""
+        namespace, name = tracked.handle["namespace"], tracked.handle["job"]
+        try:
+            job = await self.kube.read("jobs", namespace, name)
+            pods = await self.kube.call("GET", self.kube.path("pods", namespace), query=[
+                ("labelSelector", f"{manifests.ATTEMPT_LABEL}={manifests.label_value(tracked.handle['attempt_id'])}")])
+        except kube.ApiError as exc:
+            log.warning("cannot re-read Job %s/%s: %s", namespace, name, kube.describe(exc))
+            return
+        if job is None:
+            tracked.missing("jobs")
+        else:
+            tracked.apply("jobs", "MODIFIED", job)
+        for pod in pods.get("items", []):
+            tracked.apply("pods", "MODIFIED", pod)
+
+    async def _with_outputs(self, tracked: tracking.Tracked) -> base.AttemptResult:
+        if self.attempts is None:
+            return base.AttemptResult(exit_code=0)
+        attempt_id = tracked.handle["attempt_id"]
+        give_up = time.monotonic() + _OUTPUTS_WAIT
+        while True:
+            attempt = await self.attempts.get_attempt(attempt_id)
+            upload = attempt.handle.get("io")
+            if upload is not None:
+                return base.AttemptResult(exit_code=0, outputs=dict(attempt.outputs),
+                                          route=upload.get("route"))
+            if time.monotonic() > give_up:
+                return base.AttemptResult(
+                    exit_code=0, failure=states.FailureKind.EXIT_CODE,
+                    error=f"the pod exited 0 but its outputs never reached the Kubeline API at "
+                          f"{self.defaults.api_url} (check that pods can reach that URL)")
+            await asyncio.sleep(0.1)
+
+    async def _delete(self, tracked: tracking.Tracked, *, why: str) -> None:
+        tracked.deleting = True
+        namespace, name = tracked.handle["namespace"], tracked.handle["job"]
+        tracked.sink.write("system", f"deleting Job {namespace}/{name}: {why}")
+        try:
+            await self.kube.delete("jobs", namespace, name)
+        except kube.ApiError as exc:
+            log.warning("cannot delete Job %s/%s: %s", namespace, name, kube.describe(exc))
+
+    # logs -------------------------------------------------------------------------------
+    async def _follow_logs(self, tracked: tracking.Tracked) -> None:
+        loop = asyncio.get_running_loop()
+        namespace = tracked.handle["namespace"]
+        while True:
+            generation = tracked.generation
+            pod = tracked.seen.pod
+            if tracked.cancelled or tracked.seen.pod_gone or tracked.seen.job_gone:
+                return
+            if pod is None or not reasons.has_started(pod):
+                if tracked.finished:
+                    return
+                await tracked.changed(generation, 1.0)
+                continue
+            name = pod["metadata"]["name"]
+            if tracked.follower is None or tracked.follower.pod != name:
+                tracked.follower = logs.Follower(kube_=self.kube, namespace=namespace, pod=name,
+                                                 sink=tracked.sink, loop=loop, position=tracked.position,
+                                                 line_limit=self.log_line_limit)
+            try:
+                await loop.run_in_executor(self._log_pool, tracked.follower.run_once)
+            except Exception as exc:  # a broken stream: reopen it after the last line
+                if isinstance(exc, kube.ApiError) and exc.status == 404:
+                    return  # the pod is gone
+                await asyncio.sleep(0.3)
+                continue
+            for _ in range(20):  # the stream ended: normally because the container did
+                if _terminated(tracked.seen.pod) or tracked.cancelled or tracked.seen.pod_gone:
+                    return
+                await tracked.changed(tracked.generation, 0.1)
+
+    async def _drain_logs(self, tracked: tracking.Tracked, *, cancelled: bool) -> None:
+        task = tracked.log_task
+        if task is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(task), 2.0 if cancelled else self.log_drain)
+        except TimeoutError:
+            if tracked.follower is not None:
+                tracked.follower.stop()
+            task.cancel()
+        await asyncio.sleep(0)  # the last batch handed over by the reader thread
+
+    # cancel, adopt, close ---------------------------------------------------------------
+    async def cancel(self, handle: dict[str, Any]) -> None:
+        tracked = self._tracked.get(manifests.label_value(handle["attempt_id"]))
+        if tracked is not None:
+            tracked.cancelled = tracked.deleting = True
+            tracked.notify()
+        try:
+            await self.kube.delete("jobs", handle["namespace"], handle["job"])
+        except kube.ApiError as exc:
+            raise errors.ExecutorError(f"cannot delete Job {handle['namespace']}/{handle['job']}: "
+                                       f"{kube.describe(exc)}") from None
+
+    async def adopt(self, handle: dict[str, Any], sink: base.LogSink) -> bool:
+        key = manifests.label_value(handle["attempt_id"])
+        if key in self._tracked:
+            return True
+        namespace = handle["namespace"]
+        await self._watch(namespace)
+        tracked = self._track(handle, sink, logs.position_from_file(getattr(sink, "path", None)))
+        job = await self.kube.read("jobs", namespace, handle["job"])
+        if job is None:
+            uploaded = False
+            if self.attempts is not None:
+                uploaded = "io" in (await self.attempts.get_attempt(handle["attempt_id"])).handle
+            if not uploaded:
+                self._untrack(tracked)
+                return False
+            sink.write("system", "its Job finished and was removed while Kubeline was down; "
+                                 "output after the restart is not in this log")
+            job = {"metadata": {"name": handle["job"]},
+                   "status": {"conditions": [{"type": "Complete", "status": "True"}]}}
+            tracked.apply("jobs", "MODIFIED", job)
+            return True
+        tracked.apply("jobs", "MODIFIED", job)
+        await self._refresh(tracked)
+        tracked.log_task = asyncio.create_task(self._follow_logs(tracked))
+        return True
+
+    async def close(self) -> None:
+        """Stop following; running Jobs keep running (a restarted server adopts them)."""
+        for watch in self._watches.values():
+            watch.stop()
+        self._watches.clear()
+        for tracked in list(self._tracked.values()):
+            if tracked.follower is not None:
+                tracked.follower.stop()
+            if tracked.log_task is not None:
+                tracked.log_task.cancel()
+        self._tracked.clear()
+        self._log_pool.shutdown(wait=False, cancel_futures=True)
+        self.kube.close()
+
+
+def _terminated(pod: dict[str, Any] | None) -> bool:
+    status = reasons.container_status(pod) or {}
+    return "terminated" in (status.get("state") or {})

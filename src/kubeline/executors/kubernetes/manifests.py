@@ -1,0 +1,264 @@
+"""Pure functions: an ``AttemptSpec`` -> the Job, ConfigMap and Secret of one attempt (dicts).
+
+Nothing here talks to a cluster, so every field is pinned by golden-dict unit tests. The pod is
+hardened (non-root uid 1000, read-only root filesystem, all capabilities dropped, seccomp
+RuntimeDefault, no privilege escalation, no service-account token unless a service account is
+asked for); it writes only to emptyDirs: ``/tmp`` and the work dir. The ConfigMap (code bundle,
+inputs, config, the entrypoint) and the Secret (secret env values, the attempt token) are
+created first and then owned by the Job, so deleting the Job (cancel, TTL) deletes them too.
+Secret values never appear in the Job: the container reads them through ``secretKeyRef``.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import math
+import re
+from typing import Any, TypedDict
+
+from kubeline.domain import errors
+from kubeline.executors import base
+
+LABEL_PREFIX = "kubeline.dev/"
+ATTEMPT_LABEL = LABEL_PREFIX + "attempt"
+CONTAINER = "main"
+BUNDLE_DIR = "/kubeline/bundle"  # the ConfigMap, read-only
+TMP_DIR = "/tmp"  # noqa: S108 - an emptyDir of its own in the pod
+WORK_DIR = "/kubeline/work"  # emptyDir: code, venv, outputs, artifacts
+UV_CACHE_DIR = "/kubeline/uv-cache"
+ENTRYPOINT_KEY = "pod.py"
+CODE_KEY = "code.tar.gz"
+CONFIGMAP_LIMIT = 1000 * 1024  # bytes of data a ConfigMap may hold (the API's cap is 1 MiB)
+TOKEN_KEY = "KUBELINE_ATTEMPT_TOKEN"  # noqa: S105 - a key name, not a secret
+_LABEL_VALUE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+class ObjectMeta(TypedDict, total=False):
+    name: str
+    namespace: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    ownerReferences: list[dict[str, Any]]
+    uid: str
+
+
+class ConfigMap(TypedDict):
+    apiVersion: str
+    kind: str
+    metadata: ObjectMeta
+    data: dict[str, str]
+    binaryData: dict[str, str]
+
+
+class Secret(TypedDict):
+    apiVersion: str
+    kind: str
+    metadata: ObjectMeta
+    type: str
+    stringData: dict[str, str]
+
+
+class Job(TypedDict):
+    apiVersion: str
+    kind: str
+    metadata: ObjectMeta
+    spec: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Defaults:
+    """Executor-wide settings; ``spec.kubernetes`` of a pipeline/stage overrides the first five."""
+
+    namespace: str = "default"
+    image: str = "kubeline-worker:dev"
+    image_pull_policy: str = "IfNotPresent"
+    service_account: str | None = None
+    api_url: str = "http://kubeline:8080"  # how pods reach the Kubeline API (outputs upload)
+    ttl_seconds: int = 3600  # finished Jobs kept this long (for kubectl; logs are stored anyway)
+    uv_cache_claim: str | None = None  # a PVC for the uv cache; default: an emptyDir per pod
+    grace_seconds: int = 5
+
+
+def name_for(attempt_id: str) -> str:
+    """The Job/ConfigMap/Secret name of an attempt (attempt ids are K8s-name safe)."""
+    return "kl-" + attempt_id.lower()
+
+
+def label_value(text: str) -> str:
+    value = _LABEL_VALUE.sub("_", text)[:63]
+    return value.strip("._-") or "x"
+
+
+def labels(spec: base.AttemptSpec) -> dict[str, str]:
+    return {
+        LABEL_PREFIX + "pipeline": label_value(spec.pipeline),
+        LABEL_PREFIX + "run": label_value(spec.run_id),
+        LABEL_PREFIX + "stage": label_value(spec.stage_id),
+        ATTEMPT_LABEL: label_value(spec.attempt_id),
+        LABEL_PREFIX + "attempt-number": str(spec.number),
+        "app.kubernetes.io/managed-by": "kubeline",
+    }
+
+
+def namespace_for(spec: base.AttemptSpec, defaults: Defaults) -> str:
+    return spec.kubernetes.namespace or defaults.namespace
+
+
+def _meta(spec: base.AttemptSpec, defaults: Defaults) -> ObjectMeta:
+    return {"name": name_for(spec.attempt_id), "namespace": namespace_for(spec, defaults),
+            "labels": labels(spec)}
+
+
+def launch_plan(spec: base.AttemptSpec, *, has_code: bool, requirements: bool) -> dict[str, Any]:
+    """What the in-pod entrypoint (``kubeline.runtime.pod``) does: it reads this as JSON."""
+    return {"argv": list(spec.argv), "runtime": spec.runtime.value,
+            "python_version": spec.python_version, "requirements": requirements,
+            "extra_packages": list(spec.extra_packages), "has_code": has_code,
+            "memory_limit": spec.resources.limits.memory}
+
+
+def config_map(spec: base.AttemptSpec, *, defaults: Defaults, entrypoint: str, code: bytes | None,
+               requirements: str | None) -> ConfigMap:
+    """The attempt's bundle; ``ExecutorError`` when it is too large for a ConfigMap."""
+    data = {ENTRYPOINT_KEY: entrypoint, "inputs.json": json.dumps(spec.inputs),
+            "config.json": json.dumps(spec.config),
+            "plan.json": json.dumps(launch_plan(spec, has_code=code is not None,
+                                                requirements=requirements is not None))}
+    if requirements is not None:
+        data["requirements.txt"] = requirements
+    binary = {CODE_KEY: base64.b64encode(code).decode()} if code is not None else {}
+    size = sum(len(v.encode()) for v in data.values()) + (len(code) if code is not None else 0)
+    if size > CONFIGMAP_LIMIT:
+        raise errors.ExecutorError(
+            f"stage {spec.stage_id}: code, inputs and config take {size // 1024} KiB, more than the "
+            f"{CONFIGMAP_LIMIT // 1024} KiB a ConfigMap holds; shrink the pipeline folder, pass "
+            "large data by reference (a URL or object-store key) instead of as inputs, or bake "
+            "the code into an image (kubernetes.image)")
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(spec, defaults),
+            "data": data, "binaryData": binary}
+
+
+def secret(spec: base.AttemptSpec, *, defaults: Defaults, token: str) -> Secret:
+    """Secret env values and the attempt token; the Job refers to each key."""
+    values = {k: v for k, v in spec.env.items() if k in spec.secret_env}
+    values[TOKEN_KEY] = token
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": _meta(spec, defaults),
+            "type": "Opaque", "stringData": values}
+
+
+def _env(spec: base.AttemptSpec, *, defaults: Defaults) -> list[dict[str, Any]]:
+    name = name_for(spec.attempt_id)
+    env: list[dict[str, Any]] = [
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+        {"name": "HOME", "value": TMP_DIR},
+        {"name": "UV_CACHE_DIR", "value": UV_CACHE_DIR},
+        {"name": "KUBELINE_URL", "value": defaults.api_url},
+        {"name": "KUBELINE_BUNDLE", "value": BUNDLE_DIR},
+        {"name": "KUBELINE_WORK", "value": WORK_DIR},
+        {"name": "KUBELINE_INPUTS", "value": f"{BUNDLE_DIR}/inputs.json"},
+        {"name": "KUBELINE_CONFIG", "value": f"{BUNDLE_DIR}/config.json"},
+        {"name": "KUBELINE_OUTPUTS", "value": f"{WORK_DIR}/io/outputs.json"},
+        {"name": "KUBELINE_ROUTE_FILE", "value": f"{WORK_DIR}/io/route"},
+        {"name": "KUBELINE_ARTIFACTS_DIR", "value": f"{WORK_DIR}/artifacts"},
+        {"name": "KUBELINE_RUN_ID", "value": spec.run_id},
+        {"name": "KUBELINE_PIPELINE", "value": spec.pipeline},
+        {"name": "KUBELINE_STAGE", "value": spec.stage_id},
+        {"name": "KUBELINE_ATTEMPT", "value": str(spec.number)},
+        {"name": "KUBELINE_ATTEMPT_ID", "value": spec.attempt_id},
+        {"name": TOKEN_KEY, "valueFrom": {"secretKeyRef": {"name": name, "key": TOKEN_KEY}}},
+    ]
+    reserved = {item["name"] for item in env}
+    for key in sorted(spec.env):
+        if key in reserved:
+            continue
+        if key in spec.secret_env:
+            env.append({"name": key, "valueFrom": {"secretKeyRef": {"name": name, "key": key}}})
+        else:
+            env.append({"name": key, "value": spec.env[key]})
+    for key in sorted(spec.env_from):
+        source = spec.env_from[key].value_from
+        ref = source.secret_key_ref or source.config_map_key_ref
+        assert ref is not None  # the model guarantees exactly one
+        kind = "secretKeyRef" if source.secret_key_ref is not None else "configMapKeyRef"
+        item = {"name": ref.name, "key": ref.key, **({"optional": True} if ref.optional else {})}
+        env.append({"name": key, "valueFrom": {kind: item}})
+    return env
+
+
+def _resources(spec: base.AttemptSpec) -> dict[str, dict[str, str]]:
+    result: dict[str, dict[str, str]] = {}
+    for part in ("requests", "limits"):
+        amounts = getattr(spec.resources, part)
+        values = {k: getattr(amounts, k) for k in ("cpu", "memory") if getattr(amounts, k)}
+        if values:
+            result[part] = values
+    return result
+
+
+def job(spec: base.AttemptSpec, *, defaults: Defaults) -> Job:
+    k8s = spec.kubernetes
+    name = name_for(spec.attempt_id)
+    service_account = k8s.service_account or defaults.service_account
+    uv_cache: dict[str, Any] = (
+        {"persistentVolumeClaim": {"claimName": defaults.uv_cache_claim}}
+        if defaults.uv_cache_claim else {"emptyDir": {}})
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": k8s.image or defaults.image,
+        "imagePullPolicy": k8s.image_pull_policy or defaults.image_pull_policy,
+        "command": ["python3", f"{BUNDLE_DIR}/{ENTRYPOINT_KEY}"],
+        "workingDir": WORK_DIR,
+        "env": _env(spec, defaults=defaults),
+        "resources": _resources(spec),
+        "securityContext": {
+            "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000,
+            "capabilities": {"drop": ["ALL"]}, "privileged": False,
+        },
+        "volumeMounts": [
+            {"name": "bundle", "mountPath": BUNDLE_DIR, "readOnly": True},
+            {"name": "work", "mountPath": WORK_DIR},
+            {"name": "tmp", "mountPath": TMP_DIR},
+            {"name": "uv-cache", "mountPath": UV_CACHE_DIR},
+        ],
+        "terminationMessagePolicy": "File",
+    }
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "enableServiceLinks": False,
+        "automountServiceAccountToken": service_account is not None,
+        "terminationGracePeriodSeconds": defaults.grace_seconds,
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000,
+                            "fsGroup": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [container],
+        "volumes": [
+            {"name": "bundle", "configMap": {"name": name, "defaultMode": 0o444}},
+            {"name": "work", "emptyDir": {}},
+            {"name": "tmp", "emptyDir": {}},
+            {"name": "uv-cache", **uv_cache},
+        ],
+    }
+    if service_account:
+        pod_spec["serviceAccountName"] = service_account
+    if k8s.node_selector:
+        pod_spec["nodeSelector"] = dict(k8s.node_selector)
+    if k8s.tolerations:
+        pod_spec["tolerations"] = [dict(t) for t in k8s.tolerations]
+    job_spec: dict[str, Any] = {
+        "backoffLimit": 0,
+        "ttlSecondsAfterFinished": defaults.ttl_seconds,
+        "template": {"metadata": {"labels": labels(spec)}, "spec": pod_spec},
+    }
+    if spec.timeout:
+        job_spec["activeDeadlineSeconds"] = max(1, math.ceil(spec.timeout))
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": _meta(spec, defaults),
+            "spec": job_spec}
+
+
+def owner_reference(job_object: dict[str, Any]) -> dict[str, Any]:
+    """An ownerReference to a created Job (it needs the uid the API server gave it)."""
+    meta = job_object["metadata"]
+    return {"apiVersion": "batch/v1", "kind": "Job", "name": meta["name"], "uid": meta["uid"],
+            "blockOwnerDeletion": False, "controller": False}

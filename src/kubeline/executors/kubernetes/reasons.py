@@ -1,0 +1,166 @@
+"""Why an attempt's Job ended, or why it cannot start: a pure function of the Job and Pod status.
+
+``judge`` looks at what the watches last saw and says one of: still going, finished (with an
+``AttemptResult`` whose error a user understands), or stuck (fail it and delete the Job). Pods
+that can never start fail at once (image missing, container config broken); a pod the scheduler
+cannot place fails when the pending timeout runs out, with the scheduler's message, because a
+busy cluster may still make room for it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from kubeline.domain import states
+from kubeline.executors import base
+from kubeline.executors.kubernetes import manifests
+
+F = states.FailureKind
+FATAL_WAITING = frozenset({"ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName",
+                           "CreateContainerConfigError", "CreateContainerError"})
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Verdict:
+    result: base.AttemptResult | None = None  # None: not finished yet
+    delete: bool = False  # the Job would linger (stuck or replaced pod): delete it
+    started: bool = False  # the container has run (so the pending timeout no longer applies)
+    waiting_for_job: bool = False  # the pod was killed by someone: the Job's condition says why
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Seen:
+    """What the watches last saw of one attempt."""
+
+    job: dict[str, Any] | None = None
+    job_gone: bool = False
+    pod: dict[str, Any] | None = None
+    pod_gone: bool = False
+
+
+def container_status(pod: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not pod:
+        return None
+    for status in pod.get("status", {}).get("containerStatuses") or []:
+        if status.get("name") == manifests.CONTAINER:
+            return dict(status)
+    return None
+
+
+def has_started(pod: dict[str, Any] | None) -> bool:
+    status = container_status(pod)
+    if status is None:
+        return False
+    state = status.get("state") or {}
+    return "running" in state or "terminated" in state or bool(status.get("lastState", {}).get("terminated"))
+
+
+def _job_condition(job: dict[str, Any] | None) -> tuple[str, str, str] | None:
+    for condition in (job or {}).get("status", {}).get("conditions") or []:
+        if condition.get("status") == "True" and condition.get("type") in ("Complete", "Failed"):
+            return condition["type"], condition.get("reason", ""), condition.get("message", "")
+    return None
+
+
+def _message(terminated: dict[str, Any]) -> dict[str, Any]:
+    try:
+        value = json.loads(terminated.get("message") or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _fail(kind: states.FailureKind, error: str, *, exit_code: int | None = None,
+          delete: bool = False, started: bool = True) -> Verdict:
+    return Verdict(result=base.AttemptResult(exit_code=exit_code, failure=kind, error=error),
+                   delete=delete, started=started)
+
+
+def terminated_result(  # noqa: PLR0911 - one return per way a container ends
+    terminated: dict[str, Any], *, memory_limit: str | None) -> base.AttemptResult:
+    """The result of a container that ended (success carries no outputs: they come by API)."""
+    code = int(terminated.get("exitCode", 1))
+    note = _message(terminated)
+    if terminated.get("reason") == "OOMKilled" or note.get("oom"):
+        limit = f" of {memory_limit}" if memory_limit else ""
+        return base.AttemptResult(exit_code=code, failure=F.OOM, error=f"exceeded its memory limit{limit}")
+    if code == 0:
+        return base.AttemptResult(exit_code=0)
+    if "upload_error" in note:
+        return base.AttemptResult(exit_code=code, failure=F.EXIT_CODE,
+                                  error=f"could not hand its outputs to Kubeline: {note['upload_error']}")
+    if "setup_error" in note:
+        return base.AttemptResult(exit_code=code, failure=F.START_FAILED,
+                                  error=f"could not prepare the attempt: {note['setup_error']}")
+    if "error" in note:
+        return base.AttemptResult(exit_code=code, failure=F.EXIT_CODE, error=str(note["error"]))
+    if code > 128:
+        return base.AttemptResult(exit_code=code, failure=F.EXIT_CODE,
+                                  error=f"exited with code {code} (killed by signal {code - 128})")
+    return base.AttemptResult(exit_code=code, failure=F.EXIT_CODE, error=f"exited with code {code}")
+
+
+def judge(  # noqa: PLR0911, PLR0912 - a decision table, read top to bottom
+    seen: Seen, *, now: float, pending_deadline: float | None, pending_timeout: float,
+          timeout: float | None, memory_limit: str | None) -> Verdict:
+    condition = _job_condition(seen.job)
+    started = has_started(seen.pod)
+    if condition is not None and condition[1] == "DeadlineExceeded":
+        return _fail(F.TIMEOUT, f"exceeded its timeout of {timeout:g}s" if timeout
+                     else "exceeded the Job's active deadline", started=started)
+    status = container_status(seen.pod) or {}
+    terminated = (status.get("state") or {}).get("terminated")
+    pod = seen.pod or {}
+    being_deleted = bool(pod.get("metadata", {}).get("deletionTimestamp"))
+    if terminated:
+        result = terminated_result(terminated, memory_limit=memory_limit)
+        if not result.succeeded and being_deleted and condition is None and result.failure is not F.OOM:
+            return Verdict(started=True, waiting_for_job=True)  # killed: by a deadline or a drain?
+        return Verdict(result=result, started=True)
+    phase = pod.get("status", {}).get("phase")
+    reason = pod.get("status", {}).get("reason", "")
+    detail = pod.get("status", {}).get("message", "")
+    if reason == "Evicted":
+        return _fail(F.EXIT_CODE, f"the pod was evicted: {detail}".rstrip(": "), delete=True)
+    if phase == "Unknown" or reason == "NodeLost":
+        return _fail(F.LOST, "the node running the pod was lost", delete=True, started=started)
+    if phase == "Failed":
+        return _fail(F.EXIT_CODE, f"the pod failed: {reason} {detail}".strip(), delete=True,
+                     started=started)
+    if seen.job_gone:
+        return _fail(F.LOST, "its Job was deleted outside Kubeline", started=started)
+    if seen.pod_gone:
+        return _fail(F.LOST, "its pod was deleted before it finished (node drained or lost, "
+                     "or deleted by hand)", delete=True, started=started)
+    if condition is not None:
+        kind, why, text = condition
+        if kind == "Complete":
+            return Verdict(result=base.AttemptResult(exit_code=0), started=True)
+        return _fail(F.EXIT_CODE, f"the Job failed: {why} {text}".strip(), started=started)
+    waiting = (status.get("state") or {}).get("waiting") or {}
+    if waiting.get("reason") in FATAL_WAITING:
+        return _fail(F.START_FAILED, f"{waiting['reason']}: {waiting.get('message', '')}".rstrip(": "),
+                     delete=True, started=False)
+    if started:
+        return Verdict(started=True)
+    if pending_deadline is not None and now >= pending_deadline:
+        return _fail(F.START_FAILED, f"did not start within {pending_timeout:g}s: {pending_note(seen)}",
+                     delete=True, started=False)
+    return Verdict()
+
+
+def pending_note(seen: Seen) -> str:
+    """What keeps a pod from starting, in the cluster's words."""
+    if seen.job is None:
+        return "its Job was not seen yet"
+    if seen.pod is None:
+        return "the Job has not created its pod (quota or admission? see `kubectl describe job`)"
+    for condition in seen.pod.get("status", {}).get("conditions") or []:
+        if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+            return f"{condition.get('reason', 'Unschedulable')}: {condition.get('message', '')}".rstrip(": ")
+    waiting = ((container_status(seen.pod) or {}).get("state") or {}).get("waiting") or {}
+    if waiting:
+        return f"{waiting.get('reason', '')}: {waiting.get('message', '')}".strip(": ")
+    return f"pod phase {seen.pod.get('status', {}).get('phase', 'Pending')}"

@@ -1,0 +1,1 @@
+"""Code that runs inside attempt containers (standard library only)."""

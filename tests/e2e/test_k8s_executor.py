@@ -1,0 +1,181 @@
+"""The Kubernetes executor on the real cluster: each attempt is a Job, driven by the engine."""
+
+from __future__ import annotations
+
+import asyncio
+import pathlib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from kubeline import settings, testing
+from kubeline.domain import states
+
+from .k8s_executor_support import NODE_IP, Rig, log_lines, only_attempt, run_folder, submit
+from .support import Cluster, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def rig(cluster: Cluster, namespace: str, worker_image: str,
+        tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    home = tmp_path_factory.mktemp("k8s-home")
+    api_settings = settings.Settings(home=home, secret_key=None)
+    with testing.ServerThread(api_settings, role="api", host=NODE_IP) as server:
+        assert cluster.kubeconfig is not None
+        yield Rig(home=home, namespace=namespace, kubeconfig=cluster.kubeconfig, image=worker_image,
+                  api_url=server.url, folders=tmp_path_factory.mktemp("k8s-pipelines"))
+
+
+def _leftovers(api_client: Any, namespace: str, attempt_id: str) -> list[str]:
+    selector = f"kubeline.dev/attempt={attempt_id}"
+    core = client.CoreV1Api(api_client)
+    found = [f"job/{j.metadata.name}" for j in client.BatchV1Api(api_client).list_namespaced_job(
+        namespace, label_selector=selector).items]
+    found += [f"pod/{p.metadata.name}" for p in core.list_namespaced_pod(namespace, label_selector=selector).items]
+    found += [f"configmap/{c.metadata.name}" for c in core.list_namespaced_config_map(
+        namespace, label_selector=selector).items]
+    found += [f"secret/{s.metadata.name}" for s in core.list_namespaced_secret(namespace, label_selector=selector).items]
+    return found
+
+
+async def test_success_with_outputs_env_and_secret(rig: Rig, api_client: Any) -> None:
+    folder = rig.pipeline("hello", {
+        "main.py": """
+            import os, sys
+            from kubeline import task
+            print("hello from", task.stage(), os.environ["REGION"])
+            print("to stderr", file=sys.stderr)
+            assert os.environ["DB_PASSWORD"] == "s3cret"
+            task.set_output("answer", 42)
+            task.set_output("big", "x" * 1_000_000)
+            task.set_route("fast")
+        """,
+        "pipeline.yaml": """
+            env: {REGION: eu}
+            secrets: [DB_PASSWORD]
+            resources: {requests: {cpu: 50m, memory: 64Mi}, limits: {memory: 256Mi}}
+        """,
+    })
+    async with rig.kubeline() as kl:
+        await kl.secrets.set("DB_PASSWORD", "s3cret")
+        run = await run_folder(kl, folder)
+        attempt = await only_attempt(kl, run.id)
+        assert run.state is states.RunState.SUCCEEDED, (run.error, attempt.error, log_lines(kl, run.id))
+        assert attempt.outputs["answer"] == 42
+        assert len(attempt.outputs["big"]) == 1_000_000
+        assert run.route == "fast"
+        lines = log_lines(kl, run.id)
+        assert "hello from main eu" in lines and "to stderr" in lines
+        assert "s3cret" not in str(attempt.handle)
+    job = client.BatchV1Api(api_client).read_namespaced_job(attempt.handle["job"], rig.namespace)
+    rendered = str(job.to_dict())
+    assert "s3cret" not in rendered
+    assert job.metadata.labels["kubeline.dev/run"] == run.id
+
+
+async def test_non_zero_exit(rig: Rig) -> None:
+    folder = rig.pipeline("fails", {"main.py": "import sys\nprint('about to fail')\nsys.exit(3)\n"})
+    async with rig.kubeline() as kl:
+        run = await run_folder(kl, folder)
+        attempt = await only_attempt(kl, run.id)
+        assert run.state is states.RunState.FAILED
+        assert attempt.exit_code == 3 and attempt.failure is states.FailureKind.EXIT_CODE
+        assert "exited with code 3" in attempt.error
+        assert "about to fail" in log_lines(kl, run.id)
+
+
+async def test_timeout_oom_missing_image_unschedulable(rig: Rig, api_client: Any) -> None:
+    """Four failures at once (their waits overlap): each has its reason, none hangs."""
+    timeout = rig.pipeline("slow", {"main.py": "import time\nprint('sleeping')\ntime.sleep(600)\n",
+                                    "pipeline.yaml": "timeout: 8\n"})
+    oom = rig.pipeline("oom", {
+        "main.py": "print('allocating', flush=True)\nblocks = [bytearray(8 << 20) for _ in range(64)]\n",
+        "pipeline.yaml": "resources: {limits: {memory: 64Mi}}\n"})
+    no_image = rig.pipeline("noimage", {
+        "main.py": "print('never')\n",
+        "pipeline.yaml": "kubernetes: {image: 'kubeline-does-not-exist:nope', imagePullPolicy: Never}\n"})
+    huge = rig.pipeline("huge", {"main.py": "print('never')\n",
+                                 "pipeline.yaml": "resources: {requests: {cpu: '100'}}\n"})
+    async with rig.kubeline(kubernetes_pending_timeout=15) as kl:
+        runs_ = await asyncio.gather(*(run_folder(kl, f) for f in (timeout, oom, no_image, huge)))
+        attempts = [await only_attempt(kl, r.id) for r in runs_]
+    slow_run, oom_run, image_run, huge_run = runs_
+    slow_attempt, oom_attempt, image_attempt, huge_attempt = attempts
+    assert slow_run.state is states.RunState.TIMED_OUT, slow_attempt.error
+    assert slow_attempt.failure is states.FailureKind.TIMEOUT and "timeout of 8s" in slow_attempt.error
+    assert oom_attempt.failure is states.FailureKind.OOM, oom_attempt.error
+    assert "memory limit of 64Mi" in oom_attempt.error
+    assert image_attempt.failure is states.FailureKind.START_FAILED
+    assert "ErrImageNeverPull" in image_attempt.error
+    assert huge_attempt.failure is states.FailureKind.START_FAILED
+    assert "did not start within 15s" in huge_attempt.error and "Insufficient cpu" in huge_attempt.error
+    for attempt in (image_attempt, huge_attempt):  # stuck pods leave nothing behind
+        wait_until(lambda a=attempt: not _leftovers(api_client, rig.namespace, a.id), timeout=60,
+                   what=f"the objects of attempt {attempt.id} to be deleted")
+
+
+async def test_cancel_mid_run_deletes_the_job(rig: Rig, api_client: Any) -> None:
+    folder = rig.pipeline("cancel", {"main.py": "import time\nprint('started', flush=True)\ntime.sleep(600)\n"})
+    async with rig.kubeline() as kl:
+        run = await submit(kl, folder)
+        driving = asyncio.create_task(kl.engine.execute(run.id))
+        for _ in range(600):
+            if "started" in log_lines(kl, run.id):
+                break
+            await asyncio.sleep(0.1)
+        else:
+            pytest.fail("the attempt never printed 'started'")
+        await kl.engine.cancel(run.id)
+        final = await asyncio.wait_for(driving, 60)
+        attempt = await only_attempt(kl, run.id)
+    assert final.state is states.RunState.CANCELLED
+    assert attempt.failure is states.FailureKind.CANCELLED
+    wait_until(lambda: not _leftovers(api_client, rig.namespace, attempt.id), timeout=60,
+               what="the cancelled attempt's Job, pod, ConfigMap and Secret to be deleted")
+
+
+async def test_retries_through_the_engine(rig: Rig) -> None:
+    folder = rig.pipeline("flaky", {
+        "main.py": "import os, sys\nfrom kubeline import task\nprint('attempt', task.attempt())\n"
+                   "sys.exit(0 if task.attempt() == 3 else 1)\n",
+        "pipeline.yaml": "retries: {attempts: 3, delay: 0}\n"})
+    async with rig.kubeline() as kl:
+        run = await run_folder(kl, folder)
+        attempts = await kl.store.list_attempts(run.id)
+    assert run.state is states.RunState.SUCCEEDED
+    assert [a.state for a in attempts] == [states.AttemptState.FAILED, states.AttemptState.FAILED,
+                                           states.AttemptState.SUCCEEDED]
+
+
+async def test_short_pod_logs_are_complete(rig: Rig) -> None:
+    folder = rig.pipeline("blink", {"main.py": "for i in range(50):\n    print('line', i)\n"})
+    async with rig.kubeline() as kl:
+        run = await run_folder(kl, folder)
+        assert run.state is states.RunState.SUCCEEDED
+        assert log_lines(kl, run.id) == [f"line {i}" for i in range(50)]
+
+
+async def test_200k_line_log_complete_and_in_order(rig: Rig) -> None:
+    folder = rig.pipeline("chatty", {
+        "main.py": "import sys\nw = sys.stdout.write\nfor i in range(200_000):\n    w(f'{i}\\n')\n"})
+    async with rig.kubeline() as kl:
+        run = await run_folder(kl, folder)
+        assert run.state is states.RunState.SUCCEEDED
+        lines = log_lines(kl, run.id)
+    assert len(lines) == 200_000
+    assert lines == [str(i) for i in range(200_000)]
+
+
+def test_folder_too_large_is_a_clear_error(rig: Rig, tmp_path: pathlib.Path) -> None:
+    import os
+
+    from kubeline.domain import errors
+    from kubeline.executors.kubernetes import bundles
+
+    (tmp_path / "data.bin").write_bytes(os.urandom(1200 * 1024))
+    with pytest.raises(errors.ExecutorError, match="more than the 900 KiB"):
+        bundles.pack(tmp_path)
