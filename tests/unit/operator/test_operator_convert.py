@@ -108,5 +108,5 @@ def test_run_inputs_and_pod_overrides() -> None:
     assert moved.spec.kubernetes.service_account == "sa"
     assert moved.spec.kubernetes.node_selector == {"disk": "ssd"}
     assert moved.spec.kubernetes.tolerations == [{"key": "k"}]
-    with pytest.raises(errors.SpecError, match="spec.pipelineRef"):
+    with pytest.raises(errors.SpecError, match=r"spec\.pipelineRef"):
         convert.parse_run_spec({"inputs": {}}, where="PipelineRun ns/r")

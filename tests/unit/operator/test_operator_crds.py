@@ -26,9 +26,9 @@ def _walk(node: Any, where: str = "") -> list[str]:
     if isinstance(node, dict):
         if "$ref" in node or "anyOf" in node or "const" in node or "title" in node or "default" in node:
             bad.append(where)
-        if "properties" in node or "items" in node or "additionalProperties" in node:
-            if node.get("type") is None:
-                bad.append(where + " (untyped with children)")
+        has_children = "properties" in node or "items" in node or "additionalProperties" in node
+        if has_children and node.get("type") is None:
+            bad.append(where + " (untyped with children)")
         for key in ("properties",):
             for name, child in (node.get(key) or {}).items():
                 bad += _walk(child, f"{where}.{name}")
