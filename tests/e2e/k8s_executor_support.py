@@ -12,13 +12,18 @@ import contextlib
 import dataclasses
 import pathlib
 import textwrap
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from kubeline import bootstrap, settings
+import pytest
+
+from kubeline import bootstrap, settings, testing
 from kubeline.domain import runs
 from kubeline.pipelines import loader
 
+from .support import Cluster
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
 NODE_IP = "10.244.0.1"  # scripts/local-cluster's node: pods reach host servers here
 
 
@@ -74,3 +79,16 @@ async def only_attempt(kl: bootstrap.Kubeline, run_id: str) -> runs.Attempt:
     attempts = await kl.store.list_attempts(run_id)
     assert len(attempts) == 1, attempts
     return attempts[0]
+
+
+@pytest.fixture(scope="module")
+def rig(cluster: Cluster, namespace: str, worker_image: str,
+        tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    home = tmp_path_factory.mktemp("k8s-home")
+    api_settings = settings.Settings(home=home, secret_key=None)
+    with testing.ServerThread(api_settings, role="api", host=NODE_IP) as server:
+        assert cluster.kubeconfig is not None
+        yield Rig(home=home, namespace=namespace, kubeconfig=cluster.kubeconfig, image=worker_image,
+                  api_url=server.url, folders=tmp_path_factory.mktemp("k8s-pipelines"))
+
+

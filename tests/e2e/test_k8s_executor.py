@@ -3,31 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import pathlib
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from kubernetes import client
 
-from kubeline import settings, testing
 from kubeline.domain import states
 
-from .k8s_executor_support import NODE_IP, Rig, log_lines, only_attempt, run_folder, submit
-from .support import Cluster, wait_until
+from .k8s_executor_support import Rig, log_lines, only_attempt, rig, run_folder, submit
+from .support import wait_until
+
+__all__ = ["rig"]  # the module-scoped fixture
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def rig(cluster: Cluster, namespace: str, worker_image: str,
-        tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    home = tmp_path_factory.mktemp("k8s-home")
-    api_settings = settings.Settings(home=home, secret_key=None)
-    with testing.ServerThread(api_settings, role="api", host=NODE_IP) as server:
-        assert cluster.kubeconfig is not None
-        yield Rig(home=home, namespace=namespace, kubeconfig=cluster.kubeconfig, image=worker_image,
-                  api_url=server.url, folders=tmp_path_factory.mktemp("k8s-pipelines"))
 
 
 def _leftovers(api_client: Any, namespace: str, attempt_id: str) -> list[str]:
@@ -179,3 +169,62 @@ def test_folder_too_large_is_a_clear_error(rig: Rig, tmp_path: pathlib.Path) -> 
     (tmp_path / "data.bin").write_bytes(os.urandom(1200 * 1024))
     with pytest.raises(errors.ExecutorError, match="more than the 900 KiB"):
         bundles.pack(tmp_path)
+
+
+async def test_dag_passes_outputs_between_pods(rig: Rig) -> None:
+    folder = rig.pipeline("dag", {
+        "a.py": "from kubeline import task\ntask.set_output('n', 20)\ntask.set_output('blob', 'y' * 300_000)\n",
+        "b.py": "from kubeline import task\ntask.set_output('double', task.input('n') * 2)\n"
+                "assert len(task.input('blob')) == 300_000\n",
+        "c.py": "from kubeline import task\nprint('total', task.input('x') + task.input('n'))\n"
+                "task.set_output('total', task.input('x') + task.input('n'))\n",
+        "pipeline.yaml": """
+            stages:
+              - {id: a, file: a.py}
+              - {id: b, file: b.py, dependsOn: [a], inputs: {n: "${stages.a.outputs.n}", blob: "${stages.a.outputs.blob}"}}
+              - {id: c, file: c.py, dependsOn: [b], inputs: {x: "${stages.b.outputs.double}", n: "${stages.a.outputs.n}"}}
+        """,
+    })
+    async with rig.kubeline() as kl:
+        run = await run_folder(kl, folder)
+        stages = {s.stage_id: s for s in await kl.store.list_stage_runs(run.id)}
+        assert run.state is states.RunState.SUCCEEDED, [(s.stage_id, s.error) for s in stages.values()]
+        assert stages["c"].outputs == {"total": 60}
+        assert "total 60" in log_lines(kl, run.id, stage="c")
+
+
+async def test_twenty_concurrent_runs(rig: Rig) -> None:
+    folder = rig.pipeline("many", {
+        "main.py": "from kubeline import task\nprint('run', task.input('i'))\ntask.set_output('i', task.input('i'))\n",
+        "pipeline.yaml": "inputs: {i: {type: integer}}\n"})
+    async with rig.kubeline(max_concurrent_attempts=32) as kl:
+        done = await asyncio.gather(*(run_folder(kl, folder, inputs={"i": i}) for i in range(20)))
+        outputs = [(await only_attempt(kl, r.id)).outputs for r in done]
+    assert [r.state for r in done] == [states.RunState.SUCCEEDED] * 20
+    assert outputs == [{"i": i} for i in range(20)]
+
+
+async def test_restarted_server_adopts_the_running_job(rig: Rig) -> None:
+    """The driving process goes away mid-run; a second instance adopts the Job and its log."""
+    folder = rig.pipeline("adopt", {
+        "main.py": "import time\nfrom kubeline import task\nfor i in range(16):\n"
+                   "    print('tick', i, flush=True)\n    time.sleep(0.5)\ntask.set_output('ticks', 16)\n"})
+    async with rig.kubeline(lease_seconds=2) as first:
+        run = await submit(first, folder)
+        driving = asyncio.create_task(first.engine.execute(run.id))
+        for _ in range(600):
+            if "tick 3" in log_lines(first, run.id):
+                break
+            await asyncio.sleep(0.1)
+        driving.cancel()  # the first server stops driving; closing its executor leaves the Job
+        with contextlib.suppress(asyncio.CancelledError):
+            await driving
+    async with rig.kubeline(lease_seconds=2) as second:
+        final = await asyncio.wait_for(second.engine.execute(run.id), 90)
+        attempt = await only_attempt(second, run.id)
+        lines = log_lines(second, run.id)
+        system = log_lines(second, run.id, streams=("system",))
+    assert final.state is states.RunState.SUCCEEDED, attempt.error
+    assert attempt.outputs == {"ticks": 16}
+    assert [line for line in lines if line.startswith("tick")] == [f"tick {i}" for i in range(16)]
+    assert any("adopted" in line for line in system)

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
 import json
 import pathlib
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -135,6 +137,15 @@ def iter_lines(response: Any) -> Iterator[bytes]:
         yield from complete
     if pending:
         yield pending
+
+
+def abort(response: Any) -> None:
+    """Unblock a thread reading ``response``: shut its socket down (``close`` would wait for the
+    reader's lock, i.e. until the next line or the read timeout)."""
+    sock = getattr(getattr(response, "connection", None), "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def describe(exc: BaseException) -> str:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import calendar
 import collections
-import contextlib
 import dataclasses
 import pathlib
 import threading
@@ -188,5 +187,4 @@ class Follower:
         self._stopped.set()
         response = self._response
         if response is not None:
-            with contextlib.suppress(Exception):  # closing a stream another thread reads
-                response.close()
+            kube.abort(response)

@@ -11,7 +11,6 @@ noticed. The executor keeps one ``NamespaceWatch`` per namespace it has started 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import threading
@@ -54,8 +53,7 @@ class NamespaceWatch:
     def stop(self) -> None:
         self._stop.set()
         for response in list(self._responses.values()):
-            with contextlib.suppress(Exception):  # a half-closed socket; the thread ends anyway
-                response.close()
+            kube.abort(response)
 
     def _emit(self, fn: Callable[..., None], *args: Any) -> None:
         if not self._stop.is_set() and not self.loop.is_closed():
