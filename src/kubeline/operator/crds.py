@@ -26,6 +26,8 @@ from kubeline.operator import resources
 # Properties whose before-validators accept more shapes than the JSON Schema says.
 _LOOSE = {"env": "A map NAME: value, or the Kubernetes list [{name, value | valueFrom}].",
           "retries": "Retries after the first failure (an integer), or a retry policy object."}
+# Aliased fields also accepted under their field name, as in pipeline.yaml (stages: {type: python}).
+_BOTH_NAMES = {"componentType": "type"}
 _KEEP = ("description", "pattern", "minimum", "maximum", "minLength", "maxLength", "minItems",
          "maxItems", "format", "enum", "required")
 _FORMATS = {"date-time"}
@@ -73,6 +75,9 @@ def structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:  #
                 name: _untyped(_LOOSE[name]) if name in _LOOSE else structural(value, defs)
                 for name, value in props.items()
             }
+            for alias, field in _BOTH_NAMES.items():
+                if alias in out["properties"] and field not in out["properties"]:
+                    out["properties"][field] = out["properties"][alias]
         elif isinstance(extra, dict) and extra:
             out["additionalProperties"] = structural(extra, defs)
         elif extra is not False:

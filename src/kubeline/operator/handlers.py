@@ -39,6 +39,12 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.batching.error_delays = [1, 2, 5, 10, 15, 30]  # API server away: keep trying, never give up
 
 
+@kopf.on.login(registry=REGISTRY)
+def login(**kwargs: Any) -> Any:
+    """In a pod: the ServiceAccount; elsewhere: $KUBECONFIG / ~/.kube/config."""
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+
 def _outcome(exc: reconcile.Retry | reconcile.GiveUp, body: Any) -> Exception:
     kopf.warn(body, reason=exc.reason, message=exc.message[:1000])
     if isinstance(exc, reconcile.Retry):
