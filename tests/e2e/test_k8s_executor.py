@@ -228,3 +228,15 @@ async def test_restarted_server_adopts_the_running_job(rig: Rig) -> None:
     assert attempt.outputs == {"ticks": 16}
     assert [line for line in lines if line.startswith("tick")] == [f"tick {i}" for i in range(16)]
     assert any("adopted" in line for line in system)
+
+
+async def test_requirements_are_installed_with_uv(rig: Rig) -> None:
+    folder = rig.pipeline("reqs", {
+        "requirements.txt": "six==1.16.0\n",
+        "main.py": "import six, sys\nfrom kubeline import task\nprint('six', six.__version__, sys.prefix)\n"
+                   "task.set_output('six', six.__version__)\n"})
+    async with rig.kubeline() as kl:
+        run = await run_folder(kl, folder)
+        attempt = await only_attempt(kl, run.id)
+    assert run.state is states.RunState.SUCCEEDED, attempt.error
+    assert attempt.outputs == {"six": "1.16.0"}

@@ -5,8 +5,8 @@ the image's ``python3`` (so a server and an older worker image never disagree ab
 also importable as ``kubeline.runtime.pod``. It uses only the standard library.
 
 Steps: unpack ``code.tar.gz`` into the work dir (an emptyDir; the root filesystem is read-only),
-make the pipeline's venv with uv when the stage runs in its own runtime (``requirements.txt``
-and extra packages installed, cached in ``$UV_CACHE_DIR``, ``kubeline.task`` copied in), run
+make the pipeline's venv with uv when the stage has requirements or extra packages (cached in
+``$UV_CACHE_DIR``, ``kubeline.task`` copied in; without them the image's Python runs it), run
 the stage's argv in the code dir with its output going straight to the pod log, and on exit 0
 PUT its outputs and route to ``$KUBELINE_URL/api/v1/attempts/<id>/io`` with the attempt token.
 The pod's exit code is the stage's. A failed upload is a failed attempt (exit 3), stated in the
@@ -84,6 +84,16 @@ def make_venv(plan: dict[str, Any], *, bundle: pathlib.Path, work: pathlib.Path)
     if plan.get("requirements") or packages:
         say(f"environment ready in {time.monotonic() - started:.1f}s")
     return venv
+
+
+def needs_venv(plan: dict[str, Any]) -> bool:
+    """Stages without requirements run on the image's own Python when its version fits (no venv
+    to build: this saves most of a trivial attempt's start-up)."""
+    if plan.get("requirements") or plan.get("extra_packages"):
+        return True
+    wanted = str(plan.get("python_version", "")).split(".")
+    have = [str(sys.version_info.major), str(sys.version_info.minor), str(sys.version_info.micro)]
+    return wanted != have[:len(wanted)]
 
 
 def install_shim(venv: pathlib.Path) -> None:
@@ -184,7 +194,10 @@ def main() -> int:
     try:
         if plan.get("has_code"):
             unpack(bundle, work / "code")
-        if plan["runtime"] == "pipeline":
+        if plan["runtime"] == "pipeline" and not needs_venv(plan):
+            if argv[0] == "python":
+                argv[0] = sys.executable
+        elif plan["runtime"] == "pipeline":
             venv = make_venv(plan, bundle=bundle, work=work)
             env["VIRTUAL_ENV"] = str(venv)
             env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', os.defpath)}"

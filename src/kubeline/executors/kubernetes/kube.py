@@ -126,17 +126,22 @@ class Kube:
         self.api.close()  # type: ignore[no-untyped-call]
 
 
-def iter_lines(response: Any) -> Iterator[bytes]:
-    """Whole lines of a streaming response (without the newline), as they arrive."""
+def iter_line_batches(response: Any) -> Iterator[list[bytes]]:
+    """The whole lines (without newlines) of each chunk of a streaming response, as it arrives."""
     pending = b""
     for chunk in response.stream(64 * 1024, decode_content=False):
         pending += chunk
         if b"\n" not in pending:
             continue
         *complete, pending = pending.split(b"\n")
-        yield from complete
+        yield complete
     if pending:
-        yield pending
+        yield [pending]
+
+
+def iter_lines(response: Any) -> Iterator[bytes]:
+    for batch in iter_line_batches(response):
+        yield from batch
 
 
 def abort(response: Any) -> None:

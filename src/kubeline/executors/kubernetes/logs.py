@@ -26,8 +26,6 @@ from typing import Any
 from kubeline.executors import base
 from kubeline.executors.kubernetes import kube, manifests
 
-_BATCH_LINES = 1000
-_BATCH_SECONDS = 0.05
 _TAIL_BYTES = 256 * 1024
 
 
@@ -143,28 +141,25 @@ class Follower:
         response = self.kube.stream(f"{self.kube.path('pods', self.namespace, self.pod)}/log", query=query)
         self._response = response
         clock = _Clock()
-        batch: list[tuple[int, str]] = []
-        flushed = time.monotonic()
         try:
-            for raw in kube.iter_lines(response):
+            for raws in kube.iter_line_batches(response):  # one chunk: handed over at once
                 if self._stopped.is_set():
                     break
-                parsed = split_line(raw, clock)
-                if parsed is None:
-                    continue
-                at_us, text = parsed
-                if not self.position.take(at_us, text):
-                    continue
-                if at_us != self._at_last_us:
-                    self._at_last_us, self._at_last = at_us, []
-                self._at_last.append(text)
-                batch.append(parsed)
-                if len(batch) >= _BATCH_LINES or time.monotonic() - flushed > _BATCH_SECONDS:
+                batch: list[tuple[int, str]] = []
+                for raw in raws:
+                    parsed = split_line(raw, clock)
+                    if parsed is None:
+                        continue
+                    at_us, text = parsed
+                    if not self.position.take(at_us, text):
+                        continue
+                    if at_us != self._at_last_us:
+                        self._at_last_us, self._at_last = at_us, []
+                    self._at_last.append(text)
+                    batch.append(parsed)
+                if batch:
                     self._deliver(batch)
-                    batch, flushed = [], time.monotonic()
         finally:
-            if batch:
-                self._deliver(batch)
             self._response = None
             response.release_conn()
 

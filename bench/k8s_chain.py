@@ -1,0 +1,146 @@
+"""Benchmark: a chain of 10 trivial `python` stages on the Kubernetes executor, against 10 bare
+Jobs (same image, same hardened pod, `python3 -c pass`) created and awaited one after another
+with the Kubernetes client — the floor.
+
+    KUBECONFIG=~/.cache/kubeline/cluster/kubeconfig .venv/bin/python bench/k8s_chain.py [--stages 10]
+
+Needs scripts/local-cluster (or any cluster whose pods reach this host at --node-ip) and the worker
+image. Prints the total of each, the per-stage overhead Kubeline adds above the floor (target
+< 100 ms) and p50/p99 of Job-created -> pod-running (measured by watch, client side, on the bare
+Jobs). Uses its own namespace, deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import pathlib
+import secrets
+import statistics
+import tempfile
+import time
+from typing import Any
+
+from kubernetes import client, config, watch
+
+from kubeline import bootstrap, settings, testing
+from kubeline.domain import states
+from kubeline.executors.kubernetes import manifests
+from kubeline.pipelines import loader
+
+
+def make_pipeline(root: pathlib.Path, stages: int) -> pathlib.Path:
+    folder = root / "chain"
+    folder.mkdir()
+    (folder / "main.py").write_text("pass\n")
+    lines = ["stages:"]
+    for i in range(stages):
+        dep = f", dependsOn: [s{i - 1}]" if i else ""
+        lines.append(f"  - {{id: s{i}, type: python, file: main.py{dep}}}")
+    (folder / "pipeline.yaml").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def bare_job(namespace: str, image: str, name: str) -> dict[str, Any]:
+    pod = {"restartPolicy": "Never", "enableServiceLinks": False, "automountServiceAccountToken": False,
+           "terminationGracePeriodSeconds": 5,
+           "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
+           "containers": [{"name": "main", "image": image, "imagePullPolicy": "IfNotPresent",
+                           "command": ["python3", "-c", "pass"],
+                           "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                               "capabilities": {"drop": ["ALL"]}}}]}
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name, "namespace": namespace,
+                                                                  "labels": {"bench": "floor"}},
+            "spec": {"backoffLimit": 0, "ttlSecondsAfterFinished": 60, "template": {"spec": pod}}}
+
+
+def floor(api: client.ApiClient, namespace: str, image: str, count: int) -> tuple[float, list[float]]:
+    """Create and await ``count`` Jobs one after another; (total seconds, created->running list)."""
+    batch, core = client.BatchV1Api(api), client.CoreV1Api(api)
+    to_running: list[float] = []
+    start = time.perf_counter()
+    for i in range(count):
+        name = f"floor-{i}-{secrets.token_hex(3)}"
+        created = time.perf_counter()
+        batch.create_namespaced_job(namespace, bare_job(namespace, image, name))
+        running = None
+        stream = watch.Watch()
+        for event in stream.stream(core.list_namespaced_pod, namespace, label_selector=f"job-name={name}",
+                                   timeout_seconds=120):
+            pod = event["object"]
+            statuses = pod.status.container_statuses or []
+            state = statuses[0].state if statuses else None
+            if running is None and state is not None and (state.running or state.terminated):
+                running = time.perf_counter() - created
+            if pod.status.phase in ("Succeeded", "Failed"):
+                stream.stop()
+        to_running.append(running if running is not None else float("nan"))
+    return time.perf_counter() - start, to_running
+
+
+async def chain(rig_settings: settings.Settings, folder: pathlib.Path) -> float:
+    async with bootstrap.open_kubeline(rig_settings) as kl:
+        pipeline = loader.load_folder(folder)
+        await kl.store.upsert_pipeline(pipeline)
+        run = await kl.engine.submit(pipeline)
+        start = time.perf_counter()
+        final = await kl.engine.execute(run.id)
+        elapsed = time.perf_counter() - start
+        if final.state is not states.RunState.SUCCEEDED:
+            raise SystemExit(f"chain run {run.id} ended {final.state}: {final.error}")
+        return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stages", type=int, default=10)
+    parser.add_argument("--samples", type=int, default=30, help="bare Jobs for the created->running percentiles")
+    parser.add_argument("--image", default=os.environ.get("KUBELINE_E2E_IMAGE", "kubeline-worker:dev"))
+    parser.add_argument("--node-ip", default="10.244.0.1", help="where pods reach this host")
+    args = parser.parse_args()
+    kubeconfig = pathlib.Path(os.environ.get("KUBECONFIG", pathlib.Path.home() / ".kube/config"))
+    api = config.new_client_from_config(config_file=str(kubeconfig))
+    core = client.CoreV1Api(api)
+    namespace = f"bench-chain-{secrets.token_hex(3)}"
+    core.create_namespace({"metadata": {"name": namespace}})
+    try:
+        while not _token_ready(core, namespace):  # 1.20: pods need the default SA's token Secret
+            time.sleep(0.2)
+        with tempfile.TemporaryDirectory() as tmp:
+            root = pathlib.Path(tmp)
+            folder = make_pipeline(root, args.stages)
+            with testing.ServerThread(settings.Settings(home=root / "home", secret_key=None), role="api",
+                                      host=args.node_ip) as server:
+                rig = settings.Settings(home=root / "home", secret_key=None, executor="kubernetes",
+                                        kubernetes_namespace=namespace, kubernetes_kubeconfig=kubeconfig,
+                                        kubernetes_image=args.image, kubernetes_api_url=server.url)
+                floor(api, namespace, args.image, 2)  # warm-up: image and pod sandbox caches
+                asyncio.run(chain(rig, folder))  # warm-up
+                engine_total = asyncio.run(chain(rig, folder))
+                floor_total, _ = floor(api, namespace, args.image, args.stages)
+                _, samples = floor(api, namespace, args.image, args.samples)
+    finally:
+        core.delete_namespace(namespace, propagation_policy="Background")
+    per_stage = (engine_total - floor_total) / args.stages
+    ordered = sorted(samples)
+    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+    print(f"chain of {args.stages} stages on the Kubernetes executor: {engine_total:.2f}s "
+          f"({engine_total / args.stages * 1000:.0f} ms per stage)")
+    print(f"floor, {args.stages} bare Jobs created and awaited in a loop: {floor_total:.2f}s "
+          f"({floor_total / args.stages * 1000:.0f} ms per Job)")
+    print(f"overhead above the floor: {per_stage * 1000:.0f} ms per stage (target < 100 ms)")
+    print(f"Job created -> pod running over {len(samples)} bare Jobs: p50 {statistics.median(samples) * 1000:.0f} ms, "
+          f"p99 {p99 * 1000:.0f} ms")
+    print(f"(attempt label: {manifests.ATTEMPT_LABEL}; per-stage work inside the pod includes a uv venv)")
+
+
+def _token_ready(core: client.CoreV1Api, namespace: str) -> bool:
+    try:
+        return bool(core.read_namespaced_service_account("default", namespace).secrets)
+    except client.exceptions.ApiException:
+        return False
+
+
+if __name__ == "__main__":
+    main()
