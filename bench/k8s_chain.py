@@ -132,7 +132,8 @@ def main() -> None:
     print(f"overhead above the floor: {per_stage * 1000:.0f} ms per stage (target < 100 ms)")
     print(f"Job created -> pod running over {len(samples)} bare Jobs: p50 {statistics.median(samples) * 1000:.0f} ms, "
           f"p99 {p99 * 1000:.0f} ms")
-    print(f"(attempt label: {manifests.ATTEMPT_LABEL}; per-stage work inside the pod includes a uv venv)")
+    print(f"(Kubeline pods also mount a ConfigMap and emptyDirs, start the entrypoint and upload outputs; "
+          f"label {manifests.ATTEMPT_LABEL})")
 
 
 def _token_ready(core: client.CoreV1Api, namespace: str) -> bool:
