@@ -38,8 +38,8 @@ spec:
     inline:
       fetch.py: |
         from kubeline import task
-        print("fetching for", task.inputs().get("day"), flush=True)
-        task.outputs({{"rows": [1, 2, 3]}})
+        print("fetching for", task.input("day"), flush=True)
+        task.set_output("rows", [1, 2, 3])
   stages:
     - {{id: fetch, type: python, file: fetch.py, inputMapping: {{day: "${{inputs.day}}"}}}}
     - id: count

@@ -156,6 +156,15 @@ def pipeline_status(pipeline: runs.Pipeline, *, generation: int | None, now: dt.
     return data
 
 
+def without_nulls(value: Any) -> Any:
+    """``value`` with every None left out (a merge patch would otherwise send nulls the schema refuses)."""
+    if isinstance(value, dict):
+        return {k: without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [without_nulls(v) for v in value]
+    return value
+
+
 def condition(kind: str, status: str, reason: str, message: str, *, now: dt.datetime) -> dict[str, Any]:
     return resources.Condition(type=kind, status=status, reason=reason,
                                message=message[:MAX_MESSAGE_CHARS],
@@ -234,10 +243,10 @@ def run_status(run: runs.Run, stages: list[runs.StageRun], *, generation: int | 
         s.stage_id: resources.StageStatus(
             phase=s.state.value.replace("_", " ").title().replace(" ", ""), attempts=s.attempts,
             start_time=timestamp(s.started_at), completion_time=timestamp(s.finished_at),
-            message=s.error[:MAX_MESSAGE_CHARS])
+            message=(s.error or "")[:MAX_MESSAGE_CHARS])
         for s in stages
     }
-    error = run.error[:MAX_MESSAGE_CHARS]
+    error = (run.error or "")[:MAX_MESSAGE_CHARS]
     if timed_out and not error:
         error = "the run exceeded spec.timeout and was cancelled"
     status = resources.PipelineRunStatus(

@@ -29,6 +29,8 @@ def _ctx(memo: Any) -> reconcile.Context:
 @kopf.on.startup(registry=REGISTRY)
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.finalizer = f"{resources.GROUP}/finalizer"
+    # No cluster-wide discovery of CRDs/namespaces: a namespaced Role is enough (deploy/base/rbac.yaml).
+    settings.scanning.disabled = True
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=resources.GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=resources.GROUP, key="last-handled-configuration")
@@ -54,7 +56,7 @@ def _outcome(exc: reconcile.Retry | reconcile.GiveUp, body: Any) -> Exception:
 
 @kopf.on.resume(*PIPELINES, registry=REGISTRY)
 @kopf.on.create(*PIPELINES, registry=REGISTRY)
-@kopf.on.update(*PIPELINES, registry=REGISTRY)
+@kopf.on.update(*PIPELINES, backoff=5, registry=REGISTRY)
 async def sync_pipeline(*, name: Any, namespace: Any, spec: Any, status: Any, body: Any, memo: Any,
                         **_: Any) -> None:
     try:
@@ -75,7 +77,7 @@ async def refresh_pipeline(*, name: Any, namespace: Any, memo: Any, **_: Any) ->
     await reconcile.refresh_pipeline(_ctx(memo), namespace=namespace, name=name)
 
 
-@kopf.daemon(*PIPELINERUNS, cancellation_timeout=5, registry=REGISTRY)
+@kopf.daemon(*PIPELINERUNS, cancellation_timeout=5, backoff=5, registry=REGISTRY)
 async def follow_run(*, name: Any, namespace: Any, uid: Any, body: Any, meta: Any, memo: Any,
                      stopped: Any, **_: Any) -> None:
     created = dt.datetime.fromisoformat(str(meta.get("creationTimestamp")).replace("Z", "+00:00"))

@@ -181,7 +181,7 @@ async def refresh_pipeline(ctx: Context, *, namespace: str, name: str) -> None:
 
 async def _patch_status(ctx: Context, plural: str, name: str, namespace: str, status: dict[str, Any]) -> None:
     try:
-        await ctx.call(ctx.kube.patch_status, plural, name, status, namespace=namespace)
+        await ctx.call(ctx.kube.patch_status, plural, name, convert.without_nulls(status), namespace=namespace)
     except errors.NotFoundError:
         log.info("%s %s/%s is gone; status not written", plural, namespace, name)
 
