@@ -79,7 +79,7 @@ async def test_non_zero_exit(rig: Rig) -> None:
 
 
 async def test_timeout_oom_missing_image_unschedulable(rig: Rig, api_client: Any) -> None:
-    """Four failures at once (their waits overlap): each has its reason, none hangs."""
+    """Five failures (the fifth: a valueFrom secret that does not exist) at once (their waits overlap): each has its reason, none hangs."""
     timeout = rig.pipeline("slow", {"main.py": "import time\nprint('sleeping')\ntime.sleep(600)\n",
                                     "pipeline.yaml": "timeout: 8\n"})
     oom = rig.pipeline("oom", {
@@ -90,11 +90,14 @@ async def test_timeout_oom_missing_image_unschedulable(rig: Rig, api_client: Any
         "pipeline.yaml": "kubernetes: {image: 'kubeline-does-not-exist:nope', imagePullPolicy: Never}\n"})
     huge = rig.pipeline("huge", {"main.py": "print('never')\n",
                                  "pipeline.yaml": "resources: {requests: {cpu: '100'}}\n"})
+    bad_ref = rig.pipeline("badref", {
+        "main.py": "print('never')\n",
+        "pipeline.yaml": "env: {TOKEN: {valueFrom: {secretKeyRef: {name: no-such-secret, key: t}}}}\n"})
     async with rig.kubeline(kubernetes_pending_timeout=15) as kl:
-        runs_ = await asyncio.gather(*(run_folder(kl, f) for f in (timeout, oom, no_image, huge)))
+        runs_ = await asyncio.gather(*(run_folder(kl, f) for f in (timeout, oom, no_image, huge, bad_ref)))
         attempts = [await only_attempt(kl, r.id) for r in runs_]
     slow_run = runs_[0]
-    slow_attempt, oom_attempt, image_attempt, huge_attempt = attempts
+    slow_attempt, oom_attempt, image_attempt, huge_attempt, ref_attempt = attempts
     assert slow_run.state is states.RunState.TIMED_OUT, slow_attempt.error
     assert slow_attempt.failure is states.FailureKind.TIMEOUT and "timeout of 8s" in slow_attempt.error
     assert oom_attempt.failure is states.FailureKind.OOM, oom_attempt.error
@@ -103,7 +106,9 @@ async def test_timeout_oom_missing_image_unschedulable(rig: Rig, api_client: Any
     assert "ErrImageNeverPull" in image_attempt.error
     assert huge_attempt.failure is states.FailureKind.START_FAILED
     assert "did not start within 15s" in huge_attempt.error and "Insufficient cpu" in huge_attempt.error
-    for attempt in (image_attempt, huge_attempt):  # stuck pods leave nothing behind
+    assert ref_attempt.failure is states.FailureKind.START_FAILED
+    assert ref_attempt.error.startswith("CreateContainerConfigError") and "no-such-secret" in ref_attempt.error
+    for attempt in (image_attempt, huge_attempt, ref_attempt):  # stuck pods leave nothing behind
         wait_until(lambda a=attempt: not _leftovers(api_client, rig.namespace, a.id), timeout=60,
                    what=f"the objects of attempt {attempt.id} to be deleted")
 
@@ -199,8 +204,9 @@ async def test_twenty_concurrent_runs(rig: Rig) -> None:
         "pipeline.yaml": "inputs: {i: {type: integer}}\n"})
     async with rig.kubeline(max_concurrent_attempts=32) as kl:
         done = await asyncio.gather(*(run_folder(kl, folder, inputs={"i": i}) for i in range(20)))
-        outputs = [(await only_attempt(kl, r.id)).outputs for r in done]
-    assert [r.state for r in done] == [states.RunState.SUCCEEDED] * 20
+        attempts = [await only_attempt(kl, r.id) for r in done]
+    assert [r.state for r in done] == [states.RunState.SUCCEEDED] * 20, [a.error for a in attempts if a.error]
+    outputs = [a.outputs for a in attempts]
     assert outputs == [{"i": i} for i in range(20)]
 
 

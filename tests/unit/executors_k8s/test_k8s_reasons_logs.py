@@ -57,11 +57,21 @@ def test_deadline_is_a_timeout_even_when_the_pod_was_killed_first() -> None:
     assert timed_out.result.error == "exceeded its timeout of 30s"
 
 
-@pytest.mark.parametrize("reason", ["ImagePullBackOff", "ErrImageNeverPull", "CreateContainerConfigError"])
-def test_pods_that_cannot_start_fail_at_once_and_are_deleted(reason: str) -> None:
-    verdict = _judge(reasons.Seen(job=JOB, pod=_pod(state={"waiting": {"reason": reason, "message": "m"}})))
+@pytest.mark.parametrize(("reason", "message"), [
+    ("ImagePullBackOff", "m"), ("ErrImageNeverPull", "m"),
+    ("CreateContainerConfigError", 'secret "db" not found')])
+def test_pods_that_cannot_start_fail_at_once_and_are_deleted(reason: str, message: str) -> None:
+    verdict = _judge(reasons.Seen(job=JOB, pod=_pod(state={"waiting": {"reason": reason, "message": message}})))
     assert verdict.result is not None and verdict.result.failure is F.START_FAILED
-    assert verdict.delete and verdict.result.error == f"{reason}: m"
+    assert verdict.delete and verdict.result.error == f"{reason}: {message}"
+
+
+def test_a_transient_config_error_waits_for_the_pending_deadline() -> None:
+    pod = _pod(state={"waiting": {"reason": "CreateContainerConfigError",
+                                  "message": "failed to sync secret cache: timed out waiting for the condition"}})
+    assert _judge(reasons.Seen(job=JOB, pod=pod)).result is None
+    late = _judge(reasons.Seen(job=JOB, pod=pod), now=401.0)
+    assert late.result is not None and "failed to sync secret cache" in late.result.error
 
 
 def test_unschedulable_fails_at_the_pending_deadline_with_the_schedulers_words() -> None:

@@ -171,7 +171,7 @@ class Follower:
     def _write(self, batch: list[tuple[int, str]]) -> None:
         limit = self.line_limit
         for at_us, text in batch:
-            at = at_us / 1_000_000
+            at = (at_us + 0.5) / 1_000_000  # the log file keeps exactly this microsecond
             if len(text) <= limit:
                 self.sink.write("stdout", text, at=at)
             else:

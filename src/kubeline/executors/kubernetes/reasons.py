@@ -18,8 +18,11 @@ from kubeline.executors import base
 from kubeline.executors.kubernetes import manifests
 
 F = states.FailureKind
-FATAL_WAITING = frozenset({"ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName",
-                           "CreateContainerConfigError", "CreateContainerError"})
+FATAL_WAITING = frozenset({"ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName"})
+# Fatal only when the message names something missing; else the kubelet may still recover (e.g.
+# "failed to sync secret cache: timed out" under load): then the pending timeout decides.
+CONFIG_WAITING = frozenset({"CreateContainerConfigError", "CreateContainerError"})
+_MISSING = ("not found", "couldn't find key", "no such", "invalid")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -140,7 +143,8 @@ def judge(  # noqa: PLR0911, PLR0912 - a decision table, read top to bottom
             return Verdict(result=base.AttemptResult(exit_code=0), started=True)
         return _fail(F.EXIT_CODE, f"the Job failed: {why} {text}".strip(), started=started)
     waiting = (status.get("state") or {}).get("waiting") or {}
-    if waiting.get("reason") in FATAL_WAITING:
+    missing = any(word in str(waiting.get("message", "")).lower() for word in _MISSING)
+    if waiting.get("reason") in FATAL_WAITING or (waiting.get("reason") in CONFIG_WAITING and missing):
         return _fail(F.START_FAILED, f"{waiting['reason']}: {waiting.get('message', '')}".rstrip(": "),
                      delete=True, started=False)
     if started:
