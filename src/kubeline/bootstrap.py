@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from kubeline import settings as settings_
 from kubeline.engine import engine as engine_
 from kubeline.executors import base as executors_base
-from kubeline.executors import local
+from kubeline.executors import local, local_warm
 from kubeline.logs import store as log_store
 from kubeline.secrets import crypto
 from kubeline.secrets import service as secret_service
@@ -34,12 +34,21 @@ class Kubeline:
 
 def executors_for(settings: settings_.Settings, *,
                   store: storage_base.Store | None = None) -> dict[str, executors_base.Executor]:
-    found: dict[str, executors_base.Executor] = {"local": local.LocalExecutor.from_settings(settings)}
+    cold = local.LocalExecutor.from_settings(settings)
+    found: dict[str, executors_base.Executor] = {"local": cold, "local-warm": local_warm.WarmExecutor(
+        work_dir=settings.work_dir, artifacts_dir=cold.artifacts_dir, venvs=cold.venvs,
+        log_line_limit=settings.log_line_limit)}
     if settings.executor == "kubernetes" or settings.kubernetes_api_url:
         from kubeline.executors.kubernetes import executor as k8s  # the kubernetes client loads only here
 
         found["kubernetes"] = k8s.KubernetesExecutor.from_settings(settings, attempts=store)
     return found
+
+
+def default_executor(settings: settings_.Settings) -> str:
+    """``local`` means small python stages on ``local-warm`` and the rest on ``local`` (the rule is
+    ``engine.planner.effective``); a pipeline or stage that names ``local`` always gets ``local``."""
+    return "local-warm" if settings.executor == "local" else settings.executor
 
 
 @contextlib.asynccontextmanager
@@ -53,7 +62,7 @@ async def open_kubeline(settings: settings_.Settings | None = None) -> AsyncIter
         secrets = secret_service.SecretService(store=store, key=key)
         logs = log_store.LogStore(settings.logs_dir)
         engine = engine_.Engine(store=store, executors=executors, logs=logs, secrets=secrets,
-                                default_executor=settings.executor,
+                                default_executor=default_executor(settings),
                                 max_concurrent_attempts=settings.max_concurrent_attempts,
                                 lease_seconds=settings.lease_seconds,
                                 caps=storage_base.ClaimCaps(max_running=settings.max_running_runs,

@@ -3,6 +3,13 @@
 Precedence, lowest first: pipeline < stage < the run config (schedule) the run was made from.
 Env layering follows Fast-Flow: env, schedule env, encrypted env, schedule encrypted env, stored
 secrets, then the run's inputs (as env vars when their names allow).
+
+Executor choice: the stage's, else the pipeline's, else the engine's default. ``local-warm`` (a
+pre-started interpreter that forks per attempt) only fits ``python`` stages that run in the
+shared venv of their python version, i.e. with no requirements of their own; any other stage
+that would land on it runs on ``local``. The composition root makes ``local-warm`` the default
+when the server's executor is ``local``, so small python stages get it without asking, and a
+pipeline or stage that names ``local`` keeps a fresh interpreter per attempt.
 """
 
 from __future__ import annotations
@@ -42,6 +49,15 @@ def stage_of(run: runs.Run, stage_id: str) -> specs.StageSpec:
     return next(s for s in run.spec.stages if s.id == stage_id)
 
 
+WARM_EXECUTOR = "local-warm"
+
+
+def warm_eligible(run: runs.Run, stage: specs.StageSpec) -> bool:
+    """A ``python`` stage without requirements: its venv is shared, so a warm interpreter fits."""
+    type_name = components.ALIASES.get(stage.type, stage.type)
+    return type_name == "python" and stage.requirements is None and run.spec.requirements is None
+
+
 def effective(run: runs.Run, stage: specs.StageSpec, *, default_executor: str) -> Effective:
     spec, schedule = run.spec, schedule_of(run)
     timeout = spec.timeout
@@ -57,8 +73,11 @@ def effective(run: runs.Run, stage: specs.StageSpec, *, default_executor: str) -
     resources = spec.resources.merged(stage.resources)
     if schedule is not None:
         resources = resources.merged(schedule.resources)
+    executor = stage.executor or spec.executor or default_executor
+    if executor == WARM_EXECUTOR and not warm_eligible(run, stage):
+        executor = "local"
     return Effective(
-        executor=stage.executor or spec.executor or default_executor,
+        executor=executor,
         timeout=timeout or None,
         retries=retries,
         resources=resources,

@@ -1,0 +1,239 @@
+"""Warm workers, a few per venv: start them, hand out forks, notice deaths, replace them.
+
+A ``Worker`` is one ``warm_worker`` process of a venv's interpreter, driven over a socketpair
+with one JSON line per request and per reply (a request is served in about a millisecond, so
+requests to one worker are simply serialised by a lock). A ``Pool`` keeps ``size`` live workers
+of one venv: a request goes to an idle one, and a spare means a worker's death costs nothing
+but the restart of a new one in the background.
+
+A worker that dies never takes an attempt with it: the attempts it started are supervised by
+their own processes. A worker that dies *while* starting an attempt has started nothing (see
+``warm_worker``), so the request is retried on another worker and the attempt's log says why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import pathlib
+import signal
+import socket
+import subprocess
+from collections.abc import Callable
+from typing import Any
+
+from kubeline.domain import errors
+
+log = logging.getLogger(__name__)
+
+WORKER_SCRIPT = pathlib.Path(__file__).with_name("warm_worker.py")
+_STARTUP_TIMEOUT = 60.0  # seconds: a cold interpreter on a loaded machine
+_STOP_TIMEOUT = 5.0
+_RETRIES = 3
+_STDERR_KEPT = 2000
+
+
+class WorkerDiedError(Exception):
+    """The worker ended; the message says how (exit code or signal, its last stderr)."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Forked:
+    pid: int  # the attempt's supervisor (session and process group leader)
+    start: int | None  # its start time in clock ticks (pid + start name one process)
+    worker_pid: int
+
+
+class Worker:
+    def __init__(self, *, proc: asyncio.subprocess.Process, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter, python: str) -> None:
+        self.proc = proc
+        self.pid = proc.pid
+        self.python = python
+        self._reader = reader
+        self._writer = writer
+        self._lock = asyncio.Lock()
+        self._ids = 0
+        self.ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._monitor = asyncio.get_running_loop().create_task(self._watch())
+
+    @classmethod
+    async def start(cls, *, python: str, env: dict[str, str]) -> Worker:
+        ours, theirs = socket.socketpair()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                python, str(WORKER_SCRIPT), str(theirs.fileno()), pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                env=env, cwd="/", start_new_session=True)
+        except OSError as exc:
+            ours.close()
+            raise errors.ExecutorError(f"cannot start a warm worker with {python}: {exc}") from exc
+        finally:
+            theirs.close()
+        reader, writer = await asyncio.open_unix_connection(sock=ours)
+        worker = cls(proc=proc, reader=reader, writer=writer, python=python)
+        try:
+            line = await asyncio.wait_for(reader.readline(), _STARTUP_TIMEOUT)
+        except TimeoutError:
+            line = b""
+        if not line.startswith(b"{"):
+            await worker.stop()
+            raise errors.ExecutorError(f"the warm worker of {python} did not start: "
+                                       f"{await worker.death()}")
+        return worker
+
+    @property
+    def busy(self) -> bool:
+        return self._lock.locked()
+
+    @property
+    def alive(self) -> bool:
+        return not self.ended.done()
+
+    async def fork(self, request: dict[str, Any]) -> Forked:
+        """Have the worker fork a supervised attempt; ``WorkerDiedError`` if it is gone."""
+        async with self._lock:
+            self._ids += 1
+            data = json.dumps({**request, "id": self._ids}).encode() + b"\n"
+            line = b""
+            if self.alive:
+                try:
+                    self._writer.write(data)
+                    await self._writer.drain()
+                    line = await self._reader.readline()
+                except (ConnectionError, OSError):
+                    line = b""
+            if not line:
+                raise WorkerDiedError(f"warm worker {self.pid} ({self.python}) "
+                                      f"{await self.death()}")
+            reply = json.loads(line)
+        return Forked(pid=reply["pid"], start=reply.get("start"), worker_pid=self.pid)
+
+    async def death(self) -> str:
+        """How the worker ended (waits a moment for it to be reaped)."""
+        with contextlib.suppress(TimeoutError):
+            return await asyncio.wait_for(asyncio.shield(self.ended), _STOP_TIMEOUT)
+        return "stopped answering"
+
+    async def stop(self) -> None:
+        """Close its socket (it exits at EOF; attempts it started keep running); kill if stuck."""
+        self._writer.close()
+        with contextlib.suppress(ConnectionError, OSError):
+            await self._writer.wait_closed()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._monitor), _STOP_TIMEOUT)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+            await self._monitor
+
+    async def _watch(self) -> None:
+        assert self.proc.stderr is not None
+        stderr = await self.proc.stderr.read()
+        code = await self.proc.wait()
+        how = f"was killed by signal {_signal_name(-code)}" if code < 0 else f"exited with code {code}"
+        text = stderr.decode(errors="replace").strip()
+        if text:
+            how += f": {text[-_STDERR_KEPT:]}"
+        self._writer.close()
+        self.ended.set_result(how)
+
+
+class Pool:
+    """``size`` live workers of one interpreter; dead ones are replaced in the background."""
+
+    def __init__(self, *, python: str, env: dict[str, str], size: int) -> None:
+        self.python = python
+        self._env = env
+        self._size = max(1, size)
+        self._workers: list[Worker] = []
+        self._starting: set[asyncio.Task[Worker]] = set()
+        self._closed = False
+
+    def pids(self) -> list[int]:
+        return [w.pid for w in self._workers if w.alive]
+
+    async def fork(self, request: dict[str, Any], *, on_retry: Callable[[str], None]) -> Forked:
+        last = ""
+        for _ in range(_RETRIES):
+            worker = await self._pick()
+            try:
+                return await worker.fork(request)
+            except WorkerDiedError as exc:
+                last = str(exc)
+                log.warning("%s; starting a new one", last)
+                self._drop(worker)
+                on_retry(last)
+        raise errors.ExecutorError(f"warm workers of {self.python} keep dying ({last}); "
+                                   "run the stage with `executor: local` to see why")
+
+    async def close(self) -> None:
+        self._closed = True
+        for task in self._starting:
+            task.cancel()
+        started = await asyncio.gather(*self._starting, return_exceptions=True)
+        self._workers.extend(w for w in started if isinstance(w, Worker))
+        workers, self._workers = self._workers, []
+        await asyncio.gather(*(w.stop() for w in workers))
+
+    async def _pick(self) -> Worker:
+        self._workers = [w for w in self._workers if w.alive]
+        self._refill()
+        if self._workers:  # an idle one, else queue behind the first (a fork takes ~1 ms)
+            return next((w for w in self._workers if not w.busy), self._workers[0])
+        if not self._starting:
+            self._refill(force=True)
+        done, _ = await asyncio.wait(set(self._starting), return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task.exception() is None:
+                return task.result()
+        raise errors.ExecutorError(f"no warm worker of {self.python} could start: "
+                                   f"{next(iter(done)).exception()}")
+
+    def _refill(self, *, force: bool = False) -> None:
+        if self._closed:
+            return
+        missing = self._size - len(self._workers) - len(self._starting)
+        for _ in range(max(missing, 1 if force else 0)):
+            task = asyncio.get_running_loop().create_task(self._start_one())
+            task.add_done_callback(_log_failure)
+            self._starting.add(task)
+
+    async def _start_one(self) -> Worker:
+        try:
+            worker = await Worker.start(python=self.python, env=self._env)
+        finally:
+            self._starting.discard(asyncio.current_task())  # type: ignore[arg-type,unused-ignore]
+        if self._closed:
+            await worker.stop()
+            raise errors.ExecutorError("the warm pool is closed")
+        self._workers.append(worker)
+        worker.ended.add_done_callback(lambda _f: self._on_end(worker))
+        return worker
+
+    def _on_end(self, worker: Worker) -> None:
+        if self._closed or worker not in self._workers:
+            return
+        log.warning("warm worker %s (%s) %s; starting a new one", worker.pid, self.python,
+                    worker.ended.result())
+        self._drop(worker)
+
+    def _drop(self, worker: Worker) -> None:
+        if worker in self._workers:
+            self._workers.remove(worker)
+        self._refill()
+
+
+def _log_failure(task: asyncio.Task[Worker]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("a warm worker did not start: %s", task.exception())
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"

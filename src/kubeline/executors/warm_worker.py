@@ -1,0 +1,317 @@
+"""The warm worker: a pre-started interpreter of a pipeline's venv that forks one attempt per request.
+
+Started by ``warm_pool`` as ``VENV/bin/python warm_worker.py FD`` (FD: its end of a socketpair),
+so it runs in the pipeline's own interpreter and imports only the standard library. It never
+runs user code itself. Per request (one JSON line) it forks a *supervisor* that mirrors the
+``/bin/sh`` wrapper of the local executor, so the executor follows both kinds of attempt with
+the same code (``local_run.Attempt``) and a restarted server adopts them the same way::
+
+    worker --fork--> supervisor: setsid, join cgroups, cd FOLDER, trap TERM/INT,
+                     --fork--> attempt: stdio -> WORK/stdout|stderr, env, sys.argv, run script
+                     waitpid(attempt) -> WORK/rc (128 + signal when killed, like sh)
+
+The worker replies with the supervisor's pid and start time, and only then lets it go on (a
+byte on a private pipe): a worker that dies before replying leaves nothing that runs, so the
+executor can safely retry on another worker. Supervisors are reaped by the kernel
+(``SIGCHLD`` ignored) and do not depend on the worker: killing a worker does not touch the
+attempts it started.
+
+The attempt runs the script the way ``python -u SCRIPT ARGS`` would: a fresh ``__main__``
+module, ``sys.argv``, ``sys.path[0]`` = the script's directory (+ ``PYTHONPATH`` from its env),
+uncaught exceptions printed by ``sys.excepthook`` without this module's frames, ``SystemExit``
+codes as Python maps them. Shutdown is Python's sequence minus the module teardown: join
+non-daemon threads, run ``atexit``, drop ``__main__``'s globals (so their finalizers run, e.g.
+an unclosed file is flushed), collect garbage, flush stdio (120 when that fails), ``_exit``.
+A full ``Py_FinalizeEx`` in a forked child writes to every inherited object (refcounts, GC
+headers), so each page of the worker is copied: measured here 5-10 ms of a ~7 ms attempt.
+For the same reason the worker ``gc.freeze()``s what it has imported before it forks.
+What a started interpreter cannot change afterwards (``-X`` options, ``PYTHONHASHSEED`` and
+other startup variables) is why the executor sends such stages to a fresh process instead.
+"""
+
+# os.path and open(): the worker keeps its imports to the minimum
+# ruff: noqa: PTH100, PTH118, PTH120, PTH123
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import os
+import signal
+import sys
+from typing import Any
+
+_NO_CGROUP = 125  # same codes as the sh supervisor's failures
+_NO_CWD = 126
+
+
+_MAX_FD = 1 << 20
+
+
+class _Spare:
+    """A pre-forked supervisor (already in its own session) waiting for its request."""
+
+    def __init__(self, pid: int, requests: int) -> None:
+        self.pid = pid
+        self.start = _start_ticks(pid)
+        self.requests = requests
+
+
+def main() -> None:
+    del sys.path[0]  # this file's directory: user code must not import the executor's modules
+    sock = int(sys.argv[1])
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # supervisors: reaped by the kernel
+    _preload()
+    gc.freeze()  # what is imported now is shared with every fork, never scanned there
+    _send(sock, {"ready": True, "pid": os.getpid(), "python": sys.version.split()[0]})
+    requests = _serve(sock)
+    if requests is None:
+        return
+    attempt = _supervise(requests)
+    request = json.loads(_read_all(attempt))
+    os.close(attempt)
+    _run_attempt(request)
+
+
+def _preload() -> None:
+    """Kubeline's own import-light helper (copied into every venv) and the modules it uses."""
+    import types  # noqa: F401 - used by every attempt
+
+    with contextlib.suppress(ImportError):  # without the shim, scripts import it themselves
+        import kubeline.task  # noqa: F401
+
+
+def _serve(sock: int) -> int | None:
+    """Hand each request to a spare supervisor, then fork the next spare while it runs.
+
+    Returns only in a forked supervisor (the fd its request arrives on), or None at EOF.
+    """
+    pending = b""
+    spare: _Spare | None = None
+    while True:
+        if spare is None:
+            forked = _fork_spare(sock)
+            if isinstance(forked, int):
+                return forked
+            spare = forked
+        try:
+            chunk = os.read(sock, 1 << 16)
+        except ConnectionResetError:
+            chunk = b""
+        if not chunk:
+            return None  # the spare reads EOF and exits
+        pending += chunk
+        while b"\n" in pending:
+            line, pending = pending.split(b"\n", 1)
+            if spare is None:
+                forked = _fork_spare(sock)
+                if isinstance(forked, int):
+                    return forked
+                spare = forked
+            request_id = json.loads(line)["id"]
+            # Reply first: a worker that dies before the reply has started nothing.
+            _send(sock, {"id": request_id, "pid": spare.pid, "start": spare.start})
+            _write_all(spare.requests, line)
+            os.close(spare.requests)
+            spare = None
+
+
+def _fork_spare(sock: int) -> _Spare | int:
+    requests, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(write_end)
+        os.close(sock)
+        return requests
+    os.close(requests)
+    return _Spare(pid, write_end)
+
+
+def _supervise(requests: int) -> int:
+    """The supervisor: returns only in its forked attempt process (the fd of its request)."""
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):  # hold none of the worker's pipes
+        os.dup2(devnull, fd)
+    os.closerange(3, requests)
+    os.closerange(requests + 1, _MAX_FD)
+    os.setsid()
+    signal.signal(signal.SIGTERM, _ignore)  # the attempt dies, the supervisor records it
+    signal.signal(signal.SIGINT, _ignore)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    to_attempt, attempt_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        os.close(attempt_fd)
+        os.close(requests)
+        return to_attempt
+    os.close(to_attempt)
+    data = _read_all(requests)
+    if not data:  # the worker is gone: this spare was never handed out
+        os._exit(0)
+    request = json.loads(data)
+    work = request["work"]
+    for path in request["cgroups"]:  # before the attempt gets its request: all it does counts
+        try:
+            _write(path, f"{os.getpid()}\n")
+            _write(path, f"{pid}\n")
+        except OSError:
+            os.kill(pid, signal.SIGKILL)
+            _finish(work, _NO_CGROUP)
+    _write_all(attempt_fd, data)
+    os.close(attempt_fd)
+    status = -1
+    with contextlib.suppress(ChildProcessError):
+        _, status = os.waitpid(pid, 0)
+    if status == -1:
+        _finish(work, 1)
+    code = 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+    _finish(work, code)
+    return -1  # not reached
+
+
+def _run_attempt(request: dict[str, Any]) -> None:
+    work = request["work"]
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+    os.dup2(os.open(os.path.join(work, "stdout"), flags, 0o666), 1)
+    os.dup2(os.open(os.path.join(work, "stderr"), flags, 0o666), 2)
+    os.closerange(3, _MAX_FD)
+    try:
+        os.chdir(request["cwd"])
+    except OSError as exc:
+        sys.stderr.write(f"cannot change to {request['cwd']}: {exc.strerror}\n")
+        os._exit(_NO_CWD)
+    env: dict[str, str] = request["env"]
+    os.environ.clear()
+    os.environ.update(env)
+    argv: list[str] = request["argv"]
+    script = argv[0]
+    sys.argv = list(argv)
+    extra = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    sys.path[0:0] = [os.path.dirname(os.path.realpath(script)), *extra]
+    if env.get("PYTHONDONTWRITEBYTECODE"):
+        sys.dont_write_bytecode = True
+    main = _new_main(script)
+    try:
+        code = _execute(script, main)
+    except SystemExit as exc:
+        code = _exit_code(exc)
+    _shutdown(code, main)
+
+
+def _new_main(script: str) -> Any:
+    import types
+
+    main = types.ModuleType("__main__")
+    main.__dict__.update({"__file__": os.path.abspath(script), "__cached__": None,
+                          "__builtins__": __builtins__})
+    sys.modules["__main__"] = main
+    return main
+
+
+def _execute(script: str, main: Any) -> int:
+    path = main.__file__
+    try:
+        with open(path, "rb") as file:
+            source = file.read()
+    except OSError as exc:
+        sys.stderr.write(f"{sys.executable}: can't open file {path!r}: [Errno {exc.errno}] "
+                         f"{exc.strerror}\n")
+        return 2
+    try:
+        code = compile(source, path, "exec", dont_inherit=True)
+        exec(code, main.__dict__)  # noqa: S102 - running the stage's script is the point
+    except SystemExit:
+        raise
+    except BaseException as exc:  # printed like Python prints an uncaught exception
+        tb = exc.__traceback__.tb_next if exc.__traceback__ is not None else None
+        sys.excepthook(type(exc), exc.with_traceback(tb), tb)
+        return 130 if isinstance(exc, KeyboardInterrupt) else 1
+    return 0
+
+
+def _exit_code(exc: SystemExit) -> int:
+    """What Python makes of ``sys.exit(x)``: None -> 0, an int as is, anything else printed -> 1."""
+    if exc.code is None:
+        return 0
+    if isinstance(exc.code, int):
+        return exc.code & 0xFF
+    with contextlib.suppress(Exception):  # as Python: nothing left to report it to
+        sys.stderr.write(f"{exc.code}\n")
+    return 1
+
+
+def _shutdown(code: int, main: Any) -> None:
+    threading = sys.modules.get("threading")
+    try:
+        if threading is not None:
+            threading._shutdown()
+        import atexit
+
+        atexit._run_exitfuncs()
+    except SystemExit as exc:
+        code = _exit_code(exc)
+    except BaseException:  # noqa: S110 - Python prints atexit errors itself and goes on
+        pass
+    main.__dict__.clear()
+    gc.collect()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            code = 120 if code == 0 else code
+    os._exit(code)
+
+
+def _finish(work: str, code: int) -> None:
+    try:
+        _write(os.path.join(work, "rc"), f"{code}\n")
+    finally:
+        os._exit(0)
+
+
+def _write(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def _read_all(fd: int) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _send(sock: int, message: dict[str, Any]) -> None:
+    _write_all(sock, json.dumps(message).encode() + b"\n")
+
+
+def _start_ticks(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            data = file.read()
+    except OSError:
+        return None
+    return int(data[data.rfind(b")") + 2:].split()[19])
+
+
+def _ignore(signum: int, frame: object) -> None:
+    return None
+
+
+if __name__ == "__main__":
+    main()
