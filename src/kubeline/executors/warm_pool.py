@@ -172,10 +172,9 @@ class Pool:
 
     async def close(self) -> None:
         self._closed = True
-        for task in self._starting:
-            task.cancel()
-        started = await asyncio.gather(*self._starting, return_exceptions=True)
-        self._workers.extend(w for w in started if isinstance(w, Worker))
+        # Let workers being started finish (each stops itself, seeing the pool closed): a start
+        # cancelled midway would leave an interpreter behind.
+        await asyncio.gather(*list(self._starting), return_exceptions=True)
         workers, self._workers = self._workers, []
         await asyncio.gather(*(w.stop() for w in workers))
 

@@ -6,13 +6,18 @@ runs user code itself. Per request (one JSON line) it forks a *supervisor* that 
 ``/bin/sh`` wrapper of the local executor, so the executor follows both kinds of attempt with
 the same code (``local_run.Attempt``) and a restarted server adopts them the same way::
 
-    worker --fork--> supervisor: setsid, join cgroups, cd FOLDER, trap TERM/INT,
-                     --fork--> attempt: stdio -> WORK/stdout|stderr, env, sys.argv, run script
+    worker --fork--> supervisor: setsid, trap TERM/INT, join cgroups (itself and the attempt)
+                     --fork--> attempt: stdio -> WORK/stdout|stderr, cd FOLDER, env, sys.argv,
+                                        run the script
                      waitpid(attempt) -> WORK/rc (128 + signal when killed, like sh)
 
-The worker replies with the supervisor's pid and start time, and only then lets it go on (a
-byte on a private pipe): a worker that dies before replying leaves nothing that runs, so the
-executor can safely retry on another worker. Supervisors are reaped by the kernel
+Supervisors are pre-forked: a spare (already in its own session, its attempt process forked
+too) waits for the next request, so a start costs two pipe writes, and the worker forks the
+next spare while the attempt runs. The worker replies with the spare's pid and start time
+*before* it hands the request over: a worker that dies before replying has started nothing,
+so the executor safely retries on another worker; one that dies in the few microseconds
+between the reply and the handover leaves a supervisor that exits without a status, which the
+executor reports as LOST (never a double run). Supervisors are reaped by the kernel
 (``SIGCHLD`` ignored) and do not depend on the worker: killing a worker does not touch the
 attempts it started.
 

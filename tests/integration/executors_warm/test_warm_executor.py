@@ -1,0 +1,261 @@
+"""The warm executor with real processes: the local executor's behaviour, forked from a warm
+interpreter (outcomes, logs, kills, limits, masking, adoption) and what a fresh `python` does."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+
+import pytest
+from conftest import make_executor  # type: ignore[import-not-found]
+
+from kubeline.domain import specs, states
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            return file.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+async def test_success_with_outputs_route_inputs_and_the_script_view(warm):
+    code = """
+        import json, os, sys
+        from kubeline import task
+        inputs = json.load(open(os.environ["KUBELINE_INPUTS"]))
+        task.set_output("doubled", inputs["x"] * 2)
+        task.set_output("view", {"exe": sys.executable, "cwd": os.getcwd(), "argv": sys.argv,
+                                 "name": __name__, "file": __file__, "path0": sys.path[0],
+                                 "plain": os.environ["PLAIN"], "cfg": task.config()["k"],
+                                 "leak": os.environ.get("KUBELINE_SECRET_KEY"),
+                                 "pgid": os.getpgid(0), "main": sys.modules["__main__"].__file__})
+        task.set_route("big")
+        open(os.path.join(os.environ["KUBELINE_ARTIFACTS_DIR"], "a.txt"), "w").write("kept")
+        print("hello")
+    """
+    spec = warm.spec(code, argv=("python", "-u", "main.py", "one", "two"), inputs={"x": 21},
+                     config={"k": "v"}, env={"PLAIN": "yes"})
+    os.environ["KUBELINE_SECRET_KEY"] = "server-only"
+    try:
+        handle = await warm.start(spec)
+    finally:
+        del os.environ["KUBELINE_SECRET_KEY"]
+    assert handle["warm_worker"] != handle["pid"]
+    result = await warm.executor.wait(handle)
+    assert result.succeeded, (result.error, warm.log(spec))
+    assert result.exit_code == 0 and result.route == "big" and result.outputs["doubled"] == 42
+    view = result.outputs["view"]
+    folder = str(spec.folder)
+    assert view["exe"].endswith("/bin/python") and view["cwd"] == folder
+    assert view["argv"] == ["main.py", "one", "two"] and view["name"] == "__main__"
+    assert view["file"] == view["main"] == f"{folder}/main.py" and view["path0"] == folder
+    assert view["plain"] == "yes" and view["cfg"] == "v" and view["leak"] is None
+    assert view["pgid"] == handle["pgid"]  # the attempt's own process group, like `local`
+    assert warm.log(spec) == [("stdout", "hello")]
+    assert (warm.tmp_path / "art" / "run-1" / spec.stage_id / "1" / "a.txt").read_text() == "kept"
+    assert not os.path.exists(handle["work_dir"])
+
+
+async def test_exit_codes_and_tracebacks_like_python(warm):
+    spec = warm.spec("import sys; sys.exit(3)")
+    result = await warm.run(spec)
+    assert result.failure is states.FailureKind.EXIT_CODE
+    assert result.exit_code == 3 and result.error == "exited with code 3"
+
+    spec = warm.spec("import sys; sys.exit('bad input')")
+    result = await warm.run(spec)
+    assert result.exit_code == 1 and ("stderr", "bad input") in warm.log(spec)
+
+    spec = warm.spec("def f():\n    raise ValueError('boom')\nf()")
+    result = await warm.run(spec)
+    assert result.exit_code == 1 and result.error == "exited with code 1"
+    stderr = [text for stream, text in warm.log(spec) if stream == "stderr"]
+    assert stderr == ["Traceback (most recent call last):",
+                      f'  File "{spec.folder}/main.py", line 3, in <module>', "    f()",
+                      f'  File "{spec.folder}/main.py", line 2, in f',
+                      "    raise ValueError('boom')", "ValueError: boom"]  # no worker frames
+    assert warm.log(spec)[-1] == ("system", "attempt failed: exited with code 1")
+
+    spec = warm.spec("x = (")
+    assert (await warm.run(spec)).exit_code == 1
+    assert ("stderr", "SyntaxError: '(' was never closed") in warm.log(spec)
+
+
+async def test_killed_by_a_signal(warm):
+    result = await warm.run(warm.spec("import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"))
+    assert result.failure is states.FailureKind.EXIT_CODE
+    assert result.error == "killed by signal SIGSEGV"
+
+
+async def test_shutdown_joins_threads_runs_atexit_and_flushes_files(warm):
+    code = """
+        import atexit, threading, time
+        out = open("kept.txt", "w")
+        out.write("unclosed but flushed")
+        atexit.register(lambda: print("atexit ran"))
+        def late():
+            time.sleep(0.2)
+            print("thread done")
+        threading.Thread(target=late).start()
+    """
+    spec = warm.spec(code)
+    assert (await warm.run(spec)).succeeded
+    assert warm.log(spec) == [("stdout", "thread done"), ("stdout", "atexit ran")]
+    assert (spec.folder / "kept.txt").read_text() == "unclosed but flushed"
+
+
+async def test_very_short_scripts_logs_are_complete(warm):
+    for _ in range(10):
+        spec = warm.spec("import sys; print('a'); print('b', file=sys.stderr); sys.stdout.write('c')")
+        assert (await warm.run(spec)).succeeded
+        assert sorted(warm.log(spec)) == [("stderr", "b"), ("stdout", "a"), ("stdout", "c")]
+
+
+async def test_secrets_are_masked(warm):
+    spec = warm.spec("import os; print('token is', os.environ['TOKEN'])",
+                     env={"TOKEN": "s3cr3t-value"}, secret_env=frozenset({"TOKEN"}))
+    assert (await warm.run(spec, secrets=["s3cr3t-value"])).succeeded
+    assert warm.log(spec) == [("stdout", "token is ***")]
+    raw = (warm.tmp_path / "logs" / "run-1" / spec.stage_id / "1.log").read_text()
+    assert "s3cr3t" not in raw
+
+
+async def test_timeout_kills_the_group_including_a_child_ignoring_sigterm(warm):
+    code = """
+        import os, signal, time
+        pid = os.fork()
+        if pid == 0:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            time.sleep(1000)
+        print(pid, flush=True)
+        time.sleep(1000)
+    """
+    spec = warm.spec(code, timeout=1)
+    started = time.monotonic()
+    result = await warm.run(spec)
+    assert result.failure is states.FailureKind.TIMEOUT
+    assert result.error == "timed out after 1s"
+    assert time.monotonic() - started < 10
+    child = int(warm.log(spec)[0][1])
+    await asyncio.sleep(0.1)
+    assert not alive(child)
+
+
+async def test_cancel_mid_run(warm):
+    spec = warm.spec("import time; print('started', flush=True); time.sleep(1000)")
+    handle = await warm.start(spec)
+    await asyncio.sleep(0.3)
+    await warm.executor.cancel(handle)
+    result = await warm.executor.wait(handle)
+    assert result.failure is states.FailureKind.CANCELLED
+    assert ("stdout", "started") in warm.log(spec)
+    assert not alive(handle["pid"])
+
+
+async def test_memory_hog_ends_as_oom(warm):
+    code = "x = []\nwhile True:\n    x.append(bytearray(4 << 20))"
+    spec = warm.spec(code, resources=specs.Resources(limits={"memory": "64Mi"}), timeout=60)
+    started = time.monotonic()
+    result = await warm.run(spec)
+    assert result.failure is states.FailureKind.OOM, result
+    assert result.error == "exceeded its memory limit of 64Mi"
+    assert time.monotonic() - started < 20
+
+
+async def test_adopt_after_the_executor_is_gone(warm, tmp_path, venvs_root):
+    code = """
+        import sys, time
+        for i in range(30):
+            print(f"line {i}", flush=True)
+            time.sleep(0.02)
+        sys.exit(7)
+    """
+    spec = warm.spec(code)
+    handle = await warm.start(spec)
+    await asyncio.sleep(0.25)
+    await warm.executor.close()  # the server "dies" (its warm workers too); the attempt runs on
+    assert alive(handle["pid"])
+    handle = json.loads(json.dumps(handle))  # as stored in the database
+    await asyncio.sleep(0.2)
+
+    successor = make_executor(tmp_path, venvs_root)
+    try:
+        assert await successor.adopt(handle, warm.sink(spec))
+        result = await successor.wait(handle)
+    finally:
+        await successor.close()
+    assert result.exit_code == 7 and result.failure is states.FailureKind.EXIT_CODE
+    texts = [text for stream, text in warm.log(spec) if stream == "stdout"]
+    assert texts == [f"line {i}" for i in range(30)]
+    assert not await successor.adopt(handle, warm.sink(spec))  # gone now: LOST
+
+
+async def test_a_worker_crash_spares_running_attempts_and_a_new_worker_starts(warm):
+    spec = warm.spec("import time; time.sleep(0.5); print('survived')")
+    handle = await warm.start(spec)
+    await asyncio.sleep(0.2)  # running (the worker has handed over its request)
+    (python, old), = warm.executor.worker_pids().items()
+    for pid in old:
+        os.kill(pid, signal.SIGKILL)
+    result = await warm.executor.wait(handle)
+    assert result.succeeded and warm.log(spec) == [("stdout", "survived")]
+    spec = warm.spec("print('next')")
+    result = await warm.run(spec)
+    assert result.succeeded and warm.log(spec) == [("stdout", "next")]
+    new = warm.executor.worker_pids()[python]
+    assert new and not set(new) & set(old)
+
+
+async def test_a_worker_dying_while_starting_an_attempt_is_retried_and_logged(warm):
+    assert (await warm.run(warm.spec("pass"))).succeeded  # the pool is up
+    pids = next(iter(warm.executor.worker_pids().values()))
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)  # requests queue up unanswered...
+    spec = warm.spec("print('ran once')")
+    starting = asyncio.ensure_future(warm.start(spec))
+    await asyncio.sleep(0.3)
+    assert not starting.done()
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)  # ...and the worker dies before it forked anything
+    handle = await starting
+    result = await warm.executor.wait(handle)
+    assert result.succeeded
+    log = warm.log(spec)
+    assert ("stdout", "ran once") in log
+    system = [text for stream, text in log if stream == "system"]
+    assert any("was killed by signal SIGKILL; starting this attempt on another warm worker" in text
+               for text in system), system
+
+
+async def test_unfit_stages_take_the_cold_path(warm):
+    spec = warm.spec(argv=("sh", "-c", "echo from sh"), stage_type="shell")
+    assert (await warm.run(spec, warm=False)).succeeded
+    assert warm.log(spec) == [("stdout", "from sh")]
+    spec = warm.spec("import os; print(os.environ['PYTHONHASHSEED'])", env={"PYTHONHASHSEED": "7"})
+    assert (await warm.run(spec, warm=False)).succeeded
+    assert warm.log(spec) == [("stdout", "7")]
+
+
+async def test_pythonpath_from_the_stage_env(warm):
+    spec = warm.spec("import helper; print(helper.VALUE)", env={"PYTHONPATH": "lib"})
+    (spec.folder / "lib").mkdir()
+    (spec.folder / "lib" / "helper.py").write_text("VALUE = 'from lib'\n")
+    assert (await warm.run(spec)).succeeded
+    assert warm.log(spec) == [("stdout", "from lib")]
+
+
+async def test_missing_script_and_folder(warm, tmp_path):
+    spec = warm.spec(argv=("python", "-u", "nope.py"))
+    result = await warm.run(spec)
+    assert result.exit_code == 2
+    assert any("can't open file" in text for _, text in warm.log(spec))
+    from kubeline.domain import errors
+
+    spec = warm.spec("pass", folder=tmp_path / "missing")
+    with pytest.raises(errors.ExecutorError, match="does not exist"):
+        await warm.start(spec)
