@@ -42,6 +42,10 @@ def executors_for(settings: settings_.Settings, *,
         from kubeline.executors.kubernetes import executor as k8s  # the kubernetes client loads only here
 
         found["kubernetes"] = k8s.KubernetesExecutor.from_settings(settings, attempts=store)
+    if settings.executor == "docker" or settings.docker_host:
+        from kubeline.executors import docker  # the docker SDK loads only here
+
+        found["docker"] = docker.DockerExecutor.from_settings(settings)
     return found
 
 

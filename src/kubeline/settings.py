@@ -56,6 +56,15 @@ class Settings(pydantic_settings.BaseSettings):
     kubernetes_uv_cache_claim: str | None = pydantic.Field(
         None, description="PVC for the pods' uv cache; default: an emptyDir per pod.")
 
+    docker_host: str | None = pydantic.Field(
+        None, description="Docker daemon URL, e.g. unix:///var/run/docker.sock (default: the SDK's "
+                          "default socket); it must share this machine's filesystem (bind mounts).")
+    docker_image: str = pydantic.Field("kubeline-worker:dev",
+                                       description="Worker image of attempt containers (never pulled).")
+    docker_network: str | None = pydantic.Field(
+        None, description='Network of attempt containers ("none", "bridge", ...); default: the '
+                          "daemon's bridge when it has one, else none.")
+
     @property
     def database(self) -> str:
         return self.database_url or f"sqlite+aiosqlite:///{self.home / 'kubeline.db'}"
