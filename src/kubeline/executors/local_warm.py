@@ -69,9 +69,9 @@ class WarmExecutor(local.LocalExecutor):
             rest = rest[1:]
         if not rest or rest[0].startswith("-"):
             return None
-        base_env = self._base_environment()
         for key, value in spec.env.items():
-            if key.startswith("PYTHON") and key not in _EMULATED_ENV and base_env.get(key) != value:
+            if key.startswith("PYTHON") and key not in _EMULATED_ENV and (
+                    key in local._SERVER_ONLY or os.environ.get(key) != value):
                 return None
         return rest
 
