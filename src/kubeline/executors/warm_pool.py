@@ -179,6 +179,8 @@ class Pool:
         await asyncio.gather(*(w.stop() for w in workers))
 
     async def _pick(self) -> Worker:
+        if self._closed:  # evicted (too many venvs) or the executor is closing
+            raise errors.ExecutorError(f"the warm workers of {self.python} were stopped meanwhile")
         self._workers = [w for w in self._workers if w.alive]
         self._refill()
         if self._workers:  # an idle one, else queue behind the first (a fork takes ~1 ms)
