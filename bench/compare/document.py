@@ -28,8 +28,18 @@ def _notes(data: Mapping[str, Any]) -> str:
                          f"build (configured: {', '.join(r.get('executors_configured', []))}); the engine fell "
                          "back to `local`, so this row measures the plain subprocess executor.")
         if "error" in r:
-            notes.append(f"- `{r['workload']}` on {r['label']}: not measured ({r['error']}).")
+            done = f"{r['summary']['runs']} runs measured, then" if "summary" in r else "not measured:"
+            notes.append(f"- `{r['workload']}` on {r['label']}: {done} {r['error']}.")
     return "\n".join(notes) or "- none."
+
+
+def _load(data: Mapping[str, Any]) -> str:
+    load = data["machine"].get("load_average")
+    if not load:
+        return ""
+    return (f"- The machine was shared with other work while measuring (load average {load[0]:.1f} / {load[1]:.1f} /"
+            f" {load[2]:.1f} at the end of the last invocation on {data['machine']['cores']} cores): absolute"
+            " figures are noisy; every engine ran on the same machine the same hour.")
 
 
 def render(data: Mapping[str, Any]) -> str:
@@ -40,7 +50,8 @@ def render(data: Mapping[str, Any]) -> str:
 Kubeline next to Apache Airflow 3.3.2 and Prefect 3.8.8 on the same machine in the same benchmark
 run: {m['summary']}, {m['os']}. Every engine on its embedded default (SQLite) with its default
 executor, bound to 127.0.0.1, and every run made through the engine's scheduler: {data['warmup']}
-warm-up + {data['runs']} measured runs per workload (with 5 runs, p95 is the slowest run).
+warm-up + {data['runs']} measured runs per workload unless the *runs* column says fewer
+(p95 is nearest-rank: with 5 runs or fewer it is the slowest run).
 
 {_headline(data)}
 
@@ -54,7 +65,10 @@ end_date`, Prefect flow run `start_time -> end_time`, Kubeline `run.started_at -
 `created_at`) to its end. Per task, from each engine's own timestamps: *assignment* = queued -> started
 (Airflow `task_instance.queued_dttm -> start_date`; Prefect task-run Pending -> Running state;
 Kubeline attempt `created_at -> started_at`), *execution* = started -> ended, *transition* = the last
-upstream's end -> this task queued (roots have none).
+upstream's end -> this task queued (roots have none). Execution includes whatever each engine
+counts inside a task: for Kubeline `local` the interpreter start of the attempt process, for Airflow
+the task runner after its process is up, for Prefect only the task function and its state calls. A
+transition shown as ~0 means the next task was queued in the same transaction that ended the upstream.
 
 **Isolation.** Airflow runs every task instance in its own supervised process (LocalExecutor).
 Prefect runs each flow run in a fresh process started by the runner, and the tasks inside it as
@@ -76,6 +90,7 @@ argument 'min_items'`), so its venv overrides `fastapi<0.116` and `starlette<0.4
 
 **Notes on this run.**
 {_notes(data)}
+{_load(data)}
 
 **Reproduce.** `.venv/bin/python bench/compare/run.py` (all engines, all workloads, 1 + 5 runs; the
 peers' virtualenvs are made once under `~/.cache/kubeline/bench`). Narrow it with

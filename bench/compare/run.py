@@ -40,7 +40,8 @@ def machine() -> dict[str, Any]:
     mem = next((int(line.split()[1]) // 1024 // 1024 for line in pathlib.Path("/proc/meminfo").read_text().splitlines()
                 if line.startswith("MemTotal")), 0)
     cores = os.cpu_count() or 0
-    return {"cpu": cpu, "cores": cores, "memory_gib": mem, "python": platform.python_version(),
+    return {"load_average": [round(x, 2) for x in os.getloadavg()],
+            "cpu": cpu, "cores": cores, "memory_gib": mem, "python": platform.python_version(),
             "os": f"{platform.system()} {platform.release()}",
             "summary": f"{cores} cores ({cpu}), {mem} GiB, Python {platform.python_version()}"}
 
@@ -70,21 +71,22 @@ def measure(engine: Any, chosen: list[workloads.Workload], *, runs: int, warmup:
     for w in chosen:
         row: dict[str, Any] = {"engine": engine.name, "label": engine.label, "isolation": engine.isolation,
                                "workload": w.name}
+        measured: list[dict[str, Any]] = []
         try:
             for i in range(warmup):
                 first = engine.run(w, timeout=timeout)
                 print(f"  {engine.name} {w.name} warm-up {i + 1}: wall {first.wall:.3f}s ({first.state})", flush=True)
-            measured = []
             for i in range(runs):
                 timing = engine.run(w, timeout=timeout)
                 measured.append(timing.as_dict())
                 print(f"  {engine.name} {w.name} run {i + 1}/{runs}: wall {timing.wall:.3f}s "
                       f"trigger->end {timing.end_to_end:.3f}s split {timing.split} ({timing.state})", flush=True)
-            row["measured"] = measured
-            row["summary"] = stats.aggregate(measured)
         except Exception as exc:  # one workload failing must not lose the others' figures
             traceback.print_exc()
             row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        if measured:  # runs measured before an error still count (the error is kept beside them)
+            row["measured"] = measured
+            row["summary"] = stats.aggregate(measured)
         if engine.name.startswith("kubeline"):
             row["executors_configured"] = engine.configured
             row["executors_used"] = sorted(engine.used_executors)
@@ -106,7 +108,8 @@ def save(new: list[dict[str, Any]], *, previous: list[dict[str, Any]], stamp: st
             "wall_seconds": time.monotonic() - began,
             "workloads": {w.name: w.title for w in workloads.WORKLOADS.values()},
             "results": merge(previous, new)}
-    (HERE / "results" / f"{stamp}.json").write_text(json.dumps({**data, "results": new}, indent=1))
+    if new:
+        (HERE / "results" / f"{stamp}.json").write_text(json.dumps({**data, "results": new}, indent=1))
     (HERE / "results" / "latest.json").write_text(json.dumps(data, indent=1))
     return data
 
@@ -121,12 +124,15 @@ def main() -> None:
     parser.add_argument("--cache-dir", type=pathlib.Path, default=pathlib.Path.home() / ".cache/kubeline/bench")
     parser.add_argument("--fresh", action="store_true", help="do not merge with results/latest.json")
     parser.add_argument("--no-docs", action="store_true", help="write results only (not docs/benchmarks.*)")
+    parser.add_argument("--docs-only", action="store_true", help="measure nothing: redo docs from latest.json")
     args = parser.parse_args()
     engines = ENGINES if args.engines == "all" else [e.strip() for e in args.engines.split(",") if e.strip()]
     unknown = sorted(set(engines) - set(ENGINES))
     if unknown or args.runs < 1:
         raise SystemExit(f"unknown engines {unknown} (use {', '.join(ENGINES)}) or --runs < 1")
     chosen = workloads.pick(args.workloads)
+    if args.docs_only:
+        engines = []
     cache = args.cache_dir.expanduser().resolve()
     python = shutil.which(f"python{sys.version_info.major}.{sys.version_info.minor}") or sys.executable
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")

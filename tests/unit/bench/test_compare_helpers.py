@@ -142,4 +142,4 @@ def test_ratios_and_document() -> None:
     text = document.render(data)
     assert text.startswith("## Performance") and "benchmarks.png" in text
     assert "- (a): Kubeline (local) 500 ms, Apache Airflow 3.3.2 40.00 s." in text
-    assert "`fanout100` on Prefect 3.8.8: not measured (TimeoutError: too slow)" in text
+    assert "`fanout100` on Prefect 3.8.8: not measured: TimeoutError: too slow." in text
