@@ -299,7 +299,7 @@ class PipelineClient:
     def _raw_get(self, path: str, *, what: str, stream: bool = False) -> Any:
         del stream  # the raw response streams either way (_preload_content=False)
         return self._call(what, self.api_client.call_api, path, "GET", auth_settings=["BearerToken"],
-                          response_type=None, _preload_content=False)
+                          response_type=None, _preload_content=False, _return_http_data_only=True)
 
 
 class AsyncPipelineClient:

@@ -157,9 +157,10 @@ def pipeline_status(pipeline: runs.Pipeline, *, generation: int | None, now: dt.
 
 
 def without_nulls(value: Any) -> Any:
-    """``value`` with every None left out (a merge patch would otherwise send nulls the schema refuses)."""
+    """``value`` without None and "" values: the API server (1.20) turns "" in a status merge patch
+    into null, which the schema refuses (an empty field is just left out)."""
     if isinstance(value, dict):
-        return {k: without_nulls(v) for k, v in value.items() if v is not None}
+        return {k: without_nulls(v) for k, v in value.items() if v is not None and v != ""}
     if isinstance(value, list):
         return [without_nulls(v) for v in value]
     return value

@@ -110,3 +110,8 @@ def test_run_inputs_and_pod_overrides() -> None:
     assert moved.spec.kubernetes.tolerations == [{"key": "k"}]
     with pytest.raises(errors.SpecError, match=r"spec\.pipelineRef"):
         convert.parse_run_spec({"inputs": {}}, where="PipelineRun ns/r")
+
+
+def test_status_patches_leave_out_empty_values() -> None:
+    assert convert.without_nulls({"a": None, "b": "", "c": {"d": None, "e": "x"}, "f": [{"g": ""}], "h": 0}) == {
+        "c": {"e": "x"}, "f": [{}], "h": 0}
