@@ -52,6 +52,7 @@ class _Attempt:
     reason: tuple[states.FailureKind, str] | None = None
     task: asyncio.Task[base.AttemptResult] | None = None
     timer: asyncio.TimerHandle | None = None
+    removed: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)  # by ``cancel``
 
 
 class DockerExecutor:
@@ -215,9 +216,15 @@ class DockerExecutor:
                    for f in attempt.followers]
         container = attempt.handle["container"]
         state: dict[str, Any] | None = None
+        removed = asyncio.ensure_future(attempt.removed.wait())
         while state is None:
+            waiter = asyncio.ensure_future(self._call(self.api.wait, container, timeout=_WAIT_POLL))
+            await asyncio.wait({waiter, removed}, return_when=asyncio.FIRST_COMPLETED)
+            if removed.done():  # cancelled: the daemon may never answer the wait
+                waiter.cancel()
+                break
             try:
-                await self._call(self.api.wait, container, timeout=_WAIT_POLL)
+                waiter.result()
                 state = (await self._call(self.api.inspect_container, container))["State"]
             except docker.errors.NotFound:
                 break
@@ -225,10 +232,17 @@ class DockerExecutor:
                 continue  # a quiet attempt: the wait request timed out
             if state is not None and state.get("Running"):
                 state = None  # restarted under us (should not happen): wait again
+        removed.cancel()
         if attempt.timer is not None:
             attempt.timer.cancel()
+        if state is None:
+            for follower in attempt.followers:
+                follower.stop()
         try:
-            await asyncio.wait_for(asyncio.gather(*readers), 2.0 if state is None else self.log_drain)
+            # A removed container's follow stream may never end: give it a moment, then close it.
+            gone = state is None or attempt.removed.is_set() or (
+                attempt.reason is not None and attempt.reason[0] is states.FailureKind.CANCELLED)
+            await asyncio.wait_for(asyncio.gather(*readers), 0.5 if gone else self.log_drain)
         except TimeoutError:
             for follower in attempt.followers:
                 follower.stop()
@@ -308,7 +322,9 @@ class DockerExecutor:
             pass
         except (docker.errors.APIError, requests.RequestException) as exc:
             raise errors.ExecutorError(f"cannot remove container {handle.get('name')}: {exc}") from None
-        if attempt is None:
+        if attempt is not None:
+            attempt.removed.set()
+        else:
             shutil.rmtree(handle["dir"], ignore_errors=True)
 
     async def adopt(self, handle: dict[str, Any], sink: base.LogSink) -> bool:

@@ -109,7 +109,7 @@ def split_bytes(line: bytes, limit: int) -> list[bytes]:
 class Follower:
     """Copies one stream of a container's log into ``sink`` (``run`` blocks: call it in a thread)."""
 
-    def __init__(self, *, open_stream: Callable[[int | None], Any], stream: str,
+    def __init__(self, *, open_stream: Callable[..., Any], stream: str,
                  sink: base.LogSink, loop: asyncio.AbstractEventLoop, position: Position,
                  line_limit: int, still_running: Callable[[], bool]) -> None:
         self.open_stream = open_stream  # (since, follow=) -> an iterable of frames with close()
@@ -143,11 +143,15 @@ class Follower:
                     frames.close()
                     break
                 self._copy(frames)
-                failures = 0
+                failures, self.error = 0, None
             except Exception as exc:  # a broken or timed-out stream: reopen after the last line
                 failures += 1
+                self.error = str(exc)
                 if self._stopped.is_set() or failures > 50:
-                    self.error = str(exc)
+                    break
+                try:
+                    final = final or not self.still_running()
+                except Exception:  # the container is gone: nothing more to read
                     break
                 time.sleep(min(0.05 * failures, 1.0))
                 continue
