@@ -230,3 +230,16 @@ async def test_unknown_command_fails_with_127(harness):
     assert result.failure is states.FailureKind.EXIT_CODE
     assert result.exit_code == 127
     assert any("cannot run no-such-program" in t for _, t in harness.log(spec))
+
+
+async def test_requirements_that_cannot_install_fail_the_start_clearly(harness, tmp_path):
+    folder = tmp_path / "withreqs"
+    folder.mkdir()
+    (folder / "main.py").write_text("print('never')\n")
+    (folder / "requirements.txt").write_text("surely-not-a-package-kubeline==0.0.1\n")
+    spec = harness.spec(argv=("python", "main.py"), folder=folder, runtime=base.Runtime.PIPELINE,
+                        requirements=folder / "requirements.txt")
+    result = await harness.run(spec)  # network "none": uv cannot reach an index
+    assert result.failure is states.FailureKind.START_FAILED, result
+    assert "preparing its Python environment failed" in result.error
+    assert any("uv pip install failed" in t for _, t in harness.log(spec)), harness.log(spec)
