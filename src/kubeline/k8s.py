@@ -271,13 +271,13 @@ class PipelineClient:
         """The run's log lines from the Kubeline server behind ``service`` (``name:port``), through
         the API server's Service proxy; ``follow`` streams until the run ends."""
         ns = self._ns(namespace)
-        path = f"/api/v1/namespaces/{ns}/services/{service}/proxy/api/v1/runs/{run_id}/logs"
+        path = f"api/v1/runs/{run_id}/logs"
         what = f"logs of run {run_id} (Service {ns}/{service})"
         if not follow:
-            text = self._raw_get(path, what=what).data.decode("utf-8", "replace")
+            text = self._proxy_get(service, ns, path, what=what).data.decode("utf-8", "replace")
             yield from text.splitlines()
             return
-        response = self._raw_get(path + "/stream", what=what, stream=True)
+        response = self._proxy_get(service, ns, path + "/stream", what=what)
         from kubeline import client as rest
 
         parser = rest._SseParser()
@@ -296,10 +296,10 @@ class PipelineClient:
                     line = json.loads(data)
                     yield f"{line['at']} [{line.get('stage_id') or '-'}] {line['text']}"
 
-    def _raw_get(self, path: str, *, what: str, stream: bool = False) -> Any:
-        del stream  # the raw response streams either way (_preload_content=False)
-        return self._call(what, self.api_client.call_api, path, "GET", auth_settings=["BearerToken"],
-                          response_type=None, _preload_content=False, _return_http_data_only=True)
+    def _proxy_get(self, service: str, namespace: str, path: str, *, what: str) -> Any:
+        """GET ``path`` of ``service`` through the API server; the raw (streamable) response."""
+        return self._call(what, self.core.connect_get_namespaced_service_proxy_with_path, service, namespace,
+                          path, _preload_content=False)
 
 
 class AsyncPipelineClient:
