@@ -30,7 +30,13 @@ def _notes(data: Mapping[str, Any]) -> str:
         if "error" in r:
             done = f"{r['summary']['runs']} runs measured, then" if "summary" in r else "not measured:"
             notes.append(f"- `{r['workload']}` on {r['label']}: {done} {r['error']}.")
-    return "\n".join(notes) or "- none."
+    engines = {r["engine"]: r["label"] for r in data["results"]}
+    for name, title in data["workloads"].items():
+        missing = sorted(label for engine, label in engines.items()
+                         if not any(r["engine"] == engine and r["workload"] == name for r in data["results"]))
+        if missing:
+            notes.append(f"- {title}: not run on {', '.join(missing)} in this benchmark (time).")
+    return "\n".join(notes)
 
 
 def _load(data: Mapping[str, Any]) -> str:
@@ -96,6 +102,6 @@ argument 'min_items'`), so its venv overrides `fastapi<0.116` and `starlette<0.4
 peers' virtualenvs are made once under `~/.cache/kubeline/bench`). Narrow it with
 `--engines kubeline-local,kubeline-local-warm,prefect,airflow`, `--workloads a,b,c` and `--runs N`;
 results merge into `bench/compare/results/latest.json`, raw per-run figures in
-`bench/compare/results/<stamp>.json`. This run's full benchmark took {data['wall_seconds'] / 60:.0f} min
-of wall time for the engines measured in it.
+`bench/compare/results/<stamp>.json`. The last invocation that wrote this page took
+{data['wall_seconds'] / 60:.0f} min.
 """

@@ -10,6 +10,7 @@ import pathlib
 import sys
 
 import matplotlib as mpl
+import matplotlib.ticker
 
 mpl.use("Agg")
 import matplotlib.pyplot as plt
@@ -39,7 +40,8 @@ def main() -> None:
         ax.set_title(titles[name], fontsize=9)
         ax.set_xlabel("run wall time, median (s, log); whisker: p95")
         ax.invert_yaxis()
-        ax.set_xlim(right=max(medians) * 6)
+        ax.set_xlim(left=min(medians) / 2, right=max(medians) * 6)
+        ax.xaxis.set_minor_formatter(mpl.ticker.NullFormatter())
     fig.suptitle(f"Same machine, same run: {data['machine']['summary']}", fontsize=9)
     fig.tight_layout()
     fig.savefig(target, dpi=120)

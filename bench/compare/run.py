@@ -108,6 +108,10 @@ def save(new: list[dict[str, Any]], *, previous: list[dict[str, Any]], stamp: st
             "wall_seconds": time.monotonic() - began,
             "workloads": {w.name: w.title for w in workloads.WORKLOADS.values()},
             "results": merge(previous, new)}
+    latest = HERE / "results" / "latest.json"
+    if not new and latest.exists():  # nothing measured (--docs-only): keep the measuring run's machine facts
+        kept = json.loads(latest.read_text())
+        data.update({key: kept[key] for key in ("stamp", "machine", "wall_seconds") if key in kept})
     if new:
         (HERE / "results" / f"{stamp}.json").write_text(json.dumps({**data, "results": new}, indent=1))
     (HERE / "results" / "latest.json").write_text(json.dumps(data, indent=1))
