@@ -152,3 +152,21 @@ def free_port() -> int:
 def server_thread(settings: settings_.Settings, **kwargs: Any) -> Iterator[ServerThread]:
     with ServerThread(settings, **kwargs) as running:
         yield running
+
+
+def apt_install(package: str) -> str:
+    """Install a Debian package for a test's real component (as root); '' when it worked, else why not.
+
+    ``apt-get update`` runs only when the first install fails, so a warm machine stays fast.
+    """
+    import shutil
+
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        return f"cannot apt-get install {package} (not root or no apt-get)"
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-q", package]
+    if subprocess.run(install, env=env, capture_output=True, check=False).returncode == 0:
+        return ""
+    subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, check=False)
+    result = subprocess.run(install, env=env, capture_output=True, text=True, check=False)
+    return "" if result.returncode == 0 else f"apt-get install {package}: {result.stderr[-300:]}"

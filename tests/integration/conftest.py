@@ -69,16 +69,9 @@ def _find_bin_dir() -> pathlib.Path | None:
 
 
 def _install_postgres() -> str:
-    """apt-get install postgresql (as root); ``apt-get update`` only when the first try fails."""
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        return "no initdb/pg_ctl found and cannot apt-get install postgresql (not root)"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "-q", "postgresql"]
-    if subprocess.run(install, env=env, capture_output=True, check=False).returncode == 0:
-        return ""
-    subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, check=False)
-    result = subprocess.run(install, env=env, capture_output=True, text=True, check=False)
-    return "" if result.returncode == 0 else f"apt-get install postgresql: {result.stderr[-300:]}"
+    from kubeline import testing
+
+    return testing.apt_install("postgresql")
 
 
 def _free_port() -> int:

@@ -19,8 +19,8 @@ from rich.live import Live
 
 from kubeline import bootstrap
 from kubeline import settings as settings_
-from kubeline.cli import remote, render
 from kubeline.cli import k8s as k8s_cli
+from kubeline.cli import remote, render
 from kubeline.cli import server as server_cli
 from kubeline.domain import errors, runs, specs, states
 from kubeline.pipelines import loader

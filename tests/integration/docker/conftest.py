@@ -70,10 +70,18 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture(scope="session")
 def docker_daemon() -> Iterator[Daemon]:
-    dockerd = shutil.which("dockerd") or next(
-        (p for p in ("/usr/sbin/dockerd", "/usr/bin/dockerd") if os.access(p, os.X_OK)), None)
+    def find() -> str | None:
+        return shutil.which("dockerd") or next(
+            (p for p in ("/usr/sbin/dockerd", "/usr/bin/dockerd") if os.access(p, os.X_OK)), None)
+
+    dockerd = find()
     if dockerd is None:
-        _unavailable("no dockerd on PATH (apt-get install -y docker.io)")
+        from kubeline import testing
+
+        problem = testing.apt_install("docker.io")  # Debian's dockerd; started below on its own socket
+        dockerd = find()
+        if dockerd is None:
+            _unavailable(f"no dockerd on PATH: {problem or 'docker.io installed without dockerd'}")
     if os.geteuid() != 0:
         _unavailable("dockerd needs root here (the tests run it on a socket of their own)")
     tar = _image_tar()
