@@ -34,8 +34,10 @@ def make(store: memory.MemoryStore, executor: fake.FakeExecutor, tmp: pathlib.Pa
                           secrets=Secrets(), poll_interval=0.02, owner=owner, **kw)
 
 
-async def wait_for(predicate: Any, within: float = 20) -> None:
-    for _ in range(int(within / 0.02)):
+async def wait_for(predicate: Any, within: float = 60) -> None:
+    """Poll until ``predicate`` holds; a deadline in time, not in tries, so a loaded machine only waits longer."""
+    deadline = asyncio.get_running_loop().time() + within
+    while asyncio.get_running_loop().time() < deadline:
         if await predicate():
             return
         await asyncio.sleep(0.02)
