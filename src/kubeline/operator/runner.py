@@ -115,7 +115,11 @@ async def serve(settings: settings_.Settings, *, host: str = "0.0.0.0", port: in
     sock = server.bind(host, port)
     url = f"http://{host}:{sock.getsockname()[1]}"
     kube = k8s.PipelineClient(kubeconfig=kubeconfig, namespace=namespaces[0] if namespaces else None)
-    async with bootstrap.open_kubeline(settings) as kl:
+    async with contextlib.AsyncExitStack() as stack:
+        kl = await _open(stack, settings, stop=stop)
+        if kl is None:
+            sock.close()
+            return
         if dispatch:
             found = await services.reload_pipelines(kl)
             for problem in found.problems:
@@ -152,6 +156,25 @@ async def serve(settings: settings_.Settings, *, host: str = "0.0.0.0", port: in
             await kl.engine.shutdown()
             kube.close()
             sock.close()
+
+
+async def _open(stack: contextlib.AsyncExitStack, settings: settings_.Settings, *,
+                stop: asyncio.Event) -> bootstrap.Kubeline | None:
+    """Open Kubeline, waiting for the database (PostgreSQL may start after us): no crash loop."""
+    delay = 1.0
+    while not stop.is_set():
+        try:
+            return await stack.enter_async_context(bootstrap.open_kubeline(settings))
+        except (OSError, ConnectionError) as exc:
+            reason: BaseException = exc
+        except Exception as exc:
+            if "connect" not in str(exc).lower():
+                raise
+            reason = exc
+        log.warning("the database is not reachable yet (%s); retrying in %.0fs", reason, delay)
+        await _first(asyncio.sleep(delay), stop.wait())
+        delay = min(delay * 2, 15.0)
+    return None
 
 
 async def _scheduler(kl: bootstrap.Kubeline) -> None:
