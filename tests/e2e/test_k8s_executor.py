@@ -246,3 +246,39 @@ async def test_requirements_are_installed_with_uv(rig: Rig) -> None:
         attempt = await only_attempt(kl, run.id)
     assert run.state is states.RunState.SUCCEEDED, attempt.error
     assert attempt.outputs == {"six": "1.16.0"}
+
+
+async def test_attempt_api_says_metrics_unavailable_without_metrics_server(rig: Rig) -> None:
+    """The local cluster has no metrics-server: the attempt API says so; the run is unaffected."""
+    import httpx
+
+    from kubeline import testing
+
+    folder = rig.pipeline("measured", {
+        "main.py": "import time\nprint('working', flush=True)\ntime.sleep(6)\n",
+        "pipeline.yaml": "resources: {soft_limits: {memory: 1Mi, cpu: 10m}}\n"})
+    expected = {"available": False, "reason": "metrics unavailable: the cluster has no metrics.k8s.io API",
+                "cpu_cores": None, "memory_bytes": None, "peak_memory_bytes": None}
+    with testing.ServerThread(rig.settings(), role="api") as server:
+        async with rig.kubeline() as kl:
+            run = await submit(kl, folder)
+            task = asyncio.create_task(kl.engine.execute(run.id))
+            attempt = await _running_attempt(kl, run.id)
+            async with httpx.AsyncClient(base_url=server.url) as http:
+                answer = await http.get(f"/api/v1/runs/{run.id}/attempts/{attempt.id}")
+                assert answer.status_code == 200, answer.text
+                assert answer.json()["resources"] == expected
+                final = await task
+                assert final.state is states.RunState.SUCCEEDED, final.error
+                after = (await http.get(f"/api/v1/runs/{run.id}/attempts/{attempt.id}")).json()
+            assert after["resources"] == expected
+            assert kl.executors["kubernetes"].capabilities.resource_metrics is False
+
+
+async def _running_attempt(kl: Any, run_id: str) -> Any:
+    for _ in range(600):
+        attempts = await kl.store.list_attempts(run_id)
+        if attempts and attempts[0].state is states.AttemptState.RUNNING:
+            return attempts[0]
+        await asyncio.sleep(0.1)
+    pytest.fail("the attempt never ran")

@@ -130,6 +130,22 @@ class RunCreate(Body):
     schedule_id: str | None = pydantic.Field(None, description="Apply this schedule's inputs and overrides.")
 
 
+class ResourcesOut(pydantic.BaseModel):
+    """CPU/memory of an attempt, as its executor measures them (Kubernetes: metrics.k8s.io)."""
+
+    model_config = pydantic.ConfigDict(json_schema_extra={"examples": [
+        {"available": True, "reason": "", "cpu_cores": 0.012, "memory_bytes": 48234496,
+         "peak_memory_bytes": 52428800},
+        {"available": False, "reason": "metrics unavailable: the cluster has no metrics.k8s.io API",
+         "cpu_cores": None, "memory_bytes": None, "peak_memory_bytes": None}]})
+
+    available: bool
+    reason: str = pydantic.Field("", description="Why there are no numbers (when not available).")
+    cpu_cores: float | None = None
+    memory_bytes: int | None = None
+    peak_memory_bytes: int | None = None
+
+
 class AttemptOut(pydantic.BaseModel):
     id: str
     run_id: str
@@ -143,14 +159,17 @@ class AttemptOut(pydantic.BaseModel):
     created_at: dt.datetime
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
+    resources: ResourcesOut | None = pydantic.Field(
+        None, description="CPU/memory use (only on GET of one attempt; null in lists).")
 
     @classmethod
-    def of(cls, attempt: runs.Attempt) -> AttemptOut:
+    def of(cls, attempt: runs.Attempt, *, resources: dict[str, Any] | None = None) -> AttemptOut:
         return cls(id=attempt.id, run_id=attempt.run_id, stage_id=attempt.stage_id, number=attempt.number,
                    executor=attempt.executor, state=attempt.state, exit_code=attempt.exit_code,
                    failure=attempt.failure.value if attempt.failure else None, error=attempt.error,
                    created_at=attempt.created_at, started_at=attempt.started_at,
-                   finished_at=attempt.finished_at)
+                   finished_at=attempt.finished_at,
+                   resources=ResourcesOut(**resources) if resources is not None else None)
 
 
 class AttemptList(pydantic.BaseModel):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import fastapi
 
@@ -90,7 +90,19 @@ async def list_attempts(run_id: str, kl: deps.KL,
 @router.get("/{run_id}/attempts/{attempt_id}", response_model=schemas.AttemptOut,
             responses=deps.problem_responses(404))
 async def get_attempt(run_id: str, attempt_id: str, kl: deps.KL) -> schemas.AttemptOut:
-    return schemas.AttemptOut.of(await _attempt_of(kl, run_id, attempt_id))
+    attempt = await _attempt_of(kl, run_id, attempt_id)
+    return schemas.AttemptOut.of(attempt, resources=await _resources(kl, attempt))
+
+
+async def _resources(kl: deps.KL, attempt: runs.Attempt) -> dict[str, Any]:
+    """CPU/memory from the attempt's executor when it measures them (``resource_usage``)."""
+    executor = kl.executors.get(attempt.executor)
+    usage = getattr(executor, "resource_usage", None)
+    if usage is None:
+        return {"available": False,
+                "reason": f"metrics unavailable: the {attempt.executor} executor does not report them here"}
+    found: dict[str, Any] = await usage(attempt.handle, running=attempt.state is states.AttemptState.RUNNING)
+    return found
 
 
 @router.get("/{run_id}/attempts/{attempt_id}/outputs", response_model=schemas.OutputsOut,

@@ -9,6 +9,10 @@ attempt token to ``/api/v1/attempts/{id}/io`` (``api.routes.attempt_io``), which
 with the attempt; ``wait`` reads them from the store, so the server that receives the upload
 need not be the one that started the Job. Only the token's SHA-256 is kept (in the handle).
 
+While an attempt's pod runs, its CPU/memory come from ``metrics.k8s.io`` when the cluster has
+that API (``metrics``; sampled every ``metrics_interval`` s, soft limits warned about in the log);
+``resource_usage`` answers the API's question "how much does it use", or says why it cannot.
+
 ``cancel`` deletes the Job (propagation Foreground: its pod, ConfigMap and Secret go with it).
 ``adopt`` re-attaches to a Job by name after a restart and resumes its log after the last
 stored line. ``close`` stops following and leaves Jobs running.
@@ -17,8 +21,10 @@ stored line. ``close`` stops following and leaves Jobs running.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import pathlib
@@ -28,7 +34,7 @@ from typing import Any, Protocol
 
 from kubeline.domain import errors, runs, states
 from kubeline.executors import base
-from kubeline.executors.kubernetes import bundles, kube, logs, manifests, reasons, tracking, watches
+from kubeline.executors.kubernetes import bundles, kube, logs, manifests, metrics, reasons, tracking, watches
 from kubeline.runtime import pod as pod_entry
 
 log = logging.getLogger("kubeline.executors.kubernetes")
@@ -52,7 +58,7 @@ class KubernetesExecutor:
     def __init__(self, *, kube_: kube.Kube, defaults: manifests.Defaults,
                  attempts: AttemptReader | None, pending_timeout: float = 300.0,
                  log_line_limit: int = 64 * 1024, kill_wait: float = 10.0,
-                 log_drain: float = 120.0) -> None:
+                 log_drain: float = 120.0, metrics_interval: float = 15.0) -> None:
         self.kube = kube_
         self.defaults = defaults
         self.attempts = attempts
@@ -65,6 +71,10 @@ class KubernetesExecutor:
         self._watches: dict[str, watches.NamespaceWatch] = {}
         self._log_pool = concurrent.futures.ThreadPoolExecutor(256, thread_name_prefix="kubeline-k8s-log")
         self._entrypoint = pathlib.Path(pod_entry.__file__).read_text()
+        self.metrics = metrics.Metrics(kube_)
+        self.metrics_interval = metrics_interval
+        self._sampler: asyncio.Task[None] | None = None
+        self._finished_usage: collections.OrderedDict[str, metrics.Usage] = collections.OrderedDict()
 
     @classmethod
     def from_settings(cls, settings: Any, *, attempts: AttemptReader | None,
@@ -102,6 +112,7 @@ class KubernetesExecutor:
             "token_sha256": token_digest(token), "created_at": now,
             "pending_deadline": now + self.pending_timeout, "timeout": spec.timeout,
             "memory_limit": spec.resources.limits.memory,
+            "soft_memory": spec.resources.soft_limits.memory, "soft_cpu": spec.resources.soft_limits.cpu,
         }
         await self._watch(namespace)
         tracked = self._track(handle, sink, logs.Position())
@@ -121,6 +132,7 @@ class KubernetesExecutor:
                 f"stage {spec.stage_id}: cannot create its Job in namespace {namespace!r}: "
                 f"{kube.describe(exc)}") from None
         tracked.log_task = asyncio.create_task(self._follow_logs(tracked))
+        self._start_sampler()
         return handle
 
     def _track(self, handle: dict[str, Any], sink: base.LogSink, position: logs.Position) -> tracking.Tracked:
@@ -170,6 +182,8 @@ class KubernetesExecutor:
         finally:
             tracked.finished = True
             self._untrack(tracked)
+            if tracked.usage is not None:
+                self._remember_usage(handle["attempt_id"], tracked.usage)
 
     async def _judge_until_final(self, tracked: tracking.Tracked) -> base.AttemptResult:
         handle = tracked.handle
@@ -328,10 +342,13 @@ class KubernetesExecutor:
         tracked.apply("jobs", "MODIFIED", job)
         await self._refresh(tracked)
         tracked.log_task = asyncio.create_task(self._follow_logs(tracked))
+        self._start_sampler()
         return True
 
     async def close(self) -> None:
         """Stop following; running Jobs keep running (a restarted server adopts them)."""
+        if self._sampler is not None:
+            self._sampler.cancel()
         for watch in self._watches.values():
             watch.stop()
         self._watches.clear()
@@ -343,6 +360,68 @@ class KubernetesExecutor:
         self._tracked.clear()
         self._log_pool.shutdown(wait=False, cancel_futures=True)
         self.kube.close()
+
+
+    # resource usage ---------------------------------------------------------------------
+    def _start_sampler(self) -> None:
+        if self._sampler is None or self._sampler.done():
+            self._sampler = asyncio.create_task(self._sample_forever())
+
+    async def _sample_forever(self) -> None:
+        """Every ``metrics_interval`` s, sample each running attempt's pod (when the API exists)."""
+        while self._tracked:
+            if await self.metrics_available():
+                for tracked in list(self._tracked.values()):
+                    pod = tracked.seen.pod
+                    if pod is not None and reasons.has_started(pod) and not _terminated(pod):
+                        sample = await self.metrics.pod(tracked.handle["namespace"], pod["metadata"]["name"])
+                        if sample is not None:
+                            self._record(tracked, sample)
+            await asyncio.sleep(self.metrics_interval)
+
+    async def metrics_available(self) -> bool:
+        """Whether the cluster serves metrics.k8s.io (``capabilities.resource_metrics`` follows)."""
+        found = await self.metrics.available()
+        if found != self.capabilities.resource_metrics:
+            self.capabilities = dataclasses.replace(self.capabilities, resource_metrics=found)
+        return found
+
+    def _record(self, tracked: tracking.Tracked, sample: metrics.Usage) -> None:
+        tracked.usage = sample if tracked.usage is None else tracked.usage.with_sample(sample)
+        for warning in metrics.soft_limit_warnings(tracked.handle, tracked.usage, already=tracked.warned):
+            tracked.sink.write("system", warning)
+
+    def _remember_usage(self, attempt_id: str, usage: metrics.Usage) -> None:
+        self._finished_usage[attempt_id] = usage
+        while len(self._finished_usage) > 1000:
+            self._finished_usage.popitem(last=False)
+
+    async def resource_usage(self, handle: dict[str, Any], *, running: bool) -> dict[str, Any]:
+        """The API's ``resources`` of an attempt: latest CPU cores, memory and peak memory bytes,
+        or ``available: False`` with the reason (no metrics API, pod not running, no sample yet)."""
+        if not await self.metrics_available():
+            return metrics.report(None, reason=metrics.NO_API)
+        attempt_id = str(handle.get("attempt_id", ""))
+        tracked = self._tracked.get(manifests.label_value(attempt_id))
+        usage = tracked.usage if tracked is not None else self._finished_usage.get(attempt_id)
+        if usage is None and running and "namespace" in handle:
+            pod = tracked.seen.pod if tracked is not None else await self._find_pod(handle)
+            if pod is None or not reasons.has_started(pod) or _terminated(pod):
+                return metrics.report(None, reason=metrics.NOT_RUNNING)
+            usage = await self.metrics.pod(handle["namespace"], pod["metadata"]["name"])
+            if usage is not None and tracked is not None:
+                self._record(tracked, usage)
+        return metrics.report(usage, reason=metrics.NO_SAMPLE if running else metrics.NOT_RUNNING)
+
+    async def _find_pod(self, handle: dict[str, Any]) -> dict[str, Any] | None:
+        """The attempt's pod when another replica follows it."""
+        try:
+            pods = await self.kube.call("GET", self.kube.path("pods", handle["namespace"]), query=[
+                ("labelSelector", f"{manifests.ATTEMPT_LABEL}={manifests.label_value(handle['attempt_id'])}")])
+        except kube.ApiError:
+            return None
+        items: list[dict[str, Any]] = pods.get("items") or []
+        return items[-1] if items else None
 
 
 def _terminated(pod: dict[str, Any] | None) -> bool:

@@ -14,7 +14,7 @@ import dataclasses
 from typing import Any
 
 from kubeline.executors import base
-from kubeline.executors.kubernetes import logs, reasons
+from kubeline.executors.kubernetes import logs, metrics, reasons
 
 
 def _version(obj: dict[str, Any] | None) -> int:
@@ -46,6 +46,8 @@ class Tracked:
     log_task: asyncio.Task[None] | None = None
     killed_at: float | None = None  # first saw the pod killed without a Job condition
     generation: int = 0
+    usage: metrics.Usage | None = None  # latest metrics.k8s.io sample, with the peak memory
+    warned: set[str] = dataclasses.field(default_factory=set)  # soft limits already warned about
     _waiters: set[asyncio.Future[None]] = dataclasses.field(default_factory=set)
 
     def notify(self) -> None:
