@@ -125,7 +125,7 @@ def test_dev_overlay_runs_a_pipelinerun_as_jobs(deployed: Cluster, kubectl: Kube
     jobs = kubectl("get", "jobs", "-n", NS, "-l", f"kubeline.dev/run={status.run_id}", "-o", "name").stdout.split()
     assert len(jobs) == 2, jobs
     run = _api(kubectl, f"/api/v1/runs/{status.run_id}")
-    assert run["state"] == "succeeded" and run["triggered_by"].startswith("kubernetes")
+    assert run["state"] == "succeeded" and run["triggered_by"]["kind"] == "kubernetes"
     printed = kubectl("get", "klpr", "-n", NS).stdout
     assert "e2e-etl-1" in printed and "Succeeded" in printed
 
