@@ -7,8 +7,8 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src ./src
 RUN python -m venv /opt/kubeline \
- && /opt/kubeline/bin/pip install "uv==0.4.30" \
- && /opt/kubeline/bin/uv pip install --python /opt/kubeline/bin/python ".[postgres]" "kopf==1.37.2" "kubernetes==31.0.0"
+ && /opt/kubeline/bin/pip install "uv==0.13.9" \
+ && /opt/kubeline/bin/uv pip install --python /opt/kubeline/bin/python ".[postgres]" "kopf==1.45.2" "kubernetes==37.0.2"
 
 FROM python:3.11.10-slim-bookworm@sha256:5148c0e4bbb64271bca1d3322360ebf4bfb7564507ae32dd639322e4952a6b16
 RUN groupadd -g 1000 kubeline && useradd -u 1000 -g 1000 -m -d /home/kubeline kubeline \

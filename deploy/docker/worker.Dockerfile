@@ -6,7 +6,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src ./src
 RUN python -m venv /opt/kubeline \
- && /opt/kubeline/bin/pip install "uv==0.4.30" \
+ && /opt/kubeline/bin/pip install "uv==0.13.9" \
  && /opt/kubeline/bin/uv pip install --python /opt/kubeline/bin/python ".[notebook]"
 
 FROM python:3.11.10-slim-bookworm@sha256:5148c0e4bbb64271bca1d3322360ebf4bfb7564507ae32dd639322e4952a6b16
