@@ -385,3 +385,9 @@ async def test_apply_is_all_or_nothing(store: base.Store) -> None:
     assert await store.list_events(run.id) == events_before
     stage = {s.stage_id: s for s in await store.list_stage_runs(run.id)}["fetch"]
     assert stage.state is states.StageState.PENDING and stage.attempts == 1
+
+
+async def test_nul_bytes_are_bad_input_not_a_crash(store: base.Store) -> None:
+    # PostgreSQL cannot store NUL in text: every backend answers with bad input or not-found, never a crash
+    with pytest.raises((errors.InvalidInputError, errors.NotFoundError)):
+        await store.get_pipeline("bad\x00name")

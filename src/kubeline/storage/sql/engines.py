@@ -26,7 +26,10 @@ from typing import Any, Protocol, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event, pool
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext import asyncio as sa_asyncio
+
+from kubeline.domain import errors
 
 WRITE_OPTION = "kubeline_write"
 BUSY_TIMEOUT_MS = 30_000
@@ -77,8 +80,12 @@ class AsyncDatabase:
         self.dialect = self.engine.dialect.name
 
     async def run(self, fn: Callable[[sa.Connection], _T], *, write: bool) -> _T:
-        async with self.engine.begin() as conn:
-            return await conn.run_sync(fn)
+        try:
+            async with self.engine.begin() as conn:
+                return await conn.run_sync(fn)
+        except sa_exc.DataError as exc:
+            # Values PostgreSQL cannot hold (a NUL byte in text or JSON) are the caller's bad input.
+            raise errors.InvalidInputError(f"the database refused a value: {exc.orig}") from None
 
     async def dispose(self) -> None:
         await self.engine.dispose()
