@@ -8,7 +8,10 @@ Steps: unpack ``code.tar.gz`` into the work dir (an emptyDir; the root filesyste
 make the pipeline's venv with uv when the stage has requirements or extra packages (cached in
 ``$UV_CACHE_DIR``, ``kubeline.task`` copied in; without them the image's Python runs it), run
 the stage's argv in the code dir with its output going straight to the pod log, and on exit 0
-PUT its outputs and route to ``$KUBELINE_URL/api/v1/attempts/<id>/io`` with the attempt token.
+PUT its outputs and route to ``$KUBELINE_URL/api/v1/attempts/<id>/io`` with the attempt token,
+then print the end marker (``end_marker``) on stdout and stderr: the executor, seeing the upload,
+reads the log up to both markers and finishes the attempt without waiting for the kubelet to
+report the container's exit (which it notices only at its next relist, up to a second later).
 The pod's exit code is the stage's. A failed upload is a failed attempt (exit 3), stated in the
 log and in the termination message. The termination message (small JSON) also says whether
 the container's cgroup saw an OOM kill, so the executor reports OOM even when only a child
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import hashlib
 import json
 import os
 import pathlib
@@ -226,7 +230,15 @@ def main() -> int:
         say(f"could not hand the outputs to Kubeline: {exc}")
         terminate({"upload_error": str(exc)[:1000]})
         return UPLOAD_FAILED
+    marker = end_marker(os.environ["KUBELINE_ATTEMPT_TOKEN"])
+    print(marker, flush=True)
+    print(marker, file=sys.stderr, flush=True)
     return 0
+
+
+def end_marker(token: str) -> str:
+    """The line that tells the executor this attempt's log is complete (on each stream)."""
+    return "[kubeline] end " + hashlib.sha256(b"end:" + token.encode()).hexdigest()[:32]
 
 
 if __name__ == "__main__":

@@ -9,6 +9,12 @@ attempt token to ``/api/v1/attempts/{id}/io`` (``api.routes.attempt_io``), which
 with the attempt; ``wait`` reads them from the store, so the server that receives the upload
 need not be the one that started the Job. Only the token's SHA-256 is kept (in the handle).
 
+Seeing the end sooner: the kubelet reports a container's exit only at its next relist (every
+second), so a short attempt would wait up to a second for its pod status. While a bound pod is
+young, ``wait`` also looks for its upload in the store (every 50 ms for 5 s, then every 0.5 s for
+a minute); an upload means the stage exited 0 and its outputs are stored, so the attempt
+succeeds once its log has been read up to the entrypoint's end markers.
+
 While an attempt's pod runs, its CPU/memory come from ``metrics.k8s.io`` when the cluster has
 that API (``metrics``; sampled every ``metrics_interval`` s, soft limits warned about in the log);
 ``resource_usage`` answers the API's question "how much does it use", or says why it cannot.
@@ -40,6 +46,7 @@ from kubeline.runtime import pod as pod_entry
 log = logging.getLogger("kubeline.executors.kubernetes")
 _IDLE_REFRESH = 30.0  # seconds without an event before the attempt's objects are re-read
 _OUTPUTS_WAIT = 5.0  # seconds to wait for an upload recorded after the pod's exit (clock skew)
+_UPLOAD_POLLS = ((5.0, 0.05), (60.0, 0.5))  # (pod age up to, look for its upload every) seconds
 
 
 class AttemptReader(Protocol):
@@ -109,7 +116,7 @@ class KubernetesExecutor:
         now = time.time()
         handle: dict[str, Any] = {
             "attempt_id": spec.attempt_id, "namespace": namespace, "job": name,
-            "token_sha256": token_digest(token), "created_at": now,
+            "token_sha256": token_digest(token), "end_marker": pod_entry.end_marker(token), "created_at": now,
             "pending_deadline": now + self.pending_timeout, "timeout": spec.timeout,
             "memory_limit": spec.resources.limits.memory,
             "soft_memory": spec.resources.soft_limits.memory, "soft_cpu": spec.resources.soft_limits.cpu,
@@ -197,6 +204,8 @@ class KubernetesExecutor:
             verdict = reasons.judge(tracked.seen, now=now, pending_deadline=handle.get("pending_deadline"),
                                     pending_timeout=self.pending_timeout, timeout=handle.get("timeout"),
                                     memory_limit=handle.get("memory_limit"))
+            if verdict.result is None and not verdict.waiting_for_job and tracked.uploaded:
+                return base.AttemptResult(exit_code=0)  # exited 0 after its upload; pod status lags
             if verdict.waiting_for_job:
                 tracked.killed_at = tracked.killed_at or now
                 if now - tracked.killed_at >= self.kill_wait:
@@ -207,17 +216,34 @@ class KubernetesExecutor:
                 if verdict.delete:
                     await self._delete(tracked, why=verdict.result.error)
                 return verdict.result
-            pause = _IDLE_REFRESH
-            if not verdict.started and handle.get("pending_deadline"):
-                pause = min(pause, max(0.05, handle["pending_deadline"] - now + 0.05))
-            if verdict.waiting_for_job:
-                pause = min(pause, 1.0)
-            await tracked.changed(generation, pause)
+            poll = self._upload_poll(tracked, now)
+            await tracked.changed(generation, _pause(handle, verdict, now=now, poll=poll))
+            if poll is not None and tracked.generation == generation:
+                await self._look_for_upload(tracked)
             if tracked.generation != generation:
                 last_event = time.monotonic()
             elif time.monotonic() - last_event >= _IDLE_REFRESH:
                 last_event = time.monotonic()
                 await self._refresh(tracked)
+
+    def _upload_poll(self, tracked: tracking.Tracked, now: float) -> float | None:
+        """How often to look for the upload of a bound, unfinished pod (None: rely on the watch)."""
+        pod = tracked.seen.pod
+        if self.attempts is None or tracked.uploaded or pod is None or not pod.get("spec", {}).get("nodeName") \
+                or _terminated(pod):
+            return None
+        tracked.bound_at = tracked.bound_at or now
+        for age, every in _UPLOAD_POLLS:
+            if now - tracked.bound_at <= age:
+                return max(every, 0.01 * len(self._tracked))  # many attempts: fewer queries each
+        return None
+
+    async def _look_for_upload(self, tracked: tracking.Tracked) -> None:
+        assert self.attempts is not None
+        attempt = await self.attempts.get_attempt(tracked.handle["attempt_id"])
+        if "io" in attempt.handle:
+            tracked.uploaded = True
+            tracked.notify()
 
     async def _refresh(self, tracked: tracking.Tracked) -> None:
         """Re-read the Job and its pod (a safety net should a watch stall silently)."""
@@ -272,7 +298,7 @@ class KubernetesExecutor:
             pod = tracked.seen.pod
             if tracked.cancelled or tracked.seen.pod_gone or tracked.seen.job_gone:
                 return
-            if pod is None or not reasons.has_started(pod):
+            if pod is None or not (reasons.has_started(pod) or tracked.uploaded):
                 if tracked.finished:
                     return
                 await tracked.changed(generation, 1.0)
@@ -281,14 +307,17 @@ class KubernetesExecutor:
             if tracked.follower is None or tracked.follower.pod != name:
                 tracked.follower = logs.Follower(kube_=self.kube, namespace=namespace, pod=name,
                                                  sink=tracked.sink, loop=loop, position=tracked.position,
-                                                 line_limit=self.log_line_limit)
+                                                 line_limit=self.log_line_limit,
+                                                 end_marker=tracked.handle.get("end_marker"))
             try:
                 await loop.run_in_executor(self._log_pool, tracked.follower.run_once)
             except Exception as exc:  # a broken stream: reopen it after the last line
                 if isinstance(exc, kube.ApiError) and exc.status == 404:
                     return  # the pod is gone
-                await asyncio.sleep(0.3)
+                await asyncio.sleep(0.05 if tracked.uploaded else 0.3)  # uploaded: the kubelet knows soon
                 continue
+            if tracked.follower.ended:
+                return
             for _ in range(20):  # the stream ended: normally because the container did
                 if _terminated(tracked.seen.pod) or tracked.cancelled or tracked.seen.pod_gone:
                     return
@@ -422,6 +451,16 @@ class KubernetesExecutor:
             return None
         items: list[dict[str, Any]] = pods.get("items") or []
         return items[-1] if items else None
+
+
+def _pause(handle: dict[str, Any], verdict: reasons.Verdict, *, now: float, poll: float | None) -> float:
+    """How long ``wait`` may sleep before it must look again (if no event wakes it first)."""
+    pause = _IDLE_REFRESH
+    if not verdict.started and handle.get("pending_deadline"):
+        pause = min(pause, max(0.05, handle["pending_deadline"] - now + 0.05))
+    if verdict.waiting_for_job:
+        pause = min(pause, 1.0)
+    return pause if poll is None else min(pause, poll)
 
 
 def _terminated(pod: dict[str, Any] | None) -> bool:

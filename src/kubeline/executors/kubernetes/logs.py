@@ -10,6 +10,10 @@ restart the position comes from the attempt's log file (the last stored output l
 log resumes where the previous process stopped.
 
 Reading runs in a thread; lines reach the sink (on the event loop) in batches, as they arrive.
+
+The entrypoint prints an end marker (derived from the attempt token, which the stage never sees)
+on stdout and on stderr after it handed the outputs over; once both copies are read, each stream
+is complete, so following stops there instead of waiting for the kubelet to notice the exit.
 """
 
 from __future__ import annotations
@@ -116,8 +120,12 @@ class Follower:
     """Copies one pod's log into ``sink``; ``run_once`` is one stream (blocking, in a thread)."""
 
     def __init__(self, *, kube_: kube.Kube, namespace: str, pod: str, sink: base.LogSink,
-                 loop: asyncio.AbstractEventLoop, position: Position, line_limit: int) -> None:
+                 loop: asyncio.AbstractEventLoop, position: Position, line_limit: int,
+                 end_marker: str | None = None) -> None:
         self.kube = kube_
+        self.end_marker = end_marker
+        self.markers = 0
+        self.ended = False  # both end markers read: the log is complete
         self.namespace = namespace
         self.pod = pod
         self.sink = sink
@@ -151,6 +159,10 @@ class Follower:
                     if parsed is None:
                         continue
                     at_us, text = parsed
+                    if text == self.end_marker:
+                        self.markers += 1
+                        self.ended = self.markers >= 2
+                        continue
                     if not self.position.take(at_us, text):
                         continue
                     if at_us != self._at_last_us:
@@ -159,6 +171,9 @@ class Follower:
                     batch.append(parsed)
                 if batch:
                     self._deliver(batch)
+                if self.ended:
+                    kube.abort(response)  # the container may still be exiting: do not wait for it
+                    break
         finally:
             self._response = None
             response.release_conn()

@@ -44,6 +44,8 @@ class Tracked:
     finished: bool = False  # wait() has its result
     follower: logs.Follower | None = None
     log_task: asyncio.Task[None] | None = None
+    uploaded: bool = False  # its outputs reached the store: the stage exited 0
+    bound_at: float | None = None  # first seen on a node (how long to look for the upload quickly)
     killed_at: float | None = None  # first saw the pod killed without a Job condition
     generation: int = 0
     usage: metrics.Usage | None = None  # latest metrics.k8s.io sample, with the peak memory
