@@ -1,7 +1,8 @@
 """The Kubernetes executor: one ``batch/v1`` Job per attempt, followed by watches, never hung.
 
-``start`` creates the attempt's ConfigMap (code, inputs, config, entrypoint) and Secret (secret
-env, attempt token), then the Job, then makes the Job their owner. ``wait`` judges what the
+``start`` creates the attempt's Secret (secret env, attempt token) and, for bundles too large to
+travel inline in the Job (``manifests.inline_bundle``), a ConfigMap (code, inputs, config,
+entrypoint); then the Job, then makes the Job their owner. ``wait`` judges what the
 namespace's watches report (``reasons.judge``): success, exit code, OOM, deadline, eviction,
 a lost node, or a pod that cannot start (fails at once, or when the pending timeout runs out;
 its Job is deleted). Outputs come back through the Kubeline API: the pod PUTs them with its
@@ -108,10 +109,11 @@ class KubernetesExecutor:
         if spec.requirements is not None and spec.requirements.is_file():
             requirements = spec.requirements.read_text()
         token = secrets.token_urlsafe(32)
-        config_map = manifests.config_map(spec, defaults=self.defaults, entrypoint=self._entrypoint,
-                                          code=code, requirements=requirements)
+        inline = manifests.inline_bundle(spec, entrypoint=self._entrypoint, code=code, requirements=requirements)
+        config_map = None if inline is not None else manifests.config_map(
+            spec, defaults=self.defaults, entrypoint=self._entrypoint, code=code, requirements=requirements)
         secret = manifests.secret(spec, defaults=self.defaults, token=token)
-        job = manifests.job(spec, defaults=self.defaults)
+        job = manifests.job(spec, defaults=self.defaults, inline=inline)
         name = job["metadata"]["name"]
         now = time.time()
         handle: dict[str, Any] = {
@@ -124,12 +126,13 @@ class KubernetesExecutor:
         await self._watch(namespace)
         tracked = self._track(handle, sink, logs.Position())
         try:
-            await asyncio.gather(self.kube.create("configmaps", namespace, config_map),
-                                 self.kube.create("secrets", namespace, secret))
+            bodies: dict[str, Any] = {"secrets": secret}
+            if config_map is not None:
+                bodies["configmaps"] = config_map
+            await asyncio.gather(*(self.kube.create(kind, namespace, body) for kind, body in bodies.items()))
             created = await self.kube.create("jobs", namespace, job)
             owner = {"metadata": {"ownerReferences": [manifests.owner_reference(created)]}}
-            await asyncio.gather(self.kube.patch("configmaps", namespace, name, owner),
-                                 self.kube.patch("secrets", namespace, name, owner))
+            await asyncio.gather(*(self.kube.patch(kind, namespace, name, owner) for kind in bodies))
         except Exception as exc:
             self._untrack(tracked)
             with contextlib.suppress(Exception):
@@ -316,7 +319,9 @@ class KubernetesExecutor:
                     return  # the pod is gone
                 await asyncio.sleep(0.05 if tracked.uploaded else 0.3)  # uploaded: the kubelet knows soon
                 continue
-            if tracked.follower.ended:
+            if tracked.follower.ended:  # printed after a stored upload: the stage exited 0
+                tracked.uploaded = True
+                tracked.notify()
                 return
             for _ in range(20):  # the stream ended: normally because the container did
                 if _terminated(tracked.seen.pod) or tracked.cancelled or tracked.seen.pod_gone:

@@ -7,12 +7,19 @@ asked for); it writes only to emptyDirs: ``/tmp`` and the work dir. The ConfigMa
 inputs, config, the entrypoint) and the Secret (secret env values, the attempt token) are
 created first and then owned by the Job, so deleting the Job (cancel, TTL) deletes them too.
 Secret values never appear in the Job: the container reads them through ``secretKeyRef``.
+
+Small bundles (``INLINE_LIMIT``, after compression) travel inside the Job instead, in one env
+var the bootstrap (``BOOT``, ``python3 -c``) unpacks into the work dir and removes from the
+environment: no ConfigMap to create and own, and no ConfigMap volume for the kubelet to mount
+(any volume makes the kubelet wait for its mount loop before it starts the pod). The bundle is
+not secret (code, inputs, config), so it may be seen in the Job; secrets stay in the Secret.
 """
 
 from __future__ import annotations
 
 import base64
 import dataclasses
+import gzip
 import json
 import math
 import re
@@ -32,6 +39,16 @@ ENTRYPOINT_KEY = "pod.py"
 CODE_KEY = "code.tar.gz"
 CONFIGMAP_LIMIT = 1000 * 1024  # bytes of data a ConfigMap may hold (the API's cap is 1 MiB)
 TOKEN_KEY = "KUBELINE_ATTEMPT_TOKEN"  # noqa: S105 - a key name, not a secret
+INLINE_KEY = "KUBELINE_BUNDLE_DATA"
+INLINE_LIMIT = 96 * 1024  # bytes of the env var (Linux takes at most 128 KiB per env string)
+INLINE_DIR = WORK_DIR + "/bundle"  # where the bootstrap writes an inline bundle's files
+BOOT = (  # unpack the inline bundle, drop it from the environment, run the entrypoint
+    "import base64,gzip,json,os\n"
+    f"d=json.loads(gzip.decompress(base64.b64decode(os.environ.pop({INLINE_KEY!r}))))\n"
+    "b=os.environ['KUBELINE_BUNDLE']\nos.makedirs(b,exist_ok=True)\n"
+    "for k,v in d.items():\n"
+    " with open(os.path.join(b,k),'wb') as f:f.write(base64.b64decode(v))\n"
+    f"exec(compile(base64.b64decode(d[{ENTRYPOINT_KEY!r}]),{ENTRYPOINT_KEY!r},'exec'),{{'__name__':'__main__'}})\n")
 _LABEL_VALUE = re.compile(r"[^A-Za-z0-9._-]")
 
 
@@ -140,6 +157,17 @@ def config_map(spec: base.AttemptSpec, *, defaults: Defaults, entrypoint: str, c
             "data": data, "binaryData": binary}
 
 
+def inline_bundle(spec: base.AttemptSpec, *, entrypoint: str, code: bytes | None,
+                  requirements: str | None) -> str | None:
+    """The bundle as one env value (base64 of gzipped JSON of base64 files); None when larger
+    than ``INLINE_LIMIT`` (then it goes in a ConfigMap)."""
+    cm = config_map(spec, defaults=Defaults(), entrypoint=entrypoint, code=code, requirements=requirements)
+    files = {k: base64.b64encode(v.encode()).decode() for k, v in cm["data"].items()}
+    files.update(cm["binaryData"])
+    value = base64.b64encode(gzip.compress(json.dumps(files).encode(), compresslevel=6, mtime=0)).decode()
+    return value if len(value) <= INLINE_LIMIT else None
+
+
 def secret(spec: base.AttemptSpec, *, defaults: Defaults, token: str) -> Secret:
     """Secret env values and the attempt token; the Job refers to each key."""
     values = {k: v for k, v in spec.env.items() if k in spec.secret_env}
@@ -148,17 +176,18 @@ def secret(spec: base.AttemptSpec, *, defaults: Defaults, token: str) -> Secret:
             "type": "Opaque", "stringData": values}
 
 
-def _env(spec: base.AttemptSpec, *, defaults: Defaults) -> list[dict[str, Any]]:
+def _env(spec: base.AttemptSpec, *, defaults: Defaults, inline: str | None) -> list[dict[str, Any]]:
     name = name_for(spec.attempt_id)
+    bundle = BUNDLE_DIR if inline is None else INLINE_DIR
     env: list[dict[str, Any]] = [
         {"name": "PYTHONUNBUFFERED", "value": "1"},
         {"name": "HOME", "value": TMP_DIR},
         {"name": "UV_CACHE_DIR", "value": UV_CACHE_DIR},
         {"name": "KUBELINE_URL", "value": defaults.api_url},
-        {"name": "KUBELINE_BUNDLE", "value": BUNDLE_DIR},
+        {"name": "KUBELINE_BUNDLE", "value": bundle},
         {"name": "KUBELINE_WORK", "value": WORK_DIR},
-        {"name": "KUBELINE_INPUTS", "value": f"{BUNDLE_DIR}/inputs.json"},
-        {"name": "KUBELINE_CONFIG", "value": f"{BUNDLE_DIR}/config.json"},
+        {"name": "KUBELINE_INPUTS", "value": f"{bundle}/inputs.json"},
+        {"name": "KUBELINE_CONFIG", "value": f"{bundle}/config.json"},
         {"name": "KUBELINE_OUTPUTS", "value": f"{WORK_DIR}/io/outputs.json"},
         {"name": "KUBELINE_ROUTE_FILE", "value": f"{WORK_DIR}/io/route"},
         {"name": "KUBELINE_ARTIFACTS_DIR", "value": f"{WORK_DIR}/artifacts"},
@@ -169,6 +198,8 @@ def _env(spec: base.AttemptSpec, *, defaults: Defaults) -> list[dict[str, Any]]:
         {"name": "KUBELINE_ATTEMPT_ID", "value": spec.attempt_id},
         {"name": TOKEN_KEY, "valueFrom": {"secretKeyRef": {"name": name, "key": TOKEN_KEY}}},
     ]
+    if inline is not None:
+        env.append({"name": INLINE_KEY, "value": inline})
     reserved = {item["name"] for item in env}
     for key in sorted(spec.env):
         if key in reserved:
@@ -197,7 +228,8 @@ def _resources(spec: base.AttemptSpec) -> dict[str, dict[str, str]]:
     return result
 
 
-def job(spec: base.AttemptSpec, *, defaults: Defaults) -> Job:
+def job(spec: base.AttemptSpec, *, defaults: Defaults, inline: str | None = None) -> Job:
+    """The attempt's Job; ``inline``: the bundle travels in the Job (else in the ConfigMap)."""
     k8s = spec.kubernetes
     name = name_for(spec.attempt_id)
     service_account = k8s.service_account or defaults.service_account
@@ -208,9 +240,9 @@ def job(spec: base.AttemptSpec, *, defaults: Defaults) -> Job:
         "name": CONTAINER,
         "image": k8s.image or defaults.image,
         "imagePullPolicy": k8s.image_pull_policy or defaults.image_pull_policy,
-        "command": ["python3", f"{BUNDLE_DIR}/{ENTRYPOINT_KEY}"],
+        "command": ["python3", f"{BUNDLE_DIR}/{ENTRYPOINT_KEY}"] if inline is None else ["python3", "-c", BOOT],
         "workingDir": WORK_DIR,
-        "env": _env(spec, defaults=defaults),
+        "env": _env(spec, defaults=defaults, inline=inline),
         "resources": _resources(spec),
         "securityContext": {
             "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
@@ -240,6 +272,9 @@ def job(spec: base.AttemptSpec, *, defaults: Defaults) -> Job:
             {"name": "uv-cache", **uv_cache},
         ],
     }
+    if inline is not None:
+        pod_spec["volumes"] = pod_spec["volumes"][1:]
+        container["volumeMounts"] = container["volumeMounts"][1:]
     if service_account:
         pod_spec["serviceAccountName"] = service_account
     if k8s.node_selector:
