@@ -233,7 +233,7 @@ async def test_restarted_server_adopts_the_running_job(rig: Rig) -> None:
     assert final.state is states.RunState.SUCCEEDED, attempt.error
     assert attempt.outputs == {"ticks": 16}
     assert [line for line in lines if line.startswith("tick")] == [f"tick {i}" for i in range(16)]
-    assert any("adopted" in line for line in system)
+    assert any("adopted" in line for line in system), system
 
 
 async def test_requirements_are_installed_with_uv(rig: Rig) -> None:

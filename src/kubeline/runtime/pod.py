@@ -21,21 +21,20 @@ process was killed.
 from __future__ import annotations
 
 import contextlib
-import gzip
 import hashlib
 import json
 import os
 import pathlib
-import shutil
 import signal
-import subprocess
 import sys
-import tarfile
 import time
-import urllib.error
-import urllib.request
-from typing import Any
 
+TYPE_CHECKING = False  # typing costs milliseconds of every attempt's start: only for mypy
+if TYPE_CHECKING:
+    from typing import Any
+
+# Imported where needed (tarfile, gzip, subprocess, shutil, urllib): a trivial attempt's pod
+# then starts in about half the time (every millisecond before the upload delays the run).
 UPLOAD_FAILED = 3
 SETUP_FAILED = 4
 _SHIM_FILES = ("__init__.py", "task.py", "components/__init__.py", "components/notebook.py")
@@ -52,7 +51,16 @@ def terminate(message: dict[str, Any]) -> None:
 
 
 def unpack(bundle: pathlib.Path, code: pathlib.Path) -> None:
+    import tarfile
+
     code.mkdir(parents=True, exist_ok=True)
+    try:
+        _extract(tarfile, bundle, code)
+    except tarfile.TarError as exc:
+        raise RuntimeError(f"code bundle: {exc}") from None
+
+
+def _extract(tarfile: Any, bundle: pathlib.Path, code: pathlib.Path) -> None:
     with tarfile.open(bundle / "code.tar.gz", "r:gz") as tar:
         if hasattr(tarfile, "data_filter"):
             tar.extractall(code, filter="data")
@@ -66,6 +74,8 @@ def unpack(bundle: pathlib.Path, code: pathlib.Path) -> None:
 
 
 def run_uv(*args: str) -> None:
+    import subprocess
+
     proc = subprocess.run(["uv", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True, check=False)
     if proc.returncode != 0:
@@ -102,6 +112,8 @@ def needs_venv(plan: dict[str, Any]) -> bool:
 
 def install_shim(venv: pathlib.Path) -> None:
     """``from kubeline import task`` works in the pipeline's venv (stdlib-only modules)."""
+    import shutil
+
     try:
         import kubeline
     except ImportError:
@@ -118,19 +130,120 @@ def install_shim(venv: pathlib.Path) -> None:
 
 
 def run_stage(argv: list[str], *, cwd: pathlib.Path, env: dict[str, str]) -> int:
+    """Run the stage; its exit code (128+signal when killed). A python script on this very
+    interpreter runs in a forked child of it (no second interpreter start), the rest is exec'd."""
+    script = in_process_script(argv)
+    if script is not None:
+        pid = os.fork()
+        if pid == 0:
+            run_script_in_child(script, argv[argv.index(script):], cwd=cwd, env=env)
+        return wait_child(pid)
+    import subprocess
+
     try:
         child = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL)
     except OSError as exc:
         say(f"cannot run {argv[0]}: {exc.strerror}")
         return 127
+    return wait_child(child.pid)
 
+
+def in_process_script(argv: list[str]) -> str | None:
+    """The script of ``[this python, (-u), script.py, args...]``, else None (run as a process)."""
+    if not argv or argv[0] != sys.executable:
+        return None
+    rest = argv[2:] if argv[1:2] == ["-u"] else argv[1:]
+    if rest and rest[0].endswith(".py") and not rest[0].startswith("-"):
+        return rest[0]
+    return None
+
+
+def wait_child(pid: int) -> int:
     def forward(signum: int, _frame: Any) -> None:
-        child.send_signal(signum)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    rc = child.wait()
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            break
+        except ChildProcessError:
+            return 1
+        except InterruptedError:
+            continue
+    rc = os.waitstatus_to_exitcode(status)
     return 128 - rc if rc < 0 else rc
+
+
+def run_script_in_child(script: str, argv: list[str], *, cwd: pathlib.Path, env: dict[str, str]) -> None:
+    """In the forked child: become ``python script args`` (fresh ``__main__``, its dir first on
+    sys.path, the stage's env and cwd), then exit with what the script exits with."""
+    code = 1
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+        os.chdir(cwd)
+        os.environ.clear()
+        os.environ.update(env)
+        sys.argv = list(argv)
+        extra = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+        sys.path[0:1] = [str(pathlib.Path(script).resolve().parent), *extra]
+        code = exec_main(script)
+    except SystemExit as exc:
+        code = exit_code(exc)
+    except BaseException:  # noqa: S110 - anything here must still end the child
+        pass
+    try:
+        import atexit
+
+        atexit._run_exitfuncs()
+    except SystemExit as exc:
+        code = exit_code(exc)
+    except BaseException:  # noqa: S110 - Python prints atexit errors itself
+        pass
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            code = code or 120
+    os._exit(code)
+
+
+def exec_main(script: str) -> int:
+    import types
+
+    path = str(pathlib.Path(script).absolute())
+    try:
+        source = pathlib.Path(path).read_bytes()
+    except OSError as exc:
+        sys.stderr.write(f"{sys.executable}: can't open file {path!r}: [Errno {exc.errno}] {exc.strerror}\n")
+        return 2
+    main = types.ModuleType("__main__")
+    main.__dict__.update({"__file__": path, "__cached__": None, "__builtins__": __builtins__})
+    sys.modules["__main__"] = main
+    try:
+        exec(compile(source, path, "exec", dont_inherit=True), main.__dict__)  # noqa: S102 - the stage
+    except SystemExit:
+        raise
+    except BaseException as exc:  # printed as Python prints an uncaught exception
+        tb = exc.__traceback__.tb_next if exc.__traceback__ is not None else None
+        sys.excepthook(type(exc), exc.with_traceback(tb), tb)
+        return 130 if isinstance(exc, KeyboardInterrupt) else 1
+    return 0
+
+
+def exit_code(exc: SystemExit) -> int:
+    """What Python makes of ``sys.exit(x)``: None -> 0, an int as is, anything else printed -> 1."""
+    if exc.code is None:
+        return 0
+    if isinstance(exc.code, int):
+        return exc.code & 0xFF
+    with contextlib.suppress(Exception):  # nothing left to report it to
+        sys.stderr.write(f"{exc.code}\n")
+    return 1
 
 
 def oom_killed() -> bool:
@@ -164,27 +277,68 @@ def collect(work: pathlib.Path) -> dict[str, Any]:
 
 def upload(body: dict[str, Any], *, url: str, attempt_id: str, token: str,
            deadline: float = 120.0) -> None:
+    import gzip
+
     data = gzip.compress(json.dumps(body).encode(), compresslevel=5)
     target = f"{url.rstrip('/')}/api/v1/attempts/{attempt_id}/io"
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json",
+               "Content-Encoding": "gzip"}
     give_up = time.monotonic() + deadline
     delay = 0.2
     while True:
-        request = urllib.request.Request(target, data=data, method="PUT", headers={  # noqa: S310
-            "Authorization": f"Bearer {token}", "Content-Type": "application/json",
-            "Content-Encoding": "gzip"})
         try:
-            with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-                response.read()
-                return
-        except urllib.error.HTTPError as exc:
-            detail = exc.read()[:500].decode(errors="replace")
-            if exc.code not in _RETRY_STATUSES or time.monotonic() > give_up:
-                raise RuntimeError(f"{target} answered {exc.code}: {detail}") from None
-        except (urllib.error.URLError, OSError) as exc:
+            status, detail = put(target, data, headers)
+        except OSError as exc:
             if time.monotonic() > give_up:
                 raise RuntimeError(f"cannot reach {target}: {exc}") from None
+        else:
+            if 200 <= status < 300:
+                return
+            if status not in _RETRY_STATUSES or time.monotonic() > give_up:
+                raise RuntimeError(f"{target} answered {status}: {detail}") from None
         time.sleep(delay)
         delay = min(delay * 2, 5.0)
+
+
+def put(target: str, data: bytes, headers: dict[str, str]) -> tuple[int, str]:
+    """One PUT: (status, start of the answer). Plain http over a socket (http.client and
+    urllib take longer to import than the request takes); https through urllib."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(target)
+    if parts.scheme != "http":
+        return put_urllib(target, data, headers)
+    import socket
+
+    path = parts.path + (f"?{parts.query}" if parts.query else "")
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    request = (f"PUT {path} HTTP/1.1\r\nHost: {parts.netloc}\r\n{head}Content-Length: {len(data)}\r\n"
+               "Connection: close\r\n\r\n").encode() + data
+    with socket.create_connection((parts.hostname or "localhost", parts.port or 80), timeout=30) as sock:
+        sock.sendall(request)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    answer = b"".join(chunks)
+    status_line, _, rest = answer.partition(b"\r\n")
+    fields = status_line.split(b" ", 2)
+    if len(fields) < 2 or not fields[1].isdigit():
+        raise OSError(f"not an HTTP answer: {status_line[:100]!r}")
+    return int(fields[1]), rest.partition(b"\r\n\r\n")[2][:500].decode(errors="replace")
+
+
+def put_urllib(target: str, data: bytes, headers: dict[str, str]) -> tuple[int, str]:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(target, data=data, method="PUT", headers=headers)  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            return int(response.status), response.read()[:500].decode(errors="replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()[:500].decode(errors="replace")
+    except urllib.error.URLError as exc:
+        raise OSError(str(exc.reason)) from None
 
 
 def main() -> int:
@@ -209,7 +363,7 @@ def main() -> int:
                 argv[0] = str(venv / "bin" / "python")
         elif argv[0] == "python":
             argv[0] = sys.executable
-    except (OSError, RuntimeError, tarfile.TarError) as exc:
+    except (OSError, RuntimeError) as exc:
         say(f"could not prepare the attempt: {exc}")
         terminate({"setup_error": str(exc)[:1000]})
         return SETUP_FAILED
