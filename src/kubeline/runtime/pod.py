@@ -384,15 +384,16 @@ def main() -> int:
         say(f"could not hand the outputs to Kubeline: {exc}")
         terminate({"upload_error": str(exc)[:1000]})
         return UPLOAD_FAILED
-    marker = end_marker(os.environ["KUBELINE_ATTEMPT_TOKEN"])
-    print(marker, flush=True)
-    print(marker, file=sys.stderr, flush=True)
+    token = os.environ["KUBELINE_ATTEMPT_TOKEN"]
+    print(end_marker(token, "stdout"), flush=True)
+    print(end_marker(token, "stderr"), file=sys.stderr, flush=True)
     return 0
 
 
-def end_marker(token: str) -> str:
-    """The line that tells the executor this attempt's log is complete (on each stream)."""
-    return "[kubeline] end " + hashlib.sha256(b"end:" + token.encode()).hexdigest()[:32]
+def end_marker(token: str, stream: str) -> str:
+    """The line that tells the executor ``stream`` of this attempt's log is complete (one per
+    stream: the log API merges them, and either may be copied to the log file ahead of the other)."""
+    return f"[kubeline] end of {stream} " + hashlib.sha256(f"end:{stream}:{token}".encode()).hexdigest()[:32]
 
 
 if __name__ == "__main__":

@@ -14,13 +14,13 @@ from kubeline.executors.kubernetes import manifests
 from kubeline.runtime import pod
 
 
-def test_end_marker_is_per_attempt_and_does_not_reveal_the_token() -> None:
+def test_end_markers_are_per_attempt_and_stream_and_do_not_reveal_the_token() -> None:
     token = "tok-" + "x" * 40
-    marker = pod.end_marker(token)
-    assert marker == pod.end_marker(token)
-    assert marker != pod.end_marker(token + "y")
-    assert marker.startswith("[kubeline] end ")
-    assert token not in marker and len(marker) == len("[kubeline] end ") + 32
+    out, err = pod.end_marker(token, "stdout"), pod.end_marker(token, "stderr")
+    assert out == pod.end_marker(token, "stdout")
+    assert len({out, err, pod.end_marker(token + "y", "stdout")}) == 3
+    assert out.startswith("[kubeline] end of stdout ") and err.startswith("[kubeline] end of stderr ")
+    assert token not in out + err
 
 
 def _spec(**overrides: object) -> base.AttemptSpec:

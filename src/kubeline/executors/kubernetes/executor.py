@@ -47,6 +47,7 @@ from kubeline.runtime import pod as pod_entry
 log = logging.getLogger("kubeline.executors.kubernetes")
 _IDLE_REFRESH = 30.0  # seconds without an event before the attempt's objects are re-read
 _OUTPUTS_WAIT = 5.0  # seconds to wait for an upload recorded after the pod's exit (clock skew)
+_MARKER_READS = 100  # re-reads of an uploaded attempt's log while its end markers are missing (~5 s)
 _UPLOAD_POLLS = ((5.0, 0.05), (60.0, 0.5))  # (pod age up to, look for its upload every) seconds
 
 
@@ -118,7 +119,8 @@ class KubernetesExecutor:
         now = time.time()
         handle: dict[str, Any] = {
             "attempt_id": spec.attempt_id, "namespace": namespace, "job": name,
-            "token_sha256": token_digest(token), "end_marker": pod_entry.end_marker(token), "created_at": now,
+            "token_sha256": token_digest(token), "created_at": now,
+            "end_markers": [pod_entry.end_marker(token, stream) for stream in ("stdout", "stderr")],
             "pending_deadline": now + self.pending_timeout, "timeout": spec.timeout,
             "memory_limit": spec.resources.limits.memory,
             "soft_memory": spec.resources.soft_limits.memory, "soft_cpu": spec.resources.soft_limits.cpu,
@@ -296,6 +298,7 @@ class KubernetesExecutor:
     async def _follow_logs(self, tracked: tracking.Tracked) -> None:
         loop = asyncio.get_running_loop()
         namespace = tracked.handle["namespace"]
+        tail_reads = 0
         while True:
             generation = tracked.generation
             pod = tracked.seen.pod
@@ -311,7 +314,7 @@ class KubernetesExecutor:
                 tracked.follower = logs.Follower(kube_=self.kube, namespace=namespace, pod=name,
                                                  sink=tracked.sink, loop=loop, position=tracked.position,
                                                  line_limit=self.log_line_limit,
-                                                 end_marker=tracked.handle.get("end_marker"))
+                                                 end_markers=tracked.handle.get("end_markers", ()))
             try:
                 await loop.run_in_executor(self._log_pool, tracked.follower.run_once)
             except Exception as exc:  # a broken stream: reopen it after the last line
@@ -323,9 +326,20 @@ class KubernetesExecutor:
                 tracked.uploaded = True
                 tracked.notify()
                 return
-            for _ in range(20):  # the stream ended: normally because the container did
+            # The stream ended, normally because the container did. The kubelet ends it at EOF
+            # once the container has exited, which can be before the runtime has copied the last
+            # lines of a fast writer into the log file: read again after the last line taken
+            # (until the end markers, when the attempt uploaded; else once more).
+            if tracked.uploaded and tracked.follower.end_markers and tail_reads < _MARKER_READS:
+                tail_reads += 1
+                await asyncio.sleep(0.05)
+                continue
+            for _ in range(20):
                 if _terminated(tracked.seen.pod) or tracked.cancelled or tracked.seen.pod_gone:
-                    return
+                    if tail_reads or tracked.cancelled or tracked.seen.pod_gone:
+                        return
+                    tail_reads = _MARKER_READS
+                    break
                 await tracked.changed(tracked.generation, 0.1)
 
     async def _drain_logs(self, tracked: tracking.Tracked, *, cancelled: bool) -> None:

@@ -11,9 +11,9 @@ log resumes where the previous process stopped.
 
 Reading runs in a thread; lines reach the sink (on the event loop) in batches, as they arrive.
 
-The entrypoint prints an end marker (derived from the attempt token, which the stage never sees)
-on stdout and on stderr after it handed the outputs over; once both copies are read, each stream
-is complete, so following stops there instead of waiting for the kubelet to notice the exit.
+The entrypoint prints an end marker per stream (derived from the attempt token, which the stage
+never sees) on stdout and on stderr after it handed the outputs over; once both are read, each
+stream is complete, so following stops there instead of waiting for the kubelet to notice the exit.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import dataclasses
 import pathlib
 import threading
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from kubeline.executors import base
@@ -121,11 +122,11 @@ class Follower:
 
     def __init__(self, *, kube_: kube.Kube, namespace: str, pod: str, sink: base.LogSink,
                  loop: asyncio.AbstractEventLoop, position: Position, line_limit: int,
-                 end_marker: str | None = None) -> None:
+                 end_markers: Iterable[str] = ()) -> None:
         self.kube = kube_
-        self.end_marker = end_marker
-        self.markers = 0
-        self.ended = False  # both end markers read: the log is complete
+        self.end_markers = frozenset(end_markers)
+        self.markers_seen: set[str] = set()  # a replay after a reconnect may repeat one
+        self.ended = False  # every stream's end marker read: the log is complete
         self.namespace = namespace
         self.pod = pod
         self.sink = sink
@@ -159,9 +160,9 @@ class Follower:
                     if parsed is None:
                         continue
                     at_us, text = parsed
-                    if text == self.end_marker:
-                        self.markers += 1
-                        self.ended = self.markers >= 2
+                    if text in self.end_markers:
+                        self.markers_seen.add(text)
+                        self.ended = self.markers_seen == self.end_markers
                         continue
                     if not self.position.take(at_us, text):
                         continue
