@@ -313,6 +313,22 @@ class KubernetesSpec(Model):
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = pydantic.Field(
         None, alias="imagePullPolicy"
     )
+    code_path: str | None = pydantic.Field(
+        None,
+        alias="codePath",
+        description="The pipeline folder is baked into the image at this absolute path: no code "
+        "is sent to the pod, stages run there (read-only).",
+    )
+
+    @pydantic.field_validator("code_path")
+    @classmethod
+    def _absolute_code_path(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError(
+                f"{value!r} is not an absolute path: give where the folder is in the "
+                "image, e.g. codePath: /opt/app/pipelines/sales"
+            )
+        return value
 
 
 class CellPolicy(Model):
