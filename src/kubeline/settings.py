@@ -54,7 +54,12 @@ class Settings(pydantic_settings.BaseSettings):
         300.0, gt=0, description="Seconds an attempt pod may take to start before it fails.")
     kubernetes_ttl_seconds: int = pydantic.Field(3600, ge=0, description="Finished Jobs are kept this long.")
     kubernetes_uv_cache_claim: str | None = pydantic.Field(
-        None, description="PVC for the pods' uv cache; default: an emptyDir per pod.")
+        None, description="PVC for the pods' uv cache; default: an emptyDir per pod (or the code claim).")
+    kubernetes_code_claim: str | None = pydantic.Field(
+        None, description="PVC (in the attempts' namespace) that pods mount pipeline folders too large for a "
+                          "ConfigMap from; without kubernetes_uv_cache_claim it holds the uv cache too.")
+    kubernetes_code_dir: pathlib.Path | None = pydantic.Field(
+        None, description="Where this server mounts the code claim's volume; it copies large folders there.")
 
     docker_host: str | None = pydantic.Field(
         None, description="Docker daemon URL, e.g. unix:///var/run/docker.sock (default: the SDK's "
@@ -64,6 +69,14 @@ class Settings(pydantic_settings.BaseSettings):
     docker_network: str | None = pydantic.Field(
         None, description='Network of attempt containers ("none", "bridge", ...); default: the '
                           "daemon's bridge when it has one, else none.")
+
+    @pydantic.model_validator(mode="after")
+    def _code_claim_and_dir_together(self) -> Settings:
+        if (self.kubernetes_code_claim is None) != (self.kubernetes_code_dir is None):
+            raise ValueError(
+                "KUBELINE_KUBERNETES_CODE_CLAIM and KUBELINE_KUBERNETES_CODE_DIR go together: the PVC the "
+                "pods mount, and where this server sees that same volume mounted; set both, or neither")
+        return self
 
     @property
     def database(self) -> str:

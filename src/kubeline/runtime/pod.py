@@ -5,13 +5,15 @@ the image's ``python3`` (so a server and an older worker image never disagree ab
 also importable as ``kubeline.runtime.pod``. It uses only the standard library.
 
 Steps: unpack ``code.tar.gz`` into the work dir (an emptyDir; the root filesystem is read-only),
-make the pipeline's venv with uv when the stage has requirements or extra packages (cached in
-``$UV_CACHE_DIR``, ``kubeline.task`` copied in; without them the image's Python runs it), run
-the stage's argv in the code dir with its output going straight to the pod log, and on exit 0
-PUT its outputs and route to ``$KUBELINE_URL/api/v1/attempts/<id>/io`` with the attempt token,
-then print the end marker (``end_marker``) on stdout and stderr: the executor, seeing the upload,
-reads the log up to both markers and finishes the attempt without waiting for the kubelet to
-report the container's exit (which it notices only at its next relist, up to a second later).
+or, when the plan names a ``code_dir`` (a copy on the code PVC, or a folder baked into the
+image), use the code where it is, read-only; make the pipeline's venv with uv when the stage
+has requirements or extra packages (cached in ``$UV_CACHE_DIR``, ``kubeline.task`` copied in;
+without them the image's Python runs it), run the stage's argv in the code dir with its output
+going straight to the pod log, and on exit 0 PUT its outputs and route to
+``$KUBELINE_URL/api/v1/attempts/<id>/io`` with the attempt token, then print the end marker
+(``end_marker``) on stdout and stderr: the executor, seeing the upload, reads the log up to
+both markers and finishes the attempt without waiting for the kubelet to report the
+container's exit (which it notices only at its next relist, up to a second later).
 The pod's exit code is the stage's. A failed upload is a failed attempt (exit 3), stated in the
 log and in the termination message. The termination message (small JSON) also says whether
 the container's cgroup saw an OOM kill, so the executor reports OOM even when only a child
@@ -349,9 +351,13 @@ def main() -> int:
         (work / sub).mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if k not in ("KUBELINE_ATTEMPT_TOKEN", "KUBELINE_URL")}
     argv = list(plan["argv"])
+    code = pathlib.Path(plan.get("code_dir") or work / "code")
     try:
         if plan.get("has_code"):
-            unpack(bundle, work / "code")
+            unpack(bundle, code)
+        elif not code.is_dir():
+            raise RuntimeError(f"the code dir {code} is not in the pod (kubernetes.codePath must name "
+                               "a folder of the image; a code claim's copy must be mounted there)")
         if plan["runtime"] == "pipeline" and not needs_venv(plan):
             if argv[0] == "python":
                 argv[0] = sys.executable
@@ -367,7 +373,7 @@ def main() -> int:
         say(f"could not prepare the attempt: {exc}")
         terminate({"setup_error": str(exc)[:1000]})
         return SETUP_FAILED
-    rc = run_stage(argv, cwd=work / "code", env=env)
+    rc = run_stage(argv, cwd=code, env=env)
     if rc != 0:
         terminate({"exit_code": rc, "oom": oom_killed()})
         return rc

@@ -17,7 +17,7 @@ def test_code_path_is_read_from_either_spelling() -> None:
 
 @pytest.mark.parametrize("value", ["opt/app", "./app", "", "~/app"])
 def test_a_relative_code_path_is_refused_with_an_example(value: str) -> None:
-    with pytest.raises(pydantic.ValidationError, match="is not an absolute path.*codePath: /opt/app"):
+    with pytest.raises(pydantic.ValidationError, match=r"is not an absolute path.*codePath: /opt/app"):
         specs.KubernetesSpec.model_validate({"codePath": value})
 
 

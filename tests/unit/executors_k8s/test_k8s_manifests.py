@@ -109,7 +109,8 @@ def test_config_map_and_secret_golden() -> None:
     assert json.loads(cm["data"]["inputs.json"]) == {"day": "today"}
     assert json.loads(cm["data"]["plan.json"]) == {
         "argv": ["python", "-u", "main.py"], "runtime": "pipeline", "python_version": "3.11",
-        "requirements": True, "extra_packages": [], "has_code": True, "memory_limit": "256Mi"}
+        "requirements": True, "extra_packages": [], "has_code": True, "code_dir": None,
+        "memory_limit": "256Mi"}
     assert cm["data"]["requirements.txt"] == "requests==2.32.3\n"
     secret = manifests.secret(spec, defaults=DEFAULTS, token="tok")
     assert secret == {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",

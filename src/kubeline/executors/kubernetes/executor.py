@@ -2,7 +2,10 @@
 
 ``start`` creates the attempt's Secret (secret env, attempt token) and, for bundles too large to
 travel inline in the Job (``manifests.inline_bundle``), a ConfigMap (code, inputs, config,
-entrypoint); then the Job, then makes the Job their owner. ``wait`` judges what the
+entrypoint); then the Job, then makes the Job their owner. A folder too large for either is
+copied to the code volume (``code_volume``, when ``code_dir`` and ``Defaults.code_claim`` are
+set) and mounted from there; a folder baked into the image (``kubernetes.codePath``) is not
+sent at all. ``wait`` judges what the
 namespace's watches report (``reasons.judge``): success, exit code, OOM, deadline, eviction,
 a lost node, or a pod that cannot start (fails at once, or when the pending timeout runs out;
 its Job is deleted). Outputs come back through the Kubeline API: the pod PUTs them with its
@@ -41,7 +44,17 @@ from typing import Any, Protocol
 
 from kubeline.domain import errors, runs, states
 from kubeline.executors import base
-from kubeline.executors.kubernetes import bundles, kube, logs, manifests, metrics, reasons, tracking, watches
+from kubeline.executors.kubernetes import (
+    bundles,
+    code_volume,
+    kube,
+    logs,
+    manifests,
+    metrics,
+    reasons,
+    tracking,
+    watches,
+)
 from kubeline.runtime import pod as pod_entry
 
 log = logging.getLogger("kubeline.executors.kubernetes")
@@ -67,9 +80,12 @@ class KubernetesExecutor:
     def __init__(self, *, kube_: kube.Kube, defaults: manifests.Defaults,
                  attempts: AttemptReader | None, pending_timeout: float = 300.0,
                  log_line_limit: int = 64 * 1024, kill_wait: float = 10.0,
-                 log_drain: float = 120.0, metrics_interval: float = 15.0) -> None:
+                 log_drain: float = 120.0, metrics_interval: float = 15.0,
+                 code_dir: pathlib.Path | None = None) -> None:
         self.kube = kube_
         self.defaults = defaults
+        self.code_dir = code_dir  # where this process mounts ``defaults.code_claim``
+        self._uv_cache_ready = False
         self.attempts = attempts
         self.pending_timeout = pending_timeout
         self.log_line_limit = log_line_limit
@@ -95,26 +111,29 @@ class KubernetesExecutor:
             service_account=settings.kubernetes_service_account,
             api_url=settings.kubernetes_api_url or "http://kubeline:8080",
             ttl_seconds=settings.kubernetes_ttl_seconds,
-            uv_cache_claim=settings.kubernetes_uv_cache_claim)
+            uv_cache_claim=settings.kubernetes_uv_cache_claim, code_claim=settings.kubernetes_code_claim)
         return cls(kube_=kube.Kube(api), defaults=defaults, attempts=attempts,
                    pending_timeout=settings.kubernetes_pending_timeout,
-                   log_line_limit=settings.log_line_limit, **kwargs)
+                   log_line_limit=settings.log_line_limit, code_dir=settings.kubernetes_code_dir, **kwargs)
 
     # starting ---------------------------------------------------------------------------
     async def start(self, spec: base.AttemptSpec, sink: base.LogSink) -> dict[str, Any]:
         if not spec.argv:
             raise errors.ExecutorError(f"stage {spec.stage_id}: nothing to run (empty argv)")
         namespace = manifests.namespace_for(spec, self.defaults)
-        code = await asyncio.to_thread(bundles.pack, spec.folder) if spec.folder else None
+        code, code_sub_path = await self._place_code(spec, sink)
+        code_dir = manifests.code_dir_for(spec, code_sub_path=code_sub_path)
         requirements = None
         if spec.requirements is not None and spec.requirements.is_file():
             requirements = spec.requirements.read_text()
         token = secrets.token_urlsafe(32)
-        inline = manifests.inline_bundle(spec, entrypoint=self._entrypoint, code=code, requirements=requirements)
+        inline = manifests.inline_bundle(spec, entrypoint=self._entrypoint, code=code, requirements=requirements,
+                                         code_dir=code_dir)
         config_map = None if inline is not None else manifests.config_map(
-            spec, defaults=self.defaults, entrypoint=self._entrypoint, code=code, requirements=requirements)
+            spec, defaults=self.defaults, entrypoint=self._entrypoint, code=code, requirements=requirements,
+            code_dir=code_dir)
         secret = manifests.secret(spec, defaults=self.defaults, token=token)
-        job = manifests.job(spec, defaults=self.defaults, inline=inline)
+        job = manifests.job(spec, defaults=self.defaults, inline=inline, code_sub_path=code_sub_path)
         name = job["metadata"]["name"]
         now = time.time()
         handle: dict[str, Any] = {
@@ -146,6 +165,25 @@ class KubernetesExecutor:
         tracked.log_task = asyncio.create_task(self._follow_logs(tracked))
         self._start_sampler()
         return handle
+
+    async def _place_code(self, spec: base.AttemptSpec, sink: base.LogSink) -> tuple[bytes | None, str | None]:
+        """The packed folder for the bundle, or (too large for it) the ``subPath`` of its copy on
+        the code claim; neither for folderless pipelines and folders baked into the image."""
+        claim, root = self.defaults.code_claim, self.code_dir
+        if claim and root is not None and not self.defaults.uv_cache_claim and not self._uv_cache_ready:
+            await asyncio.to_thread(code_volume.ensure_uv_cache, root)
+            self._uv_cache_ready = True
+        if spec.folder is None or spec.kubernetes.code_path:
+            return None, None
+        try:
+            return await asyncio.to_thread(bundles.pack, spec.folder), None
+        except bundles.TooLarge:
+            if not claim or root is None:
+                raise
+        sub_path = await asyncio.to_thread(code_volume.publish, spec.folder, root=root, pipeline=spec.pipeline)
+        sink.write("system", f"the pipeline folder is too large for a ConfigMap: mounted read-only from "
+                             f"PVC {claim}, {sub_path}")
+        return None, sub_path
 
     def _track(self, handle: dict[str, Any], sink: base.LogSink, position: logs.Position) -> tracking.Tracked:
         tracked = tracking.Tracked(handle=handle, sink=sink, position=position)

@@ -13,6 +13,12 @@ var the bootstrap (``BOOT``, ``python3 -c``) unpacks into the work dir and remov
 environment: no ConfigMap to create and own, and no ConfigMap volume for the kubelet to mount
 (any volume makes the kubelet wait for its mount loop before it starts the pod). The bundle is
 not secret (code, inputs, config), so it may be seen in the Job; secrets stay in the Secret.
+
+Folders too large for the bundle reach the pod another way, and the bundle then carries no
+code, only ``code_dir`` in the plan: a copy on the code PVC (``Defaults.code_claim``; the
+executor writes it, ``code_volume``) mounted read-only with ``subPath`` at ``CODE_DIR``, or a
+folder baked into the image (``kubernetes.codePath``). With a code claim and no uv-cache claim,
+the uv cache lives on the code claim too (``subPath: uv-cache``): Fast-Flow's layout, one PVC.
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ BUNDLE_DIR = "/kubeline/bundle"  # the ConfigMap, read-only
 TMP_DIR = "/tmp"  # noqa: S108 - an emptyDir of its own in the pod
 WORK_DIR = "/kubeline/work"  # emptyDir: code, venv, outputs, artifacts
 UV_CACHE_DIR = "/kubeline/uv-cache"
+CODE_DIR = "/kubeline/code"  # the copy on the code claim, read-only
+UV_CACHE_SUB_PATH = "uv-cache"  # of the code claim, when it also holds the uv cache
 ENTRYPOINT_KEY = "pod.py"
 CODE_KEY = "code.tar.gz"
 CONFIGMAP_LIMIT = 1000 * 1024  # bytes of data a ConfigMap may hold (the API's cap is 1 MiB)
@@ -95,6 +103,7 @@ class Defaults:
     api_url: str = "http://kubeline:8080"  # how pods reach the Kubeline API (outputs upload)
     ttl_seconds: int = 3600  # finished Jobs kept this long (for kubectl; logs are stored anyway)
     uv_cache_claim: str | None = None  # a PVC for the uv cache; default: an emptyDir per pod
+    code_claim: str | None = None  # a PVC for large folders (and the uv cache, without uv_cache_claim)
     grace_seconds: int = 5
 
 
@@ -128,21 +137,30 @@ def _meta(spec: base.AttemptSpec, defaults: Defaults) -> ObjectMeta:
             "labels": labels(spec)}
 
 
-def launch_plan(spec: base.AttemptSpec, *, has_code: bool, requirements: bool) -> dict[str, Any]:
-    """What the in-pod entrypoint (``kubeline.runtime.pod``) does: it reads this as JSON."""
+def launch_plan(spec: base.AttemptSpec, *, has_code: bool, requirements: bool,
+                code_dir: str | None = None) -> dict[str, Any]:
+    """What the in-pod entrypoint (``kubeline.runtime.pod``) does: it reads this as JSON.
+    ``code_dir``: the code is already in the pod there (volume or image), else in the work dir."""
     return {"argv": list(spec.argv), "runtime": spec.runtime.value,
             "python_version": spec.python_version, "requirements": requirements,
             "extra_packages": list(spec.extra_packages), "has_code": has_code,
-            "memory_limit": spec.resources.limits.memory}
+            "code_dir": code_dir, "memory_limit": spec.resources.limits.memory}
+
+
+def code_dir_for(spec: base.AttemptSpec, *, code_sub_path: str | None) -> str | None:
+    """Where the pod finds code that is not in the bundle: the image's folder, or the claim's copy."""
+    if spec.kubernetes.code_path:
+        return spec.kubernetes.code_path
+    return CODE_DIR if code_sub_path is not None else None
 
 
 def config_map(spec: base.AttemptSpec, *, defaults: Defaults, entrypoint: str, code: bytes | None,
-               requirements: str | None) -> ConfigMap:
+               requirements: str | None, code_dir: str | None = None) -> ConfigMap:
     """The attempt's bundle; ``ExecutorError`` when it is too large for a ConfigMap."""
+    plan = launch_plan(spec, has_code=code is not None, requirements=requirements is not None,
+                       code_dir=code_dir)
     data = {ENTRYPOINT_KEY: entrypoint, "inputs.json": json.dumps(spec.inputs),
-            "config.json": json.dumps(spec.config),
-            "plan.json": json.dumps(launch_plan(spec, has_code=code is not None,
-                                                requirements=requirements is not None))}
+            "config.json": json.dumps(spec.config), "plan.json": json.dumps(plan)}
     if requirements is not None:
         data["requirements.txt"] = requirements
     binary = {CODE_KEY: base64.b64encode(code).decode()} if code is not None else {}
@@ -151,17 +169,19 @@ def config_map(spec: base.AttemptSpec, *, defaults: Defaults, entrypoint: str, c
         raise errors.ExecutorError(
             f"stage {spec.stage_id}: code, inputs and config take {size // 1024} KiB, more than the "
             f"{CONFIGMAP_LIMIT // 1024} KiB a ConfigMap holds; shrink the pipeline folder, pass "
-            "large data by reference (a URL or object-store key) instead of as inputs, or bake "
-            "the code into an image (kubernetes.image)")
+            "large data by reference (a URL or object-store key) instead of as inputs, or keep "
+            "the code out of the bundle (KUBELINE_KUBERNETES_CODE_CLAIM and "
+            "KUBELINE_KUBERNETES_CODE_DIR, or kubernetes.image with kubernetes.codePath)")
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(spec, defaults),
             "data": data, "binaryData": binary}
 
 
 def inline_bundle(spec: base.AttemptSpec, *, entrypoint: str, code: bytes | None,
-                  requirements: str | None) -> str | None:
+                  requirements: str | None, code_dir: str | None = None) -> str | None:
     """The bundle as one env value (base64 of gzipped JSON of base64 files); None when larger
     than ``INLINE_LIMIT`` (then it goes in a ConfigMap)."""
-    cm = config_map(spec, defaults=Defaults(), entrypoint=entrypoint, code=code, requirements=requirements)
+    cm = config_map(spec, defaults=Defaults(), entrypoint=entrypoint, code=code, requirements=requirements,
+                    code_dir=code_dir)
     files = {k: base64.b64encode(v.encode()).decode() for k, v in cm["data"].items()}
     files.update(cm["binaryData"])
     value = base64.b64encode(gzip.compress(json.dumps(files).encode(), compresslevel=6, mtime=0)).decode()
@@ -228,14 +248,45 @@ def _resources(spec: base.AttemptSpec) -> dict[str, dict[str, str]]:
     return result
 
 
-def job(spec: base.AttemptSpec, *, defaults: Defaults, inline: str | None = None) -> Job:
-    """The attempt's Job; ``inline``: the bundle travels in the Job (else in the ConfigMap)."""
+def _volumes(name: str, *, defaults: Defaults, inline: str | None,
+             code_sub_path: str | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The pod's volumes and the container's mounts. One volume per claim, even when the code
+    claim holds both the code copy and the uv cache (two mounts with their own ``subPath``)."""
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    if inline is None:
+        volumes.append({"name": "bundle", "configMap": {"name": name, "defaultMode": 0o444}})
+        mounts.append({"name": "bundle", "mountPath": BUNDLE_DIR, "readOnly": True})
+    volumes += [{"name": "work", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}]
+    mounts += [{"name": "work", "mountPath": WORK_DIR}, {"name": "tmp", "mountPath": TMP_DIR}]
+    uv_on_code_claim = defaults.code_claim is not None and not defaults.uv_cache_claim
+    if uv_on_code_claim:
+        mounts.append({"name": "code", "mountPath": UV_CACHE_DIR, "subPath": UV_CACHE_SUB_PATH})
+    else:
+        volumes.append({"name": "uv-cache", **(
+            {"persistentVolumeClaim": {"claimName": defaults.uv_cache_claim}}
+            if defaults.uv_cache_claim else {"emptyDir": {}})})
+        mounts.append({"name": "uv-cache", "mountPath": UV_CACHE_DIR})
+    if code_sub_path is not None:
+        if defaults.code_claim is None:
+            raise ValueError("code_sub_path needs Defaults.code_claim")
+        mounts.append({"name": "code", "mountPath": CODE_DIR, "subPath": code_sub_path, "readOnly": True})
+    if uv_on_code_claim or code_sub_path is not None:
+        claim: dict[str, Any] = {"claimName": defaults.code_claim}
+        if not uv_on_code_claim:
+            claim["readOnly"] = True
+        volumes.append({"name": "code", "persistentVolumeClaim": claim})
+    return volumes, mounts
+
+
+def job(spec: base.AttemptSpec, *, defaults: Defaults, inline: str | None = None,
+        code_sub_path: str | None = None) -> Job:
+    """The attempt's Job; ``inline``: the bundle travels in the Job (else in the ConfigMap);
+    ``code_sub_path``: the folder's copy on the code claim, mounted at ``CODE_DIR``."""
     k8s = spec.kubernetes
     name = name_for(spec.attempt_id)
     service_account = k8s.service_account or defaults.service_account
-    uv_cache: dict[str, Any] = (
-        {"persistentVolumeClaim": {"claimName": defaults.uv_cache_claim}}
-        if defaults.uv_cache_claim else {"emptyDir": {}})
+    volumes, mounts = _volumes(name, defaults=defaults, inline=inline, code_sub_path=code_sub_path)
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": k8s.image or defaults.image,
@@ -249,12 +300,7 @@ def job(spec: base.AttemptSpec, *, defaults: Defaults, inline: str | None = None
             "runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000,
             "capabilities": {"drop": ["ALL"]}, "privileged": False,
         },
-        "volumeMounts": [
-            {"name": "bundle", "mountPath": BUNDLE_DIR, "readOnly": True},
-            {"name": "work", "mountPath": WORK_DIR},
-            {"name": "tmp", "mountPath": TMP_DIR},
-            {"name": "uv-cache", "mountPath": UV_CACHE_DIR},
-        ],
+        "volumeMounts": mounts,
         "terminationMessagePolicy": "File",
     }
     pod_spec: dict[str, Any] = {
@@ -265,16 +311,8 @@ def job(spec: base.AttemptSpec, *, defaults: Defaults, inline: str | None = None
         "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000,
                             "fsGroup": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [container],
-        "volumes": [
-            {"name": "bundle", "configMap": {"name": name, "defaultMode": 0o444}},
-            {"name": "work", "emptyDir": {}},
-            {"name": "tmp", "emptyDir": {}},
-            {"name": "uv-cache", **uv_cache},
-        ],
+        "volumes": volumes,
     }
-    if inline is not None:
-        pod_spec["volumes"] = pod_spec["volumes"][1:]
-        container["volumeMounts"] = container["volumeMounts"][1:]
     if service_account:
         pod_spec["serviceAccountName"] = service_account
     if k8s.node_selector:
