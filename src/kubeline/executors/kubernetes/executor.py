@@ -5,10 +5,11 @@ travel inline in the Job (``manifests.inline_bundle``), a ConfigMap (code, input
 entrypoint); then the Job, then makes the Job their owner. A folder too large for either is
 copied to the code volume (``code_volume``, when ``code_dir`` and ``Defaults.code_claim`` are
 set) and mounted from there; a folder baked into the image (``kubernetes.codePath``) is not
-sent at all. ``wait`` judges what the
-namespace's watches report (``reasons.judge``): success, exit code, OOM, deadline, eviction,
-a lost node, or a pod that cannot start (fails at once, or when the pending timeout runs out;
-its Job is deleted). Outputs come back through the Kubeline API: the pod PUTs them with its
+sent at all.
+
+``wait`` judges what the namespace's watches report (``reasons.judge``): success, exit code,
+OOM, deadline, eviction, a lost node, or a pod that cannot start (fails at once, or when the
+pending timeout runs out; its Job is deleted). Outputs come back through the Kubeline API: the pod PUTs them with its
 attempt token to ``/api/v1/attempts/{id}/io`` (``api.routes.attempt_io``), which stores them
 with the attempt; ``wait`` reads them from the store, so the server that receives the upload
 need not be the one that started the Job. Only the token's SHA-256 is kept (in the handle).
