@@ -196,18 +196,28 @@ class RunDriver:
         if self.stages[stage_id].state is S.PENDING:
             moves.append(storage.StageMove(run_id=self.run.id, stage_id=stage_id, to=S.RUNNING,
                                            reason=f"attempt {attempt.number} started"))
-        done = await self.store.apply(moves)
-        attempt = _as(runs.Attempt, done[0])
-        if len(done) == 2:
-            self.stages[stage_id] = _as(runs.StageRun, done[1])
-        self.engine.notify(self.run.id)
-        await self._wait(executor, attempt, handle=handle, sink=sink, eff=eff)
+        # Recording "running" (with the handle a restarted server adopts it by) overlaps the
+        # attempt: a short stage is often done before the transaction is. The result is recorded
+        # only after it (the state machine needs running first); a write that is still going on
+        # when this task is cancelled completes on its own.
+        recording = asyncio.ensure_future(self.store.apply(moves))
+        recording.add_done_callback(self._running_recorded)
+        await self._wait(executor, attempt, handle=handle, sink=sink, eff=eff, recording=recording)
+
+    def _running_recorded(self, recording: asyncio.Future[list[runs.StageRun | runs.Attempt]]) -> None:
+        if not recording.cancelled() and recording.exception() is None:  # else raised where awaited
+            self.engine.notify(self.run.id)
 
     async def _wait(self, executor: base.Executor, attempt: runs.Attempt, *, handle: dict[str, Any],
-                    sink: base.LogSink, eff: planner.Effective) -> None:
+                    sink: base.LogSink, eff: planner.Effective,
+                    recording: asyncio.Future[list[runs.StageRun | runs.Attempt]] | None = None) -> None:
         self.handles[attempt.id] = (executor, handle)
         try:
             result = await executor.wait(handle)
+            if recording is not None:
+                done = await asyncio.shield(recording)
+                if len(done) == 2:
+                    self.stages[attempt.stage_id] = _as(runs.StageRun, done[1])
         except asyncio.CancelledError:
             sink.close()  # no longer driven here (shutdown, or the lease was lost); the attempt runs on
             raise
