@@ -12,14 +12,18 @@ the same code (``local_run.Attempt``) and a restarted server adopts them the sam
                      waitpid(attempt) -> WORK/rc (128 + signal when killed, like sh)
 
 Supervisors are pre-forked: a spare (already in its own session, its attempt process forked
-too) waits for the next request, so a start costs two pipe writes, and the worker forks the
-next spare while the attempt runs. The worker replies with the spare's pid and start time
+too) waits for the next request, so a start costs a few pipe writes, and the worker forks the
+next spare while the attempt runs. The worker holds a pipe to the spare's supervisor and one
+to its attempt process: without cgroups to join it writes the request to the attempt itself
+(it starts at once, one process wake-up earlier) and then to the supervisor (which only needs
+it once the attempt ends); with cgroups only the supervisor gets it, joins them and passes it
+on, so all the attempt does counts. The worker replies with the spare's pid and start time
 *before* it hands the request over: a worker that dies before replying has started nothing,
 so the executor safely retries on another worker; one that dies in the few microseconds
-between the reply and the handover leaves a supervisor that exits without a status, which the
-executor reports as LOST (never a double run). Supervisors are reaped by the kernel
-(``SIGCHLD`` ignored) and do not depend on the worker: killing a worker does not touch the
-attempts it started.
+between the reply and the handover leaves a supervisor that kills its attempt and exits
+without a status, which the executor reports as LOST (never a double run). Supervisors are
+reaped by the kernel (``SIGCHLD`` ignored) and do not depend on the worker: killing a worker
+does not touch the attempts it started.
 
 The attempt runs the script the way ``python -u SCRIPT ARGS`` would: a fresh ``__main__``
 module, ``sys.argv``, ``sys.path[0]`` = the script's directory (+ ``PYTHONPATH`` from its env),
@@ -57,10 +61,11 @@ _MAX_FD = 1 << 20
 class _Spare:
     """A pre-forked supervisor (already in its own session) waiting for its request."""
 
-    def __init__(self, pid: int, requests: int) -> None:
+    def __init__(self, pid: int, requests: int, attempt: int) -> None:
         self.pid = pid
         self.start = _start_ticks(pid)
-        self.requests = requests
+        self.requests = requests  # write end: to the supervisor
+        self.attempt = attempt  # write end: to its attempt process
 
 
 def main() -> None:
@@ -70,13 +75,15 @@ def main() -> None:
     _preload()
     gc.freeze()  # what is imported now is shared with every fork, never scanned there
     _send(sock, {"ready": True, "pid": os.getpid(), "python": sys.version.split()[0]})
-    requests = _serve(sock)
-    if requests is None:
+    pipes = _serve(sock)
+    if pipes is None:
         return
-    attempt = _supervise(requests)
-    request = json.loads(_read_all(attempt))
+    attempt = _supervise(*pipes)
+    line = _read_line(attempt)
+    if not line:  # the worker and the supervisor are gone: this spare was never handed out
+        os._exit(0)
     os.close(attempt)
-    _run_attempt(request)
+    _run_attempt(json.loads(line))
 
 
 def _preload() -> None:
@@ -87,17 +94,17 @@ def _preload() -> None:
         import kubeline.task  # noqa: F401
 
 
-def _serve(sock: int) -> int | None:
+def _serve(sock: int) -> tuple[int, int, int] | None:
     """Hand each request to a spare supervisor, then fork the next spare while it runs.
 
-    Returns only in a forked supervisor (the fd its request arrives on), or None at EOF.
+    Returns only in a forked supervisor (its pipe ends: see ``_fork_spare``), or None at EOF.
     """
     pending = b""
     spare: _Spare | None = None
     while True:
         if spare is None:
             forked = _fork_spare(sock)
-            if isinstance(forked, int):
+            if isinstance(forked, tuple):
                 return forked
             spare = forked
         try:
@@ -111,62 +118,68 @@ def _serve(sock: int) -> int | None:
             line, pending = pending.split(b"\n", 1)
             if spare is None:
                 forked = _fork_spare(sock)
-                if isinstance(forked, int):
+                if isinstance(forked, tuple):
                     return forked
                 spare = forked
-            request_id = json.loads(line)["id"]
+            request = json.loads(line)
             # Reply first: a worker that dies before the reply has started nothing.
-            _send(sock, {"id": request_id, "pid": spare.pid, "start": spare.start})
+            _send(sock, {"id": request["id"], "pid": spare.pid, "start": spare.start})
+            if not request["cgroups"]:  # nothing to join first: straight to the attempt
+                _write_all(spare.attempt, line + b"\n")
+            os.close(spare.attempt)
             _write_all(spare.requests, line)
             os.close(spare.requests)
             spare = None
 
 
-def _fork_spare(sock: int) -> _Spare | int:
-    requests, write_end = os.pipe()
+def _fork_spare(sock: int) -> _Spare | tuple[int, int, int]:
+    """Fork a supervisor; in it, returns (request read end, attempt read end, attempt write end)."""
+    requests, to_supervisor = os.pipe()
+    attempt, to_attempt = os.pipe()
     pid = os.fork()
     if pid == 0:
-        os.close(write_end)
+        os.close(to_supervisor)
         os.close(sock)
-        return requests
+        return requests, attempt, to_attempt
     os.close(requests)
-    return _Spare(pid, write_end)
+    os.close(attempt)
+    return _Spare(pid, to_supervisor, to_attempt)
 
 
-def _supervise(requests: int) -> int:
+def _supervise(requests: int, attempt: int, to_attempt: int) -> int:
     """The supervisor: returns only in its forked attempt process (the fd of its request)."""
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):  # hold none of the worker's pipes
         os.dup2(devnull, fd)
-    os.closerange(3, requests)
-    os.closerange(requests + 1, _MAX_FD)
+    _close_all_but({requests, attempt, to_attempt})
     os.setsid()
     signal.signal(signal.SIGTERM, _ignore)  # the attempt dies, the supervisor records it
     signal.signal(signal.SIGINT, _ignore)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    to_attempt, attempt_fd = os.pipe()
     pid = os.fork()
     if pid == 0:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        os.close(attempt_fd)
+        os.close(to_attempt)
         os.close(requests)
-        return to_attempt
-    os.close(to_attempt)
+        return attempt
+    os.close(attempt)
     data = _read_all(requests)
-    if not data:  # the worker is gone: this spare was never handed out
+    if not data:  # the worker is gone: this spare was never handed out (or only to the attempt)
+        os.kill(pid, signal.SIGKILL)
         os._exit(0)
     request = json.loads(data)
     work = request["work"]
-    for path in request["cgroups"]:  # before the attempt gets its request: all it does counts
-        try:
-            _write(path, f"{os.getpid()}\n")
-            _write(path, f"{pid}\n")
-        except OSError:
-            os.kill(pid, signal.SIGKILL)
-            _finish(work, _NO_CGROUP)
-    _write_all(attempt_fd, data)
-    os.close(attempt_fd)
+    if request["cgroups"]:
+        for path in request["cgroups"]:  # before the attempt gets its request: all it does counts
+            try:
+                _write(path, f"{os.getpid()}\n")
+                _write(path, f"{pid}\n")
+            except OSError:
+                os.kill(pid, signal.SIGKILL)
+                _finish(work, _NO_CGROUP)
+        _write_all(to_attempt, data + b"\n")
+    os.close(to_attempt)
     status = -1
     with contextlib.suppress(ChildProcessError):
         _, status = os.waitpid(pid, 0)
@@ -284,6 +297,26 @@ def _write(path: str, text: str) -> None:
         os.write(fd, text.encode())
     finally:
         os.close(fd)
+
+
+def _close_all_but(keep: set[int]) -> None:
+    low = 3
+    for fd in sorted(keep):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, _MAX_FD)
+
+
+def _read_line(fd: int) -> bytes:
+    """One newline-terminated message (without the newline); b'' at EOF before a full line."""
+    chunks: list[bytes] = []
+    while True:
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            return b""
+        chunks.append(chunk)
+        if chunk.endswith(b"\n"):
+            return b"".join(chunks)[:-1]
 
 
 def _read_all(fd: int) -> bytes:
