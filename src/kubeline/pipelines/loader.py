@@ -206,6 +206,8 @@ def _implicit_stage(
         found.append(errors.Problem(file=file, location="stages", message="a pipeline needs stages"))
         return None
     kind = {"script": "python", "notebook": "notebook", None: None}[spec.type]
+    if kind is None and spec.kubernetes.code_path and not (folder / "main.ipynb").is_file():
+        kind = "python"  # main.py is in the image
     if kind is None:
         kind = "python" if (folder / "main.py").is_file() else (
             "notebook" if (folder / "main.ipynb").is_file() else None)
@@ -247,19 +249,22 @@ def check_stages(spec: specs.PipelineSpec, *, folder: pathlib.Path | None, file:
                                         or f"use one of {', '.join(components.BUILTIN)}"))
             continue
         found.extend(_check_config(kind, stage, where=where, file=file))
+        # Code baked into the image (kubernetes.codePath) is not in the folder to be checked.
+        in_image = bool((stage.kubernetes or spec.kubernetes).code_path)
         if kind.needs_file and folder is not None:
             target = stage.file or kind.default_file or ""
             if not _inside(folder, target):
                 found.append(errors.Problem(file=file, location=f"{where}.file",
                                             message=f"{target!r} is outside the pipeline folder"))
-            elif not (folder / target).is_file():
+            elif not in_image and not (folder / target).is_file():
                 found.append(errors.Problem(file=file, location=f"{where}.file",
                                             message=f"file {target!r} does not exist",
                                             hint=dag.suggest(target, [p.name for p in folder.iterdir()])))
         if type_name == "shell" and not (stage.command or stage.config.get("command")):
             found.append(errors.Problem(file=file, location=f"{where}.command",
                                         message="a shell stage needs a command"))
-        if stage.requirements and folder is not None and not (folder / stage.requirements).is_file():
+        if stage.requirements and folder is not None and not in_image \
+                and not (folder / stage.requirements).is_file():
             found.append(errors.Problem(file=file, location=f"{where}.requirements",
                                         message=f"file {stage.requirements!r} does not exist"))
         upstream = dag.ancestors(graph, stage.id)

@@ -114,3 +114,17 @@ def test_yaml_on_and_yes_stay_strings(tmp_path):
     from kubeline.pipelines import loader as loader_
 
     assert loader_.parse_yaml("on: success\nx: yes\ny: true\nz: off") == {"on": "success", "x": "yes", "y": True, "z": "off"}
+
+
+def test_code_baked_into_the_image_is_not_looked_for_in_the_folder(tmp_path):
+    only_spec = make(tmp_path, "baked", {"pipeline.yaml": "kubernetes: {codePath: /opt/app/sales}\n"})
+    pipeline = loader.load_folder(only_spec)
+    assert [(s.id, s.type, s.file) for s in pipeline.spec.stages] == [("main", "python", "main.py")]
+    staged = make(tmp_path, "baked-stages", {"pipeline.yaml": """
+stages:
+  - {id: a, file: etl/a.py, requirements: etl/requirements.txt, kubernetes: {codePath: /opt/app}}
+  - {id: b, file: b.py, dependsOn: [a]}
+"""})
+    found = problems(staged)
+    assert found == [p for p in found if "'b.py' does not exist" in p], found  # b is not in the image
+    assert found
