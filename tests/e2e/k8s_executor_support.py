@@ -71,7 +71,7 @@ async def run_folder(kl: bootstrap.Kubeline, folder: pathlib.Path, **kwargs: Any
 
 
 def log_lines(kl: bootstrap.Kubeline, run_id: str, *, stage: str | None = None,
-              streams: tuple[str, ...] = ("stdout",)) -> list[str]:
+              streams: tuple[str, ...] = ("stdout", "stderr")) -> list[str]:
     return [line.text for line in kl.logs.read(run_id, stage_id=stage) if line.stream in streams]
 
 

@@ -52,3 +52,27 @@ async def test_upload_auth_states_and_large_gzip_bodies(tmp_path: pathlib.Path) 
             await kl.store.transition_attempt(attempt.id, states.AttemptState.SUCCEEDED)
             late = await http.put(url, json=small, headers={"Authorization": "Bearer good-token"})
             assert late.status_code == 409
+
+
+async def test_a_short_stage_log_comes_with_the_upload_checked(tmp_path: pathlib.Path) -> None:
+    async with bootstrap.open_kubeline(settings.Settings(home=tmp_path, secret_key=None)) as kl:
+        attempt = await _running_attempt(kl, "t")
+        transport = httpx.ASGITransport(app=app_.create_app(kl))
+        auth = {"Authorization": "Bearer t"}
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            url = f"/api/v1/attempts/{attempt.id}/io"
+            for bad in ({"x": 1}, [[1.0, "stdin", "x"]], [[True, "stdout", "x"]], [[1.0, "stdout"]],
+                        [["now", "stdout", "x"]], [[1.0, "stdout", 3]]):
+                answer = await http.put(url, json={"outputs": {}, "route": None, "log": bad}, headers=auth)
+                assert answer.status_code == 400 and "unix time" in answer.text, (bad, answer.text)
+            huge = [[1.0, "stdout", "x" * 1000]] * 300
+            answer = await http.put(url, content=gzip.compress(json.dumps(
+                {"outputs": {}, "route": None, "log": huge}).encode()),
+                headers={**auth, "Content-Encoding": "gzip", "Content-Type": "application/json"})
+            assert answer.status_code == 413 and "longer than" in answer.text
+            assert "io" not in (await kl.store.get_attempt(attempt.id)).handle  # nothing half-stored
+            log = [[1796148062.5, "stdout", "hello"], [1796148062.6, "stderr", "oops"]]
+            ok = await http.put(url, json={"outputs": {"n": 1}, "route": None, "log": log}, headers=auth)
+            assert ok.status_code == 204, ok.text
+            stored = await kl.store.get_attempt(attempt.id)
+            assert stored.handle["io"]["log"] == log and stored.outputs == {"n": 1}

@@ -6,6 +6,10 @@ accepts uploads only while the attempt runs, and stores the outputs with the att
 goes into the handle's ``io`` entry, which also tells the executor an upload happened). Any
 replica can take the upload: the executor that waits reads it from the store. Bodies may be
 gzip-compressed (``Content-Encoding: gzip``), so large outputs fit the request size limit.
+
+A short stage's log may come along (``"log": [[unix time, "stdout"|"stderr", text], ...]``, at
+most ``MAX_LOG_CHARS`` of text): it goes into the ``io`` entry too, and the executor writes it
+to the attempt's log instead of waiting for the kubelet to serve the pod's log.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from kubeline.domain import errors, states
 
 router = fastapi.APIRouter(prefix="/attempts", tags=["attempts"])
 MAX_OUTPUTS_BYTES = 64 * 1024 * 1024  # decompressed
+MAX_LOG_CHARS = 256 * 1024  # of an uploaded log's text (the pod sends at most 64 KiB)
+_STREAMS = ("stdout", "stderr")
 _UNAUTHORIZED = "invalid or missing attempt token (pods send $KUBELINE_ATTEMPT_TOKEN as a Bearer token)"
 
 
@@ -46,6 +52,23 @@ def _decode(raw: bytes, encoding: str | None) -> Any:
         return json.loads(raw)
     except ValueError as exc:
         raise fastapi.HTTPException(400, detail=f"body is not JSON: {exc}") from None
+
+
+def _log_lines(log: Any) -> list[list[Any]]:
+    """The uploaded log, checked: a list of [time, stream, text] of bounded total size."""
+    shape = 'send "log" as [[unix time, "stdout" or "stderr", "text"], ...]'
+    if not isinstance(log, list):
+        raise fastapi.HTTPException(400, detail=shape)
+    size = 0
+    for line in log:
+        if not (isinstance(line, list) and len(line) == 3 and isinstance(line[0], int | float)
+                and not isinstance(line[0], bool) and line[1] in _STREAMS and isinstance(line[2], str)):
+            raise fastapi.HTTPException(400, detail=f"{shape}; got {str(line)[:100]}")
+        size += len(line[2])
+        if size > MAX_LOG_CHARS:
+            raise fastapi.HTTPException(413, detail=f"the uploaded log is longer than {MAX_LOG_CHARS} "
+                                                    "characters (longer logs are read from the pod)")
+    return log
 
 
 @router.put("/{attempt_id}/io", status_code=204, responses=deps.problem_responses(400, 401, 409, 413))
@@ -78,6 +101,8 @@ async def put_attempt_io(
     route = body.get("route") if isinstance(body, dict) else None
     if not isinstance(outputs, dict) or not (route is None or isinstance(route, str)):
         raise fastapi.HTTPException(400, detail='send {"outputs": {...}, "route": "name" or null}')
-    upload = {"route": route, "at": dt.datetime.now(dt.UTC).isoformat()}
+    upload: dict[str, Any] = {"route": route, "at": dt.datetime.now(dt.UTC).isoformat()}
+    if body.get("log") is not None:
+        upload["log"] = _log_lines(body["log"])
     await kl.store.update_attempt(attempt_id, outputs=outputs, handle={**attempt.handle, "io": upload})
     return fastapi.Response(status_code=204)

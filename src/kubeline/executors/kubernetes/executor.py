@@ -16,9 +16,11 @@ need not be the one that started the Job. Only the token's SHA-256 is kept (in t
 
 Seeing the end sooner: the kubelet reports a container's exit only at its next relist (every
 second), so a short attempt would wait up to a second for its pod status. While a bound pod is
-young, ``wait`` also looks for its upload in the store (every 50 ms for 5 s, then every 0.5 s for
-a minute); an upload means the stage exited 0 and its outputs are stored, so the attempt
-succeeds once its log has been read up to the entrypoint's end markers.
+young, ``wait`` also looks for its upload in the store (every 20 ms for 5 s, then every 0.5 s for
+a minute); an upload means the stage exited 0 and its outputs are stored. A short stage's log
+comes with the upload (the kubelet would serve the pod log only after its next relist): the
+attempt then succeeds at once. Otherwise it succeeds once its log has been read up to the
+entrypoint's end markers.
 
 While an attempt's pod runs, its CPU/memory come from ``metrics.k8s.io`` when the cluster has
 that API (``metrics``; sampled every ``metrics_interval`` s, soft limits warned about in the log);
@@ -62,7 +64,7 @@ log = logging.getLogger("kubeline.executors.kubernetes")
 _IDLE_REFRESH = 30.0  # seconds without an event before the attempt's objects are re-read
 _OUTPUTS_WAIT = 5.0  # seconds to wait for an upload recorded after the pod's exit (clock skew)
 _MARKER_READS = 100  # re-reads of an uploaded attempt's log while its end markers are missing (~5 s)
-_UPLOAD_POLLS = ((5.0, 0.05), (60.0, 0.5))  # (pod age up to, look for its upload every) seconds
+_UPLOAD_POLLS = ((5.0, 0.02), (60.0, 0.5))  # (pod age up to, look for its upload every) seconds
 
 
 class AttemptReader(Protocol):
@@ -153,8 +155,6 @@ class KubernetesExecutor:
                 bodies["configmaps"] = config_map
             await asyncio.gather(*(self.kube.create(kind, namespace, body) for kind, body in bodies.items()))
             created = await self.kube.create("jobs", namespace, job)
-            owner = {"metadata": {"ownerReferences": [manifests.owner_reference(created)]}}
-            await asyncio.gather(*(self.kube.patch(kind, namespace, name, owner) for kind in bodies))
         except Exception as exc:
             self._untrack(tracked)
             with contextlib.suppress(Exception):
@@ -163,9 +163,25 @@ class KubernetesExecutor:
             raise errors.ExecutorError(
                 f"stage {spec.stage_id}: cannot create its Job in namespace {namespace!r}: "
                 f"{kube.describe(exc)}") from None
+        # The Job owns its Secret (and ConfigMap) from now on; off the attempt's critical path,
+        # since the pod needs them to exist, not to be owned (``adopt`` makes sure again).
+        tracked.owner_task = asyncio.create_task(self._own(created, kinds=list(bodies)))
         tracked.log_task = asyncio.create_task(self._follow_logs(tracked))
         self._start_sampler()
         return handle
+
+    async def _own(self, job: dict[str, Any], *, kinds: list[str]) -> None:
+        """Make ``job`` the owner of its attempt's other objects (deleted with it); a failure is
+        logged, never raised: the attempt runs on either way."""
+        meta = job["metadata"]
+        owner = {"metadata": {"ownerReferences": [manifests.owner_reference(job)]}}
+        for kind in kinds:
+            try:
+                await self.kube.patch(kind, meta["namespace"], meta["name"], owner)
+            except kube.ApiError as exc:
+                if exc.status != 404:  # gone already: nothing left to own
+                    log.warning("cannot make Job %s/%s the owner of its %s: %s (delete it with the "
+                                "Job)", meta["namespace"], meta["name"], kind[:-1], kube.describe(exc))
 
     async def _place_code(self, spec: base.AttemptSpec, sink: base.LogSink) -> tuple[bytes | None, str | None]:
         """The packed folder for the bundle, or (too large for it) the ``subPath`` of its copy on
@@ -227,12 +243,16 @@ class KubernetesExecutor:
             result = await self._judge_until_final(tracked)
             tracked.finished = True
             if result.succeeded:
-                result = await self._with_outputs(tracked)
+                result, uploaded_log = await self._with_outputs(tracked)
+                if uploaded_log is not None and self._log_from_upload(tracked, uploaded_log):
+                    return result
             await self._drain_logs(tracked, cancelled=result.failure is states.FailureKind.CANCELLED)
             return result
         finally:
             tracked.finished = True
             self._untrack(tracked)
+            if tracked.owner_task is not None:
+                await asyncio.shield(tracked.owner_task)
             if tracked.usage is not None:
                 self._remember_usage(handle["attempt_id"], tracked.usage)
 
@@ -306,9 +326,10 @@ class KubernetesExecutor:
         for pod in pods.get("items", []):
             tracked.apply("pods", "MODIFIED", pod)
 
-    async def _with_outputs(self, tracked: tracking.Tracked) -> base.AttemptResult:
+    async def _with_outputs(self, tracked: tracking.Tracked) -> tuple[base.AttemptResult, list[Any] | None]:
+        """The result with the uploaded outputs and route, and the log that came with them."""
         if self.attempts is None:
-            return base.AttemptResult(exit_code=0)
+            return base.AttemptResult(exit_code=0), None
         attempt_id = tracked.handle["attempt_id"]
         give_up = time.monotonic() + _OUTPUTS_WAIT
         while True:
@@ -316,13 +337,29 @@ class KubernetesExecutor:
             upload = attempt.handle.get("io")
             if upload is not None:
                 return base.AttemptResult(exit_code=0, outputs=dict(attempt.outputs),
-                                          route=upload.get("route"))
+                                          route=upload.get("route")), upload.get("log")
             if time.monotonic() > give_up:
                 return base.AttemptResult(
                     exit_code=0, failure=states.FailureKind.EXIT_CODE,
                     error=f"the pod exited 0 but its outputs never reached the Kubeline API at "
-                          f"{self.defaults.api_url} (check that pods can reach that URL)")
+                          f"{self.defaults.api_url} (check that pods can reach that URL)"), None
             await asyncio.sleep(0.1)
+
+    def _log_from_upload(self, tracked: tracking.Tracked, lines: list[Any]) -> bool:
+        """Take the attempt's log from its upload, unless some of the pod log was copied already
+        (by this process or, before a restart, another: then the pod log is read to its end
+        markers). Runs on the loop, where the log task's lines arrive too, so the log comes from
+        exactly one of the two."""
+        follower = tracked.follower
+        if tracked.position.last_us >= 0 or (follower is not None and follower.delivered):
+            return False
+        if follower is not None:
+            follower.discard()
+        if tracked.log_task is not None:
+            tracked.log_task.cancel()
+        logs.write_lines(tracked.sink, [(float(at), stream, text) for at, stream, text in lines],
+                         limit=self.log_line_limit)
+        return True
 
     async def _delete(self, tracked: tracking.Tracked, *, why: str) -> None:
         tracked.deleting = True
@@ -428,6 +465,8 @@ class KubernetesExecutor:
             return True
         tracked.apply("jobs", "MODIFIED", job)
         await self._refresh(tracked)
+        if job.get("metadata", {}).get("uid"):  # a restart right after the Job's creation: own again
+            tracked.owner_task = asyncio.create_task(self._own(job, kinds=["secrets", "configmaps"]))
         tracked.log_task = asyncio.create_task(self._follow_logs(tracked))
         self._start_sampler()
         return True

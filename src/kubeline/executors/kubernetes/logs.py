@@ -117,6 +117,16 @@ def position_from_file(path: pathlib.Path | None) -> Position:
     return position
 
 
+def write_lines(sink: base.LogSink, lines: Iterable[tuple[float, str, str]], *, limit: int) -> None:
+    """(time, stream, text) lines into ``sink``; a line longer than ``limit`` in pieces."""
+    for at, stream, text in lines:
+        if len(text) <= limit:
+            sink.write(stream, text, at=at)
+        else:
+            for start in range(0, len(text), limit):
+                sink.write(stream, text[start:start + limit], at=at)
+
+
 class Follower:
     """Copies one pod's log into ``sink``; ``run_once`` is one stream (blocking, in a thread)."""
 
@@ -134,6 +144,8 @@ class Follower:
         self.position = position
         self.line_limit = line_limit
         self.lines = 0
+        self.delivered = 0  # lines written to the sink (counted on the loop)
+        self._discarded = False
         self._at_last_us = position.last_us  # the texts taken in the last line's microsecond
         self._at_last: list[str] = list(position.texts.elements())
         self._response: Any = None
@@ -185,14 +197,17 @@ class Follower:
             self.loop.call_soon_threadsafe(self._write, batch)
 
     def _write(self, batch: list[tuple[int, str]]) -> None:
-        limit = self.line_limit
-        for at_us, text in batch:
-            at = (at_us + 0.5) / 1_000_000  # the log file keeps exactly this microsecond
-            if len(text) <= limit:
-                self.sink.write("stdout", text, at=at)
-            else:
-                for start in range(0, len(text), limit):
-                    self.sink.write("stdout", text[start:start + limit], at=at)
+        if self._discarded:
+            return
+        self.delivered += len(batch)
+        # the log file keeps exactly this microsecond
+        write_lines(self.sink, [((at_us + 0.5) / 1_000_000, "stdout", text) for at_us, text in batch],
+                    limit=self.line_limit)
+
+    def discard(self) -> None:
+        """Stop, and drop what was read but not yet written (the log comes from elsewhere)."""
+        self._discarded = True
+        self.stop()
 
     def stop(self) -> None:
         self._stopped.set()

@@ -44,6 +44,7 @@ class Tracked:
     finished: bool = False  # wait() has its result
     follower: logs.Follower | None = None
     log_task: asyncio.Task[None] | None = None
+    owner_task: asyncio.Task[None] | None = None  # the Job becoming its Secret's owner
     uploaded: bool = False  # its outputs reached the store: the stage exited 0
     bound_at: float | None = None  # first seen on a node (how long to look for the upload quickly)
     killed_at: float | None = None  # first saw the pod killed without a Job condition
