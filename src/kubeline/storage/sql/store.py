@@ -221,6 +221,11 @@ class SqlStore(scheduling.SchedulingMethods):
 
         def batch(conn: sa.Connection) -> builtins.list[runs.StageRun | runs.Attempt]:
             done: builtins.list[runs.StageRun | runs.Attempt] = []
+            with tx.events_batched(conn):
+                apply_moves(conn, done)
+            return done
+
+        def apply_moves(conn: sa.Connection, done: builtins.list[runs.StageRun | runs.Attempt]) -> None:
             for move in moves:
                 if isinstance(move, base.StageMove):
                     done.append(tx.transition_stage(conn, run_id=move.run_id, stage_id=move.stage_id, to=move.to,
@@ -231,7 +236,6 @@ class SqlStore(scheduling.SchedulingMethods):
                 else:
                     tx.create_attempt(conn, attempt=move.attempt)
                     done.append(move.attempt)
-            return done
 
         try:
             return await self.database.run(batch, write=True)

@@ -8,7 +8,9 @@ transaction is one round trip to the database thread (SQLite) or one greenlet (P
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+from collections.abc import Iterator
 from typing import Any
 
 import sqlalchemy as sa
@@ -34,6 +36,7 @@ _UPDATE_RUN = sa.update(T.runs).where(_RUN_PK)
 _UPDATE_STAGE = sa.update(T.stage_runs).where(_STAGE_PK)
 _UPDATE_ATTEMPT = sa.update(T.attempts).where(_ATTEMPT_PK)
 _INSERT_EVENT = sa.insert(T.events)
+_PENDING_EVENTS = "kubeline_pending_events"
 _INSERT_ATTEMPT = sa.insert(T.attempts)
 _RUN_EXISTS = sa.select(T.runs.c.id).where(_RUN_PK)
 
@@ -55,10 +58,27 @@ def insert_event(
     reason: str,
     at: dt.datetime,
 ) -> None:
-    conn.execute(_INSERT_EVENT, event_row(
-        run_id=run_id, entity=entity, entity_id=entity_id, from_state=from_state,
-        to_state=to_state, reason=reason, at=at,
-    ))
+    row = event_row(run_id=run_id, entity=entity, entity_id=entity_id, from_state=from_state,
+                    to_state=to_state, reason=reason, at=at)
+    pending = conn.info.get(_PENDING_EVENTS)
+    if pending is None:
+        conn.execute(_INSERT_EVENT, row)
+    else:
+        pending.append(row)
+
+
+@contextlib.contextmanager
+def events_batched(conn: sa.Connection) -> Iterator[None]:
+    """Inside: the events of every change go in one multi-row INSERT at the end (same order,
+    same transaction), instead of one statement per change."""
+    pending: list[dict[str, Any]] = []
+    conn.info[_PENDING_EVENTS] = pending
+    try:
+        yield
+    finally:
+        del conn.info[_PENDING_EVENTS]
+    if pending:
+        conn.execute(_INSERT_EVENT, pending)
 
 
 def event_row(
