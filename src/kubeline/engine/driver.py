@@ -87,8 +87,12 @@ class RunDriver:
                 if blocked:
                     await self._set_stage(stage_id, S.SKIPPED, reason=f"upstream stage {blocked[0]!r} "
                                           f"ended {self.stages[blocked[0]].state.value}")
-        for stage_id, reason in self._startable(now):
+        startable = self._startable(now)
+        if len(startable) == 1:
+            stage_id, reason = startable[0]
             self._spawn(stage_id, self._attempt(stage_id, reason=reason))
+        elif startable:  # a fan-out: every start recorded in one transaction
+            await self._record_and_start([], [self._new_attempt(s, reason=r) for s, r in startable])
 
     def _startable(self, now: dt.datetime, *, succeeded: str | None = None) -> list[tuple[str, str]]:
         """Stages to start now, with the reason, in graph order within ``parallelism``.
@@ -281,20 +285,26 @@ class RunDriver:
     async def _finish_both(self, attempt_move: storage.AttemptMove, stage_move: storage.StageMove, *,
                            starts: list[_NewAttempt] | None = None) -> None:
         """The attempt's final state and its stage's next state (and ``starts``), in one transaction."""
-        starts = starts or []
+        done = await self._record_and_start([attempt_move, stage_move], starts or [])
+        self.stages[stage_move.stage_id] = _as(runs.StageRun, done[1])
+
+    async def _record_and_start(self, moves: list[storage.Move],
+                                starts: list[_NewAttempt]) -> list[runs.StageRun | runs.Attempt]:
+        """``moves`` and the new attempts of ``starts`` in one transaction, then start those;
+        the records of ``moves``."""
         self.starting.update(new.stage_id for new in starts)
         try:
-            done = await self.store.apply([attempt_move, stage_move, *(m for new in starts for m in new.moves)])
+            done = await self.store.apply([*moves, *(m for new in starts for m in new.moves)])
         finally:
             self.starting.difference_update(new.stage_id for new in starts)
-        self.stages[stage_move.stage_id] = _as(runs.StageRun, done[1])
-        at = 2
+        at = len(moves)
         for new in starts:
             self._recorded(new, done[at:at + len(new.moves)])
             at += len(new.moves)
             if not self.cancel_event.is_set():  # else the cancel marks them cancelled
                 self._spawn(new.stage_id, self._attempt(new.stage_id, reason="", recorded=new))
         self.engine.notify(self.run.id)
+        return done[:len(moves)]
 
     async def _resume_in_flight(self) -> None:
         """After a restart: adopt attempts that still run, fail the ones that are gone."""
