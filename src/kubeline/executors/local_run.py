@@ -195,7 +195,8 @@ class Attempt:
         self.cgroups.signal_all(sig)
 
     def _watch_exit(self, exited: asyncio.Future[None]) -> Any:
-        """Resolve ``exited`` when the supervisor ends; returns a function that stops watching."""
+        """Resolve ``exited`` when the supervisor ends, or when the attempt process (warm
+        attempts name it) ended having written its ``rc``; returns a function that stops watching."""
         started = self.handle.get("proc_start")
         try:
             fd = os.pidfd_open(self.pid)
@@ -209,6 +210,7 @@ class Attempt:
             os.close(fd)
             exited.set_result(None)
             return lambda: None
+        watched = [fd]
 
         def ready() -> None:
             self._loop.remove_reader(fd)
@@ -216,12 +218,36 @@ class Attempt:
             if not exited.done():
                 exited.set_result(None)
 
+        def attempt_ended(attempt_fd: int) -> None:
+            self._loop.remove_reader(attempt_fd)
+            if _read_rc(self.work / "rc") is not None and not exited.done():
+                exited.set_result(None)  # else killed: its supervisor writes rc and ends
+
         def close() -> None:
-            self._loop.remove_reader(fd)
-            os.close(fd)
+            for each in watched:
+                self._loop.remove_reader(each)
+                os.close(each)
 
         self._loop.add_reader(fd, ready)
+        attempt_fd = self._attempt_pidfd()
+        if attempt_fd is not None:
+            watched.append(attempt_fd)
+            self._loop.add_reader(attempt_fd, attempt_ended, attempt_fd)
         return close
+
+    def _attempt_pidfd(self) -> int | None:
+        """A pidfd of the warm attempt's own process, when the handle names it and it is the one."""
+        pid, started = self.handle.get("attempt_pid"), self.handle.get("attempt_start")
+        if not pid or started is None:
+            return None
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:
+            return None
+        if local_limits.start_ticks(pid) != started:  # gone (its pid reused): the supervisor says
+            os.close(fd)
+            return None
+        return fd
 
     async def _poll_exit(self, exited: asyncio.Future[None]) -> None:
         while local_limits.is_running(  # noqa: ASYNC110 - no event exists for another's exit

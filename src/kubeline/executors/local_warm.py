@@ -137,6 +137,7 @@ class WarmExecutor(local.LocalExecutor):
         return {
             "attempt_id": spec.attempt_id, "pid": forked.pid, "pgid": forked.pid,
             "proc_start": forked.start, "work_dir": str(work), "warm_worker": forked.worker_pid,
+            "attempt_pid": forked.attempt_pid, "attempt_start": forked.attempt_start,
             "artifacts_dir": str(artifacts), "started_at": now, "timeout": spec.timeout,
             "deadline": now + spec.timeout if spec.timeout else None,
             "memory_limit": limits.memory, "cpu_limit": limits.cpu,

@@ -45,6 +45,8 @@ class Forked:
     pid: int  # the attempt's supervisor (session and process group leader)
     start: int | None  # its start time in clock ticks (pid + start name one process)
     worker_pid: int
+    attempt_pid: int | None = None  # the process running the script (the supervisor's child)
+    attempt_start: int | None = None
 
 
 class Worker:
@@ -110,7 +112,8 @@ class Worker:
                 raise WorkerDiedError(f"warm worker {self.pid} ({self.python}) "
                                       f"{await self.death()}")
             reply = json.loads(line)
-        return Forked(pid=reply["pid"], start=reply.get("start"), worker_pid=self.pid)
+        return Forked(pid=reply["pid"], start=reply.get("start"), worker_pid=self.pid,
+                      attempt_pid=reply.get("attempt_pid"), attempt_start=reply.get("attempt_start"))
 
     async def death(self) -> str:
         """How the worker ended (waits a moment for it to be reaped)."""

@@ -92,6 +92,19 @@ async def test_killed_by_a_signal(warm):
     assert result.error == "killed by signal SIGSEGV"
 
 
+async def test_the_end_is_learnt_from_the_attempt_process_itself(warm):
+    """The handle names the process that runs the script; its own exit (with the rc it wrote)
+    ends the attempt, while its supervisor may still be rewriting rc: never a lost status."""
+    spec = warm.spec("import os, sys\nprint(os.getpid())\nsys.exit(7)")
+    handle = await warm.start(spec)
+    result = await warm.executor.wait(handle)
+    assert (result.exit_code, result.error) == (7, "exited with code 7")
+    assert warm.log(spec)[0] == ("stdout", str(handle["attempt_pid"]))
+    assert handle["attempt_pid"] != handle["pid"] and handle["attempt_start"] is not None
+    for _ in range(60):  # the end races the supervisor's rc rewrite and the group kill
+        assert (await warm.run(warm.spec("pass"))).succeeded
+
+
 async def test_shutdown_joins_threads_runs_atexit_and_flushes_files(warm):
     code = """
         import atexit, threading, time
