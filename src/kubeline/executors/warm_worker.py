@@ -52,7 +52,7 @@ other startup variables) is why the executor sends such stages to a fresh proces
 """
 
 # os.path and open(): the worker keeps its imports to the minimum
-# ruff: noqa: PTH100, PTH118, PTH120, PTH123
+# ruff: noqa: PTH100, PTH104, PTH118, PTH120, PTH123
 
 from __future__ import annotations
 
