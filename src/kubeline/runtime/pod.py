@@ -47,6 +47,7 @@ SETUP_FAILED = 4
 _SHIM_FILES = ("__init__.py", "task.py", "components/__init__.py", "components/notebook.py")
 _RETRY_STATUSES = {409, 425, 429, 500, 502, 503, 504}
 LOG_KEPT = 64 * 1024  # characters of the stage's output copied into the upload
+_PASS_CHUNK = 4096  # bytes per write to the pod log (PIPE_BUF: what the runtime reads at once)
 _LINE_KEPT = 64 * 1024  # a longer line is cut into pieces, as the executor's log store does
 
 
@@ -199,7 +200,8 @@ class Relay:
                 return True
             if not data:
                 return False
-            _write_fd(self.readers[fd][1], data)
+            for start in range(0, len(data), _PASS_CHUNK):
+                _write_fd(self.readers[fd][1], data[start:start + _PASS_CHUNK])
             self._keep(fd, data)
 
     def _keep(self, fd: int, data: bytes, *, final: bool = False) -> None:
@@ -511,7 +513,28 @@ def main() -> int:
     token = os.environ["KUBELINE_ATTEMPT_TOKEN"]
     print(end_marker(token, "stdout"), flush=True)
     print(end_marker(token, "stderr"), file=sys.stderr, flush=True)
+    await_log_drained()
     return 0
+
+
+def await_log_drained(limit: float = 5.0, fds: tuple[int, ...] = (1, 2)) -> None:
+    """Wait (at most ``limit`` s) until the container runtime has read all this process wrote
+    to its stdout/stderr pipes: a runtime that sees the container end with output still in
+    the pipe may drop it (measured with containerd 1.6 on a burst written just before exit)."""
+    import fcntl
+    import struct
+    import termios
+
+    give_up = time.monotonic() + limit
+    for fd in fds:
+        while time.monotonic() < give_up:
+            try:
+                pending = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+            except OSError:  # not a pipe (a file, a terminal): nothing to wait for
+                break
+            if pending <= 0:
+                break
+            time.sleep(0.002)
 
 
 def end_marker(token: str, stream: str) -> str:

@@ -199,3 +199,33 @@ def test_invalid_utf8_is_kept_replaced(tmp_path: pathlib.Path) -> None:
     rc, lines, _, _ = _relayed(tmp_path, ["bash", "-c", "printf 'caf\\xc3\\n\\xff ok\\n'"])
     assert rc == 0
     assert [text for _, _, text in lines] == ["caf\ufffd", "\ufffd ok"]
+
+
+def test_the_end_waits_until_the_runtime_has_read_the_log_pipe(tmp_path: pathlib.Path) -> None:
+    import threading
+    import time
+
+    read, write = os.pipe()
+    os.write(write, b"x" * 50_000)  # still in the pipe: the reader is slow
+    taken = bytearray()
+
+    def slow_reader() -> None:
+        time.sleep(0.3)
+        while len(taken) < 50_000:
+            taken.extend(os.read(read, 4096))
+
+    reader = threading.Thread(target=slow_reader)
+    reader.start()
+    started = time.monotonic()
+    pod.await_log_drained(limit=10, fds=(write,))
+    waited = time.monotonic() - started
+    reader.join()
+    assert len(taken) == 50_000 and waited >= 0.25  # returned once the pipe was empty
+    os.write(write, b"left")  # nobody reads: gives up at the limit
+    started = time.monotonic()
+    pod.await_log_drained(limit=0.2, fds=(write,))
+    assert 0.15 < time.monotonic() - started < 5
+    with (tmp_path / "f").open("w") as plain:  # not a pipe: nothing to wait for
+        pod.await_log_drained(limit=10, fds=(plain.fileno(),))
+    os.close(read)
+    os.close(write)
