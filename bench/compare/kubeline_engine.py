@@ -51,6 +51,7 @@ class KubelineEngine:
             pipeline = loader.load_folder(folder)
             await self.kl.store.upsert_pipeline(pipeline)
             self.pipelines[w.name] = pipeline
+        bootstrap.settle_heap()  # as `kubeline server` does once it has started
         self.serving = asyncio.create_task(self.kl.engine.serve())
 
     def __exit__(self, *exc: object) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import pathlib
 from collections.abc import AsyncIterator
 
@@ -19,6 +20,16 @@ from kubeline.secrets import crypto
 from kubeline.secrets import service as secret_service
 from kubeline.storage import base as storage_base
 from kubeline.storage import sql
+
+
+def settle_heap() -> None:
+    """Once a long-lived process has started (modules imported, app built): collect, then move
+    what is left out of the cyclic collector's reach. Those objects live as long as the
+    process, and every full collection would walk them again (measured: ~80 ms a pass, one
+    every second or two under a stream of small stages); objects made later are collected as
+    usual."""
+    gc.collect()
+    gc.freeze()
 
 
 @dataclasses.dataclass

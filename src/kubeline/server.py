@@ -76,6 +76,7 @@ async def serve(
         server = _Server(uvicorn.Config(app_.create_app(kl), log_config=None, lifespan="off",
                                         timeout_graceful_shutdown=int(GRACE_SECONDS), access_log=False))
         background = _start_background(kl, role)
+        bootstrap.settle_heap()
         with _signals_set(stop):
             watcher = asyncio.create_task(_exit_on(stop, server))
             announcer = asyncio.create_task(_announce(server, url, role, started))

@@ -164,7 +164,9 @@ async def _open(stack: contextlib.AsyncExitStack, settings: settings_.Settings, 
     delay = 1.0
     while not stop.is_set():
         try:
-            return await stack.enter_async_context(bootstrap.open_kubeline(settings))
+            kl = await stack.enter_async_context(bootstrap.open_kubeline(settings))
+            bootstrap.settle_heap()
+            return kl
         except (OSError, ConnectionError) as exc:
             reason: BaseException = exc
         except Exception as exc:
