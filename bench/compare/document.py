@@ -43,9 +43,23 @@ def _load(data: Mapping[str, Any]) -> str:
     load = data["machine"].get("load_average")
     if not load:
         return ""
-    return (f"- The machine was shared with other work while measuring (load average {load[0]:.1f} / {load[1]:.1f} /"
-            f" {load[2]:.1f} at the end of the last invocation on {data['machine']['cores']} cores): absolute"
-            " figures are noisy; every engine ran on the same machine the same hour.")
+    return (f"- Load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} at the end of the last invocation on "
+            f"{data['machine']['cores']} cores (the benchmark's own processes count: one engine runs at a time).")
+
+
+def _invocations(data: Mapping[str, Any]) -> str:
+    """Which invocation measured which engine, when the page merges several."""
+    by_stamp: dict[str, list[str]] = {}
+    for row in data["results"]:
+        label = row.get("label", row["engine"])
+        engines = by_stamp.setdefault(row.get("stamp") or "an earlier invocation", [])
+        if label not in engines:
+            engines.append(label)
+    if len(by_stamp) < 2:
+        return ""
+    parts = "; ".join(f"{', '.join(engines)} at {stamp}" for stamp, engines in sorted(by_stamp.items()))
+    return (f"- Measured in {len(by_stamp)} invocations on the same machine, one engine at a time: {parts} "
+            "(UTC; raw figures in results/<stamp>.json).")
 
 
 def render(data: Mapping[str, Any]) -> str:
@@ -53,11 +67,11 @@ def render(data: Mapping[str, Any]) -> str:
     m = data["machine"]
     return f"""## Performance
 
-Kubeline next to Apache Airflow 3.3.2 and Prefect 3.8.8 on the same machine in the same benchmark
-run: {m['summary']}, {m['os']}. Every engine on its embedded default (SQLite) with its default
-executor, bound to 127.0.0.1, and every run made through the engine's scheduler: {data['warmup']}
-warm-up + {data['runs']} measured runs per workload unless the *runs* column says fewer
-(p95 is nearest-rank: with 5 runs or fewer it is the slowest run).
+Kubeline next to Apache Airflow 3.3.2 and Prefect 3.8.8 on the same machine, one engine at a time
+(see the notes for the invocations): {m['summary']}, {m['os']}. Every engine on its embedded
+default (SQLite) with its default executor, bound to 127.0.0.1, and every run made through the
+engine's scheduler: {data['warmup']} warm-up + {data['runs']} measured runs per workload unless the
+*runs* column says fewer (p95 is nearest-rank: with 5 runs or fewer it is the slowest run).
 
 {_headline(data)}
 
@@ -96,6 +110,7 @@ argument 'min_items'`), so its venv overrides `fastapi<0.116` and `starlette<0.4
 
 **Notes on this run.**
 {_notes(data)}
+{_invocations(data)}
 {_load(data)}
 
 **Reproduce.** `.venv/bin/python bench/compare/run.py` (all engines, all workloads, 1 + 5 runs; the

@@ -156,9 +156,10 @@ def main() -> None:
             with make_engine(name, cache=cache, work=work, chosen=chosen, python=python) as engine:
                 print(f"  ready after {time.monotonic() - started:.1f}s", flush=True)
                 done = list(new)
-                new += measure(engine, chosen, runs=args.runs, warmup=args.warmup, timeout=args.timeout,
-                               checkpoint=lambda rows, done=done: save(done + rows, previous=previous, stamp=stamp,
-                                                                       args=args, began=began))
+                new += [{**row, "stamp": stamp} for row in measure(
+                    engine, chosen, runs=args.runs, warmup=args.warmup, timeout=args.timeout,
+                    checkpoint=lambda rows, done=done: save(done + rows, previous=previous, stamp=stamp,
+                                                            args=args, began=began))]
         except Exception as exc:
             traceback.print_exc()
             new += [{"engine": name, "label": name, "isolation": "", "workload": w.name,

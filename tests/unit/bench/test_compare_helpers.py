@@ -143,3 +143,13 @@ def test_ratios_and_document() -> None:
     assert text.startswith("## Performance") and "benchmarks.png" in text
     assert "- (a): Kubeline (local) 500 ms, Apache Airflow 3.3.2 40.00 s." in text
     assert "`fanout100` on Prefect 3.8.8: not measured: TimeoutError: too slow." in text
+
+
+def test_a_page_merged_from_several_invocations_says_which_measured_what() -> None:
+    rows = [{"engine": "airflow", "label": "Apache Airflow 3.3.2", "workload": "a", "stamp": "20261201T1937Z"},
+            {"engine": "prefect", "label": "Prefect 3.8.8", "workload": "a", "stamp": "20261201T1952Z"},
+            {"engine": "prefect", "label": "Prefect 3.8.8", "workload": "b", "stamp": "20261201T1952Z"}]
+    note = document._invocations({"results": rows})
+    assert "2 invocations" in note
+    assert "Apache Airflow 3.3.2 at 20261201T1937Z; Prefect 3.8.8 at 20261201T1952Z" in note
+    assert document._invocations({"results": rows[1:]}) == ""  # one invocation: nothing to say
