@@ -513,7 +513,6 @@ def main() -> int:
     token = os.environ["KUBELINE_ATTEMPT_TOKEN"]
     print(end_marker(token, "stdout"), flush=True)
     print(end_marker(token, "stderr"), file=sys.stderr, flush=True)
-    await_log_drained()
     return 0
 
 
@@ -544,4 +543,9 @@ def end_marker(token: str, stream: str) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    finally:  # every way out, failures included: their last lines matter most
+        sys.stdout.flush()
+        sys.stderr.flush()
+        await_log_drained()
