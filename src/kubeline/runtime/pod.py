@@ -8,17 +8,12 @@ Steps: unpack ``code.tar.gz`` into the work dir (an emptyDir; the root filesyste
 or, when the plan names a ``code_dir`` (a copy on the code PVC, or a folder baked into the
 image), use the code where it is, read-only; make the pipeline's venv with uv when the stage
 has requirements or extra packages (cached in ``$UV_CACHE_DIR``, ``kubeline.task`` copied in;
-without them the image's Python runs it), run the stage's argv in the code dir, and on exit 0
-PUT its outputs and route to ``$KUBELINE_URL/api/v1/attempts/<id>/io`` with the attempt token,
-then print the end marker (``end_marker``) on stdout and stderr.
-
-The stage's stdout/stderr pass through pipes of this process (``Relay``) on their way to the
-pod log, which keeps a timestamped copy of the first ``LOG_KEPT`` characters: a log that fits
-travels with the upload, so the executor finishes the attempt at the upload with its complete
-log. The kubelet serves a container's log only once its relist (every second) has seen the
-container run, which for a short stage is after it ended. A longer log is read from the log
-API as it is written, up to both end markers; either way the attempt ends without waiting for
-the kubelet to report the container's exit.
+without them the image's Python runs it), run the stage's argv in the code dir with its output
+going straight to the pod log, and on exit 0 PUT its outputs and route to
+``$KUBELINE_URL/api/v1/attempts/<id>/io`` with the attempt token, then print the end marker
+(``end_marker``) on stdout and stderr: the executor, seeing the upload, reads the log up to
+both markers and finishes the attempt without waiting for the kubelet to report the
+container's exit (which it notices only at its next relist, up to a second later).
 The pod's exit code is the stage's. A failed upload is a failed attempt (exit 3), stated in the
 log and in the termination message. The termination message (small JSON) also says whether
 the container's cgroup saw an OOM kill, so the executor reports OOM even when only a child
@@ -46,9 +41,6 @@ UPLOAD_FAILED = 3
 SETUP_FAILED = 4
 _SHIM_FILES = ("__init__.py", "task.py", "components/__init__.py", "components/notebook.py")
 _RETRY_STATUSES = {409, 425, 429, 500, 502, 503, 504}
-LOG_KEPT = 64 * 1024  # characters of the stage's output copied into the upload
-_PASS_CHUNK = 4096  # bytes per write to the pod log (PIPE_BUF: what the runtime reads at once)
-_LINE_KEPT = 64 * 1024  # a longer line is cut into pieces, as the executor's log store does
 
 
 def say(text: str) -> None:
@@ -139,113 +131,23 @@ def install_shim(venv: pathlib.Path) -> None:
             shutil.copyfile(source / name, target)
 
 
-def run_stage(argv: list[str], *, cwd: pathlib.Path, env: dict[str, str]) -> tuple[int, Relay]:
-    """Run the stage; its exit code (128+signal when killed) and its output's relay. A python
-    script on this very interpreter runs in a forked child of it (no second interpreter start),
-    the rest is exec'd."""
-    relay = Relay()
+def run_stage(argv: list[str], *, cwd: pathlib.Path, env: dict[str, str]) -> int:
+    """Run the stage; its exit code (128+signal when killed). A python script on this very
+    interpreter runs in a forked child of it (no second interpreter start), the rest is exec'd."""
     script = in_process_script(argv)
     if script is not None:
         pid = os.fork()
         if pid == 0:
-            relay.into_child()
             run_script_in_child(script, argv[argv.index(script):], cwd=cwd, env=env)
-        relay.parent_side()
-        return wait_child(pid, relay), relay
+        return wait_child(pid)
     import subprocess
 
     try:
-        child = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                                 stdout=relay.writers[0], stderr=relay.writers[1])
+        child = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL)
     except OSError as exc:
-        relay.parent_side()
-        relay.close()
         say(f"cannot run {argv[0]}: {exc.strerror}")
-        return 127, relay
-    relay.parent_side()
-    return wait_child(child.pid, relay), relay
-
-
-class Relay:
-    """The stage's stdout and stderr: pipes copied to this process's own (the pod log), with a
-    timestamped copy of up to ``LOG_KEPT`` characters (``lines``; None once it overflowed)."""
-
-    def __init__(self) -> None:
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        self.readers = {out_r: ("stdout", 1), err_r: ("stderr", 2)}
-        self.writers = (out_w, err_w)
-        self.lines: list[list[Any]] | None = []
-        self._kept = 0
-        self._partial: dict[int, bytes] = {out_r: b"", err_r: b""}
-
-    def into_child(self) -> None:
-        os.dup2(self.writers[0], 1)
-        os.dup2(self.writers[1], 2)
-        for fd in (*self.readers, *self.writers):
-            os.close(fd)
-
-    def parent_side(self) -> None:
-        for fd in self.writers:
-            os.close(fd)
-        for fd in self.readers:
-            os.set_blocking(fd, False)
-
-    def pump(self, fd: int) -> bool:
-        """Copy what ``fd`` has now; False at its EOF."""
-        while True:
-            try:
-                data = os.read(fd, 1 << 16)
-            except BlockingIOError:
-                return True
-            if not data:
-                return False
-            for start in range(0, len(data), _PASS_CHUNK):
-                _write_fd(self.readers[fd][1], data[start:start + _PASS_CHUNK])
-            self._keep(fd, data)
-
-    def _keep(self, fd: int, data: bytes, *, final: bool = False) -> None:
-        if self.lines is None:
-            return
-        *complete, rest = (self._partial[fd] + data).split(b"\n")
-        if final and rest:
-            complete, rest = [*complete, rest], b""
-        self._partial[fd] = rest
-        now, stream = time.time(), self.readers[fd][0]
-        for raw in complete:
-            text = raw.decode("utf-8", errors="replace")
-            self._kept += len(text) + 1
-            if self._kept > LOG_KEPT:
-                self.lines = None  # too much for the upload: the executor reads the log API
-                return
-            self.lines.append([now, stream, text])
-        if len(rest) > _LINE_KEPT or self._kept + len(rest) > LOG_KEPT:
-            self.lines = None
-
-    def drain(self) -> None:
-        """After the stage's exit: what its pipes still hold (a process it left behind may keep
-        them open: not waited for); an unfinished last line counts as a line."""
-        for fd in list(self.readers):
-            self.pump(fd)
-            self._keep(fd, b"", final=True)
-        self.close()
-
-    def close(self) -> None:
-        for fd in self.readers:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        self.readers = {}
-
-
-def _write_fd(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        try:
-            view = view[os.write(fd, view):]
-        except BlockingIOError:
-            import select
-
-            select.select([], [fd], [])
+        return 127
+    return wait_child(child.pid)
 
 
 def in_process_script(argv: list[str]) -> str | None:
@@ -258,39 +160,21 @@ def in_process_script(argv: list[str]) -> str | None:
     return None
 
 
-def wait_child(pid: int, relay: Relay) -> int:
-    """Relay the child's output until it exits (a pidfd says when), then its exit code."""
-    import select
-
+def wait_child(pid: int) -> int:
     def forward(signum: int, _frame: Any) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signum)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    poller = select.poll()
-    for fd in relay.readers:
-        poller.register(fd, select.POLLIN)
-    exited: int | None = None
-    with contextlib.suppress(AttributeError, OSError):  # no pidfd (kernel < 5.3): look every 10 ms
-        exited = os.pidfd_open(pid)
-        poller.register(exited, select.POLLIN)
-    open_fds = set(relay.readers)
-    status = None
-    while status is None:
-        for fd, _ in poller.poll(None if exited is not None else 10):
-            if fd in open_fds and not relay.pump(fd):
-                open_fds.discard(fd)
-                poller.unregister(fd)
+    while True:
         try:
-            done, waited = os.waitpid(pid, os.WNOHANG)
+            _, status = os.waitpid(pid, 0)
+            break
         except ChildProcessError:
-            done, waited = pid, 1 << 8
-        if done:
-            status = waited
-    if exited is not None:
-        os.close(exited)
-    relay.drain()
+            return 1
+        except InterruptedError:
+            continue
     rc = os.waitstatus_to_exitcode(status)
     return 128 - rc if rc < 0 else rc
 
@@ -377,8 +261,7 @@ def oom_killed() -> bool:
     return False
 
 
-def collect(work: pathlib.Path, *, log: list[list[Any]] | None = None) -> dict[str, Any]:
-    """The upload: outputs, route and (when it fitted, see ``Relay``) the stage's log."""
+def collect(work: pathlib.Path) -> dict[str, Any]:
     path = work / "io" / "outputs.json"
     outputs: Any = {}
     if path.is_file() and path.stat().st_size:
@@ -391,10 +274,7 @@ def collect(work: pathlib.Path, *, log: list[list[Any]] | None = None) -> dict[s
                              f"(a {type(outputs).__name__}); write e.g. {{\"rows\": 3}}")
     route_file = work / "io" / "route"
     route = route_file.read_text(errors="replace").strip() if route_file.is_file() else ""
-    body: dict[str, Any] = {"outputs": outputs, "route": route or None}
-    if log is not None:
-        body["log"] = log
-    return body
+    return {"outputs": outputs, "route": route or None}
 
 
 def upload(body: dict[str, Any], *, url: str, attempt_id: str, token: str,
@@ -493,12 +373,12 @@ def main() -> int:
         say(f"could not prepare the attempt: {exc}")
         terminate({"setup_error": str(exc)[:1000]})
         return SETUP_FAILED
-    rc, relay = run_stage(argv, cwd=code, env=env)
+    rc = run_stage(argv, cwd=code, env=env)
     if rc != 0:
         terminate({"exit_code": rc, "oom": oom_killed()})
         return rc
     try:
-        body = collect(work, log=relay.lines)
+        body = collect(work)
     except ValueError as exc:
         say(str(exc))
         terminate({"error": str(exc)})
@@ -516,26 +396,6 @@ def main() -> int:
     return 0
 
 
-def await_log_drained(limit: float = 5.0, fds: tuple[int, ...] = (1, 2)) -> None:
-    """Wait (at most ``limit`` s) until the container runtime has read all this process wrote
-    to its stdout/stderr pipes: a runtime that sees the container end with output still in
-    the pipe may drop it (measured with containerd 1.6 on a burst written just before exit)."""
-    import fcntl
-    import struct
-    import termios
-
-    give_up = time.monotonic() + limit
-    for fd in fds:
-        while time.monotonic() < give_up:
-            try:
-                pending = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
-            except OSError:  # not a pipe (a file, a terminal): nothing to wait for
-                break
-            if pending <= 0:
-                break
-            time.sleep(0.002)
-
-
 def end_marker(token: str, stream: str) -> str:
     """The line that tells the executor ``stream`` of this attempt's log is complete (one per
     stream: the log API merges them, and either may be copied to the log file ahead of the other)."""
@@ -543,9 +403,4 @@ def end_marker(token: str, stream: str) -> str:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    finally:  # every way out, failures included: their last lines matter most
-        sys.stdout.flush()
-        sys.stderr.flush()
-        await_log_drained()
+    sys.exit(main())

@@ -85,7 +85,7 @@ def test_the_stage_runs_in_the_code_dir_and_nothing_is_unpacked(
     """))
     proc = _main(tmp_path, url=url, code_dir=code)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert bodies == [{"outputs": {"cwd": str(code), "data": "from the volume"}, "route": None, "log": []}]
+    assert bodies == [{"outputs": {"cwd": str(code), "data": "from the volume"}, "route": None}]
     assert list((tmp_path / "work" / "code").iterdir()) == []
     assert sorted(p.name for p in code.iterdir()) == ["data.txt", "main.py"]
 
