@@ -133,10 +133,10 @@ def main() -> None:
     print(f"Job created -> pod running over {len(samples)} bare Jobs: p50 {statistics.median(samples) * 1000:.0f} ms, "
           f"p99 {p99 * 1000:.0f} ms")
     print(f"(a Kubeline pod also has a Secret (attempt token) and emptyDirs, unpacks its inline bundle, "
-          f"forks the stage, relays its output and uploads outputs and log; {manifests.ATTEMPT_LABEL} labels)")
-    print("note: a bare Job is seen to end only when the kubelet's relist (every 1 s) reports its container's "
-          "exit; a Kubeline stage ends when its upload (outputs and, for a short stage, its log) reaches the "
-          "API, so a negative overhead is that wait saved, not a measuring error")
+          f"forks the stage and uploads its outputs; {manifests.ATTEMPT_LABEL} labels)")
+    print("note: both sides move in steps of the kubelet's 1 s relist (a pod's start and exit are seen "
+          "there); a stage finishes once its upload is stored and its log is read to its end markers, "
+          "which the kubelet serves after the relist that saw the container run")
 
 
 def _token_ready(core: client.CoreV1Api, namespace: str) -> bool:

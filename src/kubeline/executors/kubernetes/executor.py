@@ -17,9 +17,10 @@ need not be the one that started the Job. Only the token's SHA-256 is kept (in t
 Seeing the end sooner: the kubelet reports a container's exit only at its next relist (every
 second), so a short attempt would wait up to a second for its pod status. While a bound pod is
 young, ``wait`` also looks for its upload in the store (every 20 ms for 5 s, then every 0.5 s for
-a minute); an upload means the stage exited 0 and its outputs are stored. A short stage's log
-comes with the upload (the kubelet would serve the pod log only after its next relist): the
-attempt then succeeds at once. Otherwise it succeeds once its log has been read up to the
+a minute); an upload means the stage exited 0 and its outputs are stored. An upload may carry
+the stage's log (the kubelet serves the pod log only after its next relist): the attempt then
+succeeds at once, provided none of the pod log was copied yet. Otherwise (and with the bundled
+entrypoint, which does not send its log) it succeeds once its log has been read up to the
 entrypoint's end markers.
 
 While an attempt's pod runs, its CPU/memory come from ``metrics.k8s.io`` when the cluster has
