@@ -170,3 +170,21 @@ def apt_install(package: str) -> str:
     subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, check=False)
     result = subprocess.run(install, env=env, capture_output=True, text=True, check=False)
     return "" if result.returncode == 0 else f"apt-get install {package}: {result.stderr[-300:]}"
+
+
+@contextlib.contextmanager
+def http_server(handler: type[Any], **fresh: Any) -> Iterator[tuple[str, type[Any]]]:
+    """A threaded HTTP server on 127.0.0.1 with a subclass of ``handler`` whose class attributes
+    ``fresh`` (e.g. a list of requests seen) are new for this server; (its URL, that subclass)."""
+    import http.server
+
+    served = type("Handler", (handler,), dict(fresh))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), served)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", served
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import http.server
 import json
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from kubernetes import client
 
+from kubeline import testing
 from kubeline.executors.kubernetes import executor as k8s_executor
 from kubeline.executors.kubernetes import kube, manifests, metrics
 
@@ -105,15 +105,8 @@ class _FakeApiServer(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def api_server() -> Iterator[tuple[str, type[_FakeApiServer]]]:
-    handler = type("Handler", (_FakeApiServer,), {"requests": []})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", handler
-    finally:
-        server.shutdown()
-        server.server_close()
+    with testing.http_server(_FakeApiServer, requests=[]) as served:
+        yield served
 
 
 def _executor(url: str) -> k8s_executor.KubernetesExecutor:

@@ -12,12 +12,12 @@ import pathlib
 import subprocess
 import sys
 import textwrap
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from kubeline import testing
 from kubeline.runtime import pod
 
 PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"  # the pod's own python: no venv
@@ -39,15 +39,8 @@ class _Uploads(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def uploads() -> Iterator[tuple[str, list[Any]]]:
-    handler = type("Handler", (_Uploads,), {"bodies": []})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", handler.bodies
-    finally:
-        server.shutdown()
-        server.server_close()
+    with testing.http_server(_Uploads, bodies=[]) as (url, handler):
+        yield url, handler.bodies
 
 
 def _main(tmp_path: pathlib.Path, *, url: str, code_dir: pathlib.Path) -> subprocess.CompletedProcess[str]:

@@ -9,12 +9,12 @@ import pathlib
 import subprocess
 import sys
 import textwrap
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from kubeline import testing
 from kubeline.runtime import pod
 
 PY = sys.executable
@@ -105,15 +105,8 @@ class _Recorder(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def recorder() -> Iterator[tuple[str, type[_Recorder]]]:
-    handler = type("Handler", (_Recorder,), {"seen": []})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", handler
-    finally:
-        server.shutdown()
-        server.server_close()
+    with testing.http_server(_Recorder, seen=[]) as served:
+        yield served
 
 
 def test_upload_puts_gzipped_outputs_with_the_token(recorder: tuple[str, type[_Recorder]]) -> None:
