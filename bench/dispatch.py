@@ -32,9 +32,9 @@ from typing import Any
 
 from kubeline.domain import runs, specs, states
 from kubeline.engine import engine as engine_
-from kubeline.executors import fake
 from kubeline.logs import store as log_store
 from kubeline.storage.sql import store as sql_store
+from kubeline.testing import executors as fake
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -42,11 +42,11 @@ import dispatch  # bench/dispatch.py: fixtures shared with this benchmark
 
 from kubeline.domain import runs, specs, states
 from kubeline.engine import engine as engine_
-from kubeline.executors import fake
 from kubeline.logs import store as log_store
 from kubeline.storage.sql import rows as sql_rows
 from kubeline.storage.sql import store as sql_store
 from kubeline.storage.sql import tables
+from kubeline.testing import executors as fake
 
 R = states.RunState
 

@@ -1,1 +1,4 @@
-"""Where attempts run: the protocol (``base``) and the adapters (local, docker, kubernetes, fake)."""
+"""Where attempts run: the protocol (``base``) and the adapters (local, docker, kubernetes).
+
+The fake executor for tests is ``kubeline.testing.executors``.
+"""

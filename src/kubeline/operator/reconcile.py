@@ -42,7 +42,7 @@ class GiveUp(Exception):
 
 
 class Kube(Protocol):
-    """What the operator needs of the API server (``k8s.PipelineClient``; ``operator.fake.MemoryCluster``)."""
+    """What the operator needs of the API server (``k8s.PipelineClient``; ``testing.clusters.MemoryCluster``)."""
 
     def get_pipeline(self, name: str, *, namespace: str | None = None) -> dict[str, Any]: ...
     def patch_status(self, plural: str, name: str, status: dict[str, Any], *,

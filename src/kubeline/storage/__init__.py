@@ -1,1 +1,1 @@
-"""Persistence: the Store port (``base``), SQL adapter (``sql``) and in-memory fake (``memory``)."""
+"""Persistence: the Store port (``base``) and its one implementation, the SQL adapter (``sql``)."""

@@ -2,7 +2,7 @@
 
 Every method that changes a state checks the move with ``domain.states.check`` against the
 *stored* current state inside the same transaction, and writes one ``events`` row with it.
-Implementations: ``storage.sql.SqlStore`` (SQLite, PostgreSQL) and ``storage.memory.MemoryStore``.
+One implementation: ``storage.sql.SqlStore`` (SQLite, PostgreSQL; tests use a temporary SQLite file).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """What a Store may change on each record, and how it words "not found".
 
-Shared by ``storage.memory`` and ``storage.sql`` so the fake and the real store accept the same
-``**fields`` and raise the same messages; the contract tests run one suite against both.
+Kept apart from ``storage.sql`` so the allowed ``**fields`` and the messages read in one place;
+the contract tests run one suite on SQLite and PostgreSQL.
 State itself is never a field: it only moves through ``domain.states.check``.
 """
 

@@ -1,4 +1,4 @@
-"""Store fixtures: the same contract suite over MemoryStore, SQLite and a real PostgreSQL
+"""Store fixtures: the same contract suite over SQLite and a real PostgreSQL
 (the PostgreSQL server fixtures live in tests/integration/conftest.py)."""
 
 from __future__ import annotations
@@ -9,18 +9,14 @@ from typing import Any
 
 import pytest
 
-BACKENDS = ["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
 @pytest.fixture(params=BACKENDS)
 async def store(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> AsyncIterator[Any]:
-    """The Store under test, once per backend: ``memory``, ``sqlite`` and ``postgres``."""
-    from kubeline.storage import memory
+    """The Store under test, once per backend: ``sqlite`` and ``postgres``."""
     from kubeline.storage.sql import SqlStore
 
-    if request.param == "memory":
-        yield memory.MemoryStore()
-        return
     if request.param == "sqlite":
         url = f"sqlite+aiosqlite:///{tmp_path / 'kubeline.db'}"
     else:

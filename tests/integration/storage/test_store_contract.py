@@ -1,4 +1,4 @@
-"""The Store contract, run against MemoryStore, SqlStore on SQLite and SqlStore on PostgreSQL."""
+"""The Store contract, run against SqlStore on SQLite and SqlStore on PostgreSQL."""
 
 from __future__ import annotations
 

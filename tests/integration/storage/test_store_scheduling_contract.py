@@ -1,5 +1,5 @@
 """Store contract for leases, claim caps, schedule states, fires and webhook deliveries
-(MemoryStore, SQLite and PostgreSQL)."""
+(SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 

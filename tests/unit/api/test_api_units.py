@@ -13,9 +13,9 @@ from kubeline import client as client_
 from kubeline import metrics, server_logs
 from kubeline.domain import errors, runs, specs, states
 from kubeline.engine import engine as engine_
-from kubeline.executors import fake
 from kubeline.logs import store as log_store
-from kubeline.storage import memory
+from kubeline.storage.sql import store as sql_store_
+from kubeline.testing import executors as fake
 
 
 def _problem(status: int, **extra: object) -> httpx.Response:
@@ -64,9 +64,9 @@ class _Secrets:
         return {}
 
 
-async def test_metrics_count_what_this_engine_drove(tmp_path: pathlib.Path):
+async def test_metrics_count_what_this_engine_drove(tmp_path: pathlib.Path, sql_store: sql_store_.SqlStore):
     registry = metrics.Metrics()
-    store = memory.MemoryStore()
+    store = sql_store
     engine = engine_.Engine(store=store, executors={"local": fake.FakeExecutor({"b": fake.Outcome(exit_code=1)})},
                             logs=log_store.LogStore(tmp_path), secrets=_Secrets(), poll_interval=0.05)
     metrics.attach(engine, registry)

@@ -15,16 +15,18 @@ import pytest
 
 from kubeline.domain import runs, specs, states
 from kubeline.engine import engine as engine_
-from kubeline.executors import fake
 from kubeline.logs import store as log_store
-from kubeline.storage import base, memory
+from kubeline.storage import base
+from kubeline.storage.sql import store as sql_store_
+from kubeline.testing import executors as fake
 
 
-class SlowStore(memory.MemoryStore):
-    """A store whose transactions take a moment, so finishing stages overlap as on a real DB."""
+class SlowStore(sql_store_.SqlStore):
+    """The SQL store with batches that take a moment longer, so finishing stages overlap as on a
+    busy database."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, store: sql_store_.SqlStore) -> None:
+        super().__init__(store.database)
         self.transactions: list[list[str]] = []
 
     async def apply(self, moves: Sequence[base.Move]) -> list[runs.StageRun | runs.Attempt]:
@@ -50,10 +52,10 @@ class Secrets:
 
 
 @pytest.fixture
-def make_engine(tmp_path: pathlib.Path):  # type: ignore[no-untyped-def]
+def make_engine(tmp_path: pathlib.Path, sql_store: sql_store_.SqlStore):  # type: ignore[no-untyped-def]
     def _make(outcomes: dict[str, Any]) -> tuple[engine_.Engine, fake.FakeExecutor, SlowStore]:
         executor = fake.FakeExecutor(outcomes)
-        store = SlowStore()
+        store = SlowStore(sql_store)
         engine = engine_.Engine(store=store, executors={"local": executor},
                                 logs=log_store.LogStore(tmp_path / "logs"), secrets=Secrets(),
                                 poll_interval=0.05)

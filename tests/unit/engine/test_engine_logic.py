@@ -1,4 +1,4 @@
-"""Engine logic on the in-memory store and the fake executor: fast, no processes."""
+"""Engine logic on the SQL store (a temporary SQLite file) and the fake executor: no processes."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 
 from kubeline.domain import errors, runs, specs, states
 from kubeline.engine import engine as engine_
-from kubeline.executors import fake
 from kubeline.logs import store as log_store
-from kubeline.storage import memory
+from kubeline.storage.sql import store as sql_store_
+from kubeline.testing import executors as fake
 
 S = states.StageState
 
@@ -36,10 +36,10 @@ def pipeline(spec: dict[str, Any], name: str = "p") -> runs.Pipeline:
 
 
 @pytest.fixture
-def make_engine(tmp_path: pathlib.Path):  # type: ignore[no-untyped-def]
+def make_engine(tmp_path: pathlib.Path, sql_store: sql_store_.SqlStore):  # type: ignore[no-untyped-def]
     def _make(outcomes: dict[str, Any], secrets: dict[str, str] | None = None) -> tuple[engine_.Engine, fake.FakeExecutor]:
         executor = fake.FakeExecutor(outcomes)
-        engine = engine_.Engine(store=memory.MemoryStore(), executors={"local": executor},
+        engine = engine_.Engine(store=sql_store, executors={"local": executor},
                                 logs=log_store.LogStore(tmp_path / "logs"), secrets=Secrets(secrets),
                                 poll_interval=0.05)
         return engine, executor

@@ -7,7 +7,8 @@ import asyncio
 import pytest
 
 from kubeline.domain import errors, states
-from kubeline.executors import base, fake
+from kubeline.executors import base
+from kubeline.testing import executors as fake
 
 
 class ListSink:

@@ -14,9 +14,9 @@ import pytest
 
 from kubeline import bootstrap, settings
 from kubeline.domain import errors, runs, states
-from kubeline.executors import fake
-from kubeline.operator import fake as fake_cluster
 from kubeline.operator import reconcile
+from kubeline.testing import clusters as fake_cluster
+from kubeline.testing import executors as fake
 
 NS = "team"
 

@@ -1,18 +1,23 @@
 """Run ownership: two engines on one store never drive the same run; a dead engine's runs are
-adopted once its lease expires; an engine that lost a lease stops driving."""
+adopted once its lease expires; an engine that lost a lease stops driving. On the SQL store (a
+temporary SQLite file), so the claim and the leases are the real ones."""
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import datetime as dt
 import pathlib
 from typing import Any
 
+import sqlalchemy as sa
+
 from kubeline.domain import runs, specs, states
 from kubeline.engine import engine as engine_
-from kubeline.executors import fake
 from kubeline.logs import store as log_store
-from kubeline.storage import memory
+from kubeline.storage.sql import store as sql_store_
+from kubeline.storage.sql import tables
+from kubeline.testing import executors as fake
 
 R = states.RunState
 
@@ -29,7 +34,7 @@ PIPELINE = runs.Pipeline(name="p", source="api", spec=specs.PipelineSpec.model_v
     {"stages": [{"id": "a", "type": "shell", "command": "x"}, {"id": "b", "type": "shell", "command": "x", "dependsOn": ["a"]}]}))
 
 
-def make(store: memory.MemoryStore, executor: fake.FakeExecutor, tmp: pathlib.Path, owner: str, **kw: Any) -> engine_.Engine:
+def make(store: sql_store_.SqlStore, executor: fake.FakeExecutor, tmp: pathlib.Path, owner: str, **kw: Any) -> engine_.Engine:
     return engine_.Engine(store=store, executors={"local": executor}, logs=log_store.LogStore(tmp / "logs"),
                           secrets=Secrets(), poll_interval=0.02, owner=owner, **kw)
 
@@ -44,8 +49,14 @@ async def wait_for(predicate: Any, within: float = 60) -> None:
     raise AssertionError("condition not reached")
 
 
-async def test_two_engines_share_the_queue_without_double_starts(tmp_path: pathlib.Path) -> None:
-    store = memory.MemoryStore()
+async def owners(store: sql_store_.SqlStore, run_ids: list[str]) -> dict[str, str | None]:
+    query = sa.select(tables.runs.c.id, tables.runs.c.owner).where(tables.runs.c.id.in_(run_ids))
+    return await store.database.run(lambda conn: {r.id: r.owner for r in conn.execute(query)}, write=False)
+
+
+async def test_two_engines_share_the_queue_without_double_starts(tmp_path: pathlib.Path,
+                                                                 sql_store: sql_store_.SqlStore) -> None:
+    store = sql_store
     executor = fake.FakeExecutor({"a": fake.Outcome(duration=0.01)})
     one, two = make(store, executor, tmp_path, "one"), make(store, executor, tmp_path, "two")
     ids = [(await one.submit(PIPELINE)).id for _ in range(60)]
@@ -62,12 +73,12 @@ async def test_two_engines_share_the_queue_without_double_starts(tmp_path: pathl
         await two.shutdown()
     starts = collections.Counter((s.run_id, s.stage_id) for s in executor.started)
     assert len(starts) == 120 and set(starts.values()) == {1}
-    owners = {store.leases[i].owner for i in ids if i in store.leases}
-    assert owners <= {"one", "two"}
+    assert set((await owners(store, ids)).values()) <= {"one", "two", None}
 
 
-async def test_a_live_owner_keeps_its_runs_and_a_dead_ones_are_adopted(tmp_path: pathlib.Path) -> None:
-    store = memory.MemoryStore()
+async def test_a_live_owner_keeps_its_runs_and_a_dead_ones_are_adopted(tmp_path: pathlib.Path,
+                                                                       sql_store: sql_store_.SqlStore) -> None:
+    store = sql_store
     executor = fake.FakeExecutor({"a": fake.Outcome(duration=1.5)})
     first = make(store, executor, tmp_path, "first", lease_seconds=0.6)
     run = await first.submit(PIPELINE)
@@ -87,14 +98,17 @@ async def test_a_live_owner_keeps_its_runs_and_a_dead_ones_are_adopted(tmp_path:
     await second.shutdown()
 
 
-async def test_an_engine_that_lost_its_lease_stops_driving(tmp_path: pathlib.Path) -> None:
-    store = memory.MemoryStore()
+async def test_an_engine_that_lost_its_lease_stops_driving(tmp_path: pathlib.Path,
+                                                           sql_store: sql_store_.SqlStore) -> None:
+    store = sql_store
     executor = fake.FakeExecutor({"a": fake.Outcome(duration=2)})
     slow = make(store, executor, tmp_path, "slow", lease_seconds=0.3)
     run = await slow.submit(PIPELINE)
     driving = asyncio.create_task(slow.execute(run.id))
     await wait_for(lambda: _true(bool(executor.running)))
-    store.leases[run.id] = store.leases[run.id].__class__(owner="other", until=runs.utcnow())  # taken over
+    taken_over = sa.update(tables.runs).where(tables.runs.c.id == run.id).values(
+        owner="other", lease_expires_at=runs.utcnow() + dt.timedelta(seconds=60))
+    await store.database.run(lambda conn: conn.execute(taken_over), write=True)
     done = await asyncio.wait_for(asyncio.gather(driving, return_exceptions=True), timeout=5)
     assert isinstance(done[0], asyncio.CancelledError)
     assert (await store.get_run(run.id)).state is R.RUNNING  # left to its new owner
@@ -102,8 +116,9 @@ async def test_an_engine_that_lost_its_lease_stops_driving(tmp_path: pathlib.Pat
     await executor.close()
 
 
-async def test_execute_waits_while_another_process_owns_the_run(tmp_path: pathlib.Path) -> None:
-    store = memory.MemoryStore()
+async def test_execute_waits_while_another_process_owns_the_run(tmp_path: pathlib.Path,
+                                                                sql_store: sql_store_.SqlStore) -> None:
+    store = sql_store
     executor = fake.FakeExecutor({"a": fake.Outcome(duration=0.3)})
     owner = make(store, executor, tmp_path, "owner")
     follower = make(store, executor, tmp_path, "follower")

@@ -1,19 +1,21 @@
-"""The ticker on the in-memory store with a fake clock: fires, replicas, enable/disable, catch-up."""
+"""The ticker on the SQL store (temporary SQLite files) with a fake clock: fires, replicas, enable/disable, catch-up."""
 
 from __future__ import annotations
 
 import datetime as dt
 import pathlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from kubeline.domain import runs, specs
 from kubeline.engine import engine as engine_
-from kubeline.executors import fake
 from kubeline.logs import store as log_store
 from kubeline.scheduler import ticker as ticker_
-from kubeline.storage import memory
+from kubeline.storage.sql import store as sql_store_
+from kubeline.testing import executors as fake
+from kubeline.testing import stores
 
 T0 = dt.datetime(2024, 1, 1, 10, 0, 30, tzinfo=dt.UTC)
 
@@ -45,9 +47,12 @@ def pipeline(schedule: dict[str, Any], *, name: str = "p", enabled: bool = True)
 
 
 @pytest.fixture
-def setup(tmp_path: pathlib.Path) -> Any:
-    async def _setup(p: runs.Pipeline, replicas: int = 1) -> tuple[memory.MemoryStore, Clock, list[ticker_.Ticker]]:
-        store = memory.MemoryStore()
+async def setup(tmp_path: pathlib.Path) -> AsyncIterator[Any]:
+    opened: list[sql_store_.SqlStore] = []
+
+    async def _setup(p: runs.Pipeline, replicas: int = 1) -> tuple[sql_store_.SqlStore, Clock, list[ticker_.Ticker]]:
+        store = await stores.open_sqlite(tmp_path / f"kubeline-{len(opened)}.db")
+        opened.append(store)
         await store.upsert_pipeline(p)
         clock = Clock()
         lags: list[float] = []
@@ -58,7 +63,9 @@ def setup(tmp_path: pathlib.Path) -> Any:
             tickers.append(ticker_.Ticker(store=store, engine=engine, clock=clock, refresh=0, on_lag=lags.append))
         return store, clock, tickers
 
-    return _setup
+    yield _setup
+    for store in opened:
+        await store.close()
 
 
 async def test_a_cron_fire_makes_one_run_with_the_schedule_inputs(setup: Any) -> None:
@@ -82,8 +89,9 @@ async def test_replicas_fire_each_time_once(setup: Any) -> None:
         clock.advance(minutes=1)
         for t in tickers:
             await t.tick()
-    assert len(store.runs) == 5
-    assert sorted(r.triggered_by.detail for r in store.runs.values()) == [
+    made = await store.list_runs()
+    assert len(made) == 5
+    assert sorted(r.triggered_by.detail for r in made) == [
         f"s@2024-01-01T10:0{m}:00Z" for m in range(1, 6)]
 
 
@@ -104,7 +112,7 @@ async def test_disabled_pipelines_and_schedules_never_fire(setup: Any) -> None:
         await ticker.tick()
         clock.advance(minutes=3)
         assert await ticker.tick() == []
-        assert store.runs == {}
+        assert await store.list_runs() == []
 
 
 @pytest.mark.parametrize(("policy", "count"), [("none", 0), ("latest", 1), ("all", 3)])

@@ -1,4 +1,4 @@
-"""SecretService over the MemoryStore fake: names, encryption at rest, resolve, encrypted_env."""
+"""SecretService over the SQL store (a temporary SQLite file): names, encryption at rest, resolve, encrypted_env."""
 
 from __future__ import annotations
 
@@ -7,23 +7,23 @@ from cryptography import fernet
 
 from kubeline.domain import errors
 from kubeline.secrets import crypto, service
-from kubeline.storage import memory
+from kubeline.storage.sql import store as sql_store_
 
 
 @pytest.fixture
-def store() -> memory.MemoryStore:
-    return memory.MemoryStore()
+def store(sql_store: sql_store_.SqlStore) -> sql_store_.SqlStore:
+    return sql_store
 
 
 @pytest.fixture
-def secrets(store: memory.MemoryStore) -> service.SecretService:
+def secrets(store: sql_store_.SqlStore) -> service.SecretService:
     return service.SecretService(store=store, key=fernet.MultiFernet([fernet.Fernet(crypto.generate_key())]))
 
 
-async def test_set_get_list_delete(secrets: service.SecretService, store: memory.MemoryStore) -> None:
+async def test_set_get_list_delete(secrets: service.SecretService, store: sql_store_.SqlStore) -> None:
     await secrets.set("DB_PASSWORD", "hunter2")
     await secrets.set("_token2", "")
-    assert b"hunter2" not in store.secrets["DB_PASSWORD"].ciphertext
+    assert b"hunter2" not in (await store.get_secret("DB_PASSWORD")).ciphertext
     assert await secrets.get("DB_PASSWORD") == "hunter2"
     assert await secrets.get("_token2") == ""
     assert await secrets.list() == ["DB_PASSWORD", "_token2"]
@@ -53,7 +53,7 @@ async def test_resolve_names_every_missing_secret(secrets: service.SecretService
         await secrets.resolve(["X"])
 
 
-async def test_value_stored_under_another_key_fails_without_leaking(store: memory.MemoryStore) -> None:
+async def test_value_stored_under_another_key_fails_without_leaking(store: sql_store_.SqlStore) -> None:
     writer = service.SecretService(store=store, key=fernet.Fernet(crypto.generate_key()))
     reader = service.SecretService(store=store, key=fernet.Fernet(crypto.generate_key()))
     await writer.set("DB", "hunter2")

@@ -1,4 +1,4 @@
-"""``MemoryCluster``: the operator's view of the API server, in memory (for tests, like ``executors.fake``).
+"""``MemoryCluster``: the operator's view of the API server, in memory (for tests, like ``testing.executors``).
 
 It keeps Pipeline/PipelineRun bodies, ConfigMaps and Secrets by (namespace, name) and applies
 status patches as a merge, as the status subresource does; ``forbidden`` makes every call raise
