@@ -141,6 +141,10 @@ class _Calls:
                      model=schemas.AttemptList)
 
     @staticmethod
+    def cells(run_id: str) -> _Call:
+        return _Call("GET", f"{API}/runs/{run_id}/cells", model=schemas.RunCellsOut)
+
+    @staticmethod
     def attempt(run_id: str, attempt_id: str) -> _Call:
         return _Call("GET", f"{API}/runs/{run_id}/attempts/{attempt_id}", model=schemas.AttemptOut)
 
@@ -290,6 +294,10 @@ class Client:
 
     def attempts(self, run_id: str, *, stage: str | None = None) -> list[schemas.AttemptOut]:
         return list(self._do(_Calls.attempts(run_id, stage)).items)
+
+    def cells(self, run_id: str) -> list[schemas.AttemptCellsOut]:
+        """Per-cell status of the run's notebook stage attempts."""
+        return list(self._do(_Calls.cells(run_id)).items)
 
     def attempt(self, run_id: str, attempt_id: str) -> schemas.AttemptOut:
         result: schemas.AttemptOut = self._do(_Calls.attempt(run_id, attempt_id))
@@ -450,6 +458,10 @@ class AsyncClient:
 
     async def attempts(self, run_id: str, *, stage: str | None = None) -> list[schemas.AttemptOut]:
         return list((await self._do(_Calls.attempts(run_id, stage))).items)
+
+    async def cells(self, run_id: str) -> list[schemas.AttemptCellsOut]:
+        """Per-cell status of the run's notebook stage attempts."""
+        return list((await self._do(_Calls.cells(run_id))).items)
 
     async def attempt(self, run_id: str, attempt_id: str) -> schemas.AttemptOut:
         result: schemas.AttemptOut = await self._do(_Calls.attempt(run_id, attempt_id))

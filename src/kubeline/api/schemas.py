@@ -79,16 +79,20 @@ class PipelineOut(pydantic.BaseModel):
     spec_hash: str
     inputs: dict[str, InputOut]
     updated_at: dt.datetime
+    notices: list[SpecProblem] | None = pydantic.Field(
+        None, description="Settings read but not acted on (e.g. a Fast-Flow daemon restart policy); "
+                          "only on GET of one pipeline, null in lists.")
 
     @classmethod
-    def of(cls, pipeline: runs.Pipeline) -> PipelineOut:
+    def of(cls, pipeline: runs.Pipeline, *, notices: list[errors.Problem] | None = None) -> PipelineOut:
         spec = pipeline.spec
         return cls(
             name=pipeline.name, description=spec.description, enabled=spec.enabled, source=pipeline.source,
             stages=[s.id for s in spec.stages], schedules=len(spec.schedules), spec_hash=pipeline.spec_hash,
             inputs={k: InputOut(type=v.type.value, required=v.is_required, default=v.default,
                                 description=v.description) for k, v in spec.inputs.items()},
-            updated_at=pipeline.updated_at)
+            updated_at=pipeline.updated_at,
+            notices=None if notices is None else [SpecProblem.of(n) for n in notices])
 
 
 class PipelineList(pydantic.BaseModel):
@@ -118,6 +122,36 @@ class ValidateOut(pydantic.BaseModel):
 class ReloadOut(pydantic.BaseModel):
     loaded: list[str]
     problems: list[SpecProblem]
+    notices: list[SpecProblem] = pydantic.Field(
+        default_factory=list, description="Settings of loaded pipelines read but not acted on.")
+
+
+class CellOut(pydantic.BaseModel):
+    index: int = pydantic.Field(description="Code-cell index: the entry cells[index] of pipeline.json.")
+    state: str = pydantic.Field(description="pending, running, retrying, succeeded, failed, interrupted "
+                                            "(the attempt ended during the cell) or skipped.")
+    tries: int
+    duration: float | None = pydantic.Field(description="Seconds of the last execution that ended.")
+    error: str
+
+
+class AttemptCellsOut(pydantic.BaseModel):
+    stage_id: str
+    attempt: int
+    attempt_state: states.AttemptState
+    cells: list[CellOut]
+
+
+class RunCellsOut(pydantic.BaseModel):
+    """Per-cell status of every notebook stage attempt of a run (rebuilt from the attempt logs)."""
+
+    model_config = pydantic.ConfigDict(json_schema_extra={"examples": [{"items": [{
+        "stage_id": "main", "attempt": 1, "attempt_state": "failed", "cells": [
+            {"index": 0, "state": "succeeded", "tries": 1, "duration": 0.1, "error": ""},
+            {"index": 1, "state": "failed", "tries": 3, "duration": 0.0, "error": "ValueError: bad row"},
+            {"index": 2, "state": "skipped", "tries": 0, "duration": None, "error": ""}]}]}]})
+
+    items: list[AttemptCellsOut]
 
 
 # runs -----------------------------------------------------------------------------------------

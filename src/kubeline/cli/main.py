@@ -181,6 +181,7 @@ def validate(
 ) -> None:
     """Check pipelines without running anything; every problem with file, field and hint. Exit 1 if any."""
     problems: list[errors.Problem] = []
+    notices: list[errors.Problem] = []
     count = 0
     for path in paths:
         if not path.exists():
@@ -193,9 +194,12 @@ def validate(
             continue
         count += len(found.pipelines)
         problems.extend(found.problems)
+        notices.extend(found.notices)
         if not found.pipelines and not found.problems:
             problems.append(errors.Problem(file=str(path), location="", message="no pipeline found",
                                            hint="a pipeline folder has main.py, main.ipynb or pipeline.yaml"))
+    if notices:
+        out.print(render.problems_table(notices, notices=True))
     if problems:
         out.print(render.problems_table(problems))
         raise typer.Exit(1)

@@ -57,10 +57,13 @@ def runs_table(items: list[runs.Run]) -> Table:
     return table
 
 
-def problems_table(problems: list[errors.Problem]) -> Table:
-    table = Table(title=f"{len(problems)} problem(s)", title_justify="left", show_lines=False)
-    for column in ("file", "field", "problem", "hint"):
+def problems_table(problems: list[errors.Problem], *, notices: bool = False) -> Table:
+    """Problems in red; ``notices`` (settings read but not acted on) in yellow, titled as such."""
+    title = f"{len(problems)} notice(s): read but not acted on" if notices else f"{len(problems)} problem(s)"
+    table = Table(title=title, title_justify="left", show_lines=False)
+    for column in ("file", "field", "notice" if notices else "problem", "hint"):
         table.add_column(column, overflow="fold")
     for problem in problems:
-        table.add_row(problem.file, problem.location, Text(problem.message, style="red"), problem.hint)
+        table.add_row(problem.file, problem.location,
+                      Text(problem.message, style="yellow" if notices else "red"), problem.hint)
     return table

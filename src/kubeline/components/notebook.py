@@ -7,11 +7,14 @@ the module imports only the standard library until ``main`` runs. What it adds t
   they are the more specific, per-run values), injected after the cell tagged ``parameters``;
 * the executed notebook is written to ``$KUBELINE_ARTIFACTS_DIR/FILE`` as it runs, so it is kept
   even when a cell fails or the attempt is killed;
-* one log line per code cell (``cell 3/7 (index 4) started`` / ``... done in 0.2s``) instead of
-  a progress bar, and the cells' own output streamed to stdout/stderr;
-* per-cell retries from the config key ``cells`` (``{"4": {"retries": 2, "delay_seconds": 5}}``),
-  keyed by the 0-based index of the cell in the source notebook (markdown cells count, the
-  injected parameters cell does not), re-running the cell in the same kernel;
+* no progress bar: the cells' own output is streamed to stdout/stderr;
+* per-cell retries as Fast-Flow gives them: the config key ``cells`` is a list whose item *i*
+  applies to the *i*-th **code** cell (markdown cells and the injected parameters cell are not
+  counted), or a mapping ``{"i": policy}`` with the same indexes; a code cell's own metadata
+  ``fastflow: {retries, delay_seconds}`` overrides its entry; a cell is re-run in the same
+  kernel, ``delay_seconds`` (default 1, as in Fast-Flow) after the failure;
+* one log line per cell event in the format ``domain.cells`` parses (the API rebuilds each
+  cell's status from the log; this module stays stdlib-only as it is copied into user venvs);
 * the kernel is always this interpreter: a private kernelspec pointing at ``sys.executable``
   is put first on ``JUPYTER_PATH``, so a user-wide ``python3`` kernelspec cannot redirect the
   notebook to another Python.
@@ -40,7 +43,7 @@ KERNEL_NAME = "kubeline-python"
 @dataclasses.dataclass(frozen=True)
 class CellPolicy:
     retries: int = 0
-    delay_seconds: float = 0.0
+    delay_seconds: float = 1.0  # Fast-Flow's default
 
 
 @dataclasses.dataclass
@@ -110,34 +113,44 @@ def parse_parameters(raw: Any) -> dict[str, Any]:
 
 
 def parse_cells(raw: Any) -> dict[int, CellPolicy]:
-    """``{"4": {"retries": 2, "delay_seconds": 5}}`` -> ``{4: CellPolicy(2, 5.0)}``."""
+    """``[{"retries": 2}, {}]`` or ``{"0": {"retries": 2}}`` -> ``{0: CellPolicy(2, 1.0), ...}``.
+
+    Keys and list positions are code-cell indexes (see the module docstring)."""
     if raw is None:
         return {}
+    if isinstance(raw, list):
+        raw = {str(i): item for i, item in enumerate(raw)}
     if not isinstance(raw, dict):
         raise NotebookError(
-            f"config.cells must map cell indexes to {{retries, delay_seconds}}, not {raw!r}"
+            "config.cells must be a list of {retries, delay_seconds} (item i = code cell i)"
+            f" or map code-cell indexes to them, not {raw!r}"
         )
     policies: dict[int, CellPolicy] = {}
     for key, value in raw.items():
         try:
             index = int(key)
-            if (
-                index < 0
-                or not isinstance(value, dict)
-                or set(value) - {"retries", "delay_seconds"}
-            ):
+            if index < 0:
                 raise ValueError
-            retries = int(value.get("retries", 0))
-            delay = float(value.get("delay_seconds", 0))
-            if retries < 0 or delay < 0:
-                raise ValueError
+            policies[index] = policy_of(value, base=CellPolicy())
         except (TypeError, ValueError):
             raise NotebookError(
-                f"config.cells[{key!r}] = {value!r}: expected a cell index >= 0 mapped to"
+                f"config.cells[{key!r}] = {value!r}: expected a code-cell index >= 0 with"
                 " {retries: N >= 0, delay_seconds: S >= 0}"
             ) from None
-        policies[index] = CellPolicy(retries, delay)
     return policies
+
+
+def policy_of(value: Any, *, base: CellPolicy) -> CellPolicy:
+    """``base`` with what ``value`` (a cells entry or a cell's ``fastflow`` metadata) sets."""
+    if value is None:
+        return base
+    if not isinstance(value, dict) or set(value) - {"retries", "delay_seconds"}:
+        raise ValueError(value)
+    retries = int(value.get("retries", base.retries))
+    delay = float(value.get("delay_seconds", base.delay_seconds))
+    if retries < 0 or delay < 0:
+        raise ValueError(value)
+    return CellPolicy(retries, delay)
 
 
 def _execute(
@@ -213,12 +226,9 @@ def _engine(
                 try:
                     self.nb_man.cell_start(cell, index)
                     if index in labels:
-                        label, source_index = labels[index]
-                        policy = (
-                            policies.get(source_index, CellPolicy())
-                            if source_index is not None
-                            else CellPolicy()
-                        )
+                        label, code_index = labels[index]
+                        policy = CellPolicy(retries=0) if code_index is None else _cell_policy(
+                            cell, code_index, policies=policies, label=label, log=log)
                         self._execute_with_retries(cell, index, label=label, policy=policy)
                     else:
                         self.execute_cell(cell, index)
@@ -240,7 +250,7 @@ def _engine(
                 try:
                     self.execute_cell(cell, index)
                 except nbclient.exceptions.CellExecutionError as exc:
-                    line = f"{exc.ename}: {exc.evalue}"
+                    line = " ".join(f"{exc.ename}: {exc.evalue}".split())  # one log line
                     took = time.monotonic() - started
                     if retry < policy.retries:
                         log(
@@ -294,21 +304,37 @@ def _engine(
 
 
 def _labels(cells: Sequence[Any]) -> dict[int, tuple[str, int | None]]:
-    """Executed index -> (log label, index in the source notebook) for every code cell."""
-    code = [i for i, cell in enumerate(cells) if cell.get("cell_type") == "code"]
-    labels: dict[int, tuple[str, int | None]] = {}
-    source_index = 0
+    """Executed index -> (log label, code-cell index) for every code cell; the parameters cell
+    papermill injects has no code-cell index (it is not in the user's notebook)."""
+    def injected(cell: Any) -> bool:
+        return "injected-parameters" in cell.get("metadata", {}).get("tags", [])
+
+    code = [i for i, cell in enumerate(cells) if cell.get("cell_type") == "code" and not injected(cell)]
+    labels: dict[int, tuple[str, int | None]] = {
+        executed: (f"cell {position + 1}/{len(code)} (cells[{position}])", position)
+        for position, executed in enumerate(code)
+    }
     for index, cell in enumerate(cells):
-        injected = "injected-parameters" in cell.get("metadata", {}).get("tags", [])
-        if index in code:
-            position = f"cell {code.index(index) + 1}/{len(code)}"
-            if injected:
-                labels[index] = (f"{position} (injected parameters)", None)
-            else:
-                labels[index] = (f"{position} (index {source_index})", source_index)
-        if not injected:
-            source_index += 1
+        if cell.get("cell_type") == "code" and injected(cell):
+            labels[index] = ("parameters cell (injected)", None)
     return labels
+
+
+def _cell_policy(
+    cell: Any, code_index: int, *, policies: dict[int, CellPolicy], label: str,
+    log: Callable[[str], None],
+) -> CellPolicy:
+    """The ``cells`` entry of this code cell, overridden by its ``fastflow`` metadata."""
+    base = policies.get(code_index, CellPolicy())
+    metadata = cell.get("metadata", {}).get("fastflow")
+    try:
+        return policy_of(metadata, base=base)
+    except (TypeError, ValueError):
+        log(
+            f"{label}: metadata fastflow = {metadata!r} is not read (only retries >= 0 and"
+            " delay_seconds >= 0 are); using the pipeline's cells entry"
+        )
+        return base
 
 
 def _use_private_kernelspec(scratch: pathlib.Path) -> None:

@@ -133,8 +133,23 @@ def _retries(raw: dict[str, Any]) -> dict[str, Any] | None:
     return policy
 
 
+def _blank_to_none(raw: dict[str, Any], *keys: str) -> None:
+    """Fast-Flow reads ``""`` (and null) as "not set" for these keys."""
+    for key in keys:
+        if key in raw and (raw[key] is None or (isinstance(raw[key], str) and not raw[key].strip())):
+            del raw[key]
+
+
+def _cron_wins(raw: dict[str, Any]) -> None:
+    """Fast-Flow keeps ``schedule_cron`` and drops ``schedule_interval_seconds`` when both are set."""
+    if raw.get("schedule_cron") and raw.get("schedule_interval_seconds") is not None:
+        del raw["schedule_interval_seconds"]
+
+
 def _schedule(entry: dict[str, Any]) -> dict[str, Any]:
     raw = dict(entry)
+    _blank_to_none(raw, "schedule_cron", "schedule_start", "schedule_end", "webhook_key")
+    _cron_wins(raw)
     for src, dst in (("schedule_cron", "cron"), ("schedule_interval_seconds", "interval"),
                      ("interval_seconds", "interval"), ("schedule_start", "start"),
                      ("schedule_end", "end"), ("default_env", "env"), ("run_once_at", "at")):
@@ -146,9 +161,37 @@ def _schedule(entry: dict[str, Any]) -> dict[str, Any]:
     return raw
 
 
+def _as_fastflow_reads_them(raw: dict[str, Any]) -> None:
+    """Values Fast-Flow's loader normalises: blanks are unset, ``type`` is case-insensitive,
+    ``python_version`` may be a JSON number, ``max_instances: 0`` means no per-pipeline limit."""
+    _blank_to_none(raw, "webhook_key", "python_version", "type", "schedule_cron", "schedule_start",
+                   "schedule_end", "run_once_at", "restart_interval")
+    _cron_wins(raw)
+    if isinstance(raw.get("python_version"), int | float) and not isinstance(raw["python_version"], bool):
+        raw["python_version"] = str(raw["python_version"])
+    if isinstance(raw.get("type"), str):
+        raw["type"] = raw["type"].strip().lower()
+    if isinstance(raw.get("max_instances"), int) and raw["max_instances"] <= 0:
+        del raw["max_instances"]
+
+
+def _unique_webhook_keys(raw: dict[str, Any]) -> None:
+    keys = [raw.get("webhook_key")]
+    keys += [s.get("webhook_key") for s in raw.get("schedules") or [] if isinstance(s, dict)]
+    seen: set[str] = set()
+    for key in keys:
+        if isinstance(key, str) and key.strip():
+            if key in seen:
+                raise ValueError(f"webhook_key {key!r} is used twice (pipeline and schedules); each key "
+                                 "must name one run config, give the others their own key")
+            seen.add(key)
+
+
 def to_native(value: dict[str, Any]) -> dict[str, Any]:
     """Fold Fast-Flow keys of a pipeline mapping into native keys; native input passes unchanged."""
     raw = dict(value)
+    _as_fastflow_reads_them(raw)
+    _unique_webhook_keys(raw)
     _set(raw, "env", _take(raw, "default_env"), source="default_env")
     _set(raw, "resources", _limits(raw), source="cpu_hard_limit/mem_hard_limit")
     _set(raw, "retries", _retries(raw), source="retry_attempts/retry_strategy")
@@ -196,3 +239,18 @@ def to_native(value: dict[str, Any]) -> dict[str, Any]:
             downstream.append(target)
         _set(raw, "downstream", downstream, source="downstream_triggers")
     return raw
+
+
+def notices(spec: Any) -> list[tuple[str, str]]:
+    """(field, message) for Fast-Flow settings Kubeline accepts but does not act on yet.
+
+    They are not errors (the folder loads unmodified, as in Fast-Flow); ``kubeline validate``
+    and the API show them so nobody relies on a setting that is silently ignored."""
+    found: list[tuple[str, str]] = []
+    restart = getattr(spec, "restart", None)
+    if restart is not None and (restart.on_crash or restart.interval is not None):
+        field = "restart_on_crash" if restart.on_crash else "restart_interval"
+        found.append((field, "daemon restarts (restart_on_crash / restart_interval / restart_cooldown) are "
+                             "read but not acted on: Kubeline does not restart a finished run; use a "
+                             "schedule (interval) with max_instances: 1 to keep one instance running"))
+    return found

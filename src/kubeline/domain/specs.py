@@ -332,8 +332,38 @@ class KubernetesSpec(Model):
 
 
 class CellPolicy(Model):
+    """Retries of one notebook code cell, re-run in the same kernel (Fast-Flow's cell policy)."""
+
     retries: int = pydantic.Field(0, ge=0, le=20)
-    delay_seconds: Seconds = 0
+    delay_seconds: Seconds = pydantic.Field(1, description="Seconds before a retry (Fast-Flow's default: 1).")
+
+
+def _cells_from_list(value: Any) -> Any:
+    """Fast-Flow's list form: item *i* is the policy of the *i*-th code cell."""
+    if isinstance(value, list):
+        return {i: item for i, item in enumerate(value) if item is not None}
+    if not isinstance(value, dict):
+        raise ValueError("cells must be a list (item i applies to the i-th code cell) or a mapping of "
+                         "code-cell index to {retries, delay_seconds}")
+    for key in value:
+        if not re.fullmatch(r"\d+", str(key)):
+            raise ValueError(f"cells key {key!r} is not a code-cell index (0, 1, 2 ...; markdown cells "
+                             "are not counted)")
+    return value
+
+
+_CELL_SCHEMA = CellPolicy.model_json_schema()
+Cells = Annotated[
+    dict[int, CellPolicy],
+    pydantic.BeforeValidator(_cells_from_list),
+    pydantic.WithJsonSchema({
+        "anyOf": [{"type": "array", "items": {"anyOf": [_CELL_SCHEMA, {"type": "null"}]}},
+                  {"type": "object", "additionalProperties": _CELL_SCHEMA, "propertyNames": {"pattern": r"^\d+$"}}],
+        "description": "Notebook cell policies: a list whose item i applies to the i-th code cell "
+        "(markdown cells not counted), or a mapping {i: policy} with the same indexes; a cell's "
+        "metadata 'fastflow' overrides its entry.",
+    }),
+]
 
 
 class RestartPolicy(Model):
@@ -341,7 +371,7 @@ class RestartPolicy(Model):
 
     on_crash: bool = False
     cooldown: Seconds = 60
-    interval: Seconds | None = None
+    interval: Seconds | Cron | None = pydantic.Field(None, description="Seconds, or a cron string (Fast-Flow).")
 
 
 ExecutorName = Literal["local", "local-warm", "docker", "kubernetes"]
@@ -370,7 +400,7 @@ class StageSpec(Model):
     requirements: str | None = None
     python_version: str | None = None
     kubernetes: KubernetesSpec | None = None
-    cells: dict[int, CellPolicy] = pydantic.Field(default_factory=dict)
+    cells: Cells = pydantic.Field(default_factory=dict)
 
     @pydantic.model_validator(mode="before")
     @classmethod
@@ -422,7 +452,7 @@ class PipelineSpec(Model):
     executor: ExecutorName | None = None
     kubernetes: KubernetesSpec = KubernetesSpec()
     restart: RestartPolicy = RestartPolicy()
-    cells: dict[int, CellPolicy] = pydantic.Field(default_factory=dict)
+    cells: Cells = pydantic.Field(default_factory=dict)
 
     @pydantic.model_validator(mode="before")
     @classmethod

@@ -18,6 +18,7 @@ import pydantic
 import yaml
 
 from kubeline.domain import components, dag, errors, expressions, runs, specs
+from kubeline.pipelines import notices as notices_
 from kubeline.pipelines import problems as problems_
 
 SPEC_FILES = ("pipeline.yaml", "pipeline.yml", "pipeline.json")
@@ -46,6 +47,7 @@ def parse_yaml(text: str) -> Any:
 class Discovery:
     pipelines: list[runs.Pipeline]
     problems: list[errors.Problem]
+    notices: list[errors.Problem] = dataclasses.field(default_factory=list)  # see pipelines.notices
 
 
 def is_pipeline_folder(path: pathlib.Path) -> bool:
@@ -77,13 +79,20 @@ def discover(root: pathlib.Path) -> Discovery:
                     message=f"pipeline {target.pipeline!r} does not exist",
                     hint=dag.suggest(target.pipeline, names),
                 ))
-    return Discovery(pipelines=loaded, problems=found)
+    return Discovery(pipelines=loaded, problems=found, notices=[
+        n for p in loaded for n in notices_.of(p, spec_file=_spec_file_name(p))])
+
+
+def notices_of(pipeline: runs.Pipeline) -> list[errors.Problem]:
+    """Settings of a valid pipeline that Kubeline reads but does not act on (``pipelines.notices``)."""
+    return notices_.of(pipeline, spec_file=_spec_file_name(pipeline))
 
 
 def _spec_file_name(pipeline: runs.Pipeline) -> str:
     if pipeline.path:
-        for name in SPEC_FILES:
-            if (pathlib.Path(pipeline.path) / name).is_file():
+        folder = pathlib.Path(pipeline.path)
+        for name in (*SPEC_FILES, f"{folder.name}.json"):
+            if (folder / name).is_file():
                 return name
     return "main.py"
 
@@ -92,6 +101,8 @@ def read_spec_file(folder: pathlib.Path) -> tuple[str, dict[str, Any], list[erro
     """(file name, raw mapping, problems) of the folder's spec file; {} when there is none."""
     present = [name for name in SPEC_FILES if (folder / name).is_file()]
     label = f"{folder.name}/"
+    if not present and (folder / f"{folder.name}.json").is_file():
+        present = [f"{folder.name}.json"]  # Fast-Flow's other metadata file name
     if not present:
         return "", {}, []
     if len(present) > 1:

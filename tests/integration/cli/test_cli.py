@@ -155,3 +155,13 @@ def test_pipelines_lists_folder_and_known_pipelines(cli):
     done = cli("pipelines", "--dir", str(EXAMPLES))
     for name in ("hello", "multi-stage", "notebook-params"):
         assert name in done.stdout
+
+
+def test_validate_prints_notices_without_failing(cli, tmp_path):
+    folder = tmp_path / "daemon"
+    folder.mkdir()
+    (folder / "main.py").write_text("print(1)\n")
+    (folder / "pipeline.json").write_text('{"restart_on_crash": true, "webhook_key": ""}')
+    done = cli("validate", str(folder))
+    assert "notice(s): read but not acted on" in done.stdout and "restart_on_crash" in done.stdout
+    assert "1 pipeline(s) valid" in done.stdout

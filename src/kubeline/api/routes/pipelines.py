@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import fastapi
 
 from kubeline.api import deps, schemas, services
 from kubeline.domain import errors
+from kubeline.pipelines import loader
 
 router = fastapi.APIRouter(prefix="/pipelines", tags=["pipelines"])
 
@@ -24,7 +26,8 @@ async def reload_pipelines(kl: deps.KL) -> schemas.ReloadOut:
     """Load every folder of the pipelines dir again; invalid folders are reported, not loaded."""
     found = await services.reload_pipelines(kl)
     return schemas.ReloadOut(loaded=[p.name for p in found.pipelines],
-                             problems=[schemas.SpecProblem.of(p) for p in found.problems])
+                             problems=[schemas.SpecProblem.of(p) for p in found.problems],
+                             notices=[schemas.SpecProblem.of(p) for p in found.notices])
 
 
 @router.post("/validate", response_model=schemas.ValidateOut, responses=deps.problem_responses(422))
@@ -41,7 +44,9 @@ async def validate_pipeline(body: schemas.ValidateIn) -> schemas.ValidateOut:
 
 @router.get("/{name}", response_model=schemas.PipelineOut, responses=deps.problem_responses(404))
 async def get_pipeline(name: str, kl: deps.KL) -> schemas.PipelineOut:
-    return schemas.PipelineOut.of(await kl.store.get_pipeline(name))
+    """One pipeline, with ``notices``: settings it has that Kubeline reads but does not act on."""
+    pipeline = await kl.store.get_pipeline(name)
+    return schemas.PipelineOut.of(pipeline, notices=await asyncio.to_thread(loader.notices_of, pipeline))
 
 
 @router.get("/{name}/spec", responses=deps.problem_responses(404))
