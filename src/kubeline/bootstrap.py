@@ -45,15 +45,23 @@ class Kubeline:
 
 def executors_for(settings: settings_.Settings, *,
                   store: storage_base.Store | None = None) -> dict[str, executors_base.Executor]:
-    cold = local.LocalExecutor.from_settings(settings)
-    found: dict[str, executors_base.Executor] = {"local": cold, "local-warm": local_warm.WarmExecutor(
-        work_dir=settings.work_dir, artifacts_dir=cold.artifacts_dir, venvs=cold.venvs,
-        log_line_limit=settings.log_line_limit)}
-    if settings.executor == "kubernetes" or settings.kubernetes_api_url:
+    """The executors ``settings.enabled_executors`` names, and no other: a server configured for
+    kubernetes does not run user code in its own process."""
+    enabled = settings.enabled_executors
+    found: dict[str, executors_base.Executor] = {}
+    if "local" in enabled or "local-warm" in enabled:
+        cold = local.LocalExecutor.from_settings(settings)
+        if "local" in enabled:
+            found["local"] = cold
+        if "local-warm" in enabled:
+            found["local-warm"] = local_warm.WarmExecutor(
+                work_dir=settings.work_dir, artifacts_dir=cold.artifacts_dir, venvs=cold.venvs,
+                log_line_limit=settings.log_line_limit, env_passthrough=cold.env_passthrough)
+    if "kubernetes" in enabled:
         from kubeline.executors.kubernetes import executor as k8s  # the kubernetes client loads only here
 
         found["kubernetes"] = k8s.KubernetesExecutor.from_settings(settings, attempts=store)
-    if settings.executor == "docker" or settings.docker_host:
+    if "docker" in enabled:
         from kubeline.executors import docker  # the docker SDK loads only here
 
         found["docker"] = docker.DockerExecutor.from_settings(settings)
@@ -63,7 +71,9 @@ def executors_for(settings: settings_.Settings, *,
 def default_executor(settings: settings_.Settings) -> str:
     """``local`` means small python stages on ``local-warm`` and the rest on ``local`` (the rule is
     ``engine.planner.effective``); a pipeline or stage that names ``local`` always gets ``local``."""
-    return "local-warm" if settings.executor == "local" else settings.executor
+    if settings.executor == "local" and "local-warm" in settings.enabled_executors:
+        return "local-warm"
+    return settings.executor
 
 
 @contextlib.asynccontextmanager

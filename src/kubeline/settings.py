@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import pathlib
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 import pydantic
 import pydantic_settings
+
+ExecutorName = Literal["local", "local-warm", "docker", "kubernetes"]
 
 
 class Settings(pydantic_settings.BaseSettings):
@@ -25,7 +28,15 @@ class Settings(pydantic_settings.BaseSettings):
     pipelines_dir: pathlib.Path | None = pydantic.Field(
         None, description="Folder whose subfolders are pipelines."
     )
-    executor: Literal["local", "local-warm", "docker", "kubernetes"] = "local"
+    executor: ExecutorName = "local"
+    executors: Annotated[list[ExecutorName] | None, pydantic_settings.NoDecode] = pydantic.Field(
+        None, description="The executors this process registers (comma-separated, e.g. kubernetes,local): a "
+                          "stage asking for another is refused. Default: the executor's own (local: local and "
+                          "local-warm), plus kubernetes/docker when their URL/host is set. A server with only "
+                          "kubernetes never runs user code in its own pod.")
+    stage_env_passthrough: Annotated[list[str], pydantic_settings.NoDecode] = pydantic.Field(
+        default_factory=list, description="Variables of the server's environment local stages may see besides "
+                                          "the allow-list of executors.local_env (comma-separated names).")
     max_concurrent_attempts: int = pydantic.Field(16, ge=1)
     url: str | None = pydantic.Field(None, description="A Kubeline server; the CLI then uses its API.")
     log_line_limit: int = pydantic.Field(64 * 1024, ge=1024, description="Longer lines are split.")
@@ -69,6 +80,46 @@ class Settings(pydantic_settings.BaseSettings):
     docker_network: str | None = pydantic.Field(
         None, description='Network of attempt containers ("none", "bridge", ...); default: the '
                           "daemon's bridge when it has one, else none.")
+
+    @pydantic.field_validator("executors", "stage_env_passthrough", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @pydantic.field_validator("stage_env_passthrough")
+    @classmethod
+    def _no_kubeline_variables(cls, value: list[str]) -> list[str]:
+        refused = [name for name in value if name.startswith("KUBELINE_")]
+        if refused:
+            raise ValueError(f"{', '.join(refused)}: the server's KUBELINE_* settings never reach a stage; "
+                             "remove them from KUBELINE_STAGE_ENV_PASSTHROUGH")
+        return value
+
+    @pydantic.model_validator(mode="after")
+    def _executor_is_registered(self) -> Settings:
+        if self.executors is not None and self.executor not in self.executors:
+            raise ValueError(f"KUBELINE_EXECUTOR={self.executor} is not in KUBELINE_EXECUTORS="
+                             f"{','.join(self.executors)}; add it there or choose one of those")
+        return self
+
+    @property
+    def enabled_executors(self) -> tuple[ExecutorName, ...]:
+        """The executors to register (see ``executors``)."""
+        if self.executors is not None:
+            return tuple(dict.fromkeys(self.executors))
+        found: list[ExecutorName] = [self.executor]
+        if self.executor in ("local", "local-warm"):
+            found = ["local", "local-warm"]
+        if self.kubernetes_api_url:
+            found.append("kubernetes")
+        if self.docker_host:
+            found.append("docker")
+        return tuple(dict.fromkeys(found))
 
     @pydantic.model_validator(mode="after")
     def _code_claim_and_dir_together(self) -> Settings:

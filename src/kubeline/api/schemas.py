@@ -335,6 +335,18 @@ class ScriptIn(Body):
     requirements: list[str] = pydantic.Field(default_factory=list, max_length=50)
     timeout: float | None = pydantic.Field(None, gt=0, le=24 * 3600)
 
+    @pydantic.field_validator("requirements")
+    @classmethod
+    def _one_requirement_per_item(cls, value: list[str]) -> list[str]:
+        """Each item becomes one line of requirements.txt: a line break or a pip option (``-r
+        /etc/passwd``, ``--index-url ...``) would smuggle in what a package name cannot."""
+        for item in value:
+            text = item.strip()
+            if not text or text.startswith("-") or any(c in item for c in "\r\n\0"):
+                raise ValueError(f"{item[:80]!r} is not a package requirement: give one requirement per item "
+                                 "(e.g. 'requests==2.32.3'), no pip options and no line breaks")
+        return value
+
 
 class ScriptOut(pydantic.BaseModel):
     run: RunOut

@@ -115,6 +115,7 @@ async def retry_run(kl: bootstrap.Kubeline, run_id: str) -> runs.Run:
     if not states.is_final(old.state) or old.state is states.RunState.SUCCEEDED:
         raise errors.ConflictError(f"run {run_id} is {old.state.value}; only failed, cancelled or timed-out "
                                    "runs can be retried (start a new run instead)")
+    kl.engine.refuse_unknown_executors(runs.Pipeline(name=old.pipeline, spec=old.spec, source="api"))
     stages = await kl.store.list_stage_runs(run_id)
     run = runs.Run(id=runs.new_id(), pipeline=old.pipeline, inputs=old.inputs, spec=old.spec,
                    triggered_by=runs.TriggeredBy(kind=runs.TriggerKind.RETRY, detail=old.id),

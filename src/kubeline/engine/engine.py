@@ -25,11 +25,13 @@ from typing import Any
 from kubeline.domain import errors, runs, specs, states
 from kubeline.engine import driver as driver_
 from kubeline.engine import inputs as inputs_
-from kubeline.engine import ports
+from kubeline.engine import planner, ports
 from kubeline.executors import base
 from kubeline.storage import base as storage
 
 log = logging.getLogger(__name__)
+ENABLE_HINT = ("add it to KUBELINE_EXECUTORS (comma-separated) if user code may run there, or change the "
+               "pipeline's executor")
 
 
 class Engine:
@@ -74,8 +76,27 @@ class Engine:
             return self.executors[name]
         except KeyError:
             raise errors.ExecutorError(
-                f"executor {name!r} is not configured here (available: {', '.join(self.executors)})"
-            ) from None
+                f"executor {name!r} is not configured here (available: {', '.join(self.executors)}); "
+                f"{ENABLE_HINT}") from None
+
+    def refuse_unknown_executors(self, pipeline: runs.Pipeline) -> None:
+        """``SpecError`` naming each stage that would run on an executor this process does not
+        register: user code runs only where the configuration says (never in the control plane
+        unless ``local`` is named)."""
+        found: list[errors.Problem] = []
+        probe = runs.Run(id="check", pipeline=pipeline.name, inputs={}, spec=pipeline.spec)
+        for pos, stage in enumerate(pipeline.spec.stages):
+            name = planner.effective(probe, stage, default_executor=self.default_executor).executor
+            if name in self.executors or (name == "local-warm" and "local" in self.executors):
+                continue
+            asked = stage.executor or pipeline.spec.executor
+            found.append(errors.Problem(
+                file=pipeline.name, location=f"stages[{pos}].executor" if stage.executor else "executor",
+                message=f"stage {stage.id!r} asks for executor {name!r}, which this server does not run "
+                        f"(it runs: {', '.join(sorted(self.executors))})",
+                hint=ENABLE_HINT if asked else "set KUBELINE_EXECUTOR to one of those"))
+        if found:
+            raise errors.SpecError(found)
 
     # submitting -------------------------------------------------------------------------
     async def submit(
@@ -96,6 +117,7 @@ class Engine:
             schedule = spec.schedules[spec.schedule_ids().index(schedule_id)]
             given = {**schedule.inputs, **given}
         checked = inputs_.validate(spec, given)
+        self.refuse_unknown_executors(pipeline)
         run = runs.Run(id=runs.new_id(), pipeline=pipeline.name, inputs=checked, spec=spec,
                        triggered_by=triggered_by or runs.TriggeredBy(), pipeline_path=pipeline.path,
                        schedule_id=schedule_id, parent_run_id=parent_run_id)

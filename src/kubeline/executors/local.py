@@ -34,7 +34,7 @@ import time
 from typing import Any
 
 from kubeline.domain import errors, quantities, states
-from kubeline.executors import base, local_limits, local_run, local_venvs
+from kubeline.executors import base, local_env, local_limits, local_run, local_venvs
 
 _WRAPPER = (
     'w=$1; d=$2; m=$3; c=$4; shift 4; '
@@ -54,8 +54,9 @@ class LocalExecutor:
     def __init__(self, *, work_dir: pathlib.Path, artifacts_dir: pathlib.Path,
                  venvs: local_venvs.VenvCache, log_line_limit: int = 64 * 1024,
                  kill_grace: float = 5.0, poll_interval: float = 0.05,
-                 use_cgroups: bool = True) -> None:
+                 use_cgroups: bool = True, env_passthrough: tuple[str, ...] = ()) -> None:
         self.work_dir = work_dir
+        self.env_passthrough = env_passthrough  # server variables stages may see: local_env
         self.artifacts_dir = artifacts_dir
         self.venvs = venvs
         self.log_line_limit = log_line_limit
@@ -77,7 +78,8 @@ class LocalExecutor:
         venvs = local_venvs.VenvCache(settings.venvs_dir, uv_cache_dir=settings.uv_cache_dir
                                       or settings.home / "uv-cache")
         return cls(work_dir=settings.work_dir, artifacts_dir=settings.home / "artifacts",
-                   venvs=venvs, log_line_limit=settings.log_line_limit, **kwargs)
+                   venvs=venvs, log_line_limit=settings.log_line_limit,
+                   env_passthrough=tuple(settings.stage_env_passthrough), **kwargs)
 
     async def start(self, spec: base.AttemptSpec, sink: base.LogSink) -> dict[str, Any]:
         argv, venv = await self._resolve_argv(spec)
@@ -221,13 +223,8 @@ class LocalExecutor:
 
     def _environment(self, spec: base.AttemptSpec, *, work: pathlib.Path,
                      artifacts: pathlib.Path, venv: pathlib.Path | None) -> dict[str, str]:
-        # The server's own KUBELINE_* settings (secret key, database URL) never reach a stage.
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith("KUBELINE_") and k not in _SERVER_ONLY}
-        env["PYTHONUNBUFFERED"] = "1"  # lines reach the log as they are printed
-        if venv is not None:
-            env["VIRTUAL_ENV"] = str(venv)
-            env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', os.defpath)}"
+        # An allow-list of the server's variables, never its secrets (see local_env).
+        env = local_env.base(passthrough=self.env_passthrough, venv=venv)
         env.update({
             "KUBELINE_INPUTS": str(work / "inputs.json"),
             "KUBELINE_CONFIG": str(work / "config.json"),
@@ -262,5 +259,3 @@ def _adoptable(handle: dict[str, Any]) -> bool:
     alive = local_limits.is_running(handle["pid"], started=handle.get("proc_start"))
     return work.is_dir() and (alive or finished)
 
-
-_SERVER_ONLY = frozenset({"VIRTUAL_ENV", "PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP"})

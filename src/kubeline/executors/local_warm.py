@@ -25,19 +25,17 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
-import os
 import pathlib
 import shutil
 import time
 from typing import Any
 
 from kubeline.domain import errors
-from kubeline.executors import base, local, local_limits, warm_pool
+from kubeline.executors import base, local, local_env, local_limits, warm_pool
 
 # Read by Python after startup, or emulated by the worker; any other PYTHON* variable that
 # differs from the worker's own environment means a fresh interpreter.
 _EMULATED_ENV = frozenset({"PYTHONPATH", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED"})
-_ATTEMPT_ENV = ("KUBELINE_", )
 
 
 class WarmExecutor(local.LocalExecutor):
@@ -69,9 +67,9 @@ class WarmExecutor(local.LocalExecutor):
             rest = rest[1:]
         if not rest or rest[0].startswith("-"):
             return None
+        worker_env = self._base_environment()
         for key, value in spec.env.items():
-            if key.startswith("PYTHON") and key not in _EMULATED_ENV and (
-                    key in local._SERVER_ONLY or os.environ.get(key) != value):
+            if key.startswith("PYTHON") and key not in _EMULATED_ENV and worker_env.get(key) != value:
                 return None
         return rest
 
@@ -160,11 +158,6 @@ class WarmExecutor(local.LocalExecutor):
         return pool
 
     def _base_environment(self, *, venv: pathlib.Path | None = None) -> dict[str, str]:
-        """The environment every attempt starts from (see ``LocalExecutor._environment``)."""
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(_ATTEMPT_ENV) and k not in local._SERVER_ONLY}
-        env["PYTHONUNBUFFERED"] = "1"
-        if venv is not None:
-            env["VIRTUAL_ENV"] = str(venv)
-            env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', os.defpath)}"
-        return env
+        """The environment every attempt starts from, and the workers' own: a forked attempt's
+        ``/proc/self/environ`` still shows the worker's, so that holds no server secret either."""
+        return local_env.base(passthrough=self.env_passthrough, venv=venv)

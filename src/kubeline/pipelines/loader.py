@@ -195,12 +195,12 @@ def materialise(
         implicit = _implicit_stage(spec, folder=folder, file=file, found=found)
         stages = [implicit] if implicit else []
     requirements = spec.requirements
-    if folder is not None:
+    if requirements is not None and not inside(folder, requirements):
+        found.append(errors.Problem(file=file, location="requirements",
+                                    message=f"{requirements!r} is outside the pipeline folder"))
+    elif folder is not None:
         if requirements is None:
             requirements = next((r for r in REQUIREMENT_FILES if (folder / r).is_file()), None)
-        elif not _inside(folder, requirements):
-            found.append(errors.Problem(file=file, location="requirements",
-                                        message=f"{requirements!r} is outside the pipeline folder"))
         elif not (folder / requirements).is_file():
             found.append(errors.Problem(file=file, location="requirements",
                                         message=f"file {requirements!r} does not exist",
@@ -230,7 +230,22 @@ def _implicit_stage(
     return specs.StageSpec(id="main", type=kind, file=MAIN_FILES[kind])
 
 
-def _inside(folder: pathlib.Path, relative: str) -> bool:
+def inside(folder: pathlib.Path | None, relative: str) -> bool:
+    """``relative`` names a path inside ``folder``, symlinks followed. Without a folder (a spec
+    posted to the API) the same question is answered from the text alone: relative, and no
+    ``..`` climbing above where it starts, so a posted spec is refused what a folder is."""
+    if "\0" in relative:
+        return False
+    if folder is None:
+        path = pathlib.PurePosixPath(relative)
+        if path.is_absolute():
+            return False
+        depth = 0
+        for part in path.parts:
+            depth += -1 if part == ".." else 1
+            if depth < 0:
+                return False
+        return True
     target = (folder / relative).resolve()
     return target == folder or folder in target.parents
 
@@ -262,19 +277,22 @@ def check_stages(spec: specs.PipelineSpec, *, folder: pathlib.Path | None, file:
         found.extend(_check_config(kind, stage, where=where, file=file))
         # Code baked into the image (kubernetes.codePath) is not in the folder to be checked.
         in_image = bool((stage.kubernetes or spec.kubernetes).code_path)
-        if kind.needs_file and folder is not None:
+        if kind.needs_file:
             target = stage.file or kind.default_file or ""
-            if not _inside(folder, target):
+            if not inside(folder, target):
                 found.append(errors.Problem(file=file, location=f"{where}.file",
                                             message=f"{target!r} is outside the pipeline folder"))
-            elif not in_image and not (folder / target).is_file():
+            elif folder is not None and not in_image and not (folder / target).is_file():
                 found.append(errors.Problem(file=file, location=f"{where}.file",
                                             message=f"file {target!r} does not exist",
                                             hint=dag.suggest(target, [p.name for p in folder.iterdir()])))
         if type_name == "shell" and not (stage.command or stage.config.get("command")):
             found.append(errors.Problem(file=file, location=f"{where}.command",
                                         message="a shell stage needs a command"))
-        if stage.requirements and folder is not None and not in_image \
+        if stage.requirements and not inside(folder, stage.requirements):
+            found.append(errors.Problem(file=file, location=f"{where}.requirements",
+                                        message=f"{stage.requirements!r} is outside the pipeline folder"))
+        elif stage.requirements and folder is not None and not in_image \
                 and not (folder / stage.requirements).is_file():
             found.append(errors.Problem(file=file, location=f"{where}.requirements",
                                         message=f"file {stage.requirements!r} does not exist"))

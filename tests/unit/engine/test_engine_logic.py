@@ -159,11 +159,24 @@ async def test_value_from_env_needs_the_kubernetes_executor(make_engine):
     assert executor.started == []
 
 
-async def test_unknown_executor_fails_the_stage_clearly(make_engine):
+async def test_unknown_executor_is_refused_when_the_run_is_submitted(make_engine):
     engine, _ = make_engine({})
     spec = {"executor": "docker", "stages": [{"id": "main", "type": "shell", "command": "x"}]}
-    final = await engine.execute((await engine.submit(pipeline(spec))).id)
-    assert "executor 'docker' is not configured here" in final.error
+    with pytest.raises(errors.SpecError) as info:
+        await engine.submit(pipeline(spec))
+    (problem,) = info.value.problems
+    assert problem.location == "executor"
+    assert "stage 'main' asks for executor 'docker', which this server does not run" in problem.message
+    assert "KUBELINE_EXECUTORS" in problem.hint
+    assert await engine.store.list_runs() == []
+
+
+async def test_unknown_executor_of_a_queued_run_fails_the_stage_clearly(make_engine):
+    engine, _ = make_engine({})
+    run = await engine.submit(pipeline({"stages": [{"id": "main", "type": "shell", "command": "x"}]}))
+    engine.executors.clear()  # e.g. the server restarted with another configuration
+    final = await engine.execute(run.id)
+    assert "executor 'local' is not configured here" in final.error and "KUBELINE_EXECUTORS" in final.error
 
 
 async def test_adopt_after_restart_collects_the_result(make_engine, tmp_path):
