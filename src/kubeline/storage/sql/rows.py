@@ -65,10 +65,12 @@ def run_to_row(run: runs.Run) -> dict[str, Any]:
         "parent_run_id": run.parent_run_id,
         "schedule_id": run.schedule_id,
         "route": run.route,
-        # set by the claim (store-internal, not part of the domain record)
+        # store-internal, not part of the domain record: the claim sets the owner and completes
+        # the executor with the server's default
         "owner": None,
         "lease_expires_at": None,
-        "executor": None,
+        "executor": run.spec.executor,
+        "lease_generation": 0,
     }
 
 

@@ -85,9 +85,15 @@ runs = sa.Table(
     # another process adopts the run only once the lease has expired.
     sa.Column("owner", sa.String(128), nullable=True),
     sa.Column("lease_expires_at", UTCDateTime, nullable=True),
-    sa.Column("executor", sa.String(32), nullable=True),  # set by the claim, for per-executor caps
+    # The spec's executor from creation (NULL: the server's default, filled in by the claim).
+    sa.Column("executor", sa.String(32), nullable=True),
+    # Fencing (revision 0003): bumped whenever the run gets a new owner; writes made on behalf of
+    # a leased run carry the generation they were given and fail once it moved on.
+    sa.Column("lease_generation", sa.Integer, nullable=False, server_default="0"),
     sa.Index(None, "pipeline", "id"),
     sa.Index(None, "state", "id"),
+    # The fair claim ranks queued runs per pipeline from this index alone (covering: no row reads).
+    sa.Index(None, "state", "pipeline", "id", "max_instances", "executor"),
     sa.Index(None, "created_at"),
 )
 
