@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from kubeline.domain import errors, expressions, retries, runs, states
 from kubeline.engine import planner
 from kubeline.executors import base
+from kubeline.logs import masking
 from kubeline.storage import base as storage
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ class RunDriver:
         self.handles: dict[str, tuple[base.Executor, dict[str, Any]]] = {}
         self.tasks: dict[asyncio.Task[None], str] = {}
         self.starting: set[str] = set()  # stages whose attempt is being recorded, task not yet spawned
+        self.maskers: dict[str, masking.Masker] = {}  # per stage: its secrets, masked in what it hands back
 
     @property
     def store(self) -> storage.Store:
@@ -233,13 +235,21 @@ class RunDriver:
         await self._finish_attempt(attempt, result=result, eff=eff)
 
     async def _secret_values(self, stage: Any) -> dict[str, str]:
-        values: dict[str, str] = {}
-        for layer in planner.encrypted_env(self.run):
-            values.update(self.engine.secrets.decrypt_env(layer))
-        values.update(await self.engine.secrets.resolve(planner.secret_names(self.run, stage)))
+        values = await self.engine.secret_values(self.run, stage)
+        self.maskers[stage.id] = masking.Masker(values.values())
         return values
 
+    def _masked(self, stage_id: str, result: base.AttemptResult) -> base.AttemptResult:
+        """What the attempt hands back, with its secrets masked as in its log (before it is stored)."""
+        mask = self.maskers.get(stage_id)
+        if not mask:
+            return result
+        return dataclasses.replace(result, outputs=mask.data(result.outputs), error=mask(result.error),
+                                   route=mask(result.route) if result.route else result.route)
+
     async def _start_failed(self, attempt: runs.Attempt, *, stage_id: str, error: str) -> None:
+        mask = self.maskers.get(stage_id)
+        error = mask(error) if mask else error
         await self._finish_both(
             storage.AttemptMove(attempt_id=attempt.id, to=A.FAILED, reason=error,
                                 fields={"failure": states.FailureKind.START_FAILED, "error": error}),
@@ -249,6 +259,7 @@ class RunDriver:
     async def _finish_attempt(self, attempt: runs.Attempt, *, result: base.AttemptResult,
                               eff: planner.Effective) -> None:
         stage_id = attempt.stage_id
+        result = self._masked(stage_id, result)
         if self.stages[stage_id].state is S.PENDING:  # adopted attempts may not have marked it
             await self._set_stage(stage_id, S.RUNNING, reason="attempt adopted")
         if result.succeeded:

@@ -79,6 +79,14 @@ class Engine:
                 f"executor {name!r} is not configured here (available: {', '.join(self.executors)}); "
                 f"{ENABLE_HINT}") from None
 
+    async def secret_values(self, run: runs.Run, stage: specs.StageSpec) -> dict[str, str]:
+        """The decrypted encrypted env and stored secrets a stage of ``run`` gets (name -> value)."""
+        values: dict[str, str] = {}
+        for layer in planner.encrypted_env(run):
+            values.update(self.secrets.decrypt_env(layer))
+        values.update(await self.secrets.resolve(planner.secret_names(run, stage)))
+        return values
+
     def refuse_unknown_executors(self, pipeline: runs.Pipeline) -> None:
         """``SpecError`` naming each stage that would run on an executor this process does not
         register: user code runs only where the configuration says (never in the control plane

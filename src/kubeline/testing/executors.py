@@ -31,6 +31,7 @@ class Outcome:
     hang: bool = False  # runs until cancelled (or its timeout)
     oom: bool = False
     start_error: str | None = None  # start() raises ExecutorError with this message
+    error: str | None = None  # the failure's message (default: "exited with code N")
 
 
 _DEFAULT = Outcome()
@@ -132,5 +133,5 @@ def _result(outcome: Outcome, *, cancelled: bool, timed_out: bool) -> base.Attem
     if outcome.exit_code != 0:
         return base.AttemptResult(exit_code=outcome.exit_code,
                                   failure=states.FailureKind.EXIT_CODE,
-                                  error=f"exited with code {outcome.exit_code}")
+                                  error=outcome.error or f"exited with code {outcome.exit_code}")
     return base.AttemptResult(exit_code=0, outputs=dict(outcome.outputs), route=outcome.route)

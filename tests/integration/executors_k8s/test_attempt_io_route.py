@@ -76,3 +76,26 @@ async def test_a_short_stage_log_comes_with_the_upload_checked(tmp_path: pathlib
             assert ok.status_code == 204, ok.text
             stored = await kl.store.get_attempt(attempt.id)
             assert stored.handle["io"]["log"] == log and stored.outputs == {"n": 1}
+
+
+async def test_uploaded_secrets_are_masked_before_they_are_stored(tmp_path: pathlib.Path) -> None:
+    async with bootstrap.open_kubeline(settings.Settings(home=tmp_path, secret_key=None)) as kl:
+        await kl.secrets.set("TOKEN", "upload-secret-42")
+        spec = specs.PipelineSpec.model_validate(
+            {"secrets": ["TOKEN"], "stages": [{"id": "main", "type": "shell", "command": "true"}]})
+        run = runs.Run(id=runs.new_id(), pipeline="p", inputs={}, spec=spec)
+        await kl.store.create_run(run, [runs.StageRun(run_id=run.id, stage_id="main")])
+        attempt = await kl.store.create_attempt(runs.Attempt(id=runs.new_id(), run_id=run.id, stage_id="main",
+                                                             number=1, executor="kubernetes"))
+        await kl.store.transition_attempt(attempt.id, states.AttemptState.RUNNING,
+                                          handle={"token_sha256": executor.token_digest("t")})
+        transport = httpx.ASGITransport(app=app_.create_app(kl))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            body = {"outputs": {"echo": "upload-secret-42", "list": ["a upload-secret-42"]},
+                    "route": "upload-secret-42", "log": [[1796148062.5, "stdout", "is upload-secret-42"]]}
+            answer = await http.put(f"/api/v1/attempts/{attempt.id}/io", json=body,
+                                    headers={"Authorization": "Bearer t"})
+            assert answer.status_code == 204, answer.text
+        stored = await kl.store.get_attempt(attempt.id)
+        assert stored.outputs == {"echo": "***", "list": ["a ***"]}
+        assert stored.handle["io"]["route"] == "***" and stored.handle["io"]["log"] == [[1796148062.5, "stdout", "is ***"]]

@@ -193,3 +193,23 @@ async def test_adopt_after_restart_collects_the_result(make_engine, tmp_path):
     assert final.state is states.RunState.SUCCEEDED
     assert executor.adopted  # the running attempt was adopted, not restarted
     assert len([s for s in executor.started if s.stage_id == "a"]) == 1
+
+
+async def test_secrets_handed_back_as_data_are_masked_before_they_are_stored(make_engine):
+    secret, pin = "s3cr3t-value", "987654321"
+    engine, _ = make_engine({
+        "a": fake.Outcome(outputs={"echo": secret, "nested": [{"k": f"x{secret}y"}], secret: 1, "pin": int(pin)},
+                          route=secret),
+        "b": fake.Outcome(exit_code=3, error=f"failed with {secret}"),
+    }, secrets={"TOKEN": secret, "PIN": pin})
+    spec = {"secrets": ["TOKEN", "PIN"], "stages": [{"id": "a", "type": "shell", "command": "x"},
+                                                    {"id": "b", "type": "shell", "command": "x", "dependsOn": ["a"]}]}
+    final = await engine.execute((await engine.submit(pipeline(spec))).id)
+    assert final.state is states.RunState.FAILED
+    stages = {s.stage_id: s for s in await engine.store.list_stage_runs(final.id)}
+    assert stages["a"].outputs == {"echo": "***", "nested": [{"k": "x***y"}], "***": 1, "pin": "***"}
+    assert stages["b"].error == "failed with ***" and final.error == "stage 'b' failed: failed with ***"
+    assert final.route == "***"
+    stored = [final, *stages.values(), *await engine.store.list_attempts(final.id),
+              *await engine.store.list_events(final.id)]
+    assert not [r for r in stored if secret in repr(r) or pin in repr(r)]

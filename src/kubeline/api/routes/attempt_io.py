@@ -2,7 +2,8 @@
 
 The Kubernetes executor gives each attempt a random token (in the attempt's K8s Secret) and
 keeps only its SHA-256 in the attempt's handle; this route compares digests in constant time,
-accepts uploads only while the attempt runs, and stores the outputs with the attempt (the route
+accepts uploads only while the attempt runs, and stores the outputs with the attempt, the run's
+secrets masked as in logs (the route
 goes into the handle's ``io`` entry, which also tells the executor an upload happened). Any
 replica can take the upload: the executor that waits reads it from the store. Bodies may be
 gzip-compressed (``Content-Encoding: gzip``), so large outputs fit the request size limit.
@@ -23,14 +24,24 @@ from typing import Annotated, Any
 
 import fastapi
 
+from kubeline import bootstrap
 from kubeline.api import deps
-from kubeline.domain import errors, states
+from kubeline.domain import errors, runs, states
+from kubeline.logs import masking
 
 router = fastapi.APIRouter(prefix="/attempts", tags=["attempts"])
 MAX_OUTPUTS_BYTES = 64 * 1024 * 1024  # decompressed
 MAX_LOG_CHARS = 256 * 1024  # of an uploaded log's text (the pod sends at most 64 KiB)
 _STREAMS = ("stdout", "stderr")
 _UNAUTHORIZED = "invalid or missing attempt token (pods send $KUBELINE_ATTEMPT_TOKEN as a Bearer token)"
+
+
+async def _masker(kl: bootstrap.Kubeline, attempt: runs.Attempt) -> masking.Masker:
+    run = await kl.store.get_run(attempt.run_id)
+    stage = next((s for s in run.spec.stages if s.id == attempt.stage_id), None)
+    if stage is None:
+        return masking.Masker(())
+    return masking.Masker((await kl.engine.secret_values(run, stage)).values())
 
 
 def _unauthorized() -> fastapi.HTTPException:
@@ -101,8 +112,10 @@ async def put_attempt_io(
     route = body.get("route") if isinstance(body, dict) else None
     if not isinstance(outputs, dict) or not (route is None or isinstance(route, str)):
         raise fastapi.HTTPException(400, detail='send {"outputs": {...}, "route": "name" or null}')
-    upload: dict[str, Any] = {"route": route, "at": dt.datetime.now(dt.UTC).isoformat()}
-    if body.get("log") is not None:
-        upload["log"] = _log_lines(body["log"])
-    await kl.store.update_attempt(attempt_id, outputs=outputs, handle={**attempt.handle, "io": upload})
+    log = _log_lines(body["log"]) if body.get("log") is not None else None
+    mask = await _masker(kl, attempt)  # secrets are masked before anything is stored, as in logs
+    upload: dict[str, Any] = {"route": mask(route) if route else route, "at": dt.datetime.now(dt.UTC).isoformat()}
+    if log is not None:
+        upload["log"] = [[at, stream, mask(text)] for at, stream, text in log]
+    await kl.store.update_attempt(attempt_id, outputs=mask.data(outputs), handle={**attempt.handle, "io": upload})
     return fastapi.Response(status_code=204)
