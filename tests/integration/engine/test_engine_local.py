@@ -283,6 +283,7 @@ async def test_env_layering(open_app, make_pipeline, run_folder):
     async with open_app() as app:
         await app.secrets.set("B", "secret")
         run = await run_folder(app, folder, inputs={"C": "input"}, schedule_id="nightly")
-        assert run.outputs["main"] == {"A": "schedule", "B": "secret", "C": "input"}
+        # B is the secret's value (an output is masked like a log line), not the pipeline's env
+        assert run.outputs["main"] == {"A": "schedule", "B": "***", "C": "input"}
 
 
