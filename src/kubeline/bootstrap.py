@@ -11,15 +11,21 @@ import gc
 import pathlib
 from collections.abc import AsyncIterator
 
+import pydantic
+
 from kubeline import settings as settings_
+from kubeline.domain import errors, repos
 from kubeline.engine import engine as engine_
 from kubeline.executors import base as executors_base
 from kubeline.executors import local, local_warm
+from kubeline.gitsync import service as gitsync_service
 from kubeline.logs import store as log_store
+from kubeline.pipelines import problems as spec_problems
 from kubeline.secrets import crypto
 from kubeline.secrets import service as secret_service
 from kubeline.storage import base as storage_base
 from kubeline.storage import sql
+from kubeline.storage.sql import gitsyncs
 
 
 def settle_heap() -> None:
@@ -41,6 +47,7 @@ class Kubeline:
     executors: dict[str, executors_base.Executor]
     engine: engine_.Engine
     new_key_file: pathlib.Path | None  # set when this start generated the secret key
+    git: gitsync_service.GitSync | None = None  # with KUBELINE_GIT_REPOS
 
 
 def executors_for(settings: settings_.Settings, *,
@@ -76,6 +83,27 @@ def default_executor(settings: settings_.Settings) -> str:
     return settings.executor
 
 
+def git_sync(settings: settings_.Settings, *, store: sql.SqlStore,
+             secrets: secret_service.SecretService) -> gitsync_service.GitSync | None:
+    """The git sync of ``KUBELINE_GIT_REPOS``; ``SpecError`` names a bad entry and its field."""
+    if not settings.git_repos:
+        return None
+    found: list[repos.RepoSpec] = []
+    problems: list[errors.Problem] = []
+    for i, raw in enumerate(settings.git_repos):
+        try:
+            found.append(repos.RepoSpec.model_validate(raw))
+        except pydantic.ValidationError as exc:
+            problems.extend(spec_problems.from_validation_error(exc, file=f"KUBELINE_GIT_REPOS[{i}]"))
+    names = [r.name for r in found]
+    problems.extend(errors.Problem(file="KUBELINE_GIT_REPOS", location="name", message=f"{n!r} is used twice")
+                    for n in {n for n in names if names.count(n) > 1})
+    if problems:
+        raise errors.SpecError(problems)
+    return gitsync_service.GitSync(root=settings.git_dir, specs=found, table=gitsyncs.GitSyncs(store.database),
+                                   store=store, secrets=secrets)
+
+
 @contextlib.asynccontextmanager
 async def open_kubeline(settings: settings_.Settings | None = None) -> AsyncIterator[Kubeline]:
     settings = settings or settings_.Settings()
@@ -94,7 +122,8 @@ async def open_kubeline(settings: settings_.Settings | None = None) -> AsyncIter
                                                             per_executor=dict(settings.executor_caps),
                                                             default_executor=settings.executor))
         yield Kubeline(settings=settings, store=store, logs=logs, secrets=secrets, executors=executors,
-                       engine=engine, new_key_file=settings.key_file if created else None)
+                       engine=engine, new_key_file=settings.key_file if created else None,
+                       git=git_sync(settings, store=store, secrets=secrets))
     finally:
         for executor in executors.values():
             await executor.close()

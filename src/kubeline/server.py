@@ -95,6 +95,8 @@ async def serve(
 
 def _start_background(kl: bootstrap.Kubeline, role: Role) -> list[asyncio.Task[Any]]:
     tasks: list[asyncio.Task[Any]] = []
+    if kl.git is not None:  # every role: each replica checks out the commit the database agreed on
+        tasks.append(_task(kl.git.run_forever(), "git-sync"))
     if role in ("all", "worker"):
         tasks.append(_task(kl.engine.resume(), "resume"))
         tasks.append(_task(kl.engine.serve(), "dispatcher"))

@@ -72,6 +72,12 @@ class Settings(pydantic_settings.BaseSettings):
     kubernetes_code_dir: pathlib.Path | None = pydantic.Field(
         None, description="Where this server mounts the code claim's volume; it copies large folders there.")
 
+    git_repos: list[dict[str, Any]] = pydantic.Field(
+        default_factory=list,
+        description='Git repositories of pipelines, JSON: [{"name": "team", "url": "https://...", "branch": '
+                    '"main", "subdir": "pipelines", "interval": 60, "token_secret": "GH_TOKEN"}] '
+                    "(fields: kubeline.domain.repos.RepoSpec).")
+
     docker_host: str | None = pydantic.Field(
         None, description="Docker daemon URL, e.g. unix:///var/run/docker.sock (default: the SDK's "
                           "default socket); it must share this machine's filesystem (bind mounts).")
@@ -136,6 +142,10 @@ class Settings(pydantic_settings.BaseSettings):
     @property
     def logs_dir(self) -> pathlib.Path:
         return self.home / "logs"
+
+    @property
+    def git_dir(self) -> pathlib.Path:
+        return self.home / "git"
 
     @property
     def venvs_dir(self) -> pathlib.Path:

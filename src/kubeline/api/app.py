@@ -12,7 +12,19 @@ import kubeline
 from kubeline import bootstrap
 from kubeline import metrics as metrics_
 from kubeline.api import problems, sse
-from kubeline.api.routes import attempt_io, cells, health, hooks, pipelines, runs, schedules, scripts, secrets, streams
+from kubeline.api.routes import (
+    attempt_io,
+    cells,
+    git,
+    health,
+    hooks,
+    pipelines,
+    runs,
+    schedules,
+    scripts,
+    secrets,
+    streams,
+)
 
 API_PREFIX = "/api/v1"
 
@@ -32,6 +44,6 @@ def create_app(kl: bootstrap.Kubeline, *, metrics: metrics_.Metrics | None = Non
     problems.install(app)
     app.add_middleware(problems.BodyLimit, limit=kl.settings.max_request_bytes)
     app.include_router(health.router)
-    for module in (pipelines, runs, cells, streams, secrets, scripts, hooks, schedules, attempt_io):
+    for module in (pipelines, runs, cells, git, streams, secrets, scripts, hooks, schedules, attempt_io):
         app.include_router(module.router, prefix=API_PREFIX)
     return app

@@ -12,7 +12,7 @@ from typing import Any
 
 import pydantic
 
-from kubeline.domain import errors, runs, specs, states
+from kubeline.domain import errors, repos, runs, specs, states
 
 RUN_ID_EXAMPLE = "019a3f2c1b7e4d5a6f7e8d"
 
@@ -260,6 +260,8 @@ class RunOut(pydantic.BaseModel):
     parent_run_id: str | None
     schedule_id: str | None
     route: str | None
+    git_commit: str | None = pydantic.Field(
+        None, description="The commit the run's pipeline was checked out from (git-synced pipelines).")
     stages: list[StageOut] | None = pydantic.Field(None, description="Present on single-run reads.")
     attempts: list[AttemptOut] | None = pydantic.Field(None, description="Present on single-run reads.")
 
@@ -272,7 +274,7 @@ class RunOut(pydantic.BaseModel):
             created_at=run.created_at, started_at=run.started_at, finished_at=run.finished_at,
             duration=run.duration, cancel_requested=run.cancel_requested, error=run.error,
             outputs=run.outputs, parent_run_id=run.parent_run_id, schedule_id=run.schedule_id,
-            route=run.route,
+            route=run.route, git_commit=repos.commit_of(run.pipeline_path),
             stages=[StageOut.of(s) for s in stages] if stages is not None else None,
             attempts=[AttemptOut.of(a) for a in attempts] if attempts is not None else None)
 

@@ -193,3 +193,19 @@ webhook_deliveries = sa.Table(
     sa.Column("received_at", UTCDateTime, nullable=False),
     sa.Index(None, "hook_key", "received_at"),
 )
+
+# Git sync: the commit every replica serves for a repository (agreed here, not per replica).
+git_syncs = sa.Table(
+    "git_syncs",
+    metadata,
+    sa.Column("name", NAME, primary_key=True),
+    sa.Column("url", sa.Text, nullable=False),  # credentials removed before it is stored
+    sa.Column("branch", sa.String(255), nullable=False),
+    sa.Column("good_commit", sa.String(64), nullable=True),  # the commit whose pipelines are served
+    sa.Column("seen_commit", sa.String(64), nullable=True),  # the branch head at the last sync
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("problems", sa.JSON, nullable=False),
+    sa.Column("synced_at", UTCDateTime, nullable=True),  # when good_commit was last changed
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
