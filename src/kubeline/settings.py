@@ -57,7 +57,8 @@ class Settings(pydantic_settings.BaseSettings):
         "default", description="Namespace of attempt Jobs (pipelines may override).")
     kubernetes_image: str = pydantic.Field("kubeline-worker:dev", description="Worker image of attempt pods.")
     kubernetes_api_url: str | None = pydantic.Field(
-        None, description="URL pods use to reach this server's API (outputs upload), e.g. http://kubeline.ns:8080.")
+        None, description="URL pods use to upload results to this server, e.g. http://kubeline.ns:8080; "
+        "unset: pods hand results back through their log (works from a laptop with only a kubeconfig).")
     kubernetes_kubeconfig: pathlib.Path | None = pydantic.Field(
         None, description="Kubeconfig file; default: in-cluster ServiceAccount, else ~/.kube/config.")
     kubernetes_service_account: str | None = None

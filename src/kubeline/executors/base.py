@@ -15,6 +15,7 @@ import pathlib
 from typing import Any, Protocol
 
 from kubeline.domain import specs, states
+from kubeline.runtime import results
 
 
 class Runtime(enum.StrEnum):
@@ -99,3 +100,13 @@ class Executor(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+def collected_result(io_dir: pathlib.Path) -> AttemptResult:
+    """A stage's outputs and route left in ``io_dir`` (``runtime.results``, the one protocol of
+    every entrypoint) as the result of its exit 0; a failure naming what is wrong with them."""
+    try:
+        body = results.collect(io_dir)
+    except results.ResultError as exc:
+        return AttemptResult(exit_code=0, failure=states.FailureKind.EXIT_CODE, error=str(exc))
+    return AttemptResult(exit_code=0, outputs=body["outputs"], route=body["route"])

@@ -369,23 +369,7 @@ class DockerExecutor:
 
 
 def _outputs(io_dir: pathlib.Path) -> base.AttemptResult:
-    outputs: dict[str, Any] = {}
-    path = io_dir / "outputs.json"
-    if path.is_file() and path.stat().st_size:
-        try:
-            loaded = json.loads(path.read_bytes())
-        except ValueError as exc:
-            return base.AttemptResult(exit_code=0, failure=states.FailureKind.EXIT_CODE,
-                                      error=f"wrote invalid JSON to $KUBELINE_OUTPUTS: {exc}")
-        if not isinstance(loaded, dict):
-            return base.AttemptResult(
-                exit_code=0, failure=states.FailureKind.EXIT_CODE,
-                error="wrote JSON that is not an object to $KUBELINE_OUTPUTS "
-                      f"(a {type(loaded).__name__}); write e.g. {{\"rows\": 3}}")
-        outputs = loaded
-    route_file = io_dir / "route"
-    route = route_file.read_text(errors="replace").strip() if route_file.is_file() else ""
-    return base.AttemptResult(exit_code=0, outputs=outputs, route=route or None)
+    return base.collected_result(io_dir)
 
 
 def _skip_caches(_folder: str, names: list[str]) -> set[str]:

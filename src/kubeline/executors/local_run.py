@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import pathlib
 import shutil
@@ -168,24 +167,7 @@ class Attempt:
         return self._outputs()
 
     def _outputs(self) -> base.AttemptResult:
-        outputs: dict[str, Any] = {}
-        path = self.work / "outputs.json"
-        if path.is_file() and path.stat().st_size:
-            try:
-                loaded = json.loads(path.read_bytes())
-            except ValueError as exc:
-                return base.AttemptResult(
-                    exit_code=0, failure=states.FailureKind.EXIT_CODE,
-                    error=f"wrote invalid JSON to $KUBELINE_OUTPUTS: {exc}")
-            if not isinstance(loaded, dict):
-                return base.AttemptResult(
-                    exit_code=0, failure=states.FailureKind.EXIT_CODE,
-                    error="wrote JSON that is not an object to $KUBELINE_OUTPUTS "
-                          f"(a {type(loaded).__name__}); write e.g. {{\"rows\": 3}}")
-            outputs = loaded
-        route_file = self.work / "route"
-        route = route_file.read_text(errors="replace").strip() if route_file.is_file() else ""
-        return base.AttemptResult(exit_code=0, outputs=outputs, route=route or None)
+        return base.collected_result(self.work)
 
     def _oom_error(self) -> str:
         return f"exceeded its memory limit of {self.handle.get('memory_limit')}"
@@ -333,3 +315,4 @@ def _load_offsets(work: pathlib.Path) -> tuple[int, int]:
         out, err = (work / "offsets").read_text().split()
         return int(out), int(err)
     return 0, 0
+

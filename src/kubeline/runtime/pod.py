@@ -1,23 +1,25 @@
-"""The entrypoint of every Kubernetes attempt pod: unpack, prepare the runtime, run, upload.
+"""The entrypoint of every Kubernetes attempt pod: unpack, prepare the runtime, run, hand back.
 
-The Kubernetes executor ships this file's source in the attempt's ConfigMap and runs it with
-the image's ``python3`` (so a server and an older worker image never disagree about it); it is
-also importable as ``kubeline.runtime.pod``. It uses only the standard library.
+The Kubernetes executor ships this file's source (and ``results.py`` beside it, as
+``kubeline_results.py``) in the attempt's bundle and runs it with the image's ``python3`` (so a
+server and an older worker image never disagree about it); it is also importable as
+``kubeline.runtime.pod``. It uses only the standard library.
 
 Steps: unpack ``code.tar.gz`` into the work dir (an emptyDir; the root filesystem is read-only),
 or, when the plan names a ``code_dir`` (a copy on the code PVC, or a folder baked into the
 image), use the code where it is, read-only; make the pipeline's venv with uv when the stage
 has requirements or extra packages (cached in ``$UV_CACHE_DIR``, ``kubeline.task`` copied in;
 without them the image's Python runs it), run the stage's argv in the code dir with its output
-going straight to the pod log, and on exit 0 PUT its outputs and route to
-``$KUBELINE_URL/api/v1/attempts/<id>/io`` with the attempt token, then print the end marker
-(``end_marker``) on stdout and stderr: the executor, seeing the upload, reads the log up to
-both markers and finishes the attempt without waiting for the kubelet to report the
-container's exit (which it notices only at its next relist, up to a second later).
-The pod's exit code is the stage's. A failed upload is a failed attempt (exit 3), stated in the
-log and in the termination message. The termination message (small JSON) also says whether
-the container's cgroup saw an OOM kill, so the executor reports OOM even when only a child
-process was killed.
+going straight to the pod log, then hand the result back (``results``): PUT to
+``$KUBELINE_URL/api/v1/attempts/<id>/io`` with the attempt token when the executor gave a URL
+(in-cluster servers), else - or when that URL cannot be reached within seconds - as result lines
+in the pod log after the end markers, which the executor reads anyway. So a laptop with only a
+kubeconfig runs stages on a cluster, and the executor learns the end from the log without
+waiting for the kubelet to report the container's exit (at its next relist, up to a second later).
+The pod's exit code is the stage's. A result that cannot be delivered is a failed attempt
+(exit 3), stated in the log and in the termination message. The termination message (small
+JSON) also says whether the container's cgroup saw an OOM kill, so the executor reports OOM
+even when only a child process was killed.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ if TYPE_CHECKING:
 # then starts in about half the time (every millisecond before the upload delays the run).
 UPLOAD_FAILED = 3
 SETUP_FAILED = 4
+FAILED_SAID = "failed"  # after the end markers: no result follows (``results.FAILED``)
+UNREACHABLE_SECONDS = 5.0  # an upload URL that cannot be reached this long: use the pod log
 _SHIM_FILES = ("__init__.py", "task.py", "components/__init__.py", "components/notebook.py")
 _RETRY_STATUSES = {409, 425, 429, 500, 502, 503, 504}
 
@@ -261,38 +265,41 @@ def oom_killed() -> bool:
     return False
 
 
-def collect(work: pathlib.Path) -> dict[str, Any]:
-    path = work / "io" / "outputs.json"
-    outputs: Any = {}
-    if path.is_file() and path.stat().st_size:
+def _results() -> Any:
+    """The result protocol: shipped beside this file in a pod, else the installed package's."""
+    bundle = pathlib.Path(os.environ.get("KUBELINE_BUNDLE", "/kubeline/bundle"))
+    if (bundle / "kubeline_results.py").is_file():
+        sys.path.insert(0, str(bundle))
         try:
-            outputs = json.loads(path.read_bytes())
-        except ValueError as exc:
-            raise ValueError(f"wrote invalid JSON to $KUBELINE_OUTPUTS: {exc}") from None
-        if not isinstance(outputs, dict):
-            raise ValueError("wrote JSON that is not an object to $KUBELINE_OUTPUTS "
-                             f"(a {type(outputs).__name__}); write e.g. {{\"rows\": 3}}")
-    route_file = work / "io" / "route"
-    route = route_file.read_text(errors="replace").strip() if route_file.is_file() else ""
-    return {"outputs": outputs, "route": route or None}
+            import kubeline_results  # type: ignore[import-not-found]
+        finally:
+            sys.path.remove(str(bundle))
+        return kubeline_results
+    from kubeline.runtime import results
+
+    return results
 
 
 def upload(body: dict[str, Any], *, url: str, attempt_id: str, token: str,
-           deadline: float = 120.0) -> None:
+           deadline: float = 120.0, unreachable: float = UNREACHABLE_SECONDS) -> None:
+    """PUT the body; ``RuntimeError`` when refused, or when the URL cannot be reached for
+    ``unreachable`` s (name not found, connection refused: the caller falls back to the log)."""
     import gzip
 
     data = gzip.compress(json.dumps(body).encode(), compresslevel=5)
     target = f"{url.rstrip('/')}/api/v1/attempts/{attempt_id}/io"
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json",
                "Content-Encoding": "gzip"}
-    give_up = time.monotonic() + deadline
+    started = time.monotonic()
+    give_up = started + deadline
     delay = 0.2
     while True:
         try:
             status, detail = put(target, data, headers)
         except OSError as exc:
-            if time.monotonic() > give_up:
-                raise RuntimeError(f"cannot reach {target}: {exc}") from None
+            if time.monotonic() > min(give_up, started + unreachable):
+                raise RuntimeError(f"could not reach the Kubeline API at {url} from the pod: "
+                                   f"{_reason(exc)}") from None
         else:
             if 200 <= status < 300:
                 return
@@ -300,6 +307,16 @@ def upload(body: dict[str, Any], *, url: str, attempt_id: str, token: str,
                 raise RuntimeError(f"{target} answered {status}: {detail}") from None
         time.sleep(delay)
         delay = min(delay * 2, 5.0)
+
+
+def _reason(exc: OSError) -> str:
+    import socket
+
+    if isinstance(exc, socket.gaierror):
+        return f"name not found ({exc.strerror})"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    return str(exc.strerror or exc)
 
 
 def put(target: str, data: bytes, headers: dict[str, str]) -> tuple[int, str]:
@@ -372,33 +389,70 @@ def main() -> int:
     except (OSError, RuntimeError) as exc:
         say(f"could not prepare the attempt: {exc}")
         terminate({"setup_error": str(exc)[:1000]})
+        end(FAILED_SAID)
         return SETUP_FAILED
     rc = run_stage(argv, cwd=code, env=env)
     if rc != 0:
         terminate({"exit_code": rc, "oom": oom_killed()})
+        end(FAILED_SAID)
         return rc
+    return hand_back(work)
+
+
+def hand_back(work: pathlib.Path) -> int:
+    """Deliver the stage's result (upload, else the pod log), then the end markers; the exit code."""
+    results = _results()
     try:
-        body = collect(work)
+        body = results.collect(work / "io")
     except ValueError as exc:
         say(str(exc))
         terminate({"error": str(exc)})
+        end(results.FAILED)
         return 1
-    try:
-        upload(body, url=os.environ["KUBELINE_URL"], attempt_id=os.environ["KUBELINE_ATTEMPT_ID"],
-               token=os.environ["KUBELINE_ATTEMPT_TOKEN"])
-    except (RuntimeError, KeyError) as exc:
-        say(f"could not hand the outputs to Kubeline: {exc}")
-        terminate({"upload_error": str(exc)[:1000]})
+    token = os.environ.get("KUBELINE_ATTEMPT_TOKEN", "")
+    problem = ""
+    if os.environ.get("KUBELINE_URL"):
+        try:
+            upload(body, url=os.environ["KUBELINE_URL"], attempt_id=os.environ["KUBELINE_ATTEMPT_ID"],
+                   token=token, unreachable=UNREACHABLE_SECONDS)
+        except (RuntimeError, KeyError) as exc:
+            problem = str(exc)
+            say(f"{problem}; handing the result back through the pod log instead")
+        else:
+            end(results.UPLOADED)
+            return 0
+    payload = results.encode(body)
+    if len(payload) > results.LOG_LIMIT:
+        why = (f"the result is {len(payload) // 1024} KiB once encoded, more than the "
+               f"{results.LOG_LIMIT // 1024} KiB a pod log carries"
+               + (f", and {problem}" if problem else ", and no upload URL was given")
+               + "; set KUBELINE_KUBERNETES_API_URL to an address of the Kubeline API that pods can "
+               "reach, or keep outputs small (pass large data by reference)")
+        say(f"could not hand the result back: {why}")
+        terminate({"upload_error": why[:1000]})
+        end(results.FAILED)
         return UPLOAD_FAILED
-    token = os.environ["KUBELINE_ATTEMPT_TOKEN"]
-    print(end_marker(token, "stdout"), flush=True)
-    print(end_marker(token, "stderr"), file=sys.stderr, flush=True)
+    lines = results.lines(token, payload)
+    end(f"{results.RESULT} {len(lines)}", after=lines)
     return 0
 
 
+def end(said: str, *, after: list[str] | None = None) -> None:
+    """The end markers (stderr, then stdout followed by ``after``): each stream is complete."""
+    token = os.environ.get("KUBELINE_ATTEMPT_TOKEN")
+    if not token:
+        return
+    try:
+        print(f"{end_marker(token, 'stderr')} {said}", file=sys.stderr, flush=True)
+        sys.stdout.write("\n".join([f"{end_marker(token, 'stdout')} {said}", *(after or [])]) + "\n")
+        sys.stdout.flush()
+    except OSError:
+        pass
+
+
 def end_marker(token: str, stream: str) -> str:
-    """The line that tells the executor ``stream`` of this attempt's log is complete (one per
-    stream: the log API merges them, and either may be copied to the log file ahead of the other)."""
+    """The start of the line that says ``stream`` of this attempt's log is complete (the same
+    as ``results.end_marker``, repeated here so the executor's side needs no bundle)."""
     return f"[kubeline] end of {stream} " + hashlib.sha256(f"end:{stream}:{token}".encode()).hexdigest()[:32]
 
 

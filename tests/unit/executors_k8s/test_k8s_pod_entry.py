@@ -127,6 +127,13 @@ def test_upload_refused_says_what_the_server_answered(recorder: tuple[str, type[
         pod.upload({"outputs": {}}, url=url, attempt_id="A1", token="t")
 
 
-def test_upload_to_nobody_gives_up_at_the_deadline() -> None:
-    with pytest.raises(RuntimeError, match=r"cannot reach http://127\.0\.0\.1:9/"):
-        pod.upload({"outputs": {}}, url="http://127.0.0.1:9", attempt_id="A1", token="t", deadline=0.3)
+def test_upload_to_nobody_gives_up_within_seconds_saying_why() -> None:
+    with pytest.raises(RuntimeError, match=r"could not reach the Kubeline API at http://127\.0\.0\.1:9 from "
+                                           r"the pod: connection refused"):
+        pod.upload({"outputs": {}}, url="http://127.0.0.1:9", attempt_id="A1", token="t", unreachable=0.3)
+
+
+def test_an_unknown_host_is_named_as_such() -> None:
+    with pytest.raises(RuntimeError, match=r"at http://kubeline\.invalid:8080 from the pod: name not found"):
+        pod.upload({"outputs": {}}, url="http://kubeline.invalid:8080", attempt_id="A1", token="t",
+                   unreachable=0.0)

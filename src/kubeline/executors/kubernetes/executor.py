@@ -39,6 +39,7 @@ import collections
 import concurrent.futures
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import logging
 import pathlib
@@ -60,11 +61,14 @@ from kubeline.executors.kubernetes import (
     watches,
 )
 from kubeline.runtime import pod as pod_entry
+from kubeline.runtime import results
 
 log = logging.getLogger("kubeline.executors.kubernetes")
 _IDLE_REFRESH = 30.0  # seconds without an event before the attempt's objects are re-read
 _OUTPUTS_WAIT = 5.0  # seconds to wait for an upload recorded after the pod's exit (clock skew)
-_MARKER_READS = 100  # re-reads of an uploaded attempt's log while its end markers are missing (~5 s)
+_REST_QUIET = 0.5  # seconds of reads bringing nothing new before a log without end markers is complete
+_REST_QUIET_MARKED = 5.0  # the same once one stream's end marker was read (the other must follow)
+_REST_FAILURES = 20  # failed reads of the rest of a log before giving up on it
 _UPLOAD_POLLS = ((5.0, 0.02), (60.0, 0.5))  # (pod age up to, look for its upload every) seconds
 
 
@@ -113,7 +117,7 @@ class KubernetesExecutor:
         defaults = manifests.Defaults(
             namespace=settings.kubernetes_namespace, image=settings.kubernetes_image,
             service_account=settings.kubernetes_service_account,
-            api_url=settings.kubernetes_api_url or "http://kubeline:8080",
+            api_url=settings.kubernetes_api_url or None,
             ttl_seconds=settings.kubernetes_ttl_seconds,
             uv_cache_claim=settings.kubernetes_uv_cache_claim, code_claim=settings.kubernetes_code_claim)
         return cls(kube_=kube.Kube(api), defaults=defaults, attempts=attempts,
@@ -144,6 +148,7 @@ class KubernetesExecutor:
             "attempt_id": spec.attempt_id, "namespace": namespace, "job": name,
             "token_sha256": token_digest(token), "created_at": now,
             "end_markers": [pod_entry.end_marker(token, stream) for stream in ("stdout", "stderr")],
+            "result_tag": results.line_tag(token),
             "pending_deadline": now + self.pending_timeout, "timeout": spec.timeout,
             "memory_limit": spec.resources.limits.memory,
             "soft_memory": spec.resources.soft_limits.memory, "soft_cpu": spec.resources.soft_limits.cpu,
@@ -221,7 +226,12 @@ class KubernetesExecutor:
                                            on_listed=self._on_listed)
             self._watches[namespace] = watch
             watch.start()
-        await watch.ready()
+        try:
+            await watch.ready()
+        except errors.ExecutorError:
+            watch.stop()
+            self._watches.pop(namespace, None)
+            raise
 
     def _on_event(self, kind: str, event: str, obj: dict[str, Any]) -> None:
         attempt = obj.get("metadata", {}).get("labels", {}).get(manifests.ATTEMPT_LABEL)
@@ -243,11 +253,15 @@ class KubernetesExecutor:
         try:
             result = await self._judge_until_final(tracked)
             tracked.finished = True
-            if result.succeeded:
-                result, uploaded_log = await self._with_outputs(tracked)
-                if uploaded_log is not None and self._log_from_upload(tracked, uploaded_log):
-                    return result
+            upload = None
+            if result.succeeded and self.attempts is not None:
+                upload = (await self.attempts.get_attempt(handle["attempt_id"])).handle.get("io")
+                if upload is not None and upload.get("log") is not None \
+                        and self._log_from_upload(tracked, upload["log"]):
+                    return _uploaded(upload, await self.attempts.get_attempt(handle["attempt_id"]))
             await self._drain_logs(tracked, cancelled=result.failure is states.FailureKind.CANCELLED)
+            if result.succeeded:
+                result = await self._with_outputs(tracked, upload)
             return result
         finally:
             tracked.finished = True
@@ -294,8 +308,8 @@ class KubernetesExecutor:
     def _upload_poll(self, tracked: tracking.Tracked, now: float) -> float | None:
         """How often to look for the upload of a bound, unfinished pod (None: rely on the watch)."""
         pod = tracked.seen.pod
-        if self.attempts is None or tracked.uploaded or pod is None or not pod.get("spec", {}).get("nodeName") \
-                or _terminated(pod):
+        if self.attempts is None or not self.defaults.api_url or tracked.uploaded or pod is None \
+                or not pod.get("spec", {}).get("nodeName") or _terminated(pod):
             return None
         tracked.bound_at = tracked.bound_at or now
         for age, every in _UPLOAD_POLLS:
@@ -327,24 +341,35 @@ class KubernetesExecutor:
         for pod in pods.get("items", []):
             tracked.apply("pods", "MODIFIED", pod)
 
-    async def _with_outputs(self, tracked: tracking.Tracked) -> tuple[base.AttemptResult, list[Any] | None]:
-        """The result with the uploaded outputs and route, and the log that came with them."""
-        if self.attempts is None:
-            return base.AttemptResult(exit_code=0), None
+    async def _with_outputs(self, tracked: tracking.Tracked, upload: dict[str, Any] | None) -> base.AttemptResult:
+        """The result with its outputs and route: from the result lines of the pod log, else
+        from the upload the API stored; a failure saying why when there is neither."""
+        reader = tracked.follower.reader if tracked.follower is not None else None
+        if reader is not None and reader.delivery == results.RESULT:
+            try:
+                body = reader.body()
+            except results.ResultError as exc:
+                return base.AttemptResult(exit_code=0, failure=states.FailureKind.EXIT_CODE, error=str(exc))
+            return base.AttemptResult(exit_code=0, outputs=dict(body.get("outputs") or {}),
+                                      route=body.get("route"))
         attempt_id = tracked.handle["attempt_id"]
-        give_up = time.monotonic() + _OUTPUTS_WAIT
-        while True:
+        waits = self.attempts is not None and (bool(self.defaults.api_url) or (
+            reader is not None and reader.delivery == results.UPLOADED))
+        give_up = time.monotonic() + (_OUTPUTS_WAIT if waits else 0.0)
+        while self.attempts is not None:
             attempt = await self.attempts.get_attempt(attempt_id)
             upload = attempt.handle.get("io")
             if upload is not None:
-                return base.AttemptResult(exit_code=0, outputs=dict(attempt.outputs),
-                                          route=upload.get("route")), upload.get("log")
-            if time.monotonic() > give_up:
-                return base.AttemptResult(
-                    exit_code=0, failure=states.FailureKind.EXIT_CODE,
-                    error=f"the pod exited 0 but its outputs never reached the Kubeline API at "
-                          f"{self.defaults.api_url} (check that pods can reach that URL)"), None
+                return _uploaded(upload, attempt)
+            if time.monotonic() >= give_up:
+                break
             await asyncio.sleep(0.1)
+        where = f"nor uploaded to the Kubeline API at {self.defaults.api_url}" if self.defaults.api_url \
+            else "and no upload URL was given"
+        return base.AttemptResult(
+            exit_code=0, failure=states.FailureKind.EXIT_CODE,
+            error=f"the pod exited 0 but handed back no result: none in its log {where} (was the "
+                  "pod log lost, or the image's entrypoint replaced? Kubeline's pod entrypoint must run)")
 
     def _log_from_upload(self, tracked: tracking.Tracked, lines: list[Any]) -> bool:
         """Take the attempt's log from its upload, unless some of the pod log was copied already
@@ -373,9 +398,10 @@ class KubernetesExecutor:
 
     # logs -------------------------------------------------------------------------------
     async def _follow_logs(self, tracked: tracking.Tracked) -> None:
+        """Copy the pod log into the sink: follow it while the container runs, then (the exit
+        learnt from the pod status, never from the follow closing) read the rest, bounded."""
         loop = asyncio.get_running_loop()
         namespace = tracked.handle["namespace"]
-        tail_reads = 0
         while True:
             generation = tracked.generation
             pod = tracked.seen.pod
@@ -391,33 +417,80 @@ class KubernetesExecutor:
                 tracked.follower = logs.Follower(kube_=self.kube, namespace=namespace, pod=name,
                                                  sink=tracked.sink, loop=loop, position=tracked.position,
                                                  line_limit=self.log_line_limit,
-                                                 end_markers=tracked.handle.get("end_markers", ()))
+                                                 end_markers=tracked.handle.get("end_markers", ()),
+                                                 result_tag=tracked.handle.get("result_tag"))
+            follower = tracked.follower
+            if _terminated(pod) or tracked.finished:
+                await self._read_rest(tracked, follower)
+                return
             try:
-                await loop.run_in_executor(self._log_pool, tracked.follower.run_once)
-            except Exception as exc:  # a broken stream: reopen it after the last line
+                await self._follow_once(tracked, follower)
+            except Exception as exc:  # a broken or stalled stream: reopen it after the last line
                 if isinstance(exc, kube.ApiError) and exc.status == 404:
                     return  # the pod is gone
-                await asyncio.sleep(0.05 if tracked.uploaded else 0.3)  # uploaded: the kubelet knows soon
-                continue
-            if tracked.follower.ended:  # printed after a stored upload: the stage exited 0
-                tracked.uploaded = True
-                tracked.notify()
+                if not _terminated(tracked.seen.pod):
+                    await asyncio.sleep(0.05 if tracked.uploaded else 0.3)
+            if follower.ended:  # every stream's end marker read: the log is complete
+                self._log_complete(tracked)
                 return
-            # The stream ended, normally because the container did. The kubelet ends it at EOF
-            # once the container has exited, which can be before the runtime has copied the last
-            # lines of a fast writer into the log file: read again after the last line taken
-            # (until the end markers, when the attempt uploaded; else once more).
-            if tracked.uploaded and tracked.follower.end_markers and tail_reads < _MARKER_READS:
-                tail_reads += 1
-                await asyncio.sleep(0.05)
+            if not _terminated(tracked.seen.pod):  # ended early (rotation, API restart): reopen
+                await tracked.changed(tracked.generation, 0.2)
+
+    async def _follow_once(self, tracked: tracking.Tracked, follower: logs.Follower) -> None:
+        """One follow, until it ends or the pod status says the container exited (then it is
+        interrupted: containerd may never close it)."""
+        reading = asyncio.get_running_loop().run_in_executor(self._log_pool, follower.run_once)
+        while not reading.done():
+            if _terminated(tracked.seen.pod) or tracked.cancelled or tracked.seen.pod_gone:
+                follower.interrupt()  # again every 0.2 s: it may come before the stream is open
+                await asyncio.wait([reading], timeout=0.2)
                 continue
-            for _ in range(20):
-                if _terminated(tracked.seen.pod) or tracked.cancelled or tracked.seen.pod_gone:
-                    if tail_reads or tracked.cancelled or tracked.seen.pod_gone:
-                        return
-                    tail_reads = _MARKER_READS
-                    break
-                await tracked.changed(tracked.generation, 0.1)
+            waiter = asyncio.ensure_future(tracked.changed(tracked.generation, 1.0))
+            either: set[asyncio.Future[Any]] = {reading, waiter}
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+        reading.result()
+
+    async def _read_rest(self, tracked: tracking.Tracked, follower: logs.Follower) -> None:
+        """After the container's exit: read the log without follow, after the last line taken,
+        until both end markers are read; without them (a killed entrypoint), until reads bring
+        nothing new for ``_REST_QUIET`` s (the runtime may still be copying the last lines)."""
+        loop = asyncio.get_running_loop()
+        quiet_since: float | None = None
+        failures = 0
+        while not follower.ended:
+            if tracked.seen.pod_gone or (tracked.cancelled and quiet_since is not None):
+                return
+            try:
+                taken = await loop.run_in_executor(self._log_pool, functools.partial(follower.run_once, follow=False))
+            except Exception as exc:
+                if isinstance(exc, kube.ApiError) and exc.status == 404:
+                    return
+                failures += 1
+                if failures > _REST_FAILURES:
+                    log.warning("cannot read the rest of pod %s's log: %s", follower.pod, kube.describe(exc))
+                    return
+                await asyncio.sleep(0.2)
+                continue
+            if follower.ended:
+                break
+            now = time.monotonic()
+            if taken:
+                quiet_since = None
+                continue
+            quiet_since = quiet_since or now
+            if now - quiet_since >= (_REST_QUIET_MARKED if follower.reader.seen else _REST_QUIET):
+                return
+            await asyncio.sleep(0.05)
+        self._log_complete(tracked)
+
+    def _log_complete(self, tracked: tracking.Tracked) -> None:
+        """Every end marker (and result line) read: the stage exited; with its result delivered,
+        the attempt succeeded (``wait`` need not wait for the kubelet to report the exit)."""
+        follower = tracked.follower
+        if follower is not None and follower.reader.delivery in (results.RESULT, results.UPLOADED):
+            tracked.uploaded = True
+        tracked.notify()
 
     async def _drain_logs(self, tracked: tracking.Tracked, *, cancelled: bool) -> None:
         task = tracked.log_task
@@ -549,6 +622,10 @@ class KubernetesExecutor:
             return None
         items: list[dict[str, Any]] = pods.get("items") or []
         return items[-1] if items else None
+
+
+def _uploaded(upload: dict[str, Any], attempt: runs.Attempt) -> base.AttemptResult:
+    return base.AttemptResult(exit_code=0, outputs=dict(attempt.outputs), route=upload.get("route"))
 
 
 def _pause(handle: dict[str, Any], verdict: reasons.Verdict, *, now: float, poll: float | None) -> float:

@@ -78,7 +78,7 @@ class Kube:
                 query: list[tuple[str, Any]] | None = None,
                 content_type: str = "application/json") -> dict[str, Any]:
         """One blocking request; the decoded JSON answer. Raises ``ApiError``."""
-        response = self._send(method, path, body=body, query=query or [], timeout=None,
+        response = self._send(method, path, body=body, query=query or [], timeout=(10, 120),
                               headers={"Accept": "application/json", "Content-Type": content_type})
         data = response.read()
         answer: dict[str, Any] = json.loads(data) if data else {}
@@ -162,4 +162,8 @@ def describe(exc: BaseException) -> str:
         except (ValueError, AttributeError):
             message = str(exc.body or "")[:300]
         return f"{exc.status} {exc.reason}: {message}".strip()
+    reason = getattr(exc, "reason", None)  # urllib3's MaxRetryError: say what failed, not the URL
+    if isinstance(reason, Exception):
+        text = str(reason)
+        return text.rpartition("] ")[2].rstrip("')\"") if "] " in text else f"{reason.__class__.__name__}: {text}"
     return f"{exc.__class__.__name__}: {exc}"

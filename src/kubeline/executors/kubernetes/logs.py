@@ -12,8 +12,15 @@ log resumes where the previous process stopped.
 Reading runs in a thread; lines reach the sink (on the event loop) in batches, as they arrive.
 
 The entrypoint prints an end marker per stream (derived from the attempt token, which the stage
-never sees) on stdout and on stderr after it handed the outputs over; once both are read, each
-stream is complete, so following stops there instead of waiting for the kubelet to notice the exit.
+never sees) on stdout and on stderr after the stage exited, the stdout one followed by the
+attempt's result lines (``runtime.results``: kept out of the sink, collected by ``reader``);
+once all are read, the log is complete, so following stops there instead of waiting for the
+kubelet to notice the exit.
+
+The end of an attempt never waits for a follow to close (containerd 1.6 can leave one open after
+the container exited): ``run_once(follow=False)`` reads what the log holds now and returns, and
+the executor switches to such bounded reads as soon as the pod status says the container exited;
+a follow that brings nothing for ``STALL_SECONDS`` times out and is reopened after the last line.
 """
 
 from __future__ import annotations
@@ -30,8 +37,10 @@ from typing import Any
 
 from kubeline.executors import base
 from kubeline.executors.kubernetes import kube, manifests
+from kubeline.runtime import results
 
 _TAIL_BYTES = 256 * 1024
+STALL_SECONDS = 30.0  # a follow silent this long is reopened (after the last line taken)
 
 
 @dataclasses.dataclass
@@ -132,11 +141,10 @@ class Follower:
 
     def __init__(self, *, kube_: kube.Kube, namespace: str, pod: str, sink: base.LogSink,
                  loop: asyncio.AbstractEventLoop, position: Position, line_limit: int,
-                 end_markers: Iterable[str] = ()) -> None:
+                 end_markers: Iterable[str] = (), result_tag: str | None = None) -> None:
         self.kube = kube_
-        self.end_markers = frozenset(end_markers)
-        self.markers_seen: set[str] = set()  # a replay after a reconnect may repeat one
-        self.ended = False  # every stream's end marker read: the log is complete
+        self.reader = results.Reader(frozenset(end_markers), result_tag)  # replays repeat lines: kept once
+        self.ended = False  # every end marker and result line read: the log is complete
         self.namespace = namespace
         self.pod = pod
         self.sink = sink
@@ -151,15 +159,15 @@ class Follower:
         self._response: Any = None
         self._stopped = threading.Event()
 
-    def run_once(self) -> None:
-        """Open the stream (resuming after the last line taken) and copy until it ends."""
+    def run_once(self, *, follow: bool = True) -> int:
+        """Open the stream (resuming after the last line taken) and copy until it ends; without
+        ``follow``, what the log holds now. Returns the number of new lines taken."""
         self.position.rewind(self._at_last)
-        query: list[tuple[str, Any]] = [("container", manifests.CONTAINER), ("follow", "true"),
-                                        ("timestamps", "true")]
-        since = self.position.since_time()
-        if since is not None:
-            query.append(("sinceTime", since))
-        response = self.kube.stream(f"{self.kube.path('pods', self.namespace, self.pod)}/log", query=query)
+        taken = self.lines
+        if self._stopped.is_set():
+            return 0
+        response = self.kube.stream(f"{self.kube.path('pods', self.namespace, self.pod)}/log",
+                                    query=self._query(follow=follow), read_timeout=STALL_SECONDS)
         self._response = response
         clock = _Clock()
         try:
@@ -172,9 +180,8 @@ class Follower:
                     if parsed is None:
                         continue
                     at_us, text = parsed
-                    if text in self.end_markers:
-                        self.markers_seen.add(text)
-                        self.ended = self.markers_seen == self.end_markers
+                    if self.reader.take(text):
+                        self.ended = self.reader.complete
                         continue
                     if not self.position.take(at_us, text):
                         continue
@@ -190,6 +197,22 @@ class Follower:
         finally:
             self._response = None
             response.release_conn()
+        return self.lines - taken
+
+    def _query(self, *, follow: bool) -> list[tuple[str, Any]]:
+        query: list[tuple[str, Any]] = [("container", manifests.CONTAINER), ("timestamps", "true")]
+        if follow:
+            query.append(("follow", "true"))
+        since = self.position.since_time()
+        if since is not None:
+            query.append(("sinceTime", since))
+        return query
+
+    def interrupt(self) -> None:
+        """End the current stream now (the next ``run_once`` resumes after the last line)."""
+        response = self._response
+        if response is not None:
+            kube.abort(response)
 
     def _deliver(self, batch: list[tuple[int, str]]) -> None:
         self.lines += len(batch)

@@ -25,14 +25,17 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import gzip
 import json
 import math
+import pathlib
 import re
 from typing import Any, TypedDict
 
 from kubeline.domain import errors
 from kubeline.executors import base
+from kubeline.runtime import results
 
 LABEL_PREFIX = "kubeline.dev/"
 ATTEMPT_LABEL = LABEL_PREFIX + "attempt"
@@ -44,6 +47,7 @@ UV_CACHE_DIR = "/kubeline/uv-cache"
 CODE_DIR = "/kubeline/code"  # the copy on the code claim, read-only
 UV_CACHE_SUB_PATH = "uv-cache"  # of the code claim, when it also holds the uv cache
 ENTRYPOINT_KEY = "pod.py"
+RESULTS_KEY = "kubeline_results.py"  # the result protocol, beside the entrypoint
 CODE_KEY = "code.tar.gz"
 CONFIGMAP_LIMIT = 1000 * 1024  # bytes of data a ConfigMap may hold (the API's cap is 1 MiB)
 TOKEN_KEY = "KUBELINE_ATTEMPT_TOKEN"  # noqa: S105 - a key name, not a secret
@@ -100,7 +104,7 @@ class Defaults:
     image: str = "kubeline-worker:dev"
     image_pull_policy: str = "IfNotPresent"
     service_account: str | None = None
-    api_url: str = "http://kubeline:8080"  # how pods reach the Kubeline API (outputs upload)
+    api_url: str | None = None  # how pods reach the Kubeline API to upload results; None: the pod log
     ttl_seconds: int = 3600  # finished Jobs kept this long (for kubectl; logs are stored anyway)
     uv_cache_claim: str | None = None  # a PVC for the uv cache; default: an emptyDir per pod
     code_claim: str | None = None  # a PVC for large folders (and the uv cache, without uv_cache_claim)
@@ -147,6 +151,11 @@ def launch_plan(spec: base.AttemptSpec, *, has_code: bool, requirements: bool,
             "code_dir": code_dir, "memory_limit": spec.resources.limits.memory}
 
 
+@functools.cache
+def _results_source() -> str:
+    return pathlib.Path(results.__file__).read_text()
+
+
 def code_dir_for(spec: base.AttemptSpec, *, code_sub_path: str | None) -> str | None:
     """Where the pod finds code that is not in the bundle: the image's folder, or the claim's copy."""
     if spec.kubernetes.code_path:
@@ -159,7 +168,7 @@ def config_map(spec: base.AttemptSpec, *, defaults: Defaults, entrypoint: str, c
     """The attempt's bundle; ``ExecutorError`` when it is too large for a ConfigMap."""
     plan = launch_plan(spec, has_code=code is not None, requirements=requirements is not None,
                        code_dir=code_dir)
-    data = {ENTRYPOINT_KEY: entrypoint, "inputs.json": json.dumps(spec.inputs),
+    data = {ENTRYPOINT_KEY: entrypoint, RESULTS_KEY: _results_source(), "inputs.json": json.dumps(spec.inputs),
             "config.json": json.dumps(spec.config), "plan.json": json.dumps(plan)}
     if requirements is not None:
         data["requirements.txt"] = requirements
@@ -203,7 +212,6 @@ def _env(spec: base.AttemptSpec, *, defaults: Defaults, inline: str | None) -> l
         {"name": "PYTHONUNBUFFERED", "value": "1"},
         {"name": "HOME", "value": TMP_DIR},
         {"name": "UV_CACHE_DIR", "value": UV_CACHE_DIR},
-        {"name": "KUBELINE_URL", "value": defaults.api_url},
         {"name": "KUBELINE_BUNDLE", "value": bundle},
         {"name": "KUBELINE_WORK", "value": WORK_DIR},
         {"name": "KUBELINE_INPUTS", "value": f"{bundle}/inputs.json"},
@@ -218,6 +226,8 @@ def _env(spec: base.AttemptSpec, *, defaults: Defaults, inline: str | None) -> l
         {"name": "KUBELINE_ATTEMPT_ID", "value": spec.attempt_id},
         {"name": TOKEN_KEY, "valueFrom": {"secretKeyRef": {"name": name, "key": TOKEN_KEY}}},
     ]
+    if defaults.api_url:
+        env.append({"name": "KUBELINE_URL", "value": defaults.api_url})
     if inline is not None:
         env.append({"name": INLINE_KEY, "value": inline})
     reserved = {item["name"] for item in env}

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from kubeline.domain import errors
 from kubeline.executors.kubernetes import kube, manifests
 
 log = logging.getLogger("kubeline.executors.kubernetes")
@@ -25,6 +26,7 @@ OnEvent = Callable[[str, str, dict[str, Any]], None]  # (kind, type, object)
 OnListed = Callable[[str, set[str]], None]  # (kind, attempt ids present)
 KINDS = ("jobs", "pods")
 _WATCH_SECONDS = 240
+READY_FAILURES = 3  # failed first lists (0.4 + 0.8 s apart) before the server counts as unreachable
 
 
 class NamespaceWatch:
@@ -36,6 +38,9 @@ class NamespaceWatch:
         self.on_event = on_event
         self.on_listed = on_listed
         self.listed = {kind: asyncio.Event() for kind in KINDS}
+        self.unlisted_failures = 0  # failed first lists: the API server may be unreachable
+        self.error = ""
+        self._failed = asyncio.Event()
         self._stop = threading.Event()
         self._responses: dict[str, Any] = {}
         self._threads = [threading.Thread(target=self._run, args=(kind,), daemon=True,
@@ -45,10 +50,21 @@ class NamespaceWatch:
         for thread in self._threads:
             thread.start()
 
-    async def ready(self) -> None:
-        """Both kinds listed once (events after this are not missed)."""
+    async def ready(self, *, give_up_after: int = READY_FAILURES) -> None:
+        """Both kinds listed once (events after this are not missed); ``ExecutorError`` when
+        the first list failed ``give_up_after`` times (a few seconds: the server is unreachable)."""
         for event in self.listed.values():
-            await event.wait()
+            while not event.is_set():
+                if self.unlisted_failures >= give_up_after:
+                    raise errors.ExecutorError(
+                        f"cannot reach the Kubernetes API server at {self.kube.api.configuration.host} "
+                        f"({self.error}); check the kubeconfig's server and that the cluster is running "
+                        "(kubectl get nodes)")
+                self._failed.clear()
+                waits = {asyncio.ensure_future(event.wait()), asyncio.ensure_future(self._failed.wait())}
+                _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                for waiter in pending:
+                    waiter.cancel()
 
     def stop(self) -> None:
         self._stop.set()
@@ -61,6 +77,11 @@ class NamespaceWatch:
                 self.loop.call_soon_threadsafe(fn, *args)
             except RuntimeError:  # the loop closed meanwhile
                 self._stop.set()
+
+    def _list_failed(self, error: str) -> None:
+        self.unlisted_failures += 1
+        self.error = error
+        self._failed.set()
 
     def _list(self, kind: str) -> str:
         answer = self.kube.request("GET", self.kube.path(kind, self.namespace),
@@ -94,6 +115,8 @@ class NamespaceWatch:
                     continue
                 log.warning("watch of %s in %s failed (%s); retrying", kind, self.namespace,
                             kube.describe(exc))
+                if version is None and not self.listed[kind].is_set():
+                    self._emit(self._list_failed, kube.describe(exc))
                 version = None
                 time.sleep(min(0.2 * 2 ** failures, 5.0))
 
