@@ -437,11 +437,12 @@ class KubernetesExecutor:
                 await tracked.changed(tracked.generation, 0.2)
 
     async def _follow_once(self, tracked: tracking.Tracked, follower: logs.Follower) -> None:
-        """One follow, until it ends or the pod status says the container exited (then it is
-        interrupted: containerd may never close it)."""
+        """One follow, until it ends, or until the pod status says the container exited or the
+        attempt has its verdict (a Job past its deadline): then it is interrupted, as containerd
+        may never close it."""
         reading = asyncio.get_running_loop().run_in_executor(self._log_pool, follower.run_once)
         while not reading.done():
-            if _terminated(tracked.seen.pod) or tracked.cancelled or tracked.seen.pod_gone:
+            if _terminated(tracked.seen.pod) or tracked.finished or tracked.cancelled or tracked.seen.pod_gone:
                 follower.interrupt()  # again every 0.2 s: it may come before the stream is open
                 await asyncio.wait([reading], timeout=0.2)
                 continue
