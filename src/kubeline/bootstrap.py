@@ -14,18 +14,20 @@ from collections.abc import AsyncIterator
 import pydantic
 
 from kubeline import settings as settings_
-from kubeline.domain import errors, repos
+from kubeline.domain import errors, notifications, repos
 from kubeline.engine import engine as engine_
 from kubeline.executors import base as executors_base
 from kubeline.executors import local, local_warm
 from kubeline.gitsync import service as gitsync_service
 from kubeline.logs import store as log_store
+from kubeline.notify import service as notify_service
 from kubeline.pipelines import problems as spec_problems
 from kubeline.secrets import crypto
 from kubeline.secrets import service as secret_service
 from kubeline.storage import base as storage_base
 from kubeline.storage import sql
 from kubeline.storage.sql import gitsyncs
+from kubeline.storage.sql import notifications as outbox
 
 
 def settle_heap() -> None:
@@ -48,6 +50,7 @@ class Kubeline:
     engine: engine_.Engine
     new_key_file: pathlib.Path | None  # set when this start generated the secret key
     git: gitsync_service.GitSync | None = None  # with KUBELINE_GIT_REPOS
+    notifier: notify_service.Notifier | None = None
 
 
 def executors_for(settings: settings_.Settings, *,
@@ -104,6 +107,22 @@ def git_sync(settings: settings_.Settings, *, store: sql.SqlStore,
                                    store=store, secrets=secrets)
 
 
+def notifier(settings: settings_.Settings, *, store: sql.SqlStore, secrets: secret_service.SecretService,
+             logs: log_store.LogStore) -> notify_service.Notifier:
+    """The notifier, with ``KUBELINE_NOTIFICATIONS`` checked (``SpecError`` names a bad entry)."""
+    found: list[notifications.NotificationSpec] = []
+    problems: list[errors.Problem] = []
+    for i, raw in enumerate(settings.notifications):
+        try:
+            found.append(notifications.NotificationSpec.model_validate(raw))
+        except pydantic.ValidationError as exc:
+            problems.extend(spec_problems.from_validation_error(exc, file=f"KUBELINE_NOTIFICATIONS[{i}]"))
+    if problems:
+        raise errors.SpecError(problems)
+    return notify_service.Notifier(store=store, outbox=outbox.Outbox(store.database), logs=logs, secrets=secrets,
+                                   settings=settings, global_specs=found, timeout=settings.notify_timeout)
+
+
 @contextlib.asynccontextmanager
 async def open_kubeline(settings: settings_.Settings | None = None) -> AsyncIterator[Kubeline]:
     settings = settings or settings_.Settings()
@@ -123,7 +142,8 @@ async def open_kubeline(settings: settings_.Settings | None = None) -> AsyncIter
                                                             default_executor=settings.executor))
         yield Kubeline(settings=settings, store=store, logs=logs, secrets=secrets, executors=executors,
                        engine=engine, new_key_file=settings.key_file if created else None,
-                       git=git_sync(settings, store=store, secrets=secrets))
+                       git=git_sync(settings, store=store, secrets=secrets),
+                       notifier=notifier(settings, store=store, secrets=secrets, logs=logs))
     finally:
         for executor in executors.values():
             await executor.close()

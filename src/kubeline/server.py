@@ -97,6 +97,8 @@ def _start_background(kl: bootstrap.Kubeline, role: Role) -> list[asyncio.Task[A
     tasks: list[asyncio.Task[Any]] = []
     if kl.git is not None:  # every role: each replica checks out the commit the database agreed on
         tasks.append(_task(kl.git.run_forever(), "git-sync"))
+    if kl.notifier is not None and role in ("all", "scheduler", "worker"):  # idempotent across replicas
+        tasks.append(_task(kl.notifier.run_forever(), "notifications"))
     if role in ("all", "worker"):
         tasks.append(_task(kl.engine.resume(), "resume"))
         tasks.append(_task(kl.engine.serve(), "dispatcher"))

@@ -79,6 +79,22 @@ class Settings(pydantic_settings.BaseSettings):
                     '"main", "subdir": "pipelines", "interval": 60, "token_secret": "GH_TOKEN"}] '
                     "(fields: kubeline.domain.repos.RepoSpec).")
 
+    notifications: list[dict[str, Any]] = pydantic.Field(
+        default_factory=list, description='Global notifications, JSON: [{"channel": "slack", "url_secret": '
+                                          '"SLACK_URL", "on": ["failure", "recovery"]}] (every pipeline).')
+    public_url: str = pydantic.Field(
+        "http://127.0.0.1:8080", description="This server's URL as people reach it (links in notifications).")
+    notify_timeout: float = pydantic.Field(
+        10.0, gt=0, description="Seconds one notification delivery may take (a hanging receiver is retried later).")
+    smtp_host: str | None = pydantic.Field(None, description="SMTP server for email notifications.")
+    smtp_port: int = 587
+    smtp_starttls: bool = pydantic.Field(True, description="Upgrade the SMTP connection with STARTTLS.")
+    smtp_username: str | None = None
+    smtp_password: pydantic.SecretStr | None = None
+    smtp_from: str = "kubeline@localhost"
+    smtp_cafile: pathlib.Path | None = pydantic.Field(
+        None, description="CA bundle to verify the SMTP server's certificate (default: the system's).")
+
     docker_host: str | None = pydantic.Field(
         None, description="Docker daemon URL, e.g. unix:///var/run/docker.sock (default: the SDK's "
                           "default socket); it must share this machine's filesystem (bind mounts).")

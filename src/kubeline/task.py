@@ -155,6 +155,20 @@ def set_route(name: str) -> None:
     _write_atomically(pathlib.Path(path), name.strip())
 
 
+NOTIFY_PREFIX = "::kubeline-notify::"
+
+
+def notify(text: str) -> None:
+    """Send ``text`` to the pipeline's notification channels (and the global ones).
+
+    It is one line on stdout that Kubeline picks up from the attempt's log when the run ends, so
+    it works on every executor and never blocks or fails the script; secrets are masked as in
+    the rest of the log."""
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("task.notify needs a non-empty message")
+    print(NOTIFY_PREFIX + json.dumps({"text": " ".join(text.split())[:2000]}), flush=True)
+
+
 def artifacts_dir() -> pathlib.Path:
     """A directory whose files Kubeline keeps with the attempt (a temporary one outside)."""
     given = os.environ.get(ARTIFACTS_ENV)

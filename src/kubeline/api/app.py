@@ -18,6 +18,7 @@ from kubeline.api.routes import (
     git,
     health,
     hooks,
+    notifications,
     pipelines,
     runs,
     schedules,
@@ -44,6 +45,6 @@ def create_app(kl: bootstrap.Kubeline, *, metrics: metrics_.Metrics | None = Non
     problems.install(app)
     app.add_middleware(problems.BodyLimit, limit=kl.settings.max_request_bytes)
     app.include_router(health.router)
-    for module in (pipelines, runs, cells, git, streams, secrets, scripts, hooks, schedules, attempt_io):
+    for module in (pipelines, runs, cells, git, notifications, streams, secrets, scripts, hooks, schedules, attempt_io):
         app.include_router(module.router, prefix=API_PREFIX)
     return app

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 import croniter
 import pydantic
 
+from kubeline.domain import notifications as notifications_
 from kubeline.domain import quantities
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
@@ -453,6 +454,12 @@ class PipelineSpec(Model):
     kubernetes: KubernetesSpec = KubernetesSpec()
     restart: RestartPolicy = RestartPolicy()
     cells: Cells = pydantic.Field(default_factory=dict)
+    notifications: list[notifications_.NotificationSpec] = pydantic.Field(
+        default_factory=list, description="Where run events go: email, slack, teams or a signed webhook.")
+    expected_duration: Seconds | None = pydantic.Field(
+        None, description="Seconds a run should take; a 'slow' notification fires once it runs longer.")
+    notify_rate_limit: int = pydantic.Field(
+        10, ge=1, description="Notifications per channel per hour; more are recorded as suppressed.")
 
     @pydantic.model_validator(mode="before")
     @classmethod

@@ -209,3 +209,27 @@ git_syncs = sa.Table(
     sa.Column("synced_at", UTCDateTime, nullable=True),  # when good_commit was last changed
     sa.Column("updated_at", UTCDateTime, nullable=False),
 )
+
+# Notifications: an outbox of deliveries. The unique key makes producing them idempotent across
+# replicas (each event of a run to each target once); delivery is claimed row by row.
+notifications = sa.Table(
+    "notifications",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("key", sa.String(255), nullable=False, unique=True),  # run/event/target
+    sa.Column("run_id", ID, nullable=False, index=True),
+    sa.Column("pipeline", NAME, nullable=False),
+    sa.Column("event", sa.String(32), nullable=False),
+    sa.Column("channel", sa.String(16), nullable=False),
+    sa.Column("target", sa.Text, nullable=False),  # never a secret value
+    sa.Column("spec", sa.JSON, nullable=False),  # the NotificationSpec (secrets by name only)
+    sa.Column("message", sa.JSON, nullable=False),
+    sa.Column("state", STATE, nullable=False),  # pending | sending | sent | failed | suppressed
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("next_at", UTCDateTime, nullable=False),
+    sa.Column("last_error", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("sent_at", UTCDateTime, nullable=True),
+    sa.Index("ix_notifications_state_next_at", "state", "next_at"),
+    sa.Index("ix_notifications_pipeline_target_created_at", "pipeline", "target", "created_at"),
+)
