@@ -2,18 +2,24 @@
 Jobs (same image, same hardened pod, `python3 -c pass`) created and awaited one after another
 with the Kubernetes client — the floor.
 
-    KUBECONFIG=~/.cache/kubeline/cluster/kubeconfig .venv/bin/python bench/k8s_chain.py [--stages 10]
+    KUBECONFIG=~/.cache/kubeline/cluster/kubeconfig .venv/bin/python bench/k8s_chain.py \
+        [--stages 10] [--rounds 5] [--delivery log|upload]
 
-Needs scripts/local-cluster (or any cluster whose pods reach this host at --node-ip) and the worker
-image. Prints the total of each, the per-stage overhead Kubeline adds above the floor (target
-< 100 ms) and p50/p99 of Job-created -> pod-running (measured by watch, client side, on the bare
-Jobs). Uses its own namespace, deleted afterwards.
+Both sides move in 1 s steps of the kubelet's relist, so one run says little: each round runs
+both sides, in alternating order (interleaved), and the figures are the median and spread
+(min-max) over the rounds, per side and of the per-stage overhead above the floor (target
+<= 100 ms as a median). ``--delivery log`` (default) is a laptop with only a kubeconfig (each
+pod hands its result back in its log); ``upload`` starts an API server the pods upload to, at
+--node-ip. Needs scripts/local-cluster (or any cluster whose pods reach this host at --node-ip
+for ``upload``) and the worker image. Also prints p50/p99 of Job-created -> pod-running
+(measured by watch, client side, on bare Jobs). Uses its own namespace, deleted afterwards.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import pathlib
 import secrets
@@ -95,48 +101,67 @@ async def chain(rig_settings: settings.Settings, folder: pathlib.Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stages", type=int, default=10)
-    parser.add_argument("--samples", type=int, default=30, help="bare Jobs for the created->running percentiles")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of both sides (at least 5)")
+    parser.add_argument("--samples", type=int, default=10, help="bare Jobs for the created->running percentiles")
+    parser.add_argument("--delivery", choices=("log", "upload"), default="log")
     parser.add_argument("--image", default=os.environ.get("KUBELINE_E2E_IMAGE", "kubeline-worker:dev"))
-    parser.add_argument("--node-ip", default="10.244.0.1", help="where pods reach this host")
+    parser.add_argument("--node-ip", default="10.244.0.1", help="where pods reach this host (upload)")
     args = parser.parse_args()
+    if args.rounds < 5:
+        parser.error("--rounds: at least 5 (one round says little: both sides move in 1 s steps)")
     kubeconfig = pathlib.Path(os.environ.get("KUBECONFIG", pathlib.Path.home() / ".kube/config"))
     api = config.new_client_from_config(config_file=str(kubeconfig))
     core = client.CoreV1Api(api)
     namespace = f"bench-chain-{secrets.token_hex(3)}"
     core.create_namespace({"metadata": {"name": namespace}})
+    chains: list[float] = []
+    floors: list[float] = []
     try:
         while not _token_ready(core, namespace):  # 1.20: pods need the default SA's token Secret
             time.sleep(0.2)
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
             root = pathlib.Path(tmp)
             folder = make_pipeline(root, args.stages)
-            with testing.ServerThread(settings.Settings(home=root / "home", secret_key=None), role="api",
-                                      host=args.node_ip) as server:
-                rig = settings.Settings(home=root / "home", secret_key=None, executor="kubernetes",
-                                        kubernetes_namespace=namespace, kubernetes_kubeconfig=kubeconfig,
-                                        kubernetes_image=args.image, kubernetes_api_url=server.url)
-                floor(api, namespace, args.image, 2)  # warm-up: image and pod sandbox caches
-                asyncio.run(chain(rig, folder))  # warm-up
-                engine_total = asyncio.run(chain(rig, folder))
-                floor_total, _ = floor(api, namespace, args.image, args.stages)
-                _, samples = floor(api, namespace, args.image, args.samples)
+            api_url = None
+            if args.delivery == "upload":
+                api_url = stack.enter_context(testing.ServerThread(
+                    settings.Settings(home=root / "home", secret_key=None), role="api", host=args.node_ip)).url
+            rig = settings.Settings(home=root / "home", secret_key=None, executor="kubernetes",
+                                    kubernetes_namespace=namespace, kubernetes_kubeconfig=kubeconfig,
+                                    kubernetes_image=args.image, kubernetes_api_url=api_url)
+            floor(api, namespace, args.image, 2)  # warm-up: image and pod sandbox caches
+            asyncio.run(chain(rig, folder))  # warm-up
+            for round_ in range(args.rounds):
+                if round_ % 2:
+                    floors.append(floor(api, namespace, args.image, args.stages)[0])
+                    chains.append(asyncio.run(chain(rig, folder)))
+                else:
+                    chains.append(asyncio.run(chain(rig, folder)))
+                    floors.append(floor(api, namespace, args.image, args.stages)[0])
+                print(f"round {round_ + 1}: chain {chains[-1]:.2f}s, floor {floors[-1]:.2f}s", flush=True)
+            _, samples = floor(api, namespace, args.image, args.samples)
     finally:
         core.delete_namespace(namespace, propagation_policy="Background")
-    per_stage = (engine_total - floor_total) / args.stages
+    overheads = [(c - f) / args.stages * 1000 for c, f in zip(chains, floors, strict=True)]
     ordered = sorted(samples)
     p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
-    print(f"chain of {args.stages} stages on the Kubernetes executor: {engine_total:.2f}s "
-          f"({engine_total / args.stages * 1000:.0f} ms per stage)")
-    print(f"floor, {args.stages} bare Jobs created and awaited in a loop: {floor_total:.2f}s "
-          f"({floor_total / args.stages * 1000:.0f} ms per Job)")
-    print(f"overhead above the floor: {per_stage * 1000:.0f} ms per stage (target < 100 ms)")
+    print(f"{args.rounds} interleaved rounds, {args.stages} stages, result delivery: {args.delivery}")
+    print(f"chain on the Kubernetes executor: {_spread(chains, 's')}")
+    print(f"floor, {args.stages} bare Jobs created and awaited in a loop: {_spread(floors, 's')}")
+    print(f"overhead above the floor per stage: {_spread(overheads, ' ms', digits=0)} (target: median <= 100 ms)")
     print(f"Job created -> pod running over {len(samples)} bare Jobs: p50 {statistics.median(samples) * 1000:.0f} ms, "
           f"p99 {p99 * 1000:.0f} ms")
-    print(f"(a Kubeline pod also has a Secret (attempt token) and emptyDirs, unpacks its inline bundle, "
-          f"forks the stage and uploads its outputs; {manifests.ATTEMPT_LABEL} labels)")
-    print("note: both sides move in steps of the kubelet's 1 s relist (a pod's start and exit are seen "
-          "there); a stage finishes once its upload is stored and its log is read to its end markers, "
-          "which the kubelet serves after the relist that saw the container run")
+    print(f"(a Kubeline pod also has a Secret (attempt token) and emptyDirs, unpacks its inline bundle and "
+          f"forks the stage; {manifests.ATTEMPT_LABEL} labels)")
+    print("note: a stage ends once its log is read to its end markers and result lines; the kubelet "
+          "serves a container's log only after the relist that saw it run, and the floor waits for the "
+          "pod status of a relist too: both move in 1 s steps, and a pod that runs longer is more often "
+          "caught running by a relist (one more second)")
+
+
+def _spread(values: list[float], unit: str, *, digits: int = 2) -> str:
+    return (f"median {statistics.median(values):.{digits}f}{unit}, spread {min(values):.{digits}f}-"
+            f"{max(values):.{digits}f}{unit} (stdev {statistics.stdev(values):.{digits}f})")
 
 
 def _token_ready(core: client.CoreV1Api, namespace: str) -> bool:

@@ -3,8 +3,8 @@
 The session starts its own daemon in a temp dir (``--bridge=none --iptables=false``: no network
 changes on the machine; its own socket, data root and exec root) and loads the worker image
 ``kubeline-worker:dev`` from the docker-archive that ``scripts/cluster/images.sh`` writes
-(``~/.cache/kubeline/images/kubeline-worker-dev.tar``, or ``$KUBELINE_WORKER_IMAGE_TAR``).
-Nothing is pulled. Where the daemon cannot start (no ``dockerd``, not root, no cgroups) or the
+(``~/.cache/kubeline/images/kubeline-worker-dev.tar``, built with ``scripts/local-cluster
+load-image`` when missing, or ``$KUBELINE_WORKER_IMAGE_TAR``). Nothing is pulled. Where the daemon cannot start (no ``dockerd``, not root, no cgroups) or the
 image tarball is missing, the tests are skipped with the reason, unless
 ``KUBELINE_REQUIRE_DOCKER=1``, which turns the skip into a failure. The daemon is stopped at
 the end of the session.
@@ -85,6 +85,12 @@ def docker_daemon() -> Iterator[Daemon]:
     if os.geteuid() != 0:
         _unavailable("dockerd needs root here (the tests run it on a socket of their own)")
     tar = _image_tar()
+    if not tar.is_file() and "KUBELINE_WORKER_IMAGE_TAR" not in os.environ:  # a fresh machine: build it
+        repo = pathlib.Path(__file__).resolve().parents[3]
+        build = subprocess.run([str(repo / "scripts" / "local-cluster"), "load-image"], capture_output=True,
+                               text=True, check=False, timeout=1800)
+        if build.returncode != 0:
+            _unavailable(f"cannot build the worker image: {build.stderr[-1500:]}")
     if not tar.is_file():
         _unavailable(f"no worker image tarball at {tar} (build it: scripts/local-cluster load-image)")
     root = pathlib.Path(tempfile.mkdtemp(prefix="kl-dockerd-"))  # short: the socket path is capped
