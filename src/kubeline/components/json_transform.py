@@ -1,7 +1,8 @@
 """The ``json_transform`` stage: a JMESPath expression applied to JSON, without writing a script.
 
 ``data`` is usually an upstream output (``${stages.fetch.outputs.body}``); without it the
-expression sees the stage's inputs. The output is ``{result}``.
+expression sees the stage's inputs. The output is ``{result}``. Without an expression (FlowMason's
+example has a ``json_transform`` stage without ``config``) the input passes through unchanged.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ def run(
     """Apply the expression; ``data`` counts as given when the key is present, even if null."""
     given = "data" in config.model_fields_set
     data = config.data if given else inputs
+    if config.expression is None:
+        log(f"json_transform: no expression, {'data' if given else 'the inputs'} passed through unchanged"
+            f" ({_describe(data)})")
+        return {"result": data}
     log(
         f"json_transform: {config.expression!r} on {'data' if given else 'the inputs'}"
         f" ({_describe(data)})"

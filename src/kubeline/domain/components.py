@@ -45,14 +45,17 @@ class HttpRequestConfig(_Config):
 
 
 class JsonTransformConfig(_Config):
-    expression: str = pydantic.Field(description="JMESPath expression applied to 'data'.")
+    expression: str | None = pydantic.Field(
+        None, description="JMESPath expression applied to 'data'; without one, 'data' passes through unchanged.")
     data: Any = pydantic.Field(
         None, description="What to transform, usually '${stages.x.outputs.body}'; default: the stage inputs."
     )
 
     @pydantic.field_validator("expression")
     @classmethod
-    def _compiles(cls, value: str) -> str:
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
         import jmespath  # not I/O: a pure parser, used only to validate up front
         import jmespath.exceptions
 

@@ -33,3 +33,8 @@ def test_uses_the_inputs_without_data_and_null_data_when_given() -> None:
 def test_a_type_error_at_run_time_fails_clearly() -> None:
     with pytest.raises(base.ComponentError, match=r"'sum\(@\)' failed: .*invalid type"):
         transform({"expression": "sum(@)", "data": "text"})
+
+
+def test_without_an_expression_the_input_passes_through_unchanged() -> None:
+    assert transform({}, {"raw": {"count": 3}}) == {"raw": {"count": 3}}
+    assert transform({"data": [1, 2]}) == [1, 2]

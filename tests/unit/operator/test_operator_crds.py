@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from kubeline.operator import crds, resources
+from kubeline.operator import convert, crds, resources
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
 CRD_DIR = REPO / "deploy" / "base" / "crds"
@@ -64,7 +64,7 @@ def test_camel_case_fields_and_required() -> None:
         run["properties"])
 
 
-def test_flowmason_example_fits_the_models() -> None:
+def test_flowmason_example_fits_the_models(tmp_path: pathlib.Path) -> None:
     doc = yaml.safe_load("""
     stages:
       - {id: fetch, componentType: http_request, config: {url: "https://api.example.com/data"}}
@@ -81,3 +81,5 @@ def test_flowmason_example_fits_the_models() -> None:
     assert spec.schedule == "0 * * * *"
     assert spec.retries.attempts == 3
     assert "KEY" in spec.env
+    built = convert.build_pipeline(name="data-processor", namespace="ns", spec=spec, files={}, home=tmp_path)
+    assert [stage.id for stage in built.spec.stages] == ["fetch", "process"]  # json_transform without config
