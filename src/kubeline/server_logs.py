@@ -1,7 +1,9 @@
 """Structured logs for ``kubeline server``: one JSON object per line on stderr.
 
 Log shippers (Loki, Cloud Logging, ELK) parse these without rules; fields passed with
-``extra=`` (``run_id``, ``pipeline``...) become keys of the object.
+``extra=`` (``run_id``, ``pipeline``...) become keys of the object when they are plain data
+(strings, numbers, lists, mappings): kopf passes its whole ``OperatorSettings`` with every line,
+which would otherwise be most of an operator's debug log.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import logging
 import sys
 from typing import Any
 
+_PLAIN = (str, int, float, bool, type(None), list, tuple, dict)
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "color_message"}
 
 
@@ -26,7 +29,7 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         for key, value in record.__dict__.items():
-            if key not in _RESERVED and not key.startswith("_"):
+            if key not in _RESERVED and not key.startswith("_") and isinstance(value, _PLAIN):
                 entry[key] = value
         return json.dumps(entry, default=str)
 

@@ -73,3 +73,19 @@ async def test_conflicting_writes_have_one_winner() -> None:
 def test_timings_must_nest() -> None:
     with pytest.raises(ValueError, match="retry_seconds < renew_deadline < lease_seconds"):
         leader.LeaderElection(leases=leader.MemoryLeases(), identity="x", lease_seconds=10, renew_deadline=12)
+
+
+def test_kopf_log_lines_do_not_carry_the_operator_settings() -> None:
+    import json
+    import logging
+
+    import kopf
+
+    from kubeline import server_logs
+
+    record = logging.LogRecord("kopf.objects", logging.DEBUG, __file__, 1, "Handler 'sync' succeeded.", None, None)
+    record.__dict__.update({"settings": kopf.OperatorSettings(), "k8s_ref": {"name": "p", "namespace": "ns"},
+                            "k8s_skip": False})
+    line = server_logs.JsonFormatter().format(record)
+    assert "OperatorSettings" not in line and len(line) < 400
+    assert json.loads(line)["k8s_ref"] == {"name": "p", "namespace": "ns"}
