@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import pathlib
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -68,8 +69,15 @@ class PipelineClient:
         if api_client is None:
             try:
                 api_client = config.new_client_from_config(config_file=kubeconfig, context=context)  # type: ignore[no-untyped-call]
-            except config.ConfigException:
-                config.load_incluster_config()  # type: ignore[no-untyped-call]
+            except config.ConfigException as exc:
+                try:
+                    config.load_incluster_config()  # type: ignore[no-untyped-call]
+                except config.ConfigException:
+                    where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+                    raise errors.KubelineError(
+                        f"no usable kubeconfig at {where} ({exc}) and not running in a pod; pass "
+                        "--kubeconfig FILE or set KUBECONFIG (for the local cluster: "
+                        'eval "$(scripts/local-cluster env)")') from None
                 api_client = client.ApiClient()
         self.api_client = api_client
         self.custom = client.CustomObjectsApi(api_client)
@@ -229,7 +237,9 @@ class PipelineClient:
                 time.sleep(0.5)
             finally:
                 stream.stop()  # type: ignore[no-untyped-call]
-        raise TimeoutError(f"PipelineRun {ns}/{name} did not finish within {timeout}s (phase {last and last.phase})")
+        said = problems(last) if last is not None else ""
+        raise TimeoutError(f"PipelineRun {ns}/{name} did not finish within {timeout}s (phase "
+                           f"{last and last.phase}{': ' + said if said else ''})")
 
     def wait_for_run(self, name: str, *, namespace: str | None = None,
                      timeout: float | None = None) -> resources.PipelineRunStatus:
@@ -336,6 +346,13 @@ class AsyncPipelineClient:
 
     async def wait_for_run(self, name: str, **kwargs: Any) -> resources.PipelineRunStatus:
         return await asyncio.to_thread(self.sync.wait_for_run, name, **kwargs)
+
+
+def problems(status: resources.PipelineRunStatus) -> str:
+    """The conditions that say why a run does not go on (``PipelineNotFound: Pipeline ns/x does not
+    exist; waiting for it``), in words; empty when none does."""
+    return "; ".join(f"{c.reason}: {c.message}" if c.message else c.reason
+                     for c in status.conditions if c.status == "False" and c.reason)
 
 
 def _default_namespace(*, context: str | None, kubeconfig: str | None) -> str:

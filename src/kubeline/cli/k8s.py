@@ -42,6 +42,8 @@ def register(root: typer.Typer) -> None:
 def _client(namespace: str | None, kubeconfig: str | None, context: str | None) -> k8s.PipelineClient:
     try:
         return k8s.PipelineClient(namespace=namespace, kubeconfig=kubeconfig, context=context)
+    except errors.KubelineError as exc:
+        raise _fail(str(exc)) from None
     except Exception as exc:
         raise _fail(f"cannot load a Kubernetes config: {exc}") from None
 
@@ -191,7 +193,8 @@ def run(  # noqa: PLR0917 - Typer options
     try:
         for st in client.watch_run(run_name, timeout=timeout):
             stages = " ".join(f"{k}={v.phase}" for k, v in st.stages.items())
-            out.print(f"{st.phase} {stages}".strip())
+            said = k8s.problems(st)
+            out.print(f"{st.phase} {stages}".strip() + (f" ({said})" if said else ""), markup=False, highlight=False)
     except TimeoutError as exc:
         raise _fail(str(exc)) from None
     except errors.KubelineError as exc:

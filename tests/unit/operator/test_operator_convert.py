@@ -115,3 +115,29 @@ def test_run_inputs_and_pod_overrides() -> None:
 def test_status_patches_leave_out_empty_values() -> None:
     assert convert.without_nulls({"a": None, "b": "", "c": {"d": None, "e": "x"}, "f": [{"g": ""}], "h": 0}) == {
         "c": {"e": "x"}, "f": [{}], "h": 0}
+
+
+def test_a_waiting_run_says_why_in_words() -> None:
+    from kubeline import k8s
+    from kubeline.operator import resources
+
+    status = resources.PipelineRunStatus.model_validate({"phase": "Pending", "conditions": [
+        {"type": "Submitted", "status": "False", "reason": "PipelineNotFound",
+         "message": "Pipeline team/etl (spec.pipelineRef) does not exist; waiting for it"},
+        {"type": "Succeeded", "status": "Unknown", "reason": "PipelineNotFound", "message": "x"}]})
+    assert k8s.problems(status) == ("PipelineNotFound: Pipeline team/etl (spec.pipelineRef) does not exist; "
+                                    "waiting for it")
+    assert k8s.problems(resources.PipelineRunStatus()) == ""
+
+
+def test_no_kubeconfig_says_what_is_missing(tmp_path: pathlib.Path) -> None:
+    import subprocess
+    import sys
+
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "KUBECONFIG": str(tmp_path / "none")}
+    proc = subprocess.run([str(pathlib.Path(sys.executable).parent / "kubeline"), "k8s", "list"], env=env,
+                          capture_output=True, text=True, check=False, timeout=60)
+    assert proc.returncode == 1
+    text = " ".join(proc.stderr.split())
+    assert f"no usable kubeconfig at {tmp_path / 'none'}" in text and "not running in a pod" in text
+    assert "Service host/port" not in text
