@@ -43,8 +43,9 @@ def translate(exc: Exception, *, what: str) -> errors.KubelineError:
     body = getattr(exc, "body", None)
     message = str(exc)
     if body:
-        with contextlib.suppress(ValueError, TypeError):
-            message = json.loads(body).get("message", message)
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            parsed = json.loads(body)
+            message = parsed.get("message") or parsed.get("detail") or message
     if status == 404:
         return errors.NotFoundError(f"{what} not found: {message}")
     if status == 409:
@@ -303,8 +304,7 @@ class PipelineClient:
                 if kind == "end":
                     return
                 if kind == "log":
-                    line = json.loads(data)
-                    yield f"{line['at']} [{line.get('stage_id') or '-'}] {line['text']}"
+                    yield follow_line(json.loads(data))
 
     def _proxy_get(self, service: str, namespace: str, path: str, *, what: str) -> Any:
         """GET ``path`` of ``service`` through the API server; the raw (streamable) response."""
@@ -346,6 +346,15 @@ class AsyncPipelineClient:
 
     async def wait_for_run(self, name: str, **kwargs: Any) -> resources.PipelineRunStatus:
         return await asyncio.to_thread(self.sync.wait_for_run, name, **kwargs)
+
+
+def follow_line(line: dict[str, Any]) -> str:
+    """A followed log line (the SSE ``log`` event's data) as the log download writes it:
+    ``<ISO time> <stage>#<attempt> <stream> <text>``, so ``logs`` and ``logs -f`` print alike."""
+    import datetime as dt
+
+    at = dt.datetime.fromisoformat(str(line["at"]).replace("Z", "+00:00")).isoformat()
+    return f"{at} {line.get('stage_id')}#{line.get('attempt')} {line.get('stream')} {line['text']}"
 
 
 def problems(status: resources.PipelineRunStatus) -> str:

@@ -12,6 +12,7 @@ import asyncio
 import base64
 import pathlib
 import secrets as secrets_
+import sys
 from typing import Annotated, Any
 
 import typer
@@ -213,15 +214,27 @@ def logs(  # noqa: PLR0917 - Typer options
          namespace: Namespace = None, kubeconfig: Kubeconfig = None, context: Context = None) -> None:
     """Stage logs of a run, from the Kubeline server (through the API server's Service proxy)."""
     client = _client(namespace, kubeconfig, context)
+    is_resource = True
     try:
         run_id = client.get_run_status(run_name).run_id
     except errors.NotFoundError:
-        run_id = run_name
+        run_id, is_resource = run_name, False
+    except errors.KubelineError as exc:
+        raise _fail(str(exc)) from None
     if not run_id:
         raise _fail(f"PipelineRun {run_name} has no run yet (see `kubeline k8s status {run_name}`)")
-    for line in _guard(lambda: list(client.run_logs(run_id, service=service, follow=False))
-                       if not follow else client.run_logs(run_id, service=service, follow=True)):
-        out.print(line, markup=False, highlight=False, soft_wrap=True)
+    try:
+        for line in (client.run_logs(run_id, service=service, follow=follow)):
+            sys.stdout.write(line + "\n")  # one line format, line-buffered (also when piped)
+            sys.stdout.flush()
+    except errors.NotFoundError as exc:
+        if is_resource:
+            raise _fail(str(exc)) from None
+        raise _fail(f"no PipelineRun {run_name!r} in namespace {client.namespace!r} and no Kubeline run with "
+                    f"that id (list them: kubectl get pipelineruns -n {client.namespace}; another "
+                    "namespace: -n NAME)") from None
+    except errors.KubelineError as exc:
+        raise _fail(str(exc)) from None
 
 
 @app.command()

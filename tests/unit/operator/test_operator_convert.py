@@ -141,3 +141,27 @@ def test_no_kubeconfig_says_what_is_missing(tmp_path: pathlib.Path) -> None:
     text = " ".join(proc.stderr.split())
     assert f"no usable kubeconfig at {tmp_path / 'none'}" in text and "not running in a pod" in text
     assert "Service host/port" not in text
+
+
+def test_followed_log_lines_print_as_the_log_download_does() -> None:
+    import datetime as dt
+
+    from kubeline import k8s
+
+    at = dt.datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=dt.UTC)
+    data = {"at": "2026-01-02T03:04:05.678901Z", "stream": "stdout", "text": "hello  world", "stage_id": "fetch",
+            "attempt": 2, "cursor": "x"}
+    assert k8s.follow_line(data) == f"{at.isoformat()} fetch#2 stdout hello  world"  # services.log_text's format
+
+
+def test_an_api_problem_reads_as_its_detail_not_a_dump() -> None:
+    from kubernetes.client.exceptions import ApiException
+
+    from kubeline import k8s
+    from kubeline.domain import errors
+
+    exc = ApiException(status=404, reason="Not Found")
+    exc.body = '{"type": "about:blank", "status": 404, "detail": "run r1 not found"}'
+    translated = k8s.translate(exc, what="logs of run r1")
+    assert isinstance(translated, errors.NotFoundError)
+    assert str(translated) == "logs of run r1 not found: run r1 not found"
