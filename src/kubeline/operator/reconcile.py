@@ -169,14 +169,21 @@ async def remove_pipeline(ctx: Context, *, namespace: str, name: str) -> None:
 
 
 async def refresh_pipeline(ctx: Context, *, namespace: str, name: str) -> None:
-    """Keep ``nextSchedule`` current (a timer calls this)."""
+    """Keep ``nextSchedule`` current, and ``lastRun`` for runs no PipelineRun made (scheduled,
+    webhook, API runs: a PipelineRun's own run is recorded when it ends); a timer calls this."""
     try:
         pipeline = await ctx.kl.store.get_pipeline(name)
     except errors.NotFoundError:
         return
-    if convert.owner_namespace(pipeline) == namespace:
-        await _patch_status(ctx, k8s.PIPELINES, name, namespace,
-                            {"nextSchedule": convert.next_schedule(pipeline.spec, now=_now())})
+    if convert.owner_namespace(pipeline) != namespace:
+        return
+    status: dict[str, Any] = {"nextSchedule": convert.next_schedule(pipeline.spec, now=_now())}
+    finished = await ctx.kl.store.list_runs(pipeline=name, states_in=sorted(states.FINAL_RUN), limit=1)
+    if finished and finished[0].triggered_by.kind is not runs.TriggerKind.KUBERNETES:
+        run = finished[0]
+        status["lastRun"] = {"name": "", "runId": run.id, "phase": convert.RUN_PHASES[run.state],
+                             "time": convert.timestamp(run.finished_at)}
+    await _patch_status(ctx, k8s.PIPELINES, name, namespace, status)
 
 
 async def _patch_status(ctx: Context, plural: str, name: str, namespace: str, status: dict[str, Any]) -> None:

@@ -204,3 +204,18 @@ async def test_api_server_unreachable_is_an_error_not_a_crash(kl: bootstrap.Kube
         await _sync(ctx, cluster, "etl")
     cluster.unreachable = False
     assert (await _sync(ctx, cluster, "etl"))["phase"] == "Ready"
+
+
+async def test_a_scheduled_run_updates_the_pipeline_last_run(kl: bootstrap.Kubeline) -> None:
+    ctx, cluster = _ctx(kl, fake.FakeExecutor({}))
+    _pipeline(cluster, "nightly", {**INLINE, "schedule": "0 2 * * *"})
+    await _sync(ctx, cluster, "nightly")
+    pipeline = await kl.store.get_pipeline("nightly")
+    async with _dispatching(kl):
+        run = await kl.engine.submit(pipeline, triggered_by=runs.TriggeredBy(kind=runs.TriggerKind.SCHEDULE,
+                                                                             detail="0 2 * * *"))
+        run = await asyncio.wait_for(kl.engine.execute(run.id), 30)
+    await reconcile.refresh_pipeline(ctx, namespace=NS, name="nightly")
+    status = cluster.body("pipelines", "nightly")["status"]
+    assert status["lastRun"]["runId"] == run.id and status["lastRun"]["phase"] == "Succeeded"
+    assert status["lastRun"]["time"] and status["nextSchedule"]
