@@ -19,6 +19,7 @@ from kubeline import bootstrap
 from kubeline.domain import errors, runs, specs, states
 from kubeline.pipelines import loader
 from kubeline.pipelines import problems as problems_
+from kubeline.storage import wakeups
 
 SCRIPT_PIPELINE = "adhoc-script"
 
@@ -135,12 +136,13 @@ async def wait_final(kl: bootstrap.Kubeline, run_id: str, *, within: float) -> r
     """The run once final, or as it is after ``within`` seconds."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
-    while True:
-        run = await kl.store.get_run(run_id)
-        left = deadline - loop.time()
-        if states.is_final(run.state) or left <= 0:
-            return run
-        await kl.engine.changed(within=min(left, 0.25))
+    async with kl.store.wakeups.subscribe(wakeups.Channel.EVENTS, key=run_id) as changes:
+        while True:
+            run = await kl.store.get_run(run_id)
+            left = deadline - loop.time()
+            if states.is_final(run.state) or left <= 0:
+                return run
+            await changes.wait(within=min(left, 2.0))
 
 
 # scripts --------------------------------------------------------------------------------------

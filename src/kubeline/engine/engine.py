@@ -28,6 +28,7 @@ from kubeline.engine import inputs as inputs_
 from kubeline.engine import planner, ports
 from kubeline.executors import base
 from kubeline.storage import base as storage
+from kubeline.storage import wakeups
 
 log = logging.getLogger(__name__)
 ENABLE_HINT = ("add it to KUBELINE_EXECUTORS (comma-separated) if user code may run there, or change the "
@@ -44,7 +45,7 @@ class Engine:
         secrets: ports.Secrets,
         default_executor: str = "local",
         max_concurrent_attempts: int = 16,
-        poll_interval: float = 1.0,
+        poll_interval: float = 2.0,
         cancel_grace: float = 10.0,
         owner: str | None = None,
         lease_seconds: float = 30.0,
@@ -62,7 +63,6 @@ class Engine:
         self.drivers: dict[str, driver_.RunDriver] = {}
         self._driver_tasks: dict[str, asyncio.Task[runs.Run]] = {}
         self._changed = asyncio.Condition()
-        self._dispatch = asyncio.Event()
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
         self.lease_seconds = lease_seconds
         self.caps = caps or storage.ClaimCaps(default_executor=default_executor)
@@ -130,8 +130,7 @@ class Engine:
                        triggered_by=triggered_by or runs.TriggeredBy(), pipeline_path=pipeline.path,
                        schedule_id=schedule_id, parent_run_id=parent_run_id)
         stage_rows = [runs.StageRun(run_id=run.id, stage_id=s.id) for s in spec.stages]
-        run = await self.store.create_run(run, stage_rows)
-        self._dispatch.set()
+        run = await self.store.create_run(run, stage_rows)  # wakes the dispatchers
         self.notify(run.id)
         return run
 
@@ -139,13 +138,22 @@ class Engine:
     def lease(self) -> storage.Lease:
         return storage.Lease(owner=self.owner, until=runs.utcnow() + dt.timedelta(seconds=self.lease_seconds))
 
+    def _wake_dispatch(self) -> None:
+        self.store.wakeups.deliver([(wakeups.Channel.DISPATCH, "")])
+
     async def serve(self, *, batch: int = 8) -> None:
         """Claim and drive queued runs until cancelled (the server's dispatcher loop); adopt the
-        runs of processes that died (expired leases) as they are noticed."""
+        runs of processes that died (expired leases) as they are noticed.
+
+        Woken by the store's DISPATCH wake-ups (a run queued, a slot freed, here or in another
+        replica); ``poll_interval`` is only the safety net."""
+        async with self.store.wakeups.subscribe(wakeups.Channel.DISPATCH) as dispatch:
+            await self._serve(dispatch, batch=batch)
+
+    async def _serve(self, dispatch: wakeups.Waiter, *, batch: int) -> None:
         loop = asyncio.get_running_loop()
         next_adopt = loop.time()
         while True:
-            self._dispatch.clear()
             # Claim only what this process can start now: runs held here while waiting for a slot
             # would starve other replicas (and their leases compete with real work for the database).
             free = self.max_concurrent_runs - len(self._driver_tasks)
@@ -164,11 +172,14 @@ class Engine:
                 self._owned.add(run.id)
                 self._start_driver(run)
             if len(claimed) < batch or free <= len(claimed):
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._dispatch.wait(), timeout=self.poll_interval)
+                await dispatch.wait(within=self.poll_interval)
 
     async def execute(self, run_id: str) -> runs.Run:
         """Drive one run to its end in this process (waiting in the queue while max_instances says so)."""
+        async with self.store.wakeups.subscribe(wakeups.Channel.DISPATCH) as dispatch:
+            return await self._execute(run_id, dispatch)
+
+    async def _execute(self, run_id: str, dispatch: wakeups.Waiter) -> runs.Run:
         while True:
             run = await self.store.get_run(run_id)
             if run.state is states.RunState.QUEUED:
@@ -178,7 +189,7 @@ class Engine:
                     if run.cancel_requested:
                         return await self.store.transition_run(run_id, states.RunState.CANCELLED,
                                                                reason="cancelled while queued")
-                    await self._sleep_until_dispatch()
+                    await dispatch.wait(within=self.poll_interval)
                     continue
                 run = claimed[0]
                 self._owned.add(run.id)
@@ -187,15 +198,10 @@ class Engine:
             if run.id not in self._owned and run.id not in self._driver_tasks:
                 # running elsewhere: drive it only once its owner is gone (lease expired/released)
                 if not await self.store.adopt_runs(self.lease(), limit=1, only=[run_id]):
-                    await self._sleep_until_dispatch()
+                    await dispatch.wait(within=self.poll_interval)
                     continue
                 self._owned.add(run_id)
             return await self._start_driver(run)
-
-    async def _sleep_until_dispatch(self) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._dispatch.wait(), timeout=self.poll_interval)
-        self._dispatch.clear()
 
     async def resume(self) -> list[runs.Run]:
         """Drive the runs left running by a process that is gone (after a crash or restart):
@@ -209,7 +215,7 @@ class Engine:
         if run.id in self._driver_tasks:
             return self._driver_tasks[run.id]
         if self._lease_task is None or self._lease_task.done():
-            self._lease_task = asyncio.create_task(self._renew_leases(), name="lease renewal")
+            self._lease_task = asyncio.create_task(self._while_driving(), name="lease renewal")
         driver = driver_.RunDriver(engine=self, run=run)
         self.drivers[run.id] = driver
         task = asyncio.create_task(self._drive(driver), name=f"run {run.id}")
@@ -225,13 +231,26 @@ class Engine:
         finally:
             self.drivers.pop(driver.run.id, None)
             self._driver_tasks.pop(driver.run.id, None)
-            self._dispatch.set()
+            self._wake_dispatch()  # a slot of this engine is free
             if not self._driver_tasks and self._lease_task is not None:
                 self._lease_task.cancel()  # nothing left to renew
                 self._lease_task = None
         self._owned.discard(run.id)
         await self._fire_downstream(run)
         return run
+
+    async def _while_driving(self) -> None:
+        await asyncio.gather(self._renew_leases(), self._watch_cancels())
+
+    async def _watch_cancels(self) -> None:
+        """Cancel requests (from any process) reach the driver at once through CANCEL wake-ups;
+        the driver still checks the store every ``poll_interval`` in case one was missed."""
+        async with self.store.wakeups.subscribe(wakeups.Channel.CANCEL) as cancels:
+            while True:
+                for run_id in await cancels.wait(within=3600):
+                    driver = self.drivers.get(run_id)
+                    if driver is not None:
+                        driver.cancel_event.set()
 
     async def _renew_leases(self) -> None:
         """Renew the leases of the runs driven here; stop driving any adopted elsewhere."""
@@ -266,7 +285,6 @@ class Engine:
             driver.cancel_event.set()
         elif run.state is states.RunState.QUEUED:
             run = await self.store.transition_run(run_id, states.RunState.CANCELLED, reason="cancelled while queued")
-        self._dispatch.set()
         return run
 
     async def shutdown(self) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from kubeline.domain import runs, states
+from kubeline.storage import wakeups as wakeups_
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -38,6 +39,16 @@ class NewAttempt:
 
 
 Move = StageMove | AttemptMove | NewAttempt
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class NewRun:
+    """A run to insert (queued, with its stage rows) in the same transaction as the change that
+    causes it: a downstream run with its parent's end, a webhook's run with its delivery, a
+    schedule's run with its fire. A crash can then lose neither or both."""
+
+    run: runs.Run
+    stages: list[runs.StageRun]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -84,6 +95,8 @@ class HookVerdict:
 
 
 class Store(Protocol):
+    wakeups: wakeups_.Wakeups  # published by the store's own writes; subscribe to wait for them
+
     async def close(self) -> None: ...
 
     # pipelines -----------------------------------------------------------------------------
@@ -110,12 +123,17 @@ class Store(Protocol):
         """Newest first; ``before`` is a run id cursor (runs created before it)."""
         ...
     async def transition_run(
-        self, run_id: str, to: states.RunState, *, reason: str = "", **fields: Any
+        self, run_id: str, to: states.RunState, *, reason: str = "", spawn: Sequence[NewRun] = (),
+        **fields: Any
     ) -> runs.Run:
         """Move a run (rules checked against the stored state) and set ``fields``; one event row.
+        ``spawn``: runs it causes (downstream), inserted in the same transaction.
 
         ``started_at``/``finished_at`` are set automatically on entering running / a final state.
         """
+        ...
+    async def count_runs(self) -> dict[states.RunState, int]:
+        """How many runs are in each state (one ``GROUP BY``; for gauges)."""
         ...
     async def request_cancel(self, run_id: str) -> runs.Run:
         """Flag a run for cancellation (its driver acts on it); error if the run is final."""
@@ -174,9 +192,11 @@ class Store(Protocol):
         ...
     async def list_schedule_states(self) -> list[ScheduleState]: ...
     async def set_schedule_enabled(self, schedule_key: str, enabled: bool | None) -> ScheduleState: ...
-    async def claim_fire(self, schedule_key: str, fire_time: dt.datetime, *, stale_after: float = 60.0) -> bool:
-        """Record a fire; True for the one caller that must submit its run. A fire recorded more
-        than ``stale_after`` seconds ago without a run (its claimer died) can be claimed again."""
+    async def claim_fire(self, schedule_key: str, fire_time: dt.datetime, *, stale_after: float = 60.0,
+                         run: NewRun | None = None) -> bool:
+        """Record a fire; True for the one caller that won it. With ``run``, the winner's run is
+        inserted and linked to the fire in the same transaction. A fire recorded more than
+        ``stale_after`` seconds ago without a run (its claimer died) can be claimed again."""
         ...
     async def set_fire_run(self, schedule_key: str, fire_time: dt.datetime, run_id: str) -> None: ...
     async def last_fire_times(self) -> dict[str, dt.datetime]:
@@ -188,10 +208,12 @@ class Store(Protocol):
 
     # webhooks ------------------------------------------------------------------------------
     async def accept_delivery(
-        self, hook_key: str, delivery_id: str, *, now: dt.datetime, rate_limit: int, keep: float
+        self, hook_key: str, delivery_id: str, *, now: dt.datetime, rate_limit: int, keep: float,
+        run: NewRun | None = None,
     ) -> HookVerdict:
         """Record a webhook delivery unless ``delivery_id`` was seen (replay) or ``rate_limit``
-        deliveries were accepted in the last minute; forget deliveries older than ``keep`` s."""
+        deliveries were accepted in the last minute; forget deliveries older than ``keep`` s.
+        With ``run``, an accepted delivery's run is inserted in the same transaction."""
         ...
 
     # events --------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from kubeline.domain import errors
+from kubeline.domain import errors, runs, states
 
 RUN_FIELDS = frozenset(
     {"error", "outputs", "started_at", "finished_at", "cancel_requested", "route"}
@@ -93,6 +93,15 @@ def cancel_final(run_id: str, state: str) -> errors.ConflictError:
 
 def foreign_stage(run_id: str, stage_run_id: str, stage_id: str) -> ValueError:
     return ValueError(f"stage {stage_id!r} belongs to run {stage_run_id}, not {run_id}")
+
+
+def check_new_run(run: runs.Run, stages: Iterable[runs.StageRun]) -> None:
+    """A run handed to the store to insert: queued, with stage rows of its own."""
+    if run.state is not states.RunState.QUEUED:
+        raise must_be_new(run_what(run.id), run.state.value, "queued")
+    for stage in stages:
+        if stage.run_id != run.id:
+            raise foreign_stage(run.id, stage.run_id, stage.stage_id)
 
 
 def must_be_new(what: str, state: str, expected: str) -> errors.TransitionError:

@@ -18,9 +18,11 @@ from fastapi import responses
 from kubeline.api import deps, schemas, services, sse
 from kubeline.domain import errors, states
 from kubeline.logs import lines
+from kubeline.storage import wakeups
 
 router = fastapi.APIRouter(prefix="/runs/{run_id}", tags=["logs and events"])
 LastEventId = Annotated[str | None, fastapi.Header(alias="Last-Event-ID", max_length=300)]
+_SAFETY_POLL = 5.0  # seconds between store reads when no wake-up came (one may have been lost)
 _SSE_DOC: dict[int | str, dict[str, Any]] = {200: {"content": {sse.MEDIA_TYPE: {"schema": {"type": "string"}}},
                   "description": "A text/event-stream"}}
 
@@ -94,18 +96,21 @@ async def follow_events(run_id: str, kl: deps.KL, last_event_id: LastEventId = N
     async def frames() -> AsyncIterator[bytes]:
         seen = after
         yield sse.retry_hint()
-        while True:
-            final = states.is_final((await kl.store.get_run(run_id)).state)
-            found = await kl.store.list_events(run_id, after=seen)
-            for item in found:
-                seen = item.id
-                yield sse.event(data=schemas.EventOut.of(item).model_dump(mode="json"), event_type="change",
-                                event_id=str(item.id))
-            if final and not found:
-                run = await kl.store.get_run(run_id)
-                yield sse.event(data={"state": run.state.value}, event_type="end")
-                return
-            await kl.engine.changed(within=0.5)
+        # Woken by the EVENTS wake-up of the run (recorded by any replica); a slow poll as the net.
+        async with kl.store.wakeups.subscribe(wakeups.Channel.EVENTS, key=run_id) as changes:
+            while True:
+                final = states.is_final((await kl.store.get_run(run_id)).state)
+                found = await kl.store.list_events(run_id, after=seen)
+                for item in found:
+                    seen = item.id
+                    yield sse.event(data=schemas.EventOut.of(item).model_dump(mode="json"),
+                                    event_type="change", event_id=str(item.id))
+                if final and not found:
+                    run = await kl.store.get_run(run_id)
+                    yield sse.event(data={"state": run.state.value}, event_type="end")
+                    return
+                if not found:  # after new events, look again at once (the run may be final now)
+                    await changes.wait(within=_SAFETY_POLL)
 
     return responses.StreamingResponse(frames(), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
 

@@ -33,8 +33,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from kubeline.domain import states
-from kubeline.storage import base
-from kubeline.storage.sql import tables
+from kubeline.storage import base, wakeups
+from kubeline.storage.sql import engines, tables
 
 _QUEUED = states.RunState.QUEUED.value
 _RUNNING = states.RunState.RUNNING.value
@@ -234,3 +234,4 @@ def release(conn: sa.Connection, *, owner: str, run_ids: list[str]) -> None:
     if run_ids:
         conn.execute(sa.update(runs).where(runs.c.id.in_(run_ids), runs.c.owner == owner)
                      .values(owner=None, lease_expires_at=None))
+        engines.notice(conn, wakeups.Channel.DISPATCH)  # another process may adopt them now

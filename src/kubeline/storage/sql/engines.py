@@ -18,6 +18,11 @@ The store writes every transaction as a plain function of a SQLAlchemy ``Connect
   checkpoints), foreign keys and a ``busy_timeout``; writes start with ``BEGIN IMMEDIATE`` so a
   read-check-write takes the database write lock before it reads, even against other processes.
 
+Wake-ups: a transaction notes what it changed with ``notice(conn, channel, key)``; on PostgreSQL
+the notes become one ``pg_notify`` statement at the end of the transaction (sent to every
+listening process only if it commits), and after the commit ``wakeups.deliver`` wakes this
+process's waiters (see ``storage.wakeups``).
+
 ``sqlite+aiosqlite://`` URLs are accepted and mean the same file. A cancelled caller does not
 stop a SQLite transaction already handed to the thread: it completes (or fails) as a whole.
 """
@@ -37,18 +42,48 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext import asyncio as sa_asyncio
 
 from kubeline.domain import errors
+from kubeline.storage import wakeups as wakeups_
 
 WRITE_OPTION = "kubeline_write"
 BUSY_TIMEOUT_MS = 30_000
 READER_THREADS = 4
 
 _T = TypeVar("_T")
+_NOTICES = "kubeline_notices"
+Notices = list[tuple[wakeups_.Channel, str]]
 _ASYNC_DRIVERS = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg"}
+
+
+def notice(conn: sa.Connection, channel: wakeups_.Channel, key: str = "") -> None:
+    """Wake the waiters on ``channel`` (``key``) once this transaction commits."""
+    conn.info.setdefault(_NOTICES, []).append((channel, key))
+
+
+def _with_notices(fn: Callable[[sa.Connection], _T]) -> Callable[[sa.Connection], tuple[_T, Notices]]:
+    def run(conn: sa.Connection) -> tuple[_T, Notices]:
+        conn.info.pop(_NOTICES, None)  # ``info`` outlives a checkout: never inherit notes
+        try:
+            result = fn(conn)
+        finally:
+            noted: Notices = conn.info.pop(_NOTICES, [])
+        unique = list(dict.fromkeys(noted))
+        if unique and conn.dialect.name == "postgresql":
+            conn.execute(pg_notify(unique))
+        return result, unique
+
+    return run
+
+
+def pg_notify(notices: Notices) -> sa.Select[Any]:
+    rows = sa.values(sa.column("c", sa.String), sa.column("k", sa.String), name="v").data(
+        [(channel.value, key) for channel, key in notices])
+    return sa.select(sa.func.pg_notify(rows.c.c, rows.c.k)).select_from(rows)
 
 
 class Database(Protocol):
     url: sa.URL
     dialect: str
+    wakeups: wakeups_.Wakeups
 
     async def run(self, fn: Callable[[sa.Connection], _T], *, write: bool) -> _T:
         """Run ``fn`` in one transaction (committed when it returns, rolled back if it raises)."""
@@ -85,14 +120,18 @@ class AsyncDatabase:
         self.url = url
         self.engine = sa_asyncio.create_async_engine(url, pool_pre_ping=True)
         self.dialect = self.engine.dialect.name
+        self.wakeups = wakeups_.Wakeups()
 
     async def run(self, fn: Callable[[sa.Connection], _T], *, write: bool) -> _T:
         try:
             async with self.engine.begin() as conn:
-                return await conn.run_sync(fn)
+                result, notices = await conn.run_sync(_with_notices(fn))
         except sa_exc.DataError as exc:
             # Values PostgreSQL cannot hold (a NUL byte in text or JSON) are the caller's bad input.
             raise errors.InvalidInputError(f"the database refused a value: {exc.orig}") from None
+        if notices:
+            self.wakeups.deliver(notices)
+        return result
 
     async def dispose(self) -> None:
         await self.engine.dispose()
@@ -105,6 +144,7 @@ class SqliteDatabase:
 
     def __init__(self, url: sa.URL) -> None:
         self.url = url
+        self.wakeups = wakeups_.Wakeups()
         memory = is_memory(url)
         options: dict[str, Any] = {}
         if memory:
@@ -125,6 +165,12 @@ class SqliteDatabase:
         )
 
     async def run(self, fn: Callable[[sa.Connection], _T], *, write: bool) -> _T:
+        result, notices = await self._run(_with_notices(fn), write=write)
+        if notices:
+            self.wakeups.deliver(notices)
+        return result
+
+    async def _run(self, fn: Callable[[sa.Connection], _T], *, write: bool) -> _T:
         if write and self._inline is not None:
             try:
                 return self._inline_transaction(fn)

@@ -19,9 +19,10 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from kubeline.domain import runs
-from kubeline.storage import base
+from kubeline.storage import base, changes
 from kubeline.storage.sql import engines
 from kubeline.storage.sql import tables as T
+from kubeline.storage.sql import transactions as tx
 
 _T = TypeVar("_T")
 RATE_WINDOW = dt.timedelta(seconds=60)
@@ -60,24 +61,32 @@ def set_enabled(conn: sa.Connection, *, schedule_key: str, enabled: bool | None)
     return _state(row)
 
 
-def claim_fire(conn: sa.Connection, *, schedule_key: str, fire_time: dt.datetime, stale_after: float) -> bool:
+def claim_fire(
+    conn: sa.Connection, *, schedule_key: str, fire_time: dt.datetime, stale_after: float,
+    run: base.NewRun | None = None,
+) -> bool:
     table = T.schedule_fires
     now = runs.utcnow()
+    run_id = None if run is None else run.run.id
     inserted = conn.execute(_insert(conn, table).values(
-        schedule_key=schedule_key, fire_time=fire_time, run_id=None, created_at=now,
+        schedule_key=schedule_key, fire_time=fire_time, run_id=run_id, created_at=now,
     ).on_conflict_do_nothing().returning(table.c.schedule_key)).first()
-    if inserted is not None:
-        return True
-    # The claimer died between recording the fire and submitting its run: take it over.
-    retaken = conn.execute(sa.update(table).where(
-        table.c.schedule_key == schedule_key, table.c.fire_time == fire_time, table.c.run_id.is_(None),
-        table.c.created_at < now - dt.timedelta(seconds=stale_after),
-    ).values(created_at=now).returning(table.c.schedule_key)).first()
-    return retaken is not None
+    if inserted is None:
+        # The claimer died between recording the fire and submitting its run: take it over.
+        retaken = conn.execute(sa.update(table).where(
+            table.c.schedule_key == schedule_key, table.c.fire_time == fire_time, table.c.run_id.is_(None),
+            table.c.created_at < now - dt.timedelta(seconds=stale_after),
+        ).values(created_at=now, run_id=run_id).returning(table.c.schedule_key)).first()
+        if retaken is None:
+            return False
+    if run is not None:
+        tx.create_run(conn, run=run.run, stages=run.stages)
+    return True
 
 
 def accept_delivery(
-    conn: sa.Connection, *, hook_key: str, delivery_id: str, now: dt.datetime, rate_limit: int, keep: float
+    conn: sa.Connection, *, hook_key: str, delivery_id: str, now: dt.datetime, rate_limit: int, keep: float,
+    run: base.NewRun | None = None,
 ) -> base.HookVerdict:
     table = T.webhook_deliveries
     _hook_lock(conn, hook_key)
@@ -95,6 +104,8 @@ def accept_delivery(
         oldest = recent[len(recent) - rate_limit]
         return base.HookVerdict(accepted=False, retry_after=max(1.0, (oldest + RATE_WINDOW - now).total_seconds()))
     conn.execute(sa.insert(table).values(hook_key=hook_key, delivery_id=delivery_id, received_at=now))
+    if run is not None:
+        tx.create_run(conn, run=run.run, stages=run.stages)
     return base.HookVerdict(accepted=True)
 
 
@@ -120,8 +131,12 @@ class SchedulingMethods:
     async def set_schedule_enabled(self, schedule_key: str, enabled: bool | None) -> base.ScheduleState:
         return await self._tx(set_enabled, schedule_key=schedule_key, enabled=enabled)
 
-    async def claim_fire(self, schedule_key: str, fire_time: dt.datetime, *, stale_after: float = 60.0) -> bool:
-        return await self._tx(claim_fire, schedule_key=schedule_key, fire_time=fire_time, stale_after=stale_after)
+    async def claim_fire(self, schedule_key: str, fire_time: dt.datetime, *, stale_after: float = 60.0,
+                         run: base.NewRun | None = None) -> bool:
+        if run is not None:
+            changes.check_new_run(run.run, run.stages)
+        return await self._tx(claim_fire, schedule_key=schedule_key, fire_time=fire_time, stale_after=stale_after,
+                              run=run)
 
     async def set_fire_run(self, schedule_key: str, fire_time: dt.datetime, run_id: str) -> None:
         table = T.schedule_fires
@@ -144,10 +159,13 @@ class SchedulingMethods:
                               created_at=r["created_at"]) for r in conn.execute(query).mappings()])
 
     async def accept_delivery(
-        self, hook_key: str, delivery_id: str, *, now: dt.datetime, rate_limit: int, keep: float
+        self, hook_key: str, delivery_id: str, *, now: dt.datetime, rate_limit: int, keep: float,
+        run: base.NewRun | None = None,
     ) -> base.HookVerdict:
+        if run is not None:
+            changes.check_new_run(run.run, run.stages)
         return await self._tx(accept_delivery, hook_key=hook_key, delivery_id=delivery_id, now=now,
-                              rate_limit=rate_limit, keep=keep)
+                              rate_limit=rate_limit, keep=keep, run=run)
 
 
 def _as_datetime(value: Any) -> dt.datetime:

@@ -18,7 +18,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from kubeline.domain import runs, states
 from kubeline.storage import base, changes
-from kubeline.storage.sql import claims, engines, migrate, rows, scheduling
+from kubeline.storage import wakeups as wakeups_
+from kubeline.storage.sql import claims, engines, listener, migrate, rows, scheduling
 from kubeline.storage.sql import tables as T
 from kubeline.storage.sql import transactions as tx
 
@@ -28,10 +29,13 @@ _T = TypeVar("_T")
 class SqlStore(scheduling.SchedulingMethods):
     def __init__(self, database: engines.Database) -> None:
         self.database = database
+        self.wakeups: wakeups_.Wakeups = database.wakeups
+        self.listener: listener.Listener | None = None
 
     @classmethod
     async def open(cls, url: str | sa.URL, *, migrate: bool = True) -> SqlStore:
-        """Connect, and migrate to the head revision unless ``migrate=False``."""
+        """Connect, and migrate to the head revision unless ``migrate=False``; on PostgreSQL,
+        start listening for the wake-ups of other processes."""
         database = engines.open_database(url)
         try:
             if migrate:
@@ -39,9 +43,15 @@ class SqlStore(scheduling.SchedulingMethods):
         except BaseException:
             await database.dispose()
             raise
-        return cls(database)
+        store = cls(database)
+        if isinstance(database, engines.AsyncDatabase) and database.dialect == "postgresql":
+            store.listener = listener.Listener(database=database)
+            await store.listener.start()
+        return store
 
     async def close(self) -> None:
+        if self.listener is not None:
+            await self.listener.stop()
         await self.database.dispose()
 
     async def current_revision(self) -> str | None:
@@ -92,11 +102,7 @@ class SqlStore(scheduling.SchedulingMethods):
 
     # runs ----------------------------------------------------------------------------------
     async def create_run(self, run: runs.Run, stages: builtins.list[runs.StageRun]) -> runs.Run:
-        if run.state is not states.RunState.QUEUED:
-            raise changes.must_be_new(changes.run_what(run.id), run.state.value, "queued")
-        for stage in stages:
-            if stage.run_id != run.id:
-                raise changes.foreign_stage(run.id, stage.run_id, stage.stage_id)
+        changes.check_new_run(run, stages)
         try:
             await self._write(tx.create_run, run=run, stages=stages)
         except sa_exc.IntegrityError:
@@ -127,12 +133,23 @@ class SqlStore(scheduling.SchedulingMethods):
         return [rows.run_from_row(r) for r in await self._rows(query)]
 
     async def transition_run(
-        self, run_id: str, to: states.RunState, *, reason: str = "", **fields: Any
+        self, run_id: str, to: states.RunState, *, reason: str = "", spawn: Sequence[base.NewRun] = (),
+        **fields: Any
     ) -> runs.Run:
         changes.check_fields(changes.run_what(run_id), fields, changes.RUN_FIELDS)
-        return await self._write(
-            tx.transition_run, run_id=run_id, to=to, reason=reason, fields=fields
-        )
+        for new in spawn:
+            changes.check_new_run(new.run, new.stages)
+        try:
+            return await self._write(
+                tx.transition_run, run_id=run_id, to=to, reason=reason, fields=fields, spawn=list(spawn)
+            )
+        except sa_exc.IntegrityError:
+            raise changes.run_exists(", ".join(new.run.id for new in spawn)) from None
+
+    async def count_runs(self) -> dict[states.RunState, int]:
+        query = sa.select(T.runs.c.state, sa.func.count()).group_by(T.runs.c.state)
+        found = await self.database.run(lambda conn: conn.execute(query).all(), write=False)
+        return {states.RunState(state): int(count) for state, count in found}
 
     async def request_cancel(self, run_id: str) -> runs.Run:
         return await self._write(tx.request_cancel, run_id=run_id)

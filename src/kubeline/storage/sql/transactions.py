@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
 from kubeline.domain import runs, states
 from kubeline.storage import base, changes
-from kubeline.storage.sql import claims, rows
+from kubeline.storage import wakeups as W
+from kubeline.storage.sql import claims, engines, rows
 from kubeline.storage.sql import tables as T
 
 # Statements built once: the engine runs a handful per stage, and building a statement and its
@@ -60,6 +61,7 @@ def insert_event(
 ) -> None:
     row = event_row(run_id=run_id, entity=entity, entity_id=entity_id, from_state=from_state,
                     to_state=to_state, reason=reason, at=at)
+    engines.notice(conn, W.Channel.EVENTS, run_id)
     pending = conn.info.get(_PENDING_EVENTS)
     if pending is None:
         conn.execute(_INSERT_EVENT, row)
@@ -114,16 +116,19 @@ def _require_run(conn: sa.Connection, run_id: str) -> None:
 
 # runs --------------------------------------------------------------------------------------
 def create_run(conn: sa.Connection, *, run: runs.Run, stages: list[runs.StageRun]) -> None:
+    """Insert a queued run and its stages (``changes.check_new_run`` was applied by the caller)."""
     conn.execute(sa.insert(T.runs).values(rows.run_to_row(run)))
     if stages:
         stage_rows = [rows.stage_to_row(s, position=i) for i, s in enumerate(stages)]
         conn.execute(sa.insert(T.stage_runs), stage_rows)
     insert_event(conn, run_id=run.id, entity="run", entity_id=run.id, from_state=None,
                  to_state=run.state, reason="", at=run.created_at)
+    engines.notice(conn, W.Channel.DISPATCH)
 
 
 def transition_run(
-    conn: sa.Connection, *, run_id: str, to: states.RunState, reason: str, fields: dict[str, Any]
+    conn: sa.Connection, *, run_id: str, to: states.RunState, reason: str, fields: dict[str, Any],
+    spawn: Sequence[base.NewRun] = (),
 ) -> runs.Run:
     row = _locked(conn, _LOCK_RUN, pk_id=run_id)
     if row is None:
@@ -135,6 +140,10 @@ def transition_run(
     conn.execute(_UPDATE_RUN, {**values, "pk_id": run_id})
     insert_event(conn, run_id=run_id, entity="run", entity_id=run_id, from_state=current,
                  to_state=to, reason=reason, at=now)
+    if states.is_final(to):
+        engines.notice(conn, W.Channel.DISPATCH)  # a slot of its pipeline (and the caps) is free
+    for new in spawn:
+        create_run(conn, run=new.run, stages=new.stages)
     return rows.run_from_row({**row, **values})
 
 
@@ -149,6 +158,7 @@ def request_cancel(conn: sa.Connection, *, run_id: str) -> runs.Run:
         conn.execute(_UPDATE_RUN, {"cancel_requested": True, "pk_id": run_id})
         insert_event(conn, run_id=run_id, entity="run", entity_id=run_id, from_state=current,
                      to_state=current, reason="cancel requested", at=runs.utcnow())
+        engines.notice(conn, W.Channel.CANCEL, run_id)
     return rows.run_from_row({**row, "cancel_requested": True})
 
 
@@ -160,6 +170,8 @@ def claim_queued_runs(
     claimed = claims.claim(conn, limit=limit, only=only, now=now, lease=lease, caps=caps)
     if not claimed:
         return []
+    for run_id in claimed:
+        engines.notice(conn, W.Channel.EVENTS, run_id)
     conn.execute(_INSERT_EVENT, [
         event_row(run_id=run_id, entity="run", entity_id=run_id,
                   from_state=states.RunState.QUEUED, to_state=states.RunState.RUNNING,
@@ -238,6 +250,7 @@ def update_attempt(conn: sa.Connection, *, attempt_id: str, fields: dict[str, An
     values = rows.field_values(fields)
     if values:
         conn.execute(_UPDATE_ATTEMPT, {**values, "pk_id": attempt_id})
+        engines.notice(conn, W.Channel.UPLOAD, attempt_id)
     return rows.attempt_from_row({**row, **values})
 
 
