@@ -171,6 +171,12 @@ class PipelineClient:
         except errors.ConflictError:
             return self.update_pipeline(body)
 
+    def namespaces_with_pipeline(self, name: str) -> list[str]:
+        """The namespaces that have a Pipeline ``name`` (needs the right to list them cluster-wide)."""
+        found = self._call(f"Pipelines named {name}", self.custom.list_cluster_custom_object, resources.GROUP,
+                           resources.VERSION, PIPELINES, field_selector=f"metadata.name={name}")
+        return sorted({str(item["metadata"]["namespace"]) for item in found.get("items", [])})
+
     def delete_pipeline(self, name: str, *, namespace: str | None = None) -> None:
         self._delete(PIPELINES, name, namespace)
 

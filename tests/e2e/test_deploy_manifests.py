@@ -119,3 +119,24 @@ def test_the_api_server_rejects_invalid_resources_readably(case: str, kubectl: K
     proc = kubectl("apply", "--validate=false", "-f", "-", input=yaml.safe_dump(body), check=False)
     assert proc.returncode != 0
     assert "is invalid" in proc.stderr and expected in proc.stderr, proc.stderr
+
+
+def test_k8s_run_goes_where_its_pipeline_is_or_says_why(kubectl: Kubectl, namespace: str, crds_applied: None,
+                                                       tmp_path: pathlib.Path, cluster: Any) -> None:
+    """Without -n the PipelineRun goes to the one namespace that has the Pipeline (not `default`,
+    where no operator watches); a missing Pipeline is an error in words, never an exit 0."""
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kubeline.dev/v1", "kind": "Pipeline", "metadata": {"name": "e2e-where", "namespace": namespace},
+        "spec": {"stages": [{"id": "main", "type": "python", "file": "main.py"}],
+                 "source": {"inline": {"main.py": "print(1)\n"}}}}))
+    kubectl("apply", "-f", str(tmp_path / "p.yaml"))
+    cli = [str(pathlib.Path(sys.executable).parent / "kubeline"), "k8s", "run", "--kubeconfig", str(cluster.kubeconfig)]
+    moved = subprocess.run([*cli, "e2e-where"], capture_output=True, text=True, timeout=60, check=False)
+    assert moved.returncode == 0, moved.stderr
+    assert f"is in namespace {namespace}" in moved.stderr
+    assert "e2e-where" in kubectl("get", "pipelineruns", "-n", namespace).stdout
+    wrong = subprocess.run([*cli, "e2e-where", "-n", "default"], capture_output=True, text=True, timeout=60, check=False)
+    assert wrong.returncode == 1
+    assert f"it is in: {namespace}; pass -n NAMESPACE" in " ".join(wrong.stderr.split())
+    missing = subprocess.run([*cli, "e2e-nowhere"], capture_output=True, text=True, timeout=60, check=False)
+    assert missing.returncode == 1 and "no Pipeline 'e2e-nowhere'" in missing.stderr

@@ -184,8 +184,10 @@ def run(  # noqa: PLR0917 - Typer options
         wait: Annotated[bool, typer.Option(help="Wait for the end; exit 1 unless Succeeded.")] = False,
         timeout: Annotated[float | None, typer.Option(help="With --wait: give up after this many seconds.")] = None,
         namespace: Namespace = None, kubeconfig: Kubeconfig = None, context: Context = None) -> None:
-    """Create a PipelineRun of NAME."""
+    """Create a PipelineRun of NAME (in the namespace of its Pipeline: -n, else the kubeconfig's,
+    else the one namespace that has a Pipeline NAME)."""
     client = _client(namespace, kubeconfig, context)
+    _find_pipeline(client, name, explicit=namespace is not None)
     created = _guard(lambda: client.create_run(name, inputs=_inputs(input_ or [])))
     run_name = created["metadata"]["name"]
     out.print(f"pipelinerun.kubeline.dev/{run_name} created")
@@ -204,6 +206,29 @@ def run(  # noqa: PLR0917 - Typer options
     if final.error:
         err.print(final.error)
     raise typer.Exit(0 if final.phase == "Succeeded" else 1)
+
+
+def _find_pipeline(client: k8s.PipelineClient, name: str, *, explicit: bool) -> None:
+    """Make sure the PipelineRun goes where its Pipeline is (where an operator syncs it): without
+    -n, move to the one namespace that has it; otherwise say what is missing and where it is."""
+    try:
+        client.get_pipeline(name)
+        return
+    except errors.NotFoundError:
+        pass
+    except errors.KubelineError as exc:
+        raise _fail(str(exc)) from None
+    try:
+        found = client.namespaces_with_pipeline(name)
+    except errors.KubelineError:  # no right to list across namespaces: say what is known
+        found = []
+    if len(found) == 1 and not explicit:
+        err.print(f"Pipeline {name} is in namespace {found[0]} (not {client.namespace}): running it there")
+        client.namespace = found[0]
+        return
+    where = f" (it is in: {', '.join(found)}; pass -n NAMESPACE)" if found else (
+        f" nor in any namespace you may list; create it first (kubeline k8s deploy FOLDER -n {client.namespace})")
+    raise _fail(f"no Pipeline {name!r} in namespace {client.namespace!r}{where}")
 
 
 @app.command()
