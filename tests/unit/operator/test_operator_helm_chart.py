@@ -71,3 +71,19 @@ def test_chart_makes_the_same_kinds_as_the_kustomize_base() -> None:
         chart |= _kinds(path.read_text())
     assert base <= chart, base - chart
     assert chart - base <= {"Secret", "ServiceMonitor"}  # the overlays make these
+
+
+def test_the_chart_has_the_code_claim_option_of_the_kustomize_component() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["codeClaim"]["enabled"] is False and values["codeClaim"]["accessModes"] == ["ReadWriteMany"]
+    component = (REPO / "deploy" / "components" / "code-claim" / "kustomization.yaml").read_text()
+    config = (CHART / "templates" / "configmap.yaml").read_text()
+    server = (CHART / "templates" / "server.yaml").read_text()
+    pvc = (CHART / "templates" / "pvc.yaml").read_text()
+    assert "KUBELINE_KUBERNETES_CODE_CLAIM=kubeline-code" in component
+    assert 'KUBELINE_KUBERNETES_CODE_CLAIM: {{ .Values.codeClaim.existingClaim | default "kubeline-code"' in config
+    assert "KUBELINE_KUBERNETES_CODE_DIR=/var/lib/kubeline-code" in component
+    assert "KUBELINE_KUBERNETES_CODE_DIR: /var/lib/kubeline-code" in config
+    assert "{name: code, mountPath: /var/lib/kubeline-code}" in server
+    assert "mountPath: /var/lib/kubeline-code" in component
+    assert "name: kubeline-code" in pvc and ".Values.codeClaim.existingClaim" in pvc
