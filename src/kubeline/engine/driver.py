@@ -384,9 +384,10 @@ class RunDriver:
             if failed:
                 first = self.stages[failed[0]]
                 error = f"stage {failed[0]!r} {first.state.value}" + (f": {first.error}" if first.error else "")
+        spawn = await self.engine.downstream_of(dataclasses.replace(self.run, state=target, route=self.route))
         self.run = await self.store.transition_run(
             self.run.id, target, reason=error or "all stages succeeded", error=error,
-            outputs=self._run_outputs(), route=self.route)
+            outputs=self._run_outputs(), route=self.route, spawn=spawn)
         self.engine.notify(self.run.id)
         return self.run
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -117,6 +118,23 @@ class Engine:
         parent_run_id: str | None = None,
     ) -> runs.Run:
         """Queue a run of ``pipeline``; inputs are validated (``InvalidInputError``) before anything is stored."""
+        new = self.prepare(pipeline, inputs=inputs, triggered_by=triggered_by, schedule_id=schedule_id,
+                           parent_run_id=parent_run_id)
+        run = await self.store.create_run(new.run, new.stages)  # wakes the dispatchers
+        self.notify(run.id)
+        return run
+
+    def prepare(
+        self,
+        pipeline: runs.Pipeline,
+        *,
+        inputs: dict[str, Any] | None = None,
+        triggered_by: runs.TriggeredBy | None = None,
+        schedule_id: str | None = None,
+        parent_run_id: str | None = None,
+    ) -> storage.NewRun:
+        """A validated run of ``pipeline`` (``InvalidInputError``), not stored yet: the caller inserts
+        it, possibly in the transaction of the change that causes it (a downstream run)."""
         spec = pipeline.spec
         given = dict(inputs or {})
         if schedule_id is not None:
@@ -130,9 +148,7 @@ class Engine:
                        triggered_by=triggered_by or runs.TriggeredBy(), pipeline_path=pipeline.path,
                        schedule_id=schedule_id, parent_run_id=parent_run_id)
         stage_rows = [runs.StageRun(run_id=run.id, stage_id=s.id) for s in spec.stages]
-        run = await self.store.create_run(run, stage_rows)  # wakes the dispatchers
-        self.notify(run.id)
-        return run
+        return storage.NewRun(run=run, stages=stage_rows)
 
     # driving ----------------------------------------------------------------------------
     def lease(self) -> storage.Lease:
@@ -236,7 +252,6 @@ class Engine:
                 self._lease_task.cancel()  # nothing left to renew
                 self._lease_task = None
         self._owned.discard(run.id)
-        await self._fire_downstream(run)
         return run
 
     async def _while_driving(self) -> None:
@@ -275,7 +290,9 @@ class Engine:
         if states.is_final(run.state):
             return run
         reason = f"internal error: {type(exc).__name__}: {exc}"
-        return await self.store.transition_run(run_id, states.RunState.FAILED, reason=reason, error=reason)
+        spawn = await self.downstream_of(dataclasses.replace(run, state=states.RunState.FAILED))
+        return await self.store.transition_run(run_id, states.RunState.FAILED, reason=reason, error=reason,
+                                               spawn=spawn)
 
     async def cancel(self, run_id: str) -> runs.Run:
         """Cancel a queued or running run (here or in another process driving it)."""
@@ -320,19 +337,26 @@ class Engine:
                 await asyncio.wait_for(self._changed.wait(), timeout=within)
 
     # downstream -------------------------------------------------------------------------
-    async def _fire_downstream(self, run: runs.Run) -> None:
-        for target in run.spec.downstream:
-            if not _matches(target, run):
+    async def downstream_of(self, ending: runs.Run) -> list[storage.NewRun]:
+        """The downstream runs ``ending`` (the run as it is about to end) causes, to be inserted in
+        the transaction that ends it: a crash between the end and the downstream start is then
+        impossible (both or neither are stored)."""
+        made: list[storage.NewRun] = []
+        for target in ending.spec.downstream:
+            if not _matches(target, ending):
                 continue
             try:
                 pipeline = await self.store.get_pipeline(target.pipeline)
-                child = await self.submit(
-                    pipeline, inputs=target.inputs, schedule_id=target.schedule, parent_run_id=run.id,
+                new = self.prepare(
+                    pipeline, inputs=target.inputs, schedule_id=target.schedule, parent_run_id=ending.id,
                     triggered_by=runs.TriggeredBy(kind=runs.TriggerKind.DOWNSTREAM,
-                                                  detail=f"{run.pipeline}/{run.id}"))
-                log.info("run %s triggered %s run %s", run.id, target.pipeline, child.id)
+                                                  detail=f"{ending.pipeline}/{ending.id}"))
             except errors.KubelineError as exc:
-                log.warning("run %s: downstream %r not started: %s", run.id, target.pipeline, exc)
+                log.warning("run %s: downstream %r not started: %s", ending.id, target.pipeline, exc)
+                continue
+            log.info("run %s triggers %s run %s", ending.id, target.pipeline, new.run.id)
+            made.append(new)
+        return made
 
 
 def _matches(target: specs.DownstreamSpec, run: runs.Run) -> bool:

@@ -1,10 +1,10 @@
 """The scheduler: every tick, turn the due fires of enabled schedules into queued runs.
 
 Idempotent by key, so any number of replicas may tick at once: a fire is recorded under
-(``{pipeline}/{schedule_id}``, fire time) by ``Store.claim_fire``, and only the one process
-whose insert won submits the run, then links the run to the fire. Should that process die in
-between, the fire row stays without a run and another replica takes it over after
-``stale_after`` seconds (at-least-once in that narrow case, exactly once otherwise).
+(``{pipeline}/{schedule_id}``, fire time) by ``Store.claim_fire``, which inserts the run of the
+one process whose insert won in the same transaction: exactly once, and a crash loses neither
+the fire nor its run alone. (A fire recorded without a run, by an older version, is taken over
+after ``stale_after`` seconds.)
 
 Every replica computes the same fire times (``domain.schedules`` is pure and deterministic);
 ``since`` for a schedule is its last recorded fire, or when a scheduler first saw it (stored,
@@ -123,24 +123,29 @@ class Ticker:
         since = max(self._last.get(entry.key, state.since), state.since)
         made: list[runs.Run] = []
         for fire_time in schedules.due(entry.spec, since=since, now=now, grace=self.grace):
-            if await self.store.claim_fire(entry.key, fire_time, stale_after=self.stale_after):
-                run = await self._submit(entry, fire_time)
-                if run is not None:
-                    made.append(run)
+            run = await self._fire(entry, fire_time)
+            if run is not None:
+                made.append(run)
             self._last[entry.key] = fire_time
         self._next[entry.key] = schedules.next_fire(entry.spec, now)
         return made
 
-    async def _submit(self, entry: Entry, fire_time: dt.datetime) -> runs.Run | None:
+    async def _fire(self, entry: Entry, fire_time: dt.datetime) -> runs.Run | None:
+        """Record the fire and insert its run in one transaction (a crash loses neither alone)."""
         trigger = runs.TriggeredBy(kind=runs.TriggerKind.SCHEDULE,
                                    detail=schedules.describe_trigger(entry.schedule_id, fire_time))
         try:
-            run = await self.engine.submit(entry.pipeline, schedule_id=entry.schedule_id, triggered_by=trigger)
+            new = self.engine.prepare(entry.pipeline, schedule_id=entry.schedule_id, triggered_by=trigger)
         except errors.KubelineError as exc:
-            log.warning("schedule %s: the run of the %s fire was not made: %s", entry.key, fire_time.isoformat(), exc)
-            await self.store.set_fire_run(entry.key, fire_time, NO_RUN)
+            if await self.store.claim_fire(entry.key, fire_time, stale_after=self.stale_after):
+                log.warning("schedule %s: the run of the %s fire was not made: %s", entry.key,
+                            fire_time.isoformat(), exc)
+                await self.store.set_fire_run(entry.key, fire_time, NO_RUN)
             return None
-        await self.store.set_fire_run(entry.key, fire_time, run.id)
+        if not await self.store.claim_fire(entry.key, fire_time, stale_after=self.stale_after, run=new):
+            return None
+        run = new.run
+        self.engine.notify(run.id)
         lag = (run.created_at - fire_time).total_seconds()
         if self.on_lag is not None:
             self.on_lag(max(lag, 0.0))

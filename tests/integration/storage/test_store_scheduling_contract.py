@@ -6,7 +6,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from kubeline.domain import runs, specs, states
+import pytest
+
+from kubeline.domain import errors, runs, specs, states
 from kubeline.storage import base
 
 R = states.RunState
@@ -110,3 +112,36 @@ async def test_deliveries_replay_and_rate_limit(store: Any) -> None:
     assert (await store.accept_delivery("p/default", "d3", now=later, rate_limit=2, keep=300)).accepted
     far = now + dt.timedelta(seconds=400)  # forgotten after ``keep``: no longer a replay
     assert (await store.accept_delivery("p/default", "d1", now=far, rate_limit=2, keep=300)).accepted
+
+
+def _new_run() -> base.NewRun:
+    spec = specs.PipelineSpec.model_validate({"stages": [{"id": "a", "type": "shell", "command": "x"}]})
+    run = runs.Run(id=runs.new_id(), pipeline="p", spec=spec)
+    return base.NewRun(run=run, stages=[runs.StageRun(run_id=run.id, stage_id="a")])
+
+
+async def test_a_fire_and_a_delivery_insert_their_run_in_the_same_transaction(store: Any) -> None:
+    first, second = _new_run(), _new_run()
+    assert await store.claim_fire("p/s", T0, run=first)
+    assert not await store.claim_fire("p/s", T0, run=second)  # lost: its run is not inserted
+    [fire] = await store.list_fires("p/s")
+    assert fire.run_id == first.run.id
+    assert [r.id for r in await store.list_runs()] == [first.run.id]
+    hook = _new_run()
+    verdict = await store.accept_delivery("p/hook", "d1", now=runs.utcnow(), rate_limit=5, keep=600, run=hook)
+    assert verdict.accepted
+    replay = await store.accept_delivery("p/hook", "d1", now=runs.utcnow(), rate_limit=5, keep=600, run=_new_run())
+    assert replay.replayed
+    assert {r.id for r in await store.list_runs()} == {first.run.id, hook.run.id}
+
+
+async def test_a_run_ends_and_its_downstream_run_is_inserted_together(store: Any) -> None:
+    parent, child = _new_run(), _new_run()
+    await store.create_run(parent.run, parent.stages)
+    await store.claim_queued_runs(limit=1)
+    await store.transition_run(parent.run.id, R.SUCCEEDED, spawn=[child])
+    assert (await store.get_run(child.run.id)).state is R.QUEUED
+    again = _new_run()
+    with pytest.raises(errors.KubelineError):
+        await store.transition_run(parent.run.id, R.SUCCEEDED, spawn=[again])  # refused: final already
+    assert {r.id for r in await store.list_runs()} == {parent.run.id, child.run.id}  # rolled back together

@@ -80,9 +80,13 @@ async def fire_hook(
     if target.schedule_id is not None:
         given = {**spec.schedules[spec.schedule_ids().index(target.schedule_id)].inputs, **given}
     inputs_.validate(spec, given)  # 422 before the delivery counts against the rate limit
+    new = kl.engine.prepare(
+        target.pipeline, inputs=webhooks.inputs_of(body), schedule_id=target.schedule_id,
+        triggered_by=runs.TriggeredBy(kind=runs.TriggerKind.WEBHOOK, detail=target.trigger))
+    # The delivery and its run are one transaction: an accepted delivery always has its run.
     verdict = await kl.store.accept_delivery(
         target.hook_key, webhooks.delivery_id(header=x_kubeline_delivery, signature=x_kubeline_signature, body=body),
-        now=runs.utcnow(), rate_limit=target.webhook.rate_limit, keep=webhooks.TOLERANCE * 2)
+        now=runs.utcnow(), rate_limit=target.webhook.rate_limit, keep=webhooks.TOLERANCE * 2, run=new)
     if verdict.replayed:
         raise errors.ConflictError(f"delivery to {target.hook_key!r} was already received (replay refused); "
                                    f"send a new {webhooks.DELIVERY_HEADER} for a new delivery")
@@ -91,8 +95,7 @@ async def fire_hook(
         raise fastapi.HTTPException(
             429, detail=f"webhook {target.hook_key!r} accepts {target.webhook.rate_limit} requests per minute; "
                         f"retry in {retry}s", headers={"Retry-After": str(retry)})
-    run = await kl.engine.submit(
-        target.pipeline, inputs=webhooks.inputs_of(body), schedule_id=target.schedule_id,
-        triggered_by=runs.TriggeredBy(kind=runs.TriggerKind.WEBHOOK, detail=target.trigger))
+    run = new.run
+    kl.engine.notify(run.id)
     return HookRunOut(run_id=run.id, pipeline=run.pipeline, state=run.state.value, triggered_by=str(run.triggered_by),
                       schedule_id=run.schedule_id)
