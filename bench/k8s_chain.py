@@ -125,7 +125,7 @@ def main() -> None:
             api_url = None
             if args.delivery == "upload":
                 api_url = stack.enter_context(testing.ServerThread(
-                    settings.Settings(home=root / "home", secret_key=None), role="api", host=args.node_ip)).url
+                    settings.Settings(home=root / "home", secret_key=None), role="api", host=args.node_ip)).upload_url
             rig = settings.Settings(home=root / "home", secret_key=None, executor="kubernetes",
                                     kubernetes_namespace=namespace, kubernetes_kubeconfig=kubeconfig,
                                     kubernetes_image=args.image, kubernetes_api_url=api_url)

@@ -5,6 +5,9 @@ metrics + ``engine.resume()`` and ``engine.serve()``), ``scheduler`` (HTTP + the
 ``kubeline.scheduler.ticker.run_forever``). Several processes of any role can share one
 PostgreSQL: claims and schedule fires are made safe by the database.
 
+Two listeners: the API on ``port``, and the attempt upload (``api.app.create_upload_app``) on
+``settings.upload_port``, so stage pods can be let reach the upload and nothing else.
+
 Shutdown (SIGTERM/SIGINT, or ``stop`` set): stop accepting connections, give open responses a
 few seconds, stop dispatching, and leave running attempts running: the next start adopts them.
 """
@@ -59,6 +62,7 @@ async def serve(
     port: int = 8080,
     role: Role = "all",
     sock: socket.socket | None = None,
+    upload_sock: socket.socket | None = None,
     started: Callable[[str], None] | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
@@ -67,21 +71,22 @@ async def serve(
         raise ValueError(f"role {role!r} is not one of {', '.join(ROLES)}")
     stop = stop or asyncio.Event()
     sock = sock or bind(host, port)
-    bound_host, bound_port = sock.getsockname()[:2]
-    url = f"http://{'[' + bound_host + ']' if ':' in bound_host else bound_host}:{bound_port}"
+    upload_sock = upload_sock or bind(host, settings.upload_port)
+    url, upload_url = url_of(sock), url_of(upload_sock)
     async with bootstrap.open_kubeline(settings) as kl:
         found = await services.reload_pipelines(kl)
         for problem in found.problems:
             log.warning("pipeline not loaded: %s", problem)
-        server = _Server(uvicorn.Config(app_.create_app(kl), log_config=None, lifespan="off",
-                                        timeout_graceful_shutdown=int(GRACE_SECONDS), access_log=False))
+        server = _http(app_.create_app(kl))
+        uploads = _http(app_.create_upload_app(kl))
         background = _start_background(kl, role)
         bootstrap.settle_heap()
         with _signals_set(stop):
-            watcher = asyncio.create_task(_exit_on(stop, server))
-            announcer = asyncio.create_task(_announce(server, url, role, started))
+            watcher = asyncio.create_task(_exit_on(stop, server, uploads))
+            announcer = asyncio.create_task(_announce(server, uploads, url=url, upload_url=upload_url, role=role,
+                                                      started=started))
             try:
-                await server.serve(sockets=[sock])
+                await asyncio.gather(server.serve(sockets=[sock]), uploads.serve(sockets=[upload_sock]))
             finally:
                 for task in (watcher, announcer):
                     task.cancel()
@@ -91,6 +96,17 @@ async def serve(
                 await asyncio.gather(*background, return_exceptions=True)
                 await kl.engine.shutdown()
                 sock.close()
+                upload_sock.close()
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+
+
+def _http(app: Any) -> _Server:
+    return _Server(uvicorn.Config(app, log_config=None, lifespan="off",
+                                  timeout_graceful_shutdown=int(GRACE_SECONDS), access_log=False))
 
 
 def _start_background(kl: bootstrap.Kubeline, role: Role) -> list[asyncio.Task[Any]]:
@@ -125,15 +141,18 @@ def _task(coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
     return task
 
 
-async def _exit_on(stop: asyncio.Event, server: uvicorn.Server) -> None:
+async def _exit_on(stop: asyncio.Event, *servers: uvicorn.Server) -> None:
     await stop.wait()
-    server.should_exit = True
+    for server in servers:
+        server.should_exit = True
 
 
-async def _announce(server: uvicorn.Server, url: str, role: Role, started: Callable[[str], None] | None) -> None:
-    while not server.started:  # noqa: ASYNC110 - uvicorn has no "started" event
+async def _announce(server: uvicorn.Server, uploads: uvicorn.Server, *, url: str, upload_url: str, role: Role,
+                    started: Callable[[str], None] | None) -> None:
+    while not (server.started and uploads.started):  # noqa: ASYNC110 - uvicorn has no "started" event
         await asyncio.sleep(0.01)
-    log.info("kubeline server listening on %s (role %s)", url, role, extra={"url": url, "role": role})
+    log.info("kubeline server listening on %s (role %s); attempt uploads on %s", url, role, upload_url,
+             extra={"url": url, "role": role, "upload_url": upload_url})
     if started is not None:
         started(url)
 

@@ -56,9 +56,13 @@ class Settings(pydantic_settings.BaseSettings):
     kubernetes_namespace: str = pydantic.Field(
         "default", description="Namespace of attempt Jobs (pipelines may override).")
     kubernetes_image: str = pydantic.Field("kubeline-worker:dev", description="Worker image of attempt pods.")
+    upload_port: int = pydantic.Field(
+        8081, ge=0, le=65535, description="Port of the attempt-upload listener `kubeline server` opens beside the API "
+                                         "(the only port stage pods need; 0: any free port).")
     kubernetes_api_url: str | None = pydantic.Field(
-        None, description="URL pods use to upload results to this server, e.g. http://kubeline.ns:8080; "
-        "unset: pods hand results back through their log (works from a laptop with only a kubeconfig).")
+        None, description="URL pods use to upload results to this server's attempt-upload listener "
+        "(KUBELINE_UPLOAD_PORT, never the API port), e.g. http://kubeline.ns:8081; unset: pods hand results back "
+        "through their log (works from a laptop with only a kubeconfig).")
     kubernetes_kubeconfig: pathlib.Path | None = pydantic.Field(
         None, description="Kubeconfig file; default: in-cluster ServiceAccount, else ~/.kube/config.")
     kubernetes_service_account: str | None = None

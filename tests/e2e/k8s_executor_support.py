@@ -89,6 +89,6 @@ def rig(cluster: Cluster, namespace: str, worker_image: str,
     with testing.ServerThread(api_settings, role="api", host=NODE_IP) as server:
         assert cluster.kubeconfig is not None
         yield Rig(home=home, namespace=namespace, kubeconfig=cluster.kubeconfig, image=worker_image,
-                  api_url=server.url, folders=tmp_path_factory.mktemp("k8s-pipelines"))
+                  api_url=server.upload_url, folders=tmp_path_factory.mktemp("k8s-pipelines"))
 
 

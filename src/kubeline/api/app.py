@@ -2,6 +2,11 @@
 
 ``/api/v1`` carries the resources, ``/healthz``, ``/readyz`` and ``/metrics`` sit at the root
 (where probes and Prometheus look). The OpenAPI document is at ``/api/v1/openapi.json``.
+
+The attempt upload (``PUT /api/v1/attempts/{id}/io``, authorised by a per-attempt token) is a
+second app, ``create_upload_app``, that ``kubeline server`` serves on its own port
+(``KUBELINE_UPLOAD_PORT``): the only port stage pods need, so a NetworkPolicy can let them reach
+it and never the API.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import fastapi
 import kubeline
 from kubeline import bootstrap
 from kubeline import metrics as metrics_
-from kubeline.api import problems, sse
+from kubeline.api import problems, schemas, sse
 from kubeline.api.routes import (
     attempt_io,
     cells,
@@ -45,6 +50,18 @@ def create_app(kl: bootstrap.Kubeline, *, metrics: metrics_.Metrics | None = Non
     problems.install(app)
     app.add_middleware(problems.BodyLimit, limit=kl.settings.max_request_bytes)
     app.include_router(health.router)
-    for module in (pipelines, runs, cells, git, notifications, streams, secrets, scripts, hooks, schedules, attempt_io):
+    for module in (pipelines, runs, cells, git, notifications, streams, secrets, scripts, hooks, schedules):
         app.include_router(module.router, prefix=API_PREFIX)
+    return app
+
+
+def create_upload_app(kl: bootstrap.Kubeline) -> fastapi.FastAPI:
+    """The attempt-upload listener's app: ``/api/v1/attempts/{id}/io`` and ``/healthz``, nothing else."""
+    app = fastapi.FastAPI(title="Kubeline attempt upload", version=getattr(kubeline, "__version__", "0"),
+                          openapi_url=None, docs_url=None, redoc_url=None)
+    app.state.kubeline = kl
+    problems.install(app)
+    app.add_middleware(problems.BodyLimit, limit=kl.settings.max_request_bytes)
+    app.add_api_route("/healthz", health.healthz, response_model=schemas.HealthOut)
+    app.include_router(attempt_io.router, prefix=API_PREFIX)
     return app

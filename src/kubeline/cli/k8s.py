@@ -293,6 +293,9 @@ def operator(  # noqa: PLR0917 - Typer options
     dispatch: Annotated[bool, typer.Option(help="Also drive runs and fire schedules (the server's job).")] = False,
     host: Annotated[str, typer.Option(help="HTTP listen address (health, metrics, API).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535)] = 8080,
+    upload_port: Annotated[int | None, typer.Option(
+        min=0, max=65535, help="With --dispatch: port of the attempt-upload listener, the only one stage pods "
+                               "need (default KUBELINE_UPLOAD_PORT, 8081).")] = None,
     leader_election: Annotated[bool, typer.Option(help="One acting replica, by a Lease.")] = True,
     kubeconfig: Kubeconfig = None,
     log_level: Annotated[str, typer.Option(help="debug | info | warning | error")] = "info",
@@ -303,5 +306,6 @@ def operator(  # noqa: PLR0917 - Typer options
     server_logs.configure(level=log_level)
     namespaces = None if all_namespaces else (
         namespace or [k8s._default_namespace(context=None, kubeconfig=kubeconfig)])
-    asyncio.run(runner.serve(settings_.Settings(), host=host, port=port, namespaces=namespaces, dispatch=dispatch,
-                             kubeconfig=kubeconfig, leader_election=leader_election))
+    overrides: dict[str, Any] = {"upload_port": upload_port} if upload_port is not None else {}
+    asyncio.run(runner.serve(settings_.Settings(**overrides), host=host, port=port, namespaces=namespaces,
+                             dispatch=dispatch, kubeconfig=kubeconfig, leader_election=leader_election))

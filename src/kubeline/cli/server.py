@@ -13,9 +13,12 @@ from kubeline import server_logs
 from kubeline import settings as settings_
 
 
-def server(
+def server(  # noqa: PLR0917 - Typer options
     host: Annotated[str, typer.Option(help="Listen address (127.0.0.1: this machine only).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Listen port (0: any free port).")] = 8080,
+    upload_port: Annotated[int | None, typer.Option(
+        min=0, max=65535, help="Port of the attempt-upload listener, the only one stage pods need "
+                               "(default KUBELINE_UPLOAD_PORT, 8081).")] = None,
     role: Annotated[str, typer.Option(help="all | api | scheduler | worker")] = "all",
     pipelines: Annotated[pathlib.Path | None, typer.Option(
         "--pipelines", help="Folder of pipelines (default KUBELINE_PIPELINES_DIR).")] = None,
@@ -25,6 +28,8 @@ def server(
     if role not in server_.ROLES:
         raise typer.BadParameter(f"{role!r} is not one of {', '.join(server_.ROLES)}", param_hint="--role")
     overrides: dict[str, Any] = {"pipelines_dir": pipelines} if pipelines is not None else {}
+    if upload_port is not None:
+        overrides["upload_port"] = upload_port
     settings = settings_.Settings(**overrides)
     server_logs.configure(level=log_level)
     asyncio.run(server_.serve(settings, host=host, port=port, role=role))

@@ -110,15 +110,19 @@ async def serve(settings: settings_.Settings, *, host: str = "0.0.0.0", port: in
                 namespaces: list[str] | None = None, dispatch: bool = False, kubeconfig: str | None = None,
                 lease_namespace: str | None = None, leader_election: bool = True,
                 stop: asyncio.Event | None = None, started: Callable[[str], None] | None = None) -> None:
-    """The operator process: HTTP + (leader-elected) kopf + optionally the dispatcher and scheduler."""
+    """The operator process: HTTP + (leader-elected) kopf + optionally the dispatcher and scheduler,
+    which come with the attempt-upload listener on ``settings.upload_port`` (see ``kubeline.server``)."""
     stop = stop or asyncio.Event()
     sock = server.bind(host, port)
     url = f"http://{host}:{sock.getsockname()[1]}"
+    upload_sock = server.bind(host, settings.upload_port) if dispatch else None
     kube = k8s.PipelineClient(kubeconfig=kubeconfig, namespace=namespaces[0] if namespaces else None)
     async with contextlib.AsyncExitStack() as stack:
         kl = await _open(stack, settings, stop=stop)
         if kl is None:
             sock.close()
+            if upload_sock is not None:
+                upload_sock.close()
             return
         if dispatch:
             found = await services.reload_pipelines(kl)
@@ -137,6 +141,12 @@ async def serve(settings: settings_.Settings, *, host: str = "0.0.0.0", port: in
         tasks: list[asyncio.Task[Any]] = [asyncio.create_task(http.serve(sockets=[sock]), name="http"),
                  asyncio.create_task(run_operator(ctx, namespaces=namespaces, election=election, stop=stop,
                                                   on_signals=install), name="operator")]
+        uploads = None
+        if upload_sock is not None:
+            uploads = _Http(uvicorn.Config(app_.create_upload_app(kl), log_config=None, lifespan="off",
+                                           access_log=False, timeout_graceful_shutdown=3))
+            tasks.append(asyncio.create_task(uploads.serve(sockets=[upload_sock]), name="uploads"))
+            log.info("attempt uploads on %s", server.url_of(upload_sock))
         if dispatch:
             tasks += [asyncio.create_task(kl.engine.resume(), name="resume"),
                       asyncio.create_task(kl.engine.serve(), name="dispatcher"),
@@ -148,6 +158,8 @@ async def serve(settings: settings_.Settings, *, host: str = "0.0.0.0", port: in
             stop.set()
             announce.cancel()
             http.should_exit = True
+            if uploads is not None:
+                uploads.should_exit = True
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(tasks[1], timeout=40)
             for task in tasks[2:]:
@@ -156,6 +168,8 @@ async def serve(settings: settings_.Settings, *, host: str = "0.0.0.0", port: in
             await kl.engine.shutdown()
             kube.close()
             sock.close()
+            if upload_sock is not None:
+                upload_sock.close()
 
 
 async def _open(stack: contextlib.AsyncExitStack, settings: settings_.Settings, *,

@@ -33,6 +33,7 @@ class ServerThread:
         self.host = host
         self.start_timeout = start_timeout
         self.url = ""
+        self.upload_url = ""  # the attempt-upload listener (what pods are given)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._ready = threading.Event()
@@ -66,7 +67,9 @@ class ServerThread:
                 self.url = url
                 self._ready.set()
 
-            await server_.serve(self.settings, host=self.host, port=0, role=self.role,
+            upload_sock = server_.bind(self.host, 0)
+            self.upload_url = server_.url_of(upload_sock)
+            await server_.serve(self.settings, host=self.host, port=0, role=self.role, upload_sock=upload_sock,
                                 started=started, stop=self._stop)
 
         try:
@@ -86,6 +89,8 @@ class ServerProcess:
         self.role = role
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.upload_port = free_port()
+        self.upload_url = f"http://127.0.0.1:{self.upload_port}"
         self.log_file = log_file
         self.start_timeout = start_timeout
         self.process: subprocess.Popen[bytes] | None = None
@@ -95,7 +100,7 @@ class ServerProcess:
         self._log = self.log_file.open("ab") if self.log_file else subprocess.DEVNULL
         self.process = subprocess.Popen(
             [sys.executable, "-c", "from kubeline.cli.main import app; app()", "server",
-             "--port", str(self.port), "--role", self.role],
+             "--port", str(self.port), "--upload-port", str(self.upload_port), "--role", self.role],
             env=self.env, stdout=self._log, stderr=self._log, start_new_session=True)
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:

@@ -56,3 +56,26 @@ def test_script_requirements_are_package_names_only(server: testing.ServerThread
         assert answer.status_code == 422, (bad, answer.text)
         assert "is not a package requirement" in answer.text
     assert httpx.get(f"{server.url}/api/v1/runs").json()["items"] == []
+
+
+def test_the_attempt_upload_has_its_own_listener_and_nothing_else(server: testing.ServerThread) -> None:
+    assert server.upload_url and server.upload_url != server.url
+    io = "/api/v1/attempts/nope/io"
+    on_api = httpx.put(server.url + io, json={"outputs": {}}, headers={"Authorization": "Bearer x"})
+    assert on_api.status_code in (404, 405), on_api.text  # the API port does not take uploads
+    on_upload = httpx.put(server.upload_url + io, json={"outputs": {}}, headers={"Authorization": "Bearer x"})
+    assert on_upload.status_code == 401 and "KUBELINE_ATTEMPT_TOKEN" in on_upload.text
+    assert httpx.get(server.upload_url + "/healthz").status_code == 200
+    for path in ("/api/v1/runs", "/api/v1/pipelines", "/api/v1/secrets", "/metrics", "/readyz",
+                 "/api/v1/openapi.json", "/api/v1/docs"):
+        assert httpx.get(server.upload_url + path).status_code == 404, path
+    assert httpx.post(server.upload_url + "/api/v1/scripts", json={"code": "print(1)"}).status_code == 404
+    assert httpx.get(server.url + "/api/v1/openapi.json").json()["paths"].keys().isdisjoint({"/api/v1/attempts/{attempt_id}/io"})
+
+
+def test_kubeline_server_opens_the_upload_port(tmp_path: pathlib.Path) -> None:
+    env = {"KUBELINE_HOME": str(tmp_path / "home"), "KUBELINE_SECRET_KEY": ""}
+    with testing.ServerProcess(env=env) as server:
+        assert httpx.get(server.upload_url + "/healthz").status_code == 200
+        assert httpx.get(server.upload_url + "/api/v1/runs").status_code == 404
+        assert httpx.get(server.url + "/api/v1/runs").status_code == 200

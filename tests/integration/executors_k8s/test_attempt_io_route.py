@@ -28,7 +28,7 @@ async def _running_attempt(kl: bootstrap.Kubeline, token: str) -> runs.Attempt:
 async def test_upload_auth_states_and_large_gzip_bodies(tmp_path: pathlib.Path) -> None:
     async with bootstrap.open_kubeline(settings.Settings(home=tmp_path, secret_key=None)) as kl:
         attempt = await _running_attempt(kl, "good-token")
-        transport = httpx.ASGITransport(app=app_.create_app(kl))
+        transport = httpx.ASGITransport(app=app_.create_upload_app(kl))
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
             url = f"/api/v1/attempts/{attempt.id}/io"
             small = {"outputs": {"n": 1}, "route": None}
@@ -57,7 +57,7 @@ async def test_upload_auth_states_and_large_gzip_bodies(tmp_path: pathlib.Path) 
 async def test_a_short_stage_log_comes_with_the_upload_checked(tmp_path: pathlib.Path) -> None:
     async with bootstrap.open_kubeline(settings.Settings(home=tmp_path, secret_key=None)) as kl:
         attempt = await _running_attempt(kl, "t")
-        transport = httpx.ASGITransport(app=app_.create_app(kl))
+        transport = httpx.ASGITransport(app=app_.create_upload_app(kl))
         auth = {"Authorization": "Bearer t"}
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
             url = f"/api/v1/attempts/{attempt.id}/io"
@@ -89,7 +89,7 @@ async def test_uploaded_secrets_are_masked_before_they_are_stored(tmp_path: path
                                                              number=1, executor="kubernetes"))
         await kl.store.transition_attempt(attempt.id, states.AttemptState.RUNNING,
                                           handle={"token_sha256": executor.token_digest("t")})
-        transport = httpx.ASGITransport(app=app_.create_app(kl))
+        transport = httpx.ASGITransport(app=app_.create_upload_app(kl))
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
             body = {"outputs": {"echo": "upload-secret-42", "list": ["a upload-secret-42"]},
                     "route": "upload-secret-42", "log": [[1796148062.5, "stdout", "is upload-secret-42"]]}
