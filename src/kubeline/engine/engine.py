@@ -222,7 +222,8 @@ class Engine:
     async def resume(self) -> list[runs.Run]:
         """Drive the runs left running by a process that is gone (after a crash or restart):
         those nobody owns and those whose lease expired. Runs of a live process are left alone."""
-        left = await self.store.adopt_runs(self.lease(), limit=10_000)
+        free = max(self.max_concurrent_runs - len(self._driver_tasks), 0)
+        left = await self.store.adopt_runs(self.lease(), limit=free)  # the rest: serve() adopts as slots free
         self._owned.update(run.id for run in left)
         tasks = [self._start_driver(run) for run in left if run.id not in self.drivers]
         return list(await asyncio.gather(*tasks))

@@ -136,3 +136,16 @@ async def test_execute_waits_while_another_process_owns_the_run(tmp_path: pathli
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_resume_adopts_no_more_runs_than_the_engine_drives_at_once(tmp_path: pathlib.Path,
+                                                                        sql_store: sql_store_.SqlStore) -> None:
+    store = sql_store
+    executor = fake.FakeExecutor({"a": fake.Outcome(duration=0.01)})
+    dead = make(store, executor, tmp_path, "dead")
+    for _ in range(5):
+        await dead.submit(PIPELINE)
+    await store.claim_queued_runs(limit=5)  # running, no owner: a process that is gone
+    heir = make(store, executor, tmp_path, "heir", max_concurrent_attempts=2)
+    assert len(await heir.resume()) == 2
+    await heir.shutdown()
