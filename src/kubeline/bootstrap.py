@@ -14,7 +14,8 @@ from collections.abc import AsyncIterator
 import pydantic
 
 from kubeline import settings as settings_
-from kubeline.domain import errors, notifications, repos
+from kubeline.cleanup import service as cleanup_service
+from kubeline.domain import errors, notifications, repos, retention
 from kubeline.engine import engine as engine_
 from kubeline.executors import base as executors_base
 from kubeline.executors import local, local_warm
@@ -28,6 +29,7 @@ from kubeline.storage import base as storage_base
 from kubeline.storage import sql
 from kubeline.storage.sql import gitsyncs
 from kubeline.storage.sql import notifications as outbox
+from kubeline.storage.sql import retention as retention_queries
 
 
 def settle_heap() -> None:
@@ -51,6 +53,7 @@ class Kubeline:
     new_key_file: pathlib.Path | None  # set when this start generated the secret key
     git: gitsync_service.GitSync | None = None  # with KUBELINE_GIT_REPOS
     notifier: notify_service.Notifier | None = None
+    cleanup: cleanup_service.Cleanup | None = None
 
 
 def executors_for(settings: settings_.Settings, *,
@@ -123,6 +126,16 @@ def notifier(settings: settings_.Settings, *, store: sql.SqlStore, secrets: secr
                                    settings=settings, global_specs=found, timeout=settings.notify_timeout)
 
 
+def cleanup(settings: settings_.Settings, *, store: sql.SqlStore, logs: log_store.LogStore) -> cleanup_service.Cleanup:
+    """Retention with ``KUBELINE_RETENTION`` checked (``SpecError`` names the bad field)."""
+    try:
+        default = retention.RetentionPolicy.model_validate(settings.retention)
+    except pydantic.ValidationError as exc:
+        raise errors.SpecError(spec_problems.from_validation_error(exc, file="KUBELINE_RETENTION")) from None
+    return cleanup_service.Cleanup(store=store, queries=retention_queries.RetentionQueries(store.database), logs=logs,
+                                   settings=settings, default=default)
+
+
 @contextlib.asynccontextmanager
 async def open_kubeline(settings: settings_.Settings | None = None) -> AsyncIterator[Kubeline]:
     settings = settings or settings_.Settings()
@@ -143,7 +156,8 @@ async def open_kubeline(settings: settings_.Settings | None = None) -> AsyncIter
         yield Kubeline(settings=settings, store=store, logs=logs, secrets=secrets, executors=executors,
                        engine=engine, new_key_file=settings.key_file if created else None,
                        git=git_sync(settings, store=store, secrets=secrets),
-                       notifier=notifier(settings, store=store, secrets=secrets, logs=logs))
+                       notifier=notifier(settings, store=store, secrets=secrets, logs=logs),
+                       cleanup=cleanup(settings, store=store, logs=logs))
     finally:
         for executor in executors.values():
             await executor.close()

@@ -115,6 +115,8 @@ def _start_background(kl: bootstrap.Kubeline, role: Role) -> list[asyncio.Task[A
         tasks.append(_task(kl.git.run_forever(), "git-sync"))
     if kl.notifier is not None and role in ("all", "scheduler", "worker"):  # idempotent across replicas
         tasks.append(_task(kl.notifier.run_forever(), "notifications"))
+    if kl.cleanup is not None and role in ("all", "scheduler"):  # deletes re-check; replicas may overlap
+        tasks.append(_task(kl.cleanup.run_forever(), "retention"))
     if role in ("all", "worker"):
         tasks.append(_task(kl.engine.resume(), "resume"))
         tasks.append(_task(kl.engine.serve(), "dispatcher"))

@@ -88,6 +88,14 @@ class Settings(pydantic_settings.BaseSettings):
                                           '"SLACK_URL", "on": ["failure", "recovery"]}] (every pipeline).')
     public_url: str = pydantic.Field(
         "http://127.0.0.1:8080", description="This server's URL as people reach it (links in notifications).")
+    retention: dict[str, Any] = pydantic.Field(
+        default_factory=dict, description='Default retention, JSON: {"max_age_days": 30, "max_runs": 500, '
+                                          '"logs_max_age_days": 14, "artifacts_max_age_days": 14}; pipelines override.')
+    retention_interval: float = pydantic.Field(3600, gt=0, description="Seconds between retention passes.")
+    log_max_bytes: int | None = pydantic.Field(
+        None, ge=4096, description="A finished attempt's log above this is cut to its tail behind a marker line.")
+    prune_after_days: float = pydantic.Field(
+        30, gt=0, description="Virtualenvs unused and git checkouts not served for this long are deleted.")
     notify_timeout: float = pydantic.Field(
         10.0, gt=0, description="Seconds one notification delivery may take (a hanging receiver is retried later).")
     smtp_host: str | None = pydantic.Field(None, description="SMTP server for email notifications.")

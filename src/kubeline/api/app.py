@@ -25,6 +25,7 @@ from kubeline.api.routes import (
     hooks,
     notifications,
     pipelines,
+    retention,
     runs,
     schedules,
     scripts,
@@ -50,7 +51,8 @@ def create_app(kl: bootstrap.Kubeline, *, metrics: metrics_.Metrics | None = Non
     problems.install(app)
     app.add_middleware(problems.BodyLimit, limit=kl.settings.max_request_bytes)
     app.include_router(health.router)
-    for module in (pipelines, runs, cells, git, notifications, streams, secrets, scripts, hooks, schedules):
+    for module in (pipelines, runs, cells, git, notifications, retention, streams, secrets, scripts, hooks,
+                   schedules):
         app.include_router(module.router, prefix=API_PREFIX)
     return app
 

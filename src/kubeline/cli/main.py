@@ -22,6 +22,7 @@ from kubeline import settings as settings_
 from kubeline.cli import git as git_cli
 from kubeline.cli import k8s as k8s_cli
 from kubeline.cli import remote, render
+from kubeline.cli import retention as retention_cli
 from kubeline.cli import server as server_cli
 from kubeline.domain import errors, runs, specs, states
 from kubeline.pipelines import loader
@@ -32,6 +33,7 @@ db_app = typer.Typer(no_args_is_help=True, help="Database maintenance.")
 app.add_typer(secrets_app, name="secrets")
 app.add_typer(db_app, name="db")
 app.add_typer(git_cli.app, name="git")
+app.add_typer(retention_cli.app, name="retention")
 app.command("server")(server_cli.server)
 k8s_cli.register(app)  # kubeline k8s ..., kubeline operator
 out = Console()

@@ -19,6 +19,7 @@ import pydantic
 
 from kubeline.domain import notifications as notifications_
 from kubeline.domain import quantities
+from kubeline.domain import retention as retention_
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 STAGE_ID_PATTERN = r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$"
@@ -460,6 +461,8 @@ class PipelineSpec(Model):
         None, description="Seconds a run should take; a 'slow' notification fires once it runs longer.")
     notify_rate_limit: int = pydantic.Field(
         10, ge=1, description="Notifications per channel per hour; more are recorded as suppressed.")
+    retention: retention_.RetentionPolicy = pydantic.Field(
+        retention_.RetentionPolicy(), description="Runs/logs/artifacts kept; unset fields use the server's.")
 
     @pydantic.model_validator(mode="before")
     @classmethod

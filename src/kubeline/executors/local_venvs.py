@@ -15,6 +15,7 @@ modules (``kubeline/__init__.py``, ``task.py``, the notebook component), so scri
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -84,6 +85,7 @@ class VenvCache:
         memo = (key, python_version, tuple(extra_packages))
         cached = self._ready.get(memo)
         if cached is not None:
+            _touch(cached)
             return cached
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
@@ -93,6 +95,7 @@ class VenvCache:
                                         python_version=python_version,
                                         requirements=requirements, extra_packages=extra_packages)
             self._ready[memo] = venv
+            _touch(venv)
             return venv
 
     def _digest(self, requirements: pathlib.Path | None) -> str:
@@ -182,3 +185,9 @@ class VenvCache:
 
 def _tail(text: str) -> str:
     return text if len(text) <= _MAX_ERROR else "..." + text[-_MAX_ERROR:]
+
+
+def _touch(venv: pathlib.Path) -> None:
+    """Mark the venv used now: retention prunes venvs by the age of this mark, not of the build."""
+    with contextlib.suppress(OSError):
+        os.utime(venv / _READY)

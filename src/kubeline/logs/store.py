@@ -82,6 +82,21 @@ class LogStore:
     def path(self, *, run_id: str, stage_id: str, attempt: int) -> pathlib.Path:
         return self.root / run_id / stage_id / f"{attempt}.log"
 
+    def run_files(self, run_id: str) -> list[pathlib.Path]:
+        """Every log file of a run (retention: size caps, deletion)."""
+        return [path for _, _, path in self._files(run_id, stage_id=None, attempt=None)]
+
+    def delete_run(self, run_id: str) -> int:
+        """Delete a finished run's logs; the bytes freed. (Retention only: never for a live run.)"""
+        import shutil
+
+        run_dir = self.root / run_id
+        if not run_dir.is_dir():
+            return 0
+        freed = sum(p.stat().st_size for p in run_dir.rglob("*") if p.is_file())
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return freed
+
     def sink(self, *, run_id: str, stage_id: str, attempt: int,
              secrets: Iterable[str] = ()) -> FileSink:
         return FileSink(path=self.path(run_id=run_id, stage_id=stage_id, attempt=attempt),

@@ -1,0 +1,96 @@
+"""Retention against a real server and store: by count and age, refused when it would delete
+everything (unless forced), never a running run, log tails behind a marker, old venvs and git
+checkouts pruned; a dry run lists exactly what apply removes."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+import time
+
+import httpx
+import pytest
+
+from kubeline import client as client_
+from kubeline import settings as settings_
+from kubeline import testing
+
+pytestmark = pytest.mark.slow
+
+
+def _pipelines(root: pathlib.Path) -> None:
+    specs = {
+        "keep2": "retention: {max_runs: 2}\nstages: [{id: a, type: shell, command: 'echo hi'}]\n",
+        "wipe": "retention: {max_age_days: 0.00001}\nstages: [{id: a, type: shell, command: 'echo bye'}]\n",
+        "busy": "retention: {max_runs: 0}\nstages: [{id: a, type: shell, command: 'echo started; sleep 60'}]\n",
+        "chatty": "stages: [{id: a, type: shell, command: 'for i in $(seq 1 600); do echo \"line $i of output\"; done'}]\n",
+    }
+    for name, text in specs.items():
+        (root / name).mkdir(parents=True)
+        (root / name / "pipeline.yaml").write_text(textwrap.dedent(text))
+
+
+def test_plan_apply_refusal_running_runs_and_log_caps(tmp_path: pathlib.Path, database_url: str) -> None:
+    _pipelines(tmp_path / "pipelines")
+    home = tmp_path / "home"
+    old_venv = home / "venvs" / ("0" * 32)
+    (old_venv / "bin").mkdir(parents=True)
+    (old_venv / ".kubeline-ready").write_text("k")
+    os.utime(old_venv / ".kubeline-ready", (time.time() - 40 * 86400,) * 2)
+    settings = settings_.Settings(home=home, database_url=database_url, pipelines_dir=tmp_path / "pipelines",
+                                  log_max_bytes=4096, retention={"logs_max_age_days": 30})
+    with testing.ServerThread(settings) as server, client_.Client(server.url, timeout=60) as api:
+        kept = [api.wait(api.create_run("keep2").id, timeout=60).id for _ in range(4)]
+        wiped = api.wait(api.create_run("wipe").id, timeout=60).id
+        busy = api.create_run("busy").id
+        chatty = api.wait(api.create_run("chatty").id, timeout=60).id
+        deadline = time.monotonic() + 30
+        while api.run(busy).state.value != "running" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.5)  # 'wipe' is now older than its max_age_days
+
+        plan = httpx.get(f"{server.url}/api/v1/retention/plan", timeout=60).json()
+        assert not plan["applied"]
+        by_kind: dict[str, list[str]] = {}
+        for item in plan["items"]:
+            by_kind.setdefault(item["kind"], []).append(item["target"])
+        assert sorted(by_kind["run"]) == sorted(kept[:2])  # the two oldest of keep2; busy is running
+        assert busy not in json.dumps(plan["items"])
+        assert [r for r in plan["refused"] if r.startswith("wipe: the policy would delete all 1 finished runs")]
+        assert by_kind["log_tail"] == [str(home / "logs" / chatty / "a" / "1.log")]
+        assert by_kind["venv"] == [str(old_venv)]
+
+        applied = httpx.post(f"{server.url}/api/v1/retention/apply", timeout=60).json()
+        assert applied["applied"] and sorted(i["target"] for i in applied["items"] if i["kind"] == "run") \
+            == sorted(kept[:2])
+        assert [r.id for r in api.runs(pipeline="keep2").items] == kept[:1:-1]
+        assert api.run(wiped).state.value == "succeeded"  # refused without force
+        assert api.run(busy).state.value == "running"
+        assert not old_venv.exists()
+        lines = api.logs(chatty).splitlines()
+        assert "log truncated:" in lines[0] and "the tail follows" in lines[0]
+        assert lines[-1].endswith("line 600 of output")
+        assert (home / "logs" / chatty / "a" / "1.log").stat().st_size < 4096 + 300
+        assert not (home / "logs" / kept[0]).exists()
+
+        forced = httpx.post(f"{server.url}/api/v1/retention/apply", params={"force": "true"}, timeout=60).json()
+        assert [i["target"] for i in forced["items"] if i["kind"] == "run"] == [wiped]
+        with pytest.raises(Exception, match="not found|does not exist"):
+            api.run(wiped)
+        api.cancel(busy)
+
+
+def test_cli_dry_run_and_bad_policy(tmp_path: pathlib.Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBELINE_")}
+    env.update(KUBELINE_HOME=str(tmp_path / "home"))
+    kubeline = pathlib.Path(sys.executable).with_name("kubeline")
+    done = subprocess.run([str(kubeline), "retention", "plan"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "0 item(s) would remove" in done.stdout
+    env["KUBELINE_RETENTION"] = json.dumps({"max_runs": -1})
+    bad = subprocess.run([str(kubeline), "retention", "apply"], env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and "KUBELINE_RETENTION" in bad.stdout + bad.stderr
+    assert "max_runs" in bad.stdout + bad.stderr
