@@ -18,6 +18,7 @@ import pytest
 from kubeline import client as client_
 from kubeline import settings as settings_
 from kubeline import testing
+from kubeline.domain import errors
 
 pytestmark = pytest.mark.slow
 
@@ -79,7 +80,7 @@ def test_plan_apply_refusal_running_runs_and_log_caps(tmp_path: pathlib.Path, da
 
         forced = httpx.post(f"{server.url}/api/v1/retention/apply", params={"force": "true"}, timeout=60).json()
         assert [i["target"] for i in forced["items"] if i["kind"] == "run"] == [wiped]
-        with pytest.raises(Exception, match="not found|does not exist"):
+        with pytest.raises(errors.NotFoundError):
             api.run(wiped)
         api.cancel(busy)
 
