@@ -20,6 +20,7 @@ from kubeline.engine import engine as engine_
 from kubeline.executors import base as executors_base
 from kubeline.executors import local, local_warm
 from kubeline.gitsync import service as gitsync_service
+from kubeline.logs import base as log_base
 from kubeline.logs import store as log_store
 from kubeline.notify import service as notify_service
 from kubeline.pipelines import problems as spec_problems
@@ -46,7 +47,7 @@ def settle_heap() -> None:
 class Kubeline:
     settings: settings_.Settings
     store: storage_base.Store
-    logs: log_store.LogStore
+    logs: log_base.LogBackend
     secrets: secret_service.SecretService
     executors: dict[str, executors_base.Executor]
     engine: engine_.Engine
@@ -79,6 +80,11 @@ def executors_for(settings: settings_.Settings, *,
 
         found["docker"] = docker.DockerExecutor.from_settings(settings)
     return found
+
+
+def log_backend(settings: settings_.Settings, *, store: storage_base.Store) -> log_base.LogBackend:
+    """Files under the data dir (embedded default), or chunks in an S3-compatible bucket."""
+    return log_store.LogStore(settings.logs_dir)
 
 
 def default_executor(settings: settings_.Settings) -> str:
@@ -142,10 +148,11 @@ async def open_kubeline(settings: settings_.Settings | None = None) -> AsyncIter
     settings.home.mkdir(parents=True, exist_ok=True)
     store = await sql.SqlStore.open(settings.database)
     executors = executors_for(settings, store=store)
+    logs: log_base.LogBackend | None = None
     try:
         key, created = crypto.load_key(settings)
         secrets = secret_service.SecretService(store=store, key=key)
-        logs = log_store.LogStore(settings.logs_dir)
+        logs = log_backend(settings, store=store)
         engine = engine_.Engine(store=store, executors=executors, logs=logs, secrets=secrets,
                                 default_executor=default_executor(settings),
                                 max_concurrent_attempts=settings.max_concurrent_attempts,
@@ -161,4 +168,6 @@ async def open_kubeline(settings: settings_.Settings | None = None) -> AsyncIter
     finally:
         for executor in executors.values():
             await executor.close()
+        if logs is not None:
+            await logs.close()
         await store.close()

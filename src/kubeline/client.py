@@ -60,6 +60,8 @@ def raise_for_problem(response: httpx.Response) -> None:
     exc: errors.KubelineError
     if response.status_code == 404:
         exc = errors.NotFoundError(detail)
+    elif response.status_code == 410:
+        exc = errors.GoneError(detail)
     elif response.status_code == 409:
         exc = errors.ConflictError(detail)
     elif response.status_code == 422 and problem.problems:

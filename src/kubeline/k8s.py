@@ -37,7 +37,7 @@ def _kinds(plural: str) -> str:
     return "Pipeline" if plural == PIPELINES else "PipelineRun"
 
 
-def translate(exc: Exception, *, what: str) -> errors.KubelineError:
+def translate(exc: Exception, *, what: str) -> errors.KubelineError:  # noqa: PLR0911 - one per status
     """An ApiException (or a connection error) as the Kubeline error a user can act on."""
     status = getattr(exc, "status", None)
     body = getattr(exc, "body", None)
@@ -46,6 +46,8 @@ def translate(exc: Exception, *, what: str) -> errors.KubelineError:
         with contextlib.suppress(ValueError, TypeError, AttributeError):
             parsed = json.loads(body)
             message = parsed.get("message") or parsed.get("detail") or message
+    if status == 410:
+        return errors.GoneError(message)
     if status == 404:
         return errors.NotFoundError(f"{what} not found: {message}")
     if status == 409:

@@ -28,13 +28,14 @@ TYPE_BASE = "https://kubeline.dev/problems/"
 _STATUS: list[tuple[type[errors.KubelineError], int, str]] = [
     (errors.SpecError, 422, "invalid-pipeline"),
     (errors.NotFoundError, 404, "not-found"),
+    (errors.GoneError, 410, "gone"),
     (errors.InvalidInputError, 422, "invalid-input"),
     (errors.ConflictError, 409, "conflict"),
     (errors.TransitionError, 409, "conflict"),
     (errors.SecretError, 422, "secret"),
     (errors.ExecutorError, 503, "executor-unavailable"),
 ]
-TITLES = {400: "Bad request", 404: "Not found", 405: "Method not allowed", 409: "Conflict",
+TITLES = {400: "Bad request", 404: "Not found", 405: "Method not allowed", 409: "Conflict", 410: "Gone",
           413: "Request body too large", 415: "Unsupported media type", 422: "Unprocessable content",
           429: "Too many requests", 500: "Internal server error", 503: "Service unavailable"}
 

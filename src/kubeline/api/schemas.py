@@ -8,7 +8,7 @@ is generated from these models, with examples, so clients and schemathesis see t
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, Literal
 
 import pydantic
 
@@ -307,6 +307,14 @@ class LogLineOut(pydantic.BaseModel):
     stage_id: str
     attempt: int
     cursor: str
+
+
+class LogStatusOut(pydantic.BaseModel):
+    """``available``; ``partial`` (some attempts' logs are gone); ``delayed`` (lines wait on a
+    replica's disk until the object store answers again); ``gone`` (every ended attempt's log)."""
+
+    state: Literal["available", "partial", "delayed", "gone"]
+    detail: str
 
 
 # secrets --------------------------------------------------------------------------------------

@@ -17,6 +17,8 @@ import pydantic
 
 from kubeline import bootstrap
 from kubeline.domain import errors, runs, specs, states
+from kubeline.logs import availability
+from kubeline.logs import base as log_base
 from kubeline.pipelines import loader
 from kubeline.pipelines import problems as problems_
 from kubeline.storage import wakeups
@@ -171,6 +173,13 @@ async def run_script(kl: bootstrap.Kubeline, *, code: str, inputs: dict[str, Any
                                   triggered_by=runs.TriggeredBy(kind=runs.TriggerKind.API, detail="script"))
 
 
-def log_text(kl: bootstrap.Kubeline, run_id: str, *, stage_id: str | None = None) -> str:
-    return "".join(f"{line.at.isoformat()} {line.stage_id}#{line.attempt} {line.stream} {line.text}\n"
-                   for line in kl.logs.read(run_id, stage_id=stage_id))
+async def log_text(kl: bootstrap.Kubeline, run_id: str, *, stage_id: str | None = None) -> str:
+    return "".join([f"{line.at.isoformat()} {line.stage_id}#{line.attempt} {line.stream} {line.text}\n"
+                    async for line in kl.logs.iter_lines(run_id, stage_id=stage_id)])
+
+
+async def log_availability(kl: bootstrap.Kubeline, run_id: str, *,
+                           stage_id: str | None = None) -> log_base.Availability:
+    """``logs.availability.check`` of the run: ``GoneError`` (410) when its log is gone."""
+    return await availability.check(kl.logs, run_id, attempts=await kl.store.list_attempts(run_id),
+                                    stage_id=stage_id)

@@ -25,6 +25,7 @@ from kubeline.cli import remote, render
 from kubeline.cli import retention as retention_cli
 from kubeline.cli import server as server_cli
 from kubeline.domain import errors, runs, specs, states
+from kubeline.logs import availability
 from kubeline.pipelines import loader
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__.splitlines()[0])
@@ -295,10 +296,14 @@ def logs(
             run_ = await kl.store.get_run(run_id)
             if stage is not None and stage not in {s.id for s in run_.spec.stages}:
                 raise errors.NotFoundError(f"run {run_id} has no stage {stage!r}")
+            found = await availability.check(kl.logs, run_id, attempts=await kl.store.list_attempts(run_id),
+                                             stage_id=stage)  # GoneError: exit 1
+            if found.delayed:
+                err.print(f"[yellow]log delayed:[/yellow] {found.delayed}", highlight=False)
             if follow:
                 await _print_logs(kl, run_id, stage=stage)
             else:
-                for line in kl.logs.read(run_id, stage_id=stage):
+                async for line in kl.logs.iter_lines(run_id, stage_id=stage):
                     _print_line(line)
 
     _run_async(_logs())

@@ -6,6 +6,7 @@ Library code raises these; entry points (CLI, API) turn them into exit codes or 
     KubelineError
     ├── SpecError                 a pipeline folder or spec is invalid (carries every Problem)
     ├── NotFoundError             a pipeline, run, stage or secret does not exist
+    ├── GoneError                 it existed and is gone for good (a run's deleted or lost log)
     ├── InvalidInputError         run inputs do not match the declared inputs
     ├── TransitionError           a state change the rules forbid (a bug or a race lost)
     ├── ConflictError             the change conflicts with the current state (e.g. cancel a finished run)
@@ -46,6 +47,10 @@ class SpecError(KubelineError):
 
 class NotFoundError(KubelineError):
     """Something named does not exist."""
+
+
+class GoneError(KubelineError):
+    """Something that existed is gone for good (a run's log deleted or lost); the message says why."""
 
 
 class InvalidInputError(KubelineError):

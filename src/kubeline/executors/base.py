@@ -78,6 +78,16 @@ class LogSink(Protocol):
     def close(self) -> None: ...
 
 
+async def stored_tail(sink: LogSink, *, max_bytes: int) -> bytes:
+    """The last stored bytes of the sink's attempt log (``lines.format_line`` format), or b"" for
+    a sink that keeps nothing readable (a test double): where an adopting executor resumes."""
+    read = getattr(sink, "stored_tail", None)
+    if read is None:
+        return b""
+    tail: bytes = await read(max_bytes=max_bytes)
+    return tail
+
+
 class Executor(Protocol):
     name: str
     capabilities: Capabilities

@@ -337,7 +337,7 @@ class DockerExecutor:
             await self._call(self._remove_quietly, found)
             return False
         handle = {**handle, "container": found}
-        positions = await self._call(docker_logs.positions_from_file, getattr(sink, "path", None))
+        positions = await docker_logs.stored_positions(sink)
         self._follow(handle, sink, positions)
         return True
 

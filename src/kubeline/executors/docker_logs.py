@@ -65,14 +65,25 @@ class Position:
 
 def positions_from_file(path: pathlib.Path | None) -> dict[str, Position]:
     """Per stream, where a previous process stopped: the last lines stored in the log file."""
-    found = {"stdout": Position(), "stderr": Position()}
     if path is None or not path.is_file():
-        return found
+        return positions_from_tail(b"")
     with path.open("rb") as handle:
         size = handle.seek(0, 2)
         handle.seek(max(0, size - _TAIL_BYTES))
-        tail = handle.read().split(b"\n")
-    for raw in tail[1:] if size > _TAIL_BYTES else tail:
+        return positions_from_tail(handle.read(), cut=size > _TAIL_BYTES)
+
+
+async def stored_positions(sink: base.LogSink) -> dict[str, Position]:
+    """``positions_from_tail`` of what the sink's log store holds (any backend)."""
+    tail = await base.stored_tail(sink, max_bytes=_TAIL_BYTES)
+    return positions_from_tail(tail, cut=len(tail) >= _TAIL_BYTES)
+
+
+def positions_from_tail(data: bytes, *, cut: bool = False) -> dict[str, Position]:
+    """Per stream, the last lines of stored log bytes (``cut``: the first line may be partial)."""
+    found = {"stdout": Position(), "stderr": Position()}
+    tail = data.split(b"\n")
+    for raw in tail[1:] if cut else tail:
         stamp, _, rest = raw.partition(b" ")
         stream = rest.partition(b" ")[0].decode("ascii", "replace")
         if stream not in found:

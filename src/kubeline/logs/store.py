@@ -14,13 +14,14 @@ import contextlib
 import datetime
 import heapq
 import pathlib
+import shutil
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import BinaryIO
 
-from kubeline.logs import lines, masking
+from kubeline.logs import base, lines, masking
 
-Until = asyncio.Event | Callable[[], Awaitable[bool]] | None
+Until = base.Until
 _POLL = 0.1  # seconds between file checks when nothing in this process says "new lines"
 _BATCH = 2000  # lines per file per follower turn: bounds a follower's memory on huge logs
 
@@ -62,6 +63,9 @@ class FileSink:
             self._file.close()
             self._file = None
 
+    async def stored_tail(self, *, max_bytes: int) -> bytes:
+        return await asyncio.to_thread(read_tail, self.path, max_bytes)
+
     def _schedule_flush(self) -> None:
         if self._flush_pending:
             return
@@ -101,6 +105,33 @@ class LogStore:
              secrets: Iterable[str] = ()) -> FileSink:
         return FileSink(path=self.path(run_id=run_id, stage_id=stage_id, attempt=attempt),
                         masker=masking.Masker(secrets), on_flush=lambda: self._wake(run_id))
+
+    async def iter_lines(self, run_id: str, *, stage_id: str | None = None,
+                         attempt: int | None = None) -> AsyncIterator[lines.LogLine]:
+        for count, line in enumerate(self.read(run_id, stage_id=stage_id, attempt=attempt)):
+            yield line
+            if count % 2000 == 1999:
+                await asyncio.sleep(0)  # a huge log does not hold the event loop
+
+    async def availability(self, run_id: str, *, ran: Iterable[base.AttemptKey]) -> base.Availability:
+        missing = tuple(key for key in ran
+                        if not self.path(run_id=run_id, stage_id=key.stage_id, attempt=key.attempt).is_file())
+        reason = ""
+        if missing:
+            reason = (f"no log file under {self.root / run_id} for "
+                      f"{', '.join(f'{k.stage_id}#{k.attempt}' for k in missing)}: deleted, or the data volume "
+                      "was replaced (an emptyDir is lost with its pod); the S3 log store keeps logs across "
+                      "pods and replicas (KUBELINE_LOG_STORE=s3)")
+        return base.Availability(missing=missing, gone_reason=reason)
+
+    async def delete_run(self, run_id: str) -> int:
+        run_dir = self.root / run_id
+        count = sum(1 for _ in run_dir.rglob("*.log")) if run_dir.is_dir() else 0
+        await asyncio.to_thread(shutil.rmtree, run_dir, True)
+        return count
+
+    async def close(self) -> None:
+        return None
 
     def read(self, run_id: str, *, stage_id: str | None = None,
              attempt: int | None = None) -> Iterator[lines.LogLine]:
@@ -237,3 +268,14 @@ def _line_before(path: pathlib.Path, offset: int) -> lines.LogLine | None:
                 window *= 4
     except FileNotFoundError:
         return None
+
+
+def read_tail(path: pathlib.Path, max_bytes: int) -> bytes:
+    """The last ``max_bytes`` of a file (b"" when there is none)."""
+    try:
+        with path.open("rb") as file:
+            size = file.seek(0, 2)
+            file.seek(max(0, size - max_bytes))
+            return file.read()
+    except FileNotFoundError:
+        return b""

@@ -34,5 +34,5 @@ async def run_script(
     outputs = stages[0].outputs if stages else {}
     done = states.is_final(run.state)
     return schemas.ScriptOut(run=schemas.RunOut.of(run, stages=stages), outputs=outputs,
-                             logs=services.log_text(kl, run.id), success=run.state is states.RunState.SUCCEEDED
+                             logs=await services.log_text(kl, run.id), success=run.state is states.RunState.SUCCEEDED
                              if done else None)

@@ -21,6 +21,7 @@ from kubeline.logs import lines
 from kubeline.storage import wakeups
 
 router = fastapi.APIRouter(prefix="/runs/{run_id}", tags=["logs and events"])
+DELAYED_HEADER = "Kubeline-Log-Delayed"
 LastEventId = Annotated[str | None, fastapi.Header(alias="Last-Event-ID", max_length=300)]
 _SAFETY_POLL = 5.0  # seconds between store reads when no wake-up came (one may have been lost)
 _SSE_DOC: dict[int | str, dict[str, Any]] = {200: {"content": {sse.MEDIA_TYPE: {"schema": {"type": "string"}}},
@@ -33,18 +34,40 @@ def _watch(request: fastapi.Request) -> sse.RunWatch:
 
 
 @router.get("/logs", response_class=responses.PlainTextResponse,
-            responses={**deps.problem_responses(404), 200: {"content": {"text/plain": {}}}})
+            responses={**deps.problem_responses(404, 410), 200: {"content": {"text/plain": {}}}})
 async def download_logs(run_id: str, kl: deps.KL,
                         stage: Annotated[str | None, fastapi.Query(max_length=128)] = None) -> responses.Response:
-    """Every stored line of the run (or one stage) in time order, as text."""
+    """Every stored line of the run (or one stage) in time order, as text.
+
+    410 when the log of every ended attempt is gone (the problem's detail says why); a
+    ``Kubeline-Log-Delayed`` header when lines wait on a replica's disk for the object store."""
     await _check_stage(kl, run_id, stage)
-    text = services.log_text(kl, run_id, stage_id=stage)
-    return responses.PlainTextResponse(text, headers={
-        "Content-Disposition": f'attachment; filename="{run_id}.log"'})
+    found = await services.log_availability(kl, run_id, stage_id=stage)
+    text = await services.log_text(kl, run_id, stage_id=stage)
+    headers = {"Content-Disposition": f'attachment; filename="{run_id}.log"'}
+    if found.delayed:
+        headers[DELAYED_HEADER] = found.delayed
+    return responses.PlainTextResponse(text, headers=headers)
+
+
+@router.get("/logs/status", response_model=schemas.LogStatusOut, responses=deps.problem_responses(404))
+async def log_status(run_id: str, kl: deps.KL,
+                     stage: Annotated[str | None, fastapi.Query(max_length=128)] = None) -> schemas.LogStatusOut:
+    """Whether the run's log is complete, delayed (lines wait for the object store) or gone."""
+    await _check_stage(kl, run_id, stage)
+    try:
+        found = await services.log_availability(kl, run_id, stage_id=stage)
+    except errors.GoneError as exc:
+        return schemas.LogStatusOut(state="gone", detail=str(exc))
+    if found.delayed:
+        return schemas.LogStatusOut(state="delayed", detail=found.delayed)
+    if found.missing:
+        return schemas.LogStatusOut(state="partial", detail=found.gone_reason)
+    return schemas.LogStatusOut(state="available", detail="")
 
 
 @router.get("/logs/stream", response_class=responses.StreamingResponse,
-            responses={**deps.problem_responses(404, 422), **_SSE_DOC})
+            responses={**deps.problem_responses(404, 410, 422), **_SSE_DOC})
 async def follow_logs(
     run_id: str, *, kl: deps.KL, request: fastapi.Request, last_event_id: LastEventId = None,
     stage: Annotated[str | None, fastapi.Query(max_length=128)] = None,
@@ -58,6 +81,7 @@ async def follow_logs(
             lines.parse_cursor(cursor)
         except ValueError as exc:
             raise errors.InvalidInputError(f"Last-Event-ID: {exc}") from None
+    found = await services.log_availability(kl, run_id, stage_id=stage)
     watch = _watch(request)
 
     async def finished() -> bool:
@@ -65,6 +89,8 @@ async def follow_logs(
 
     async def frames() -> AsyncIterator[bytes]:
         yield sse.retry_hint()
+        if found.delayed:
+            yield sse.event(data={"detail": found.delayed}, event_type="delayed")
         async for line in kl.logs.follow(run_id, stage_id=stage, after=cursor, until=finished):
             out = schemas.LogLineOut(at=line.at, stream=line.stream, text=line.text, stage_id=line.stage_id,
                                      attempt=line.attempt, cursor=line.cursor)

@@ -523,7 +523,7 @@ class KubernetesExecutor:
             return True
         namespace = handle["namespace"]
         await self._watch(namespace)
-        tracked = self._track(handle, sink, logs.position_from_file(getattr(sink, "path", None)))
+        tracked = self._track(handle, sink, await logs.stored_position(sink))
         job = await self.kube.read("jobs", namespace, handle["job"])
         if job is None:
             uploaded = False

@@ -102,16 +102,27 @@ def split_line(raw: bytes, clock: _Clock) -> tuple[int, str] | None:
 
 def position_from_file(path: pathlib.Path | None) -> Position:
     """Where a previous process stopped: the last stdout/stderr line stored in the log file."""
-    position = Position()
     if path is None or not path.is_file():
-        return position
+        return Position()
     with path.open("rb") as handle:
         size = handle.seek(0, 2)
         handle.seek(max(0, size - _TAIL_BYTES))
-        tail = handle.read().split(b"\n")
+        return position_from_tail(handle.read(), cut=size > _TAIL_BYTES)
+
+
+async def stored_position(sink: base.LogSink) -> Position:
+    """``position_from_tail`` of what the sink's log store holds (any backend)."""
+    tail = await base.stored_tail(sink, max_bytes=_TAIL_BYTES)
+    return position_from_tail(tail, cut=len(tail) >= _TAIL_BYTES)
+
+
+def position_from_tail(data: bytes, *, cut: bool = False) -> Position:
+    """Where a previous process stopped: the last stdout/stderr line in stored log bytes."""
+    position = Position()
+    tail = data.split(b"\n")
     clock = _Clock()
     seen: list[tuple[int, str]] = []
-    for raw in tail[1:] if size > _TAIL_BYTES else tail:
+    for raw in tail[1:] if cut else tail:
         stamp, _, rest = raw.decode("utf-8", "replace").partition(" ")
         stream, _, text = rest.partition(" ")
         if stream not in ("stdout", "stderr"):
