@@ -8,7 +8,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import os
 import pathlib
+import socket
 from collections.abc import AsyncIterator
 
 import pydantic
@@ -84,7 +86,20 @@ def executors_for(settings: settings_.Settings, *,
 
 def log_backend(settings: settings_.Settings, *, store: storage_base.Store) -> log_base.LogBackend:
     """Files under the data dir (embedded default), or chunks in an S3-compatible bucket."""
-    return log_store.LogStore(settings.logs_dir)
+    if settings.log_store == "files":
+        return log_store.LogStore(settings.logs_dir)
+    from kubeline.logs import buckets, objects  # boto3 loads only here
+    from kubeline.storage.sql import log_index
+
+    assert settings.log_s3_bucket is not None and isinstance(store, sql.SqlStore)
+    secret = settings.log_s3_secret_access_key
+    bucket = buckets.Bucket(buckets.BucketConfig(
+        bucket=settings.log_s3_bucket, endpoint_url=settings.log_s3_endpoint_url, region=settings.log_s3_region,
+        access_key_id=settings.log_s3_access_key_id, secret_access_key=secret.get_secret_value() if secret else None))
+    return objects.ObjectLogStore(bucket=bucket, chunk_index=log_index.SqlChunkIndex(store.database),
+                                  spool_dir=settings.log_spool_dir, prefix=settings.log_s3_prefix,
+                                  writer=f"{socket.gethostname()}/{os.getpid()}",
+                                  chunk_seconds=settings.log_chunk_seconds, follow_poll=settings.log_follow_poll)
 
 
 def default_executor(settings: settings_.Settings) -> str:

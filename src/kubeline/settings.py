@@ -156,6 +156,29 @@ class Settings(pydantic_settings.BaseSettings):
             found.append("docker")
         return tuple(dict.fromkeys(found))
 
+    log_store: Literal["files", "s3"] = pydantic.Field(
+        "files", description="Where attempt logs live: files under the data dir (one server), or chunks in an "
+                             "S3-compatible bucket with an index in the database (several replicas, no shared volume).")
+    log_s3_bucket: str | None = pydantic.Field(None, description="Bucket of the s3 log store (it must exist).")
+    log_s3_prefix: str = pydantic.Field("logs/", description="Key prefix of log chunks in the bucket.")
+    log_s3_endpoint_url: str | None = pydantic.Field(
+        None, description="S3-compatible endpoint (MinIO, Ceph, ...); default: AWS S3.")
+    log_s3_region: str | None = None
+    log_s3_access_key_id: str | None = pydantic.Field(
+        None, description="Default: boto3's own chain (AWS_ACCESS_KEY_ID, a web identity, an instance role).")
+    log_s3_secret_access_key: pydantic.SecretStr | None = None
+    log_chunk_seconds: float = pydantic.Field(
+        1.0, gt=0, description="A running attempt's new lines are uploaded as a chunk this often.")
+    log_follow_poll: float = pydantic.Field(
+        2.0, gt=0, description="Seconds between index reads of a follower waiting for another replica's chunks.")
+
+    @pydantic.model_validator(mode="after")
+    def _s3_log_store_has_a_bucket(self) -> Settings:
+        if self.log_store == "s3" and not self.log_s3_bucket:
+            raise ValueError("KUBELINE_LOG_STORE=s3 needs KUBELINE_LOG_S3_BUCKET (an existing bucket; set "
+                             "KUBELINE_LOG_S3_ENDPOINT_URL too for a store other than AWS S3)")
+        return self
+
     @pydantic.model_validator(mode="after")
     def _code_claim_and_dir_together(self) -> Settings:
         if (self.kubernetes_code_claim is None) != (self.kubernetes_code_dir is None):
@@ -175,6 +198,11 @@ class Settings(pydantic_settings.BaseSettings):
     @property
     def git_dir(self) -> pathlib.Path:
         return self.home / "git"
+
+    @property
+    def log_spool_dir(self) -> pathlib.Path:
+        """Lines of the s3 log store waiting to be uploaded (local disk of this replica)."""
+        return self.home / "log-spool"
 
     @property
     def venvs_dir(self) -> pathlib.Path:

@@ -233,3 +233,38 @@ notifications = sa.Table(
     sa.Index("ix_notifications_state_next_at", "state", "next_at"),
     sa.Index("ix_notifications_pipeline_target_created_at", "pipeline", "target", "created_at"),
 )
+
+# The index of attempt logs kept in an object store (``logs.objects``): one row per uploaded
+# chunk, with its byte and line offsets in the attempt's log, so a reader on any replica lists
+# and fetches exactly the chunks after its cursor.
+log_chunks = sa.Table(
+    "log_chunks",
+    metadata,
+    sa.Column("run_id", ID, primary_key=True),
+    sa.Column("stage_id", NAME, primary_key=True),
+    sa.Column("attempt", sa.Integer, primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True),
+    sa.Column("object_key", sa.String(1024), nullable=False),
+    sa.Column("byte_start", sa.BigInteger, nullable=False),
+    sa.Column("byte_count", sa.BigInteger, nullable=False),
+    sa.Column("line_start", sa.BigInteger, nullable=False),
+    sa.Column("line_count", sa.Integer, nullable=False),
+    sa.Column("first_at", UTCDateTime, nullable=False),
+    sa.Column("last_at", UTCDateTime, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+# One row per attempt log being written to an object store: whether its lines wait on the
+# writing replica's disk because the store does not answer (readers on any replica say so).
+log_streams = sa.Table(
+    "log_streams",
+    metadata,
+    sa.Column("run_id", ID, primary_key=True),
+    sa.Column("stage_id", NAME, primary_key=True),
+    sa.Column("attempt", sa.Integer, primary_key=True),
+    sa.Column("writer", sa.String(255), nullable=False),
+    sa.Column("delayed_since", UTCDateTime, nullable=True),
+    sa.Column("delay_reason", sa.Text, nullable=False, server_default=""),
+    sa.Column("closed", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
