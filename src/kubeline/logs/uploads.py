@@ -74,6 +74,7 @@ class Uploader:
         self._kick = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._pause = 0.0
+        self._lock = asyncio.Lock()
 
     def stream(self, *, run_id: str, stage_id: str, attempt: int, path: pathlib.Path) -> Stream:
         key = (run_id, stage_id, attempt)
@@ -134,11 +135,15 @@ class Uploader:
 
     async def _pass(self, *, force: bool) -> bool:
         """One round over the streams; False when the bucket or index failed."""
+        async with self._lock:  # the loop and a drain at shutdown never upload the same lines twice
+            return await self._pass_locked(force=force)
+
+    async def _pass_locked(self, *, force: bool) -> bool:
         now = asyncio.get_running_loop().time()
         for stream in list(self.streams.values()):
             pending = stream.pending()
             due = (force or stream.closed or pending >= self.chunk_bytes
-                   or now - stream.last_upload >= self.chunk_seconds)
+                   or (pending > 0 and now - stream.last_upload >= self.chunk_seconds))
             if not due:
                 continue
             try:
@@ -179,7 +184,14 @@ class Uploader:
             byte_start=stream.byte_next, byte_count=len(data), line_start=stream.line_next, line_count=len(parts),
             first_at=_stamp(parts[0]), last_at=_stamp(parts[-1]))
         await self.bucket.put(chunk.object_key, data)
-        await self.index.add_chunk(chunk)
+        try:
+            await self.index.add_chunk(chunk)
+        except Exception:
+            # The insert may have committed before the error reached us: look before retrying.
+            last = await self.index.last_chunk(run_id=stream.run_id, stage_id=stream.stage_id, attempt=stream.attempt)
+            if last is None or (last.seq, last.byte_start, last.byte_count) != (chunk.seq, chunk.byte_start,
+                                                                                 chunk.byte_count):
+                raise
         stream.next_seq += 1
         stream.byte_next += chunk.byte_count
         stream.line_next += chunk.line_count

@@ -8,6 +8,7 @@ import pathlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from kubeline import bootstrap, settings, testing
@@ -54,6 +55,7 @@ class S3Server:
 def s3() -> Iterator[S3Server]:
     server = S3Server()
     server.start()
+    httpx.post(f"{server.url}/moto-api/reset").raise_for_status()  # moto keeps objects per process
     server.client().create_bucket(Bucket=BUCKET)
     try:
         yield server

@@ -32,6 +32,13 @@ async def chunk_rows(url: str, run_id: str) -> list[Any]:
         await db.dispose()
 
 
+async def until(condition: Any, within: float = 20.0) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
 async def collect(kl: Any, run_id: str, **kwargs: Any) -> list[Any]:
     return [line async for line in kl.logs.iter_lines(run_id, **kwargs)]
 
@@ -42,14 +49,16 @@ async def test_chunks_written_as_the_attempt_runs_read_by_another_replica(open_r
         sink = a.logs.sink(run_id="run1", stage_id="s", attempt=1, secrets=["hunter22"])
         for i in range(5):
             sink.write("stdout", f"line {i} password hunter22", at=1_700_000_000 + i)
-        await asyncio.sleep(0.5)  # one chunk interval: uploaded while the attempt still writes
+        await until(lambda: s3.keys("logs/run1/s/1/"))  # uploaded while the attempt still writes
+        while not await chunk_rows(database_url, "run1"):  # then indexed
+            await asyncio.sleep(0.05)
         assert len(s3.keys("logs/run1/s/1/")) == 1
         seen_by_b = [line.text for line in await collect(b, "run1")]
         assert seen_by_b == [f"line {i} password ***" for i in range(5)]
         sink.write("stderr", "line 5\rwith a carriage return", at=1_700_000_010)
         sink.write("stdout", "line 6", at=1_700_000_011)
         sink.close()
-        await asyncio.sleep(0.3)
+        await until(lambda: not list(a.settings.log_spool_dir.rglob("*.log")))  # uploaded, spool cleaned
         rows = await chunk_rows(database_url, "run1")
         assert [r["seq"] for r in rows] == [0, 1]
         assert rows[1]["byte_start"] == rows[0]["byte_count"] and rows[1]["line_start"] == 5

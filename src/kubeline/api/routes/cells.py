@@ -26,7 +26,9 @@ async def get_run_cells(run_id: str, kl: deps.KL) -> schemas.RunCellsOut:
     attempts = [a for a in await kl.store.list_attempts(run_id) if a.stage_id in notebooks]
     items = []
     for attempt in sorted(attempts, key=lambda a: (a.stage_id, a.number)):
-        found = await asyncio.to_thread(_cells_of, kl, attempt)
+        texts = [line.text async for line in kl.logs.iter_lines(attempt.run_id, stage_id=attempt.stage_id,
+                                                                attempt=attempt.number) if line.stream == "stdout"]
+        found = await asyncio.to_thread(_cells_of, texts, attempt)
         items.append(schemas.AttemptCellsOut(
             stage_id=attempt.stage_id, attempt=attempt.number, attempt_state=attempt.state,
             cells=[schemas.CellOut(index=c.index, state=c.state, tries=c.tries, duration=c.duration,
@@ -34,7 +36,5 @@ async def get_run_cells(run_id: str, kl: deps.KL) -> schemas.RunCellsOut:
     return schemas.RunCellsOut(items=items)
 
 
-def _cells_of(kl: deps.KL, attempt: runs.Attempt) -> list[cells.CellStatus]:
-    lines = (line.text for line in kl.logs.read(attempt.run_id, stage_id=attempt.stage_id,
-                                                  attempt=attempt.number) if line.stream == "stdout")
-    return cells.parse(lines, finished=attempt.state in states.FINAL_ATTEMPT)
+def _cells_of(texts: list[str], attempt: runs.Attempt) -> list[cells.CellStatus]:
+    return cells.parse(texts, finished=attempt.state in states.FINAL_ATTEMPT)
