@@ -132,7 +132,7 @@ def git_sync(settings: settings_.Settings, *, store: sql.SqlStore,
 
 
 def notifier(settings: settings_.Settings, *, store: sql.SqlStore, secrets: secret_service.SecretService,
-             logs: log_store.LogStore) -> notify_service.Notifier:
+             logs: log_base.LogBackend) -> notify_service.Notifier:
     """The notifier, with ``KUBELINE_NOTIFICATIONS`` checked (``SpecError`` names a bad entry)."""
     found: list[notifications.NotificationSpec] = []
     problems: list[errors.Problem] = []

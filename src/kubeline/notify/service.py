@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from kubeline import settings as settings_
 from kubeline.domain import errors, notifications, repos, runs, states
-from kubeline.logs import store as log_store
+from kubeline.logs import base as log_base
 from kubeline.notify import channels
 from kubeline.secrets import service as secret_service
 from kubeline.storage import base as storage_base
@@ -38,7 +38,7 @@ _ENDED = [states.RunState.SUCCEEDED, states.RunState.FAILED, states.RunState.TIM
 class Notifier:
     store: storage_base.Store
     outbox: outbox_.Outbox
-    logs: log_store.LogStore
+    logs: log_base.LogBackend
     secrets: secret_service.SecretService
     settings: settings_.Settings
     global_specs: list[notifications.NotificationSpec] = dataclasses.field(default_factory=list)
@@ -74,7 +74,7 @@ class Notifier:
         added = 0
         for event in events:
             added += await self._enqueue(run, event, await self._message(run, event))
-        for i, text in enumerate(await asyncio.to_thread(self._script_notices, run)):
+        for i, text in enumerate(await self._script_notices(run)):
             message = dataclasses.replace(await self._message(run, "script"),
                                           title=notifications.title(event="script", pipeline=run.pipeline,
                                                                     run_id=run.id, state=run.state.value,
@@ -107,7 +107,7 @@ class Notifier:
                         event == "slow" and stage.state is states.StageState.RUNNING):
                     failed, reason = stage.stage_id, stage.error or reason
                     break
-        tail = await asyncio.to_thread(self._tail, run.id, failed) if event in ("failure", "slow") else []
+        tail = await self._tail(run.id, failed) if event in ("failure", "slow") else []
         if event == "slow":
             reason = f"running for {int(run.duration or 0)}s, expected {run.spec.expected_duration:g}s"
         return notifications.Message(
@@ -116,15 +116,17 @@ class Notifier:
             title=notifications.title(event=event, pipeline=run.pipeline, run_id=run.id, state=run.state.value),
             reason=reason, failed_stage=failed, log_tail=tail, git_commit=repos.commit_of(run.pipeline_path))
 
-    def _tail(self, run_id: str, stage_id: str | None) -> list[str]:
+    async def _tail(self, run_id: str, stage_id: str | None) -> list[str]:
         """The last lines of the stage's log (stored masked: secret values never reach a message)."""
-        lines = collections.deque((f"[{line.stream}] {line.text}" for line in self.logs.read(run_id, stage_id=stage_id)
-                                   if not line.text.startswith(NOTIFY_PREFIX)), maxlen=TAIL_LINES)
+        lines: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+        async for line in self.logs.iter_lines(run_id, stage_id=stage_id):
+            if not line.text.startswith(NOTIFY_PREFIX):
+                lines.append(f"[{line.stream}] {line.text}")
         return list(lines)
 
-    def _script_notices(self, run: runs.Run) -> list[str]:
+    async def _script_notices(self, run: runs.Run) -> list[str]:
         found = []
-        for line in self.logs.read(run.id):
+        async for line in self.logs.iter_lines(run.id):
             if line.stream == "stdout" and line.text.startswith(NOTIFY_PREFIX):
                 try:
                     found.append(str(json.loads(line.text[len(NOTIFY_PREFIX):])["text"]))
