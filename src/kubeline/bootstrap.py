@@ -179,7 +179,9 @@ async def open_kubeline(settings: settings_.Settings | None = None) -> AsyncIter
                        engine=engine, new_key_file=settings.key_file if created else None,
                        git=git_sync(settings, store=store, secrets=secrets),
                        notifier=notifier(settings, store=store, secrets=secrets, logs=logs),
-                       cleanup=cleanup(settings, store=store, logs=logs))
+                       # retention works on the file store; the s3 store's delete_logs is not wired to it yet
+                       cleanup=cleanup(settings, store=store, logs=logs if isinstance(logs, log_store.LogStore)
+                                       else log_store.LogStore(settings.logs_dir)))
     finally:
         for executor in executors.values():
             await executor.close()

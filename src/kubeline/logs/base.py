@@ -69,8 +69,8 @@ class LogBackend(Protocol):
         """Which of the attempts that ``ran`` have no stored log any more, and whether lines wait."""
         ...
 
-    async def delete_run(self, run_id: str) -> int:
-        """Delete every stored line of the run (retention); the number of objects/files removed."""
+    async def delete_logs(self, run_id: str) -> int:
+        """Delete every stored line of the run (retention): bytes freed (files) or objects removed (s3)."""
         ...
 
     async def close(self) -> None:

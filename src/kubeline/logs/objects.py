@@ -218,7 +218,7 @@ class ObjectLogStore:
                        "object store answers again")
         return base.Availability(missing=missing, gone_reason=reason, delayed=delayed)
 
-    async def delete_run(self, run_id: str) -> int:
+    async def delete_logs(self, run_id: str) -> int:
         """Retention: the run's objects (every key under its prefix), index rows and spool."""
         for key in [k for k in self.uploader.streams if k[0] == run_id]:
             self.uploader.streams.pop(key, None)

@@ -14,7 +14,6 @@ import contextlib
 import datetime
 import heapq
 import pathlib
-import shutil
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import BinaryIO
@@ -124,11 +123,8 @@ class LogStore:
                       "pods and replicas (KUBELINE_LOG_STORE=s3)")
         return base.Availability(missing=missing, gone_reason=reason)
 
-    async def delete_run(self, run_id: str) -> int:
-        run_dir = self.root / run_id
-        count = sum(1 for _ in run_dir.rglob("*.log")) if run_dir.is_dir() else 0
-        await asyncio.to_thread(shutil.rmtree, run_dir, True)
-        return count
+    async def delete_logs(self, run_id: str) -> int:
+        return await asyncio.to_thread(self.delete_run, run_id)
 
     async def close(self) -> None:
         return None

@@ -102,7 +102,7 @@ async def test_live_follow_across_replicas_and_retention(open_replica, s3, datab
         assert max(delays[:-1]) < 1.5, delays  # seen by the other replica while it was written
 
         assert len(s3.keys("logs/run2/")) >= 2
-        removed = await a.logs.delete_run("run2")
+        removed = await a.logs.delete_logs("run2")
         assert removed >= 2 and s3.keys("logs/run2/") == []
         assert await chunk_rows(database_url, "run2") == []
         assert await collect(b, "run2") == []
@@ -158,7 +158,7 @@ async def test_a_deleted_chunk_or_run_log_is_gone_with_the_reason(open_replica, 
         s3.client().delete_object(Bucket="kubeline-logs", Key=key)
         with pytest.raises(errors.GoneError, match="missing from bucket 'kubeline-logs'"):
             await collect(a, "run3")
-        await a.logs.delete_run("run3")
+        await a.logs.delete_logs("run3")
         from kubeline.logs import base
 
         found = await a.logs.availability("run3", ran=[base.AttemptKey(stage_id="s", attempt=1)])
