@@ -16,7 +16,7 @@ import fastapi
 import kubeline
 from kubeline import bootstrap
 from kubeline import metrics as metrics_
-from kubeline.api import problems, schemas, sse
+from kubeline.api import openapi, problems, schemas, sse
 from kubeline.api.routes import (
     attempt_io,
     cells,
@@ -30,7 +30,9 @@ from kubeline.api.routes import (
     schedules,
     scripts,
     secrets,
+    stats,
     streams,
+    system,
 )
 
 API_PREFIX = "/api/v1"
@@ -49,10 +51,11 @@ def create_app(kl: bootstrap.Kubeline, *, metrics: metrics_.Metrics | None = Non
     app.state.run_watch = sse.RunWatch(store=kl.store)
     metrics_.attach(kl.engine, app.state.metrics)
     problems.install(app)
+    openapi.install(app)
     app.add_middleware(problems.BodyLimit, limit=kl.settings.max_request_bytes)
     app.include_router(health.router)
     for module in (pipelines, runs, cells, git, notifications, retention, streams, secrets, scripts, hooks,
-                   schedules):
+                   schedules, stats, system):
         app.include_router(module.router, prefix=API_PREFIX)
     return app
 

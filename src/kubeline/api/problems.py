@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 import fastapi
@@ -22,6 +23,7 @@ from kubeline.api import schemas
 from kubeline.domain import errors
 
 log = logging.getLogger(__name__)
+_METHODS = {"GET", "PUT", "POST", "DELETE", "PATCH", "OPTIONS", "HEAD"}
 MEDIA_TYPE = "application/problem+json"
 TYPE_BASE = "https://kubeline.dev/problems/"
 
@@ -82,7 +84,21 @@ async def _http_error(request: fastapi.Request, exc: Exception) -> fastapi.Respo
     result = response(status=exc.status_code, detail=detail, instance=request.url.path)
     for key, value in (exc.headers or {}).items():
         result.headers[key] = value
+    if exc.status_code == 405 and (methods := allowed_methods(request)):
+        result.headers["Allow"] = ", ".join(methods)
     return result
+
+
+def allowed_methods(request: fastapi.Request) -> list[str]:
+    """Every method the OpenAPI document lists for this path (starlette's 405 names only the first
+    route's), so ``Allow`` and the document agree."""
+    found: set[str] = set()
+    for template, item in request.app.openapi().get("paths", {}).items():
+        if re.fullmatch(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)), request.url.path):
+            found.update(method.upper() for method in item if method.upper() in _METHODS)
+    if "GET" in found:
+        found.add("HEAD")
+    return sorted(found)
 
 
 async def _unexpected(request: fastapi.Request, exc: Exception) -> fastapi.Response:

@@ -99,16 +99,25 @@ class PipelineList(pydantic.BaseModel):
     items: list[PipelineOut]
 
 
+# A relative path inside the folder, exactly as ``services.validate_spec`` checks it: not absolute,
+# no backslash or NUL, no ``..`` segment, and at least one segment other than ``.`` (ECMA regex).
+RELATIVE_FILE_PATTERN = (r"^(?!/)(?![\s\S]*[\\\x00])(?!(?:[\s\S]*/)?\.\.(?:/|(?![\s\S])))"
+                         r"[\s\S]*(?:^|/)(?:[^/]{2,}|[^/.])")
+
+
 class ValidateIn(Body):
     """A spec as it would be in ``pipeline.yaml`` (a mapping), or a whole folder as ``files``."""
 
     model_config = pydantic.ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"spec": {"stages": [{"id": "hello", "type": "shell", "command": "echo hi"}]}},
-        {"files": {"main.py": "print('hello')"}}]})
+        {"files": {"main.py": "print('hello')"}}], "oneOf": [
+        {"required": ["spec"], "properties": {"spec": {"type": "object"}, "files": {"type": "null"}}},
+        {"required": ["files"], "properties": {"files": {"type": "object"}, "spec": {"type": "null"}}}]})
 
     spec: dict[str, Any] | None = None
     files: dict[str, str] | None = pydantic.Field(
-        None, description="File name -> text, e.g. pipeline.yaml and main.py; names may not contain '..'.")
+        None, description="File name -> text, e.g. pipeline.yaml and main.py; names may not contain '..'.",
+        json_schema_extra={"propertyNames": {"pattern": RELATIVE_FILE_PATTERN}})
     name: str | None = pydantic.Field(None, pattern=specs.NAME_PATTERN)
 
 
@@ -264,6 +273,8 @@ class RunOut(pydantic.BaseModel):
         None, description="The commit the run's pipeline was checked out from (git-synced pipelines).")
     stages: list[StageOut] | None = pydantic.Field(None, description="Present on single-run reads.")
     attempts: list[AttemptOut] | None = pydantic.Field(None, description="Present on single-run reads.")
+    dag: dict[str, list[str]] | None = pydantic.Field(
+        None, description="Present on single-run reads: each stage of the run's spec -> the stages it depends on.")
 
     @classmethod
     def of(cls, run: runs.Run, *, stages: list[runs.StageRun] | None = None,
@@ -276,7 +287,8 @@ class RunOut(pydantic.BaseModel):
             outputs=run.outputs, parent_run_id=run.parent_run_id, schedule_id=run.schedule_id,
             route=run.route, git_commit=repos.commit_of(run.pipeline_path),
             stages=[StageOut.of(s) for s in stages] if stages is not None else None,
-            attempts=[AttemptOut.of(a) for a in attempts] if attempts is not None else None)
+            attempts=[AttemptOut.of(a) for a in attempts] if attempts is not None else None,
+            dag={s.id: list(s.depends_on) for s in run.spec.stages} if stages is not None else None)
 
 
 class RunList(pydantic.BaseModel):

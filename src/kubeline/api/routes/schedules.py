@@ -13,6 +13,7 @@ import fastapi
 import pydantic
 
 from kubeline import bootstrap
+from kubeline.api import deps
 from kubeline.domain import errors, runs, schedules
 from kubeline.scheduler import ticker
 
@@ -78,7 +79,8 @@ async def list_schedules(kl: KL, count: Count = 5) -> list[ScheduleOut]:
     return [await _describe(kl, e, count=count) for e in await ticker.entries(kl.store)]
 
 
-@router.get("/pipelines/{name}/schedules", response_model=list[ScheduleOut], summary="The schedules of a pipeline")
+@router.get("/pipelines/{name}/schedules", response_model=list[ScheduleOut], responses=deps.problem_responses(404),
+            summary="The schedules of a pipeline")
 async def pipeline_schedules(name: str, kl: KL, count: Count = 5) -> list[ScheduleOut]:
     return [await _describe(kl, e, count=count) for e in await ticker.entries(kl.store, pipeline=name)]
 
@@ -95,12 +97,14 @@ async def _set(kl: bootstrap.Kubeline, name: str, schedule_id: str, enabled: boo
 
 
 @router.post("/pipelines/{name}/schedules/{schedule_id}/enable", response_model=ScheduleOut,
+             responses=deps.problem_responses(404),
              summary="Enable a schedule (stored; overrides the spec)")
 async def enable_schedule(name: str, schedule_id: str, kl: KL) -> ScheduleOut:
     return await _set(kl, name, schedule_id, True)
 
 
 @router.post("/pipelines/{name}/schedules/{schedule_id}/disable", response_model=ScheduleOut,
+             responses=deps.problem_responses(404),
              summary="Disable a schedule (stored; overrides the spec)")
 async def disable_schedule(name: str, schedule_id: str, kl: KL) -> ScheduleOut:
     return await _set(kl, name, schedule_id, False)

@@ -10,22 +10,29 @@ number of viewers each get every line.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated
 
 import fastapi
 from fastapi import responses
 
-from kubeline.api import deps, schemas, services, sse
+from kubeline.api import deps, openapi, schemas, services, sse
 from kubeline.domain import errors, states
 from kubeline.logs import lines
 from kubeline.storage import wakeups
 
 router = fastapi.APIRouter(prefix="/runs/{run_id}", tags=["logs and events"])
 DELAYED_HEADER = "Kubeline-Log-Delayed"
-LastEventId = Annotated[str | None, fastapi.Header(alias="Last-Event-ID", max_length=300)]
 _SAFETY_POLL = 5.0  # seconds between store reads when no wake-up came (one may have been lost)
-_SSE_DOC: dict[int | str, dict[str, Any]] = {200: {"content": {sse.MEDIA_TYPE: {"schema": {"type": "string"}}},
-                  "description": "A text/event-stream"}}
+_CURSOR = r"^.{0,260}/[0-9]{1,18}/[0-9]{1,18}$"  # the length is in the pattern: one rule, not two
+LastLogId = Annotated[str | None, fastapi.Header(alias="Last-Event-ID", pattern=_CURSOR,
+                                                 description="The id of the last log event seen")]
+LastEventId = Annotated[str | None, fastapi.Header(alias="Last-Event-ID", pattern=r"^[0-9]{1,18}$",
+                                                   description="The id of the last change event seen")]
+LogCursor = Annotated[str, fastapi.Query(pattern=_CURSOR, description="A cursor; as Last-Event-ID")]
+_END = ("end", {"type": "object", "required": ["state"], "properties": {"state": {"type": "string"}},
+                "description": "The run is final and everything before it was sent."})
+_LOG_EVENTS = openapi.sse_events(("log", schemas.LogLineOut.model_json_schema()), _END)
+_CHANGE_EVENTS = openapi.sse_events(("change", schemas.EventOut.model_json_schema()), _END)
 
 
 def _watch(request: fastapi.Request) -> sse.RunWatch:
@@ -67,11 +74,11 @@ async def log_status(run_id: str, kl: deps.KL,
 
 
 @router.get("/logs/stream", response_class=responses.StreamingResponse,
-            responses={**deps.problem_responses(404, 410, 422), **_SSE_DOC})
+            responses={**deps.problem_responses(404, 410, 422), **_LOG_EVENTS})
 async def follow_logs(
-    run_id: str, *, kl: deps.KL, request: fastapi.Request, last_event_id: LastEventId = None,
+    run_id: str, *, kl: deps.KL, request: fastapi.Request, last_event_id: LastLogId = None,
     stage: Annotated[str | None, fastapi.Query(max_length=128)] = None,
-    after: Annotated[str | None, fastapi.Query(max_length=300, description="A cursor; as Last-Event-ID")] = None,
+    after: LogCursor | None = None,
 ) -> responses.StreamingResponse:
     """Follow the log as server-sent events (``event: log``, JSON ``data``, ``id`` = cursor)."""
     await _check_stage(kl, run_id, stage)
@@ -109,7 +116,7 @@ async def list_events(run_id: str, kl: deps.KL,
 
 
 @router.get("/events/stream", response_class=responses.StreamingResponse,
-            responses={**deps.problem_responses(404, 422), **_SSE_DOC})
+            responses={**deps.problem_responses(404, 422), **_CHANGE_EVENTS})
 async def follow_events(run_id: str, kl: deps.KL, last_event_id: LastEventId = None,
                         after: Annotated[int, fastapi.Query(ge=0, le=2**62)] = 0) -> responses.StreamingResponse:
     """Follow the run's state changes as server-sent events (``event: change``, ``id`` = event id)."""
