@@ -29,6 +29,7 @@ from kubeline import bootstrap
 from kubeline import settings as settings_
 from kubeline.api import app as app_
 from kubeline.api import services
+from kubeline.ui import serve as ui_serve
 
 log = logging.getLogger("kubeline.server")
 Role = Literal["all", "api", "scheduler", "worker"]
@@ -77,7 +78,9 @@ async def serve(
         found = await services.reload_pipelines(kl)
         for problem in found.problems:
             log.warning("pipeline not loaded: %s", problem)
-        server = _http(app_.create_app(kl))
+        app = app_.create_app(kl)
+        ui_serve.mount(app)
+        server = _http(app)
         uploads = _http(app_.create_upload_app(kl))
         background = _start_background(kl, role)
         bootstrap.settle_heap()

@@ -1,0 +1,59 @@
+"""Serve the built UI from the package, with a fallback to ``index.html`` for browser routes."""
+
+from __future__ import annotations
+
+import pathlib
+
+import fastapi
+from fastapi import responses, staticfiles
+from starlette import types
+
+STATIC = pathlib.Path(__file__).with_name("static")
+RESERVED = ("/api/", "/api", "/healthz", "/readyz", "/metrics", "/assets/")
+NOT_BUILT = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Kubeline</title></head>
+<body style="font-family:sans-serif;max-width:40rem;margin:3rem auto;line-height:1.5">
+<h1>Kubeline's web UI is not built in this install</h1>
+<p>The API is up (<a href="/api/v1/docs">/api/v1/docs</a>). To build the UI from a source checkout run
+<code>./scripts/bootstrap</code> (needs Node.js 20 and npm), or <code>cd ui &amp;&amp; npm ci &amp;&amp;
+npm run build</code>, then reload this page. Wheels built after that include it.</p></body></html>"""
+
+
+def is_built(static: pathlib.Path = STATIC) -> bool:
+    return (static / "index.html").is_file()
+
+
+def mount(app: fastapi.FastAPI, *, static: pathlib.Path = STATIC) -> None:
+    """Serve the UI on ``app``: hashed assets, and ``index.html`` for every other unmatched GET."""
+    if (static / "assets").is_dir():
+        app.mount("/assets", _Assets(directory=static / "assets"), name="ui-assets")
+    app.router.default = _Fallback(app.router.default, static=static)
+
+
+class _Assets(staticfiles.StaticFiles):
+    async def get_response(self, path: str, scope: types.Scope) -> responses.Response:
+        response = await super().get_response(path, scope)
+        if response.status_code == 200:
+            response.headers["Cache-Control"] = "public, max-age=31536000, immutable"
+        return response
+
+
+class _Fallback:
+    """The router's "no route matched" handler: the SPA for browser paths, the API's 404 otherwise."""
+
+    def __init__(self, default: types.ASGIApp, *, static: pathlib.Path) -> None:
+        self.default = default
+        self.static = static
+
+    async def __call__(self, scope: types.Scope, receive: types.Receive, send: types.Send) -> None:
+        path: str = scope.get("path", "")
+        if (scope["type"] != "http" or scope.get("method") not in ("GET", "HEAD")
+                or any(path == p.rstrip("/") or path.startswith(p) for p in RESERVED)):
+            await self.default(scope, receive, send)
+            return
+        index = self.static / "index.html"
+        if not index.is_file():
+            result: responses.Response = responses.HTMLResponse(NOT_BUILT, status_code=503)
+        else:
+            result = responses.FileResponse(index, media_type="text/html",
+                                            headers={"Cache-Control": "no-cache"})
+        await result(scope, receive, send)

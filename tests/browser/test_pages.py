@@ -1,0 +1,156 @@
+"""The web UI in a real Chromium against a real server: runs triggered from the generated form,
+live DAG and logs, cancel, retry from the failed stage, write-only secrets, charts with data, and
+an axe-core scan of every page in both themes."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+from typing import Any
+
+import httpx
+import pytest
+from tests.browser.conftest import axe_violations, screenshot, set_theme
+
+pytestmark = pytest.mark.slow
+
+
+def api(server: Any, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    return httpx.request(method, f"{server.url}/api/v1{path}", timeout=30, **kwargs)
+
+
+def run_and_wait(server: Any, pipeline: str, inputs: dict[str, Any] | None = None, *, timeout: float = 60) -> dict[str, Any]:
+    run = api(server, "POST", "/runs", json={"pipeline": pipeline, "inputs": inputs or {}}).json()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = api(server, "GET", f"/runs/{run['id']}").json()
+        if found["state"] in ("succeeded", "failed", "cancelled", "timed_out"):
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"run {run['id']} did not finish")
+
+
+def test_trigger_from_the_generated_form_and_watch_dag_and_logs_live(page, server):
+    page.goto("/pipelines/etl")
+    form = page.get_by_role("form", name="Run etl")
+    form.get_by_label("day").fill("2025-01-01")
+    form.get_by_label("rows").fill("8")
+    form.get_by_role("button", name="Run now").click()
+    page.wait_for_url(re.compile(r"/runs/[0-9a-f]+$"))
+    fetch = page.locator('[data-stage="fetch"]')
+    fetch.and_(page.locator('[data-state="running"]')).wait_for()
+    counts = set()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and page.locator('[data-stage="report"][data-state="succeeded"]').count() == 0:
+        counts.add(page.get_by_test_id("log-count").inner_text())
+        time.sleep(0.15)
+    assert page.locator('[data-stage="report"][data-state="succeeded"]').count() == 1
+    assert len(counts) >= 3, f"the log did not grow live: {counts}"
+    page.get_by_text("fetched row 8 for 2025-01-01").wait_for()
+    assert page.locator(".a-fg32", has_text="fetched").count() >= 1  # ANSI green kept as colour
+    page.locator(".j-key", has_text="nested").wait_for()
+    screenshot(page, "run-detail")
+
+
+def test_cancel_a_running_run(page, server):
+    run = api(server, "POST", "/runs", json={"pipeline": "slow"}).json()
+    page.goto(f"/runs/{run['id']}")
+    page.locator('[data-stage="wait"][data-state="running"]').wait_for(timeout=30_000)
+    page.get_by_role("button", name="Cancel run").click()
+    page.locator(".title-row .badge", has_text="cancelled").wait_for(timeout=30_000)
+    assert api(server, "GET", f"/runs/{run['id']}").json()["state"] == "cancelled"
+    assert page.get_by_role("button", name="Cancel run").count() == 0
+
+
+def test_retry_from_the_failed_stage(page, server, mark):
+    failed = run_and_wait(server, "flaky")
+    assert failed["state"] == "failed"
+    page.goto(f"/runs/{failed['id']}")
+    reason = page.get_by_test_id("failure")
+    reason.wait_for()
+    assert "second" in reason.inner_text()
+    page.locator('[data-stage="second"][data-state="failed"]').wait_for()
+    page.get_by_role("button", name="Jump to error").click()
+    mark.write_text("x")
+    page.get_by_role("button", name="Retry from failed stage").click()
+    page.wait_for_url(lambda url: failed["id"] not in url)
+    page.locator('[data-stage="second"][data-state="succeeded"]').wait_for(timeout=30_000)
+    retried = api(server, "GET", "/runs/" + page.url.rsplit("/", 1)[1]).json()
+    assert retried["parent_run_id"] == failed["id"]
+    assert [a["stage_id"] for a in retried["attempts"]] == ["second"]  # the first stage was kept, not run again
+
+
+def test_a_secret_value_is_never_shown_again(page, server):
+    value = "hunter2-very-secret-value"
+    page.goto("/secrets")
+    page.get_by_label("Name", exact=True).fill("DB_PASSWORD")
+    page.get_by_label("Value", exact=True).fill(value)
+    page.get_by_role("button", name="Save secret").click()
+    page.get_by_role("list", name="Secret names").get_by_text("DB_PASSWORD").wait_for()
+    assert page.get_by_label("Value", exact=True).input_value() == ""
+    assert value not in page.content()
+    page.reload()
+    page.get_by_role("list", name="Secret names").get_by_text("DB_PASSWORD").wait_for()
+    assert value not in page.content()
+    assert value not in api(server, "GET", "/secrets").text
+
+
+def test_dashboard_charts_and_heatmap_render_with_data(page, server):
+    run_and_wait(server, "etl", {"rows": 1})
+    run_and_wait(server, "flaky")
+    page.goto("/")
+    page.locator('[data-chart="heatmap"]').wait_for()
+    assert page.locator('[data-chart="runs-over-time"] rect.bar-succeeded').count() >= 1
+    assert page.locator('[data-chart="runs-over-time"] rect.bar-failed').count() >= 1
+    filled = page.eval_on_selector_all('[data-chart="heatmap"] rect.heat',
+                                       "els => els.filter(e => parseFloat(e.style.fillOpacity) > 0.1).length")
+    assert filled >= 1
+    assert "50.0%" in page.get_by_test_id("tiles").inner_text()  # one of two finished runs failed
+    screenshot(page, "dashboard")
+
+
+def test_runs_list_filters_and_bulk_cancel(page, server):
+    done = run_and_wait(server, "etl", {"rows": 1})
+    slow = [api(server, "POST", "/runs", json={"pipeline": "slow"}).json() for _ in range(2)]
+    page.goto("/runs")
+    table = page.get_by_role("table", name="Runs")
+    table.get_by_text(done["id"]).wait_for()
+    page.get_by_label("State").select_option("succeeded")
+    page.wait_for_url(re.compile(r"state=succeeded"))
+    table.get_by_text(slow[0]["id"]).wait_for(state="detached")
+    table.get_by_text(done["id"]).wait_for()
+    page.get_by_label("State").select_option("")
+    for run in slow:
+        page.get_by_label(f"Select run {run['id']}").check()
+    page.get_by_role("button", name="Cancel selected (2)").click()
+    page.get_by_role("status").filter(has_text="2 cancelled").wait_for()
+    for run in slow:
+        assert api(server, "GET", f"/runs/{run['id']}").json()["state"] in ("cancelled",)
+    screenshot(page, "runs")
+
+
+PAGES = ["/", "/pipelines", "/pipelines/etl", "/runs", "/run", "/secrets", "/system"]
+
+
+def test_every_page_passes_the_accessibility_scan(page, server, theme):
+    finished = run_and_wait(server, "flaky")
+    run_and_wait(server, "etl", {"rows": 2})
+    api(server, "PUT", "/secrets/API_TOKEN", json={"value": "x"})
+    problems = {}
+    for path in PAGES:
+        target = f"/runs/{finished['id']}" if path == "/run" else path
+        page.goto(target)
+        set_theme(page, theme)
+        page.reload()
+        page.locator("main h1").first.wait_for()
+        with contextlib.suppress(Exception):  # live pages keep an SSE stream open: never "idle"
+            page.wait_for_load_state("networkidle", timeout=3000)
+        page.locator("main .muted", has_text="Loading").wait_for(state="detached")
+        found = axe_violations(page)
+        if found:
+            problems[target] = found
+        name = {"/": "dashboard", "/run": "run-detail-failed", "/pipelines/etl": "pipeline-detail"}.get(path, path.strip("/"))
+        screenshot(page, f"{name}-{theme}")
+    assert not problems, "\n".join(f"{path}: {v['impact']} {v['id']}: {v['help']} at {v['nodes']}"
+                                    for path, found in problems.items() for v in found)

@@ -1,0 +1,49 @@
+"""``kubeline.ui.serve`` on a bare FastAPI app: the SPA fallback, the assets, the not-built page,
+and API paths never answered with the page."""
+
+from __future__ import annotations
+
+import fastapi
+import httpx
+
+from kubeline.ui import serve
+
+
+def app_with(static) -> fastapi.FastAPI:  # type: ignore[no-untyped-def]
+    app = fastapi.FastAPI()
+
+    @app.get("/api/v1/thing")
+    def thing() -> dict[str, str]:
+        return {"ok": "yes"}
+
+    serve.mount(app, static=static)
+    return app
+
+
+def client_of(app: fastapi.FastAPI) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ui.test")
+
+
+async def test_built_ui_is_served_for_browser_paths(tmp_path):
+    (tmp_path / "assets").mkdir()
+    (tmp_path / "index.html").write_text('<div id="root"></div>')
+    (tmp_path / "assets" / "app-1.js").write_text("console.log(1)")
+    async with client_of(app_with(tmp_path)) as client:
+        for path in ("/", "/runs/abc", "/pipelines/x/y"):
+            page = await client.get(path)
+            assert page.status_code == 200 and 'id="root"' in page.text and page.headers["cache-control"] == "no-cache"
+        asset = await client.get("/assets/app-1.js")
+        assert asset.status_code == 200 and "immutable" in asset.headers["cache-control"]
+        assert (await client.get("/assets/missing.js")).status_code == 404
+        assert (await client.get("/api/v1/thing")).json() == {"ok": "yes"}
+        for reserved in ("/api/v1/nope", "/api", "/healthz", "/readyz", "/metrics"):
+            assert (await client.get(reserved)).status_code == 404, reserved
+        assert (await client.post("/runs/abc")).status_code == 404
+
+
+async def test_without_a_build_the_page_says_how_to_build_it(tmp_path):
+    async with client_of(app_with(tmp_path / "nothing")) as client:
+        page = await client.get("/")
+        assert page.status_code == 503
+        assert "scripts/bootstrap" in page.text and "npm run build" in page.text
+        assert (await client.get("/api/v1/thing")).status_code == 200

@@ -1,0 +1,28 @@
+import { useEffect, useState, type ReactNode } from "react";
+import { NavLink } from "react-router-dom";
+
+const LINKS = [
+  ["/", "Dashboard"], ["/pipelines", "Pipelines"], ["/runs", "Runs"], ["/secrets", "Secrets"], ["/system", "System"],
+] as const;
+
+export function Layout({ children }: { children: ReactNode }) {
+  const [theme, setTheme] = useState(document.documentElement.dataset.theme || "light");
+  useEffect(() => {
+    document.documentElement.dataset.theme = theme;
+    localStorage.setItem("kubeline-theme", theme);
+  }, [theme]);
+  return (
+    <>
+      <a className="skip" href="#main">Skip to content</a>
+      <header className="topbar">
+        <span className="brand" aria-label="Kubeline">◆ Kubeline</span>
+        <nav aria-label="Main">
+          {LINKS.map(([to, label]) => <NavLink key={to} to={to} end={to === "/"}>{label}</NavLink>)}
+        </nav>
+        <button type="button" className="theme" onClick={() => setTheme(theme === "dark" ? "light" : "dark")}
+                aria-label={`Switch to ${theme === "dark" ? "light" : "dark"} theme`}>{theme === "dark" ? "☀" : "☾"}</button>
+      </header>
+      <main id="main" tabIndex={-1}>{children}</main>
+    </>
+  );
+}

@@ -1,0 +1,130 @@
+// Live logs of a run over SSE, virtualised: lines live in a plain array (never in React state),
+// arriving lines are appended once per animation frame, and only the rows in view are rendered,
+// so 200,000 lines stream without blocking the page.
+import { useVirtualizer } from "@tanstack/react-virtual";
+import { useEffect, useMemo, useRef, useState } from "react";
+import { AnsiText } from "./Ansi";
+
+type Line = { at: string; stream: string; text: string; stage_id: string; attempt: number };
+const ROW = 18;
+const ERROR = /error|exception|traceback|fail/i;
+
+export function LogView({ runId, stages, stage, onStage }: {
+  runId: string; stages: { id: string; attempts: number }[]; stage: string; onStage: (s: string) => void;
+}) {
+  const lines = useRef<Line[]>([]);
+  const pending = useRef<Line[]>([]);
+  const [count, setCount] = useState(0);
+  const [ended, setEnded] = useState(false);
+  const [attempt, setAttempt] = useState(0);
+  const [query, setQuery] = useState("");
+  const [follow, setFollow] = useState(true);
+  const [hit, setHit] = useState(-1);
+  const scroller = useRef<HTMLDivElement>(null);
+
+  useEffect(() => {
+    lines.current = []; pending.current = []; setCount(0); setEnded(false);
+    const source = new EventSource(`/api/v1/runs/${encodeURIComponent(runId)}/logs/stream`);
+    let frame = 0;
+    const flush = () => {
+      frame = 0;
+      if (!pending.current.length) return;
+      const batch = pending.current; pending.current = [];
+      for (const l of batch) lines.current.push(l);
+      setCount(lines.current.length);
+    };
+    source.addEventListener("log", (e) => {
+      pending.current.push(JSON.parse((e as MessageEvent).data));
+      if (!frame) frame = requestAnimationFrame(flush);
+    });
+    source.addEventListener("end", () => { source.close(); flush(); setEnded(true); });
+    return () => { source.close(); if (frame) cancelAnimationFrame(frame); };
+  }, [runId]);
+
+  // Indexes of the lines shown (stage/attempt filter); recomputed incrementally as lines arrive.
+  const shown = useRef<{ key: string; upto: number; idx: number[] }>({ key: "", upto: 0, idx: [] });
+  const key = `${stage}|${attempt}`;
+  const view = useMemo(() => {
+    const s = shown.current;
+    if (s.key !== key || count < s.upto) { s.key = key; s.upto = 0; s.idx = []; }
+    const all = lines.current;
+    for (let i = s.upto; i < count; i++) {
+      const l = all[i];
+      if ((!stage || l.stage_id === stage) && (!attempt || l.attempt === attempt)) s.idx.push(i);
+    }
+    s.upto = count;
+    return s.idx.slice();
+  }, [count, key, stage, attempt]);
+
+  const matches = useMemo(() => {
+    if (!query) return [];
+    const q = query.toLowerCase(), out: number[] = [];
+    view.forEach((li, row) => { if (lines.current[li].text.toLowerCase().includes(q)) out.push(row); });
+    return out;
+  }, [query, view]);
+
+  const virtualizer = useVirtualizer({
+    count: view.length, getScrollElement: () => scroller.current, estimateSize: () => ROW, overscan: 15,
+  });
+
+  useEffect(() => {
+    if (follow && view.length) virtualizer.scrollToIndex(view.length - 1, { align: "end" });
+  }, [view.length, follow, virtualizer]);
+
+  const jump = (row: number) => { setFollow(false); setHit(row); virtualizer.scrollToIndex(row, { align: "center" }); };
+  const jumpToError = () => {
+    const row = view.findIndex((li) => lines.current[li].stream === "stderr" || ERROR.test(lines.current[li].text));
+    if (row >= 0) jump(row);
+  };
+  const nextMatch = (dir: 1 | -1) => {
+    if (!matches.length) return;
+    const cur = matches.indexOf(hit);
+    jump(matches[(cur + dir + matches.length) % matches.length]);
+  };
+  const current = stages.find((s) => s.id === stage);
+  const download = `/api/v1/runs/${encodeURIComponent(runId)}/logs${stage ? `?stage=${encodeURIComponent(stage)}` : ""}`;
+
+  return (
+    <div className="logs">
+      <div className="toolbar" role="toolbar" aria-label="Log controls">
+        <label>Stage{" "}
+          <select value={stage} onChange={(e) => { onStage(e.target.value); setAttempt(0); }} aria-label="Stage">
+            <option value="">all stages</option>
+            {stages.map((s) => <option key={s.id} value={s.id}>{s.id}</option>)}
+          </select>
+        </label>
+        <label>Attempt{" "}
+          <select value={attempt} onChange={(e) => setAttempt(Number(e.target.value))} aria-label="Attempt" disabled={!current}>
+            <option value={0}>all</option>
+            {current && Array.from({ length: current.attempts }, (_, i) => <option key={i} value={i + 1}>#{i + 1}</option>)}
+          </select>
+        </label>
+        <input type="search" placeholder="Search the log" aria-label="Search the log" value={query}
+               onChange={(e) => setQuery(e.target.value)}
+               onKeyDown={(e) => { if (e.key === "Enter") nextMatch(e.shiftKey ? -1 : 1); }} />
+        <span className="muted" aria-live="polite">{query ? `${matches.length} matches` : ""}</span>
+        <button type="button" onClick={() => nextMatch(-1)} disabled={!matches.length} aria-label="Previous match">↑</button>
+        <button type="button" onClick={() => nextMatch(1)} disabled={!matches.length} aria-label="Next match">↓</button>
+        <button type="button" onClick={() => setFollow(!follow)} aria-pressed={follow}>{follow ? "Pause" : "Follow"}</button>
+        <button type="button" onClick={jumpToError}>Jump to error</button>
+        <a className="button" href={download} download>Download</a>
+        <span className="muted" data-testid="log-count">{view.length.toLocaleString()} lines{ended ? "" : " · live"}</span>
+      </div>
+      <div ref={scroller} className="log-scroll" tabIndex={0} role="log" aria-label="Log lines"
+           onWheel={() => setFollow(false)}>
+        <div style={{ height: virtualizer.getTotalSize(), position: "relative" }}>
+          {virtualizer.getVirtualItems().map((item) => {
+            const l = lines.current[view[item.index]];
+            return (
+              <div key={item.key} className={`log-line${l.stream === "stderr" ? " stderr" : ""}${item.index === hit ? " hit" : ""}`}
+                   style={{ transform: `translateY(${item.start}px)`, height: ROW }}>
+                <span className="log-meta">{l.at.slice(11, 23)} {l.stage_id}#{l.attempt}</span>
+                <AnsiText text={l.text} highlight={query} />
+              </div>
+            );
+          })}
+        </div>
+      </div>
+    </div>
+  );
+}

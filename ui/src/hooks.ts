@@ -1,0 +1,62 @@
+import { useCallback, useEffect, useRef, useState } from "react";
+
+/** Load data with `load`, again every `everyMs` (never faster than every few seconds), and on `reload()`. */
+export function useData<T>(load: () => Promise<T>, deps: unknown[], everyMs = 0) {
+  const [data, setData] = useState<T | undefined>(undefined);
+  const [error, setError] = useState<string>("");
+  const [tick, setTick] = useState(0);
+  const reload = useCallback(() => setTick((t) => t + 1), []);
+  useEffect(() => {
+    let alive = true;
+    load().then(
+      (value) => { if (alive) { setData(value); setError(""); } },
+      (e: unknown) => { if (alive) setError(e instanceof Error ? e.message : String(e)); },
+    );
+    return () => { alive = false; };
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [...deps, tick]);
+  useEffect(() => {
+    if (!everyMs) return;
+    const id = window.setInterval(reload, Math.max(everyMs, 3000));
+    return () => window.clearInterval(id);
+  }, [everyMs, reload]);
+  return { data, error, reload };
+}
+
+/** Follow a server-sent event stream; handlers get the parsed JSON data of each named event. */
+export function useEvents(url: string | null, handlers: Record<string, (data: any, id: string) => void>) {
+  const ref = useRef(handlers);
+  ref.current = handlers;
+  useEffect(() => {
+    if (!url) return;
+    const source = new EventSource(url);
+    const names = Object.keys(ref.current);
+    const listeners = names.map((name) => {
+      const listener = (e: MessageEvent) => {
+        if (name === "end") source.close();
+        ref.current[name]?.(JSON.parse(e.data), e.lastEventId);
+      };
+      source.addEventListener(name, listener as EventListener);
+      return [name, listener] as const;
+    });
+    return () => {
+      for (const [name, listener] of listeners) source.removeEventListener(name, listener as EventListener);
+      source.close();
+    };
+  }, [url]);
+}
+
+export function fmtDuration(seconds: number | null | undefined): string {
+  if (seconds == null) return "–";
+  if (seconds < 1) return `${Math.round(seconds * 1000)} ms`;
+  if (seconds < 60) return `${seconds.toFixed(1)} s`;
+  const m = Math.floor(seconds / 60);
+  if (m < 60) return `${m} m ${Math.round(seconds % 60)} s`;
+  return `${Math.floor(m / 60)} h ${m % 60} m`;
+}
+
+export function fmtTime(value: string | null | undefined): string {
+  if (!value) return "–";
+  const d = new Date(value);
+  return d.toLocaleString(undefined, { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit" });
+}

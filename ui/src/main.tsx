@@ -1,0 +1,39 @@
+import { StrictMode, Suspense, lazy } from "react";
+import { createRoot } from "react-dom/client";
+import { BrowserRouter, Route, Routes } from "react-router-dom";
+import { Layout } from "./components/Layout";
+import { Loading } from "./components/Common";
+import { Dashboard } from "./pages/Dashboard";
+import "./styles.css";
+
+const Runs = lazy(() => import("./pages/Runs"));
+const RunDetail = lazy(() => import("./pages/RunDetail"));
+const Pipelines = lazy(() => import("./pages/Pipelines"));
+const PipelineDetail = lazy(() => import("./pages/PipelineDetail"));
+const Secrets = lazy(() => import("./pages/Secrets"));
+const System = lazy(() => import("./pages/System"));
+
+function NotFound() {
+  return <><h1>Not found</h1><p>No page here. Use the navigation above.</p></>;
+}
+
+createRoot(document.getElementById("root")!).render(
+  <StrictMode>
+    <BrowserRouter>
+      <Layout>
+        <Suspense fallback={<Loading />}>
+          <Routes>
+            <Route path="/" element={<Dashboard />} />
+            <Route path="/runs" element={<Runs />} />
+            <Route path="/runs/:id" element={<RunDetail />} />
+            <Route path="/pipelines" element={<Pipelines />} />
+            <Route path="/pipelines/:name" element={<PipelineDetail />} />
+            <Route path="/secrets" element={<Secrets />} />
+            <Route path="/system" element={<System />} />
+            <Route path="*" element={<NotFound />} />
+          </Routes>
+        </Suspense>
+      </Layout>
+    </BrowserRouter>
+  </StrictMode>,
+);

@@ -1,0 +1,83 @@
+import { useCallback, useRef, useState } from "react";
+import { Link, useNavigate, useParams } from "react-router-dom";
+import { api, FINAL, problemText, type Run } from "../api/client";
+import { Card, ErrorNote, Loading, StateBadge } from "../components/Common";
+import { Dag } from "../components/Dag";
+import { Gantt } from "../components/Gantt";
+import { JsonTree } from "../components/JsonTree";
+import { LogView } from "../components/LogView";
+import { fmtDuration, fmtTime, useData, useEvents } from "../hooks";
+
+/** The failure in words: the run's error, else the first failed stage's attempt error. */
+function failureReason(run: Run): string {
+  if (!["failed", "timed_out", "cancelled"].includes(run.state)) return "";
+  const failed = (run.attempts ?? []).filter((a) => a.state === "failed" || a.state === "timed_out");
+  const last = failed[failed.length - 1];
+  const stage = run.stages?.find((s) => s.state === "failed" || s.state === "timed_out");
+  const parts = [run.error, stage && `stage ${stage.stage_id} ${stage.state.replace("_", " ")}${stage.error ? `: ${stage.error}` : ""}`,
+    last && !stage?.error && `attempt #${last.number} of ${last.stage_id}: ${last.error || last.failure || `exit code ${last.exit_code}`}`];
+  return parts.filter(Boolean).join(" — ") || `the run ${run.state.replace("_", " ")}`;
+}
+
+export default function RunDetail() {
+  const { id = "" } = useParams();
+  const navigate = useNavigate();
+  const [stage, setStage] = useState("");
+  const [note, setNote] = useState("");
+  const run = useData(async () => {
+    const { data, error } = await api.GET("/api/v1/runs/{run_id}", { params: { path: { run_id: id } } });
+    if (error) throw new Error(problemText(error));
+    return data;
+  }, [id]);
+  const timer = useRef(0);
+  const refresh = useCallback(() => {
+    if (!timer.current) timer.current = window.setTimeout(() => { timer.current = 0; run.reload(); }, 250);
+  }, [run]);
+  const r = run.data;
+  useEvents(r ? `/api/v1/runs/${encodeURIComponent(id)}/events/stream` : null, { change: refresh, end: refresh });
+
+  const act = async (kind: "cancel" | "retry" | "rerun") => {
+    setNote("");
+    const res = kind === "cancel" ? await api.POST("/api/v1/runs/{run_id}/cancel", { params: { path: { run_id: id } } })
+      : kind === "retry" ? await api.POST("/api/v1/runs/{run_id}/retry", { params: { path: { run_id: id } } })
+      : await api.POST("/api/v1/runs", { body: { pipeline: r!.pipeline, inputs: r!.inputs } });
+    if (res.error) { setNote(problemText(res.error)); return; }
+    if (kind === "cancel") run.reload(); else navigate(`/runs/${res.data!.id}`);
+  };
+  if (run.error) return <><h1>Run {id}</h1><ErrorNote text={run.error} /></>;
+  if (!r) return <Loading />;
+  const states = Object.fromEntries((r.stages ?? []).map((s) => [s.stage_id, s.state]));
+  const reason = failureReason(r);
+  const stageList = (r.stages ?? []).map((s) => ({ id: s.stage_id, attempts: s.attempts }));
+  return (
+    <>
+      <div className="title-row">
+        <h1><Link to={`/pipelines/${r.pipeline}`}>{r.pipeline}</Link> <span className="mono small">{r.id}</span></h1>
+        <StateBadge state={r.state} />
+        <div className="actions">
+          {!FINAL.has(r.state) && <button type="button" className="danger" onClick={() => act("cancel")}>Cancel run</button>}
+          {["failed", "cancelled", "timed_out"].includes(r.state) && <button type="button" onClick={() => act("retry")}>Retry from failed stage</button>}
+          {FINAL.has(r.state) && <button type="button" onClick={() => act("rerun")}>Re-run with same inputs</button>}
+        </div>
+      </div>
+      {reason && <p className="failure" role="alert" data-testid="failure">{reason}</p>}
+      <ErrorNote text={note} />
+      <p className="muted">Triggered by {r.triggered_by.kind}{r.triggered_by.detail ? ` (${r.triggered_by.detail})` : ""} · created {fmtTime(r.created_at)} · duration {fmtDuration(r.duration)}
+        {r.parent_run_id && <> · retry of <Link to={`/runs/${r.parent_run_id}`}>{r.parent_run_id}</Link></>}</p>
+      <div className="grid2">
+        <Card title="Stages">
+          <Dag dag={r.dag ?? {}} states={states} selected={stage} onSelect={(s) => setStage(s === stage ? "" : s)} label="Stage graph, coloured by state" />
+        </Card>
+        <Card title="Attempts"><Gantt attempts={r.attempts ?? []} stages={Object.keys(r.dag ?? {})} /></Card>
+      </div>
+      <Card title="Logs"><LogView runId={r.id} stages={stageList} stage={stage} onStage={setStage} /></Card>
+      <div className="grid2">
+        <Card title="Inputs"><JsonTree value={r.inputs} /></Card>
+        <Card title="Outputs">
+          {(r.stages ?? []).filter((s) => Object.keys(s.outputs).length).map((s) => <JsonTree key={s.stage_id} name={s.stage_id} value={s.outputs} />)}
+          {!(r.stages ?? []).some((s) => Object.keys(s.outputs).length) && <p className="muted">No outputs.</p>}
+        </Card>
+      </div>
+    </>
+  );
+}
