@@ -24,6 +24,104 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/git": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Syncs
+         * @description Every configured repository with the commit served and the last sync's outcome.
+         */
+        get: operations["list_syncs_api_v1_git_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/git/{name}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Get Sync */
+        get: operations["get_sync_api_v1_git__name__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/git/{name}/deploy-key": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Get Deploy Key */
+        get: operations["get_deploy_key_api_v1_git__name__deploy_key_get"];
+        put?: never;
+        /**
+         * Generate Deploy Key
+         * @description Generate an ed25519 key pair: the private key is stored as a secret, the public key returned.
+         */
+        post: operations["generate_deploy_key_api_v1_git__name__deploy_key_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/git/{name}/sync": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Sync Now
+         * @description Fetch, validate and (if valid) serve the branch head now; the status says what happened.
+         */
+        post: operations["sync_now_api_v1_git__name__sync_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/git/{name}/webhook": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Push Webhook
+         * @description A signed push event (GitHub or GitLab); a push to the synced branch syncs it now.
+         */
+        post: operations["push_webhook_api_v1_git__name__webhook_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/hooks/{pipeline}/{trigger}": {
         parameters: {
             query?: never;
@@ -110,7 +208,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Get Pipeline */
+        /**
+         * Get Pipeline
+         * @description One pipeline, with ``notices``: settings it has that Kubeline reads but does not act on.
+         */
         get: operations["get_pipeline_api_v1_pipelines__name__get"];
         put?: never;
         post?: never;
@@ -300,6 +401,28 @@ export interface paths {
          * @description Cancel a queued or running run; 409 when it has already finished.
          */
         post: operations["cancel_run_api_v1_runs__run_id__cancel_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/runs/{run_id}/cells": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Run Cells
+         * @description Every code cell of every notebook stage attempt: state, tries, duration, last error.
+         *
+         *     Cells are indexed as ``cells`` in pipeline.json: the *i*-th code cell, markdown not counted.
+         */
+        get: operations["get_run_cells_api_v1_runs__run_id__cells_get"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -593,6 +716,16 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /** AttemptCellsOut */
+        AttemptCellsOut: {
+            /** Attempt */
+            attempt: number;
+            attempt_state: components["schemas"]["AttemptState"];
+            /** Cells */
+            cells: components["schemas"]["CellOut"][];
+            /** Stage Id */
+            stage_id: string;
+        };
         /** AttemptList */
         AttemptList: {
             /** Items */
@@ -634,6 +767,28 @@ export interface components {
          * @enum {string}
          */
         AttemptState: "pending" | "running" | "succeeded" | "failed" | "cancelled" | "timed_out";
+        /** CellOut */
+        CellOut: {
+            /**
+             * Duration
+             * @description Seconds of the last execution that ended.
+             */
+            duration: number | null;
+            /** Error */
+            error: string;
+            /**
+             * Index
+             * @description Code-cell index: the entry cells[index] of pipeline.json.
+             */
+            index: number;
+            /**
+             * State
+             * @description pending, running, retrying, succeeded, failed, interrupted (the attempt ended during the cell) or skipped.
+             */
+            state: string;
+            /** Tries */
+            tries: number;
+        };
         /** DayOut */
         DayOut: {
             /**
@@ -711,6 +866,17 @@ export interface components {
             /** Status */
             status: string;
         };
+        /** HookOut */
+        HookOut: {
+            /**
+             * Reason
+             * @default
+             */
+            reason: string;
+            state?: components["schemas"]["SyncOut"] | null;
+            /** Synced */
+            synced: boolean;
+        };
         /**
          * HookRunOut
          * @example {
@@ -745,6 +911,19 @@ export interface components {
             required: boolean;
             /** Type */
             type: string;
+        };
+        /** KeyOut */
+        KeyOut: {
+            /**
+             * Public Key
+             * @description Add it to the repository as a read-only deploy key.
+             */
+            public_key: string;
+            /**
+             * Secret
+             * @description The stored secret holding the private key (never returned).
+             */
+            secret: string;
         };
         /** OutputsOut */
         OutputsOut: {
@@ -793,6 +972,11 @@ export interface components {
             };
             /** Name */
             name: string;
+            /**
+             * Notices
+             * @description Settings read but not acted on (e.g. a Fast-Flow daemon restart policy); only on GET of one pipeline, null in lists.
+             */
+            notices?: components["schemas"]["SpecProblem"][] | null;
             /** Schedules */
             schedules: number;
             /** Source */
@@ -859,6 +1043,11 @@ export interface components {
         ReloadOut: {
             /** Loaded */
             loaded: string[];
+            /**
+             * Notices
+             * @description Settings of loaded pipelines read but not acted on.
+             */
+            notices?: components["schemas"]["SpecProblem"][];
             /** Problems */
             problems: components["schemas"]["SpecProblem"][];
         };
@@ -892,6 +1081,45 @@ export interface components {
              * @default
              */
             reason: string;
+        };
+        /**
+         * RunCellsOut
+         * @description Per-cell status of every notebook stage attempt of a run (rebuilt from the attempt logs).
+         * @example {
+         *       "items": [
+         *         {
+         *           "attempt": 1,
+         *           "attempt_state": "failed",
+         *           "cells": [
+         *             {
+         *               "duration": 0.1,
+         *               "error": "",
+         *               "index": 0,
+         *               "state": "succeeded",
+         *               "tries": 1
+         *             },
+         *             {
+         *               "duration": 0,
+         *               "error": "ValueError: bad row",
+         *               "index": 1,
+         *               "state": "failed",
+         *               "tries": 3
+         *             },
+         *             {
+         *               "error": "",
+         *               "index": 2,
+         *               "state": "skipped",
+         *               "tries": 0
+         *             }
+         *           ],
+         *           "stage_id": "main"
+         *         }
+         *       ]
+         *     }
+         */
+        RunCellsOut: {
+            /** Items */
+            items: components["schemas"]["AttemptCellsOut"][];
         };
         /**
          * RunCreate
@@ -978,6 +1206,11 @@ export interface components {
             error: string;
             /** Finished At */
             finished_at: string | null;
+            /**
+             * Git Commit
+             * @description The commit the run's pipeline was checked out from (git-synced pipelines).
+             */
+            git_commit?: string | null;
             /** Id */
             id: string;
             /** Inputs */
@@ -1453,6 +1686,66 @@ export interface components {
              */
             truncated: boolean;
         };
+        /** SyncList */
+        SyncList: {
+            /** Items */
+            items: components["schemas"]["SyncOut"][];
+        };
+        /**
+         * SyncOut
+         * @example {
+         *       "branch": "main",
+         *       "good_commit": "3f2a9c0d1b2e4f56a7b8c9d0e1f2a3b4c5d6e7f8",
+         *       "message": "serving 3f2a9c0d1b2e",
+         *       "name": "team",
+         *       "problems": [],
+         *       "seen_commit": "3f2a9c0d1b2e4f56a7b8c9d0e1f2a3b4c5d6e7f8",
+         *       "served_here": "3f2a9c0d1b2e4f56a7b8c9d0e1f2a3b4c5d6e7f8",
+         *       "status": "ok",
+         *       "synced_at": "2026-01-01T02:00:00Z",
+         *       "url": "https://git.example.org/team/pipelines.git"
+         *     }
+         */
+        SyncOut: {
+            /** Branch */
+            branch: string;
+            /**
+             * Good Commit
+             * @description The commit every replica serves.
+             */
+            good_commit: string | null;
+            /** Message */
+            message: string;
+            /** Name */
+            name: string;
+            /**
+             * Problems
+             * @description Why the last commit seen is not served (every problem).
+             */
+            problems: string[];
+            /**
+             * Seen Commit
+             * @description The branch head at the last sync.
+             */
+            seen_commit: string | null;
+            /**
+             * Served Here
+             * @description The commit this replica has checked out.
+             */
+            served_here: string | null;
+            /**
+             * Status
+             * @description ok, invalid, unreachable, branch_missing or never_synced.
+             */
+            status: string;
+            /** Synced At */
+            synced_at: string | null;
+            /**
+             * Url
+             * @description Without credentials.
+             */
+            url: string;
+        };
         /** SystemOut */
         SystemOut: {
             /**
@@ -1596,6 +1889,256 @@ export interface operations {
             };
             /** @description Conflict */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description Request Entity Too Large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description Invalid request (field errors in `errors`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+        };
+    };
+    list_syncs_api_v1_git_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SyncList"];
+                };
+            };
+        };
+    };
+    get_sync_api_v1_git__name__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SyncOut"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description Invalid request (field errors in `errors`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+        };
+    };
+    get_deploy_key_api_v1_git__name__deploy_key_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["KeyOut"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description Invalid request (field errors in `errors`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+        };
+    };
+    generate_deploy_key_api_v1_git__name__deploy_key_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["KeyOut"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description Invalid request (field errors in `errors`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+        };
+    };
+    sync_now_api_v1_git__name__sync_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SyncOut"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description Invalid request (field errors in `errors`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+        };
+    };
+    push_webhook_api_v1_git__name__webhook_post: {
+        parameters: {
+            query?: never;
+            header?: {
+                "X-Hub-Signature-256"?: string;
+                "X-Gitlab-Token"?: string;
+            };
+            path: {
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HookOut"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description Not Found */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2331,6 +2874,46 @@ export interface operations {
             };
             /** @description Conflict */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description Invalid request (field errors in `errors`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+        };
+    };
+    get_run_cells_api_v1_runs__run_id__cells_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                run_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RunCellsOut"];
+                };
+            };
+            /** @description Not Found */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
