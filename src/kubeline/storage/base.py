@@ -17,6 +17,24 @@ from kubeline.storage import wakeups as wakeups_
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class RunFacts:
+    """The few columns of a run the dashboard's aggregates need (``Store.run_facts``)."""
+
+    id: str
+    pipeline: str
+    state: states.RunState
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class StageMove:
     run_id: str
     stage_id: str
@@ -122,6 +140,10 @@ class Store(Protocol):
     ) -> list[runs.Run]:
         """Newest first; ``before`` is a run id cursor (runs created before it)."""
         ...
+    async def run_facts(self, *, since: dt.datetime, limit: int) -> list[RunFacts]:
+        """Runs created at or after ``since``, newest first, at most ``limit``: only the aggregates' columns."""
+        ...
+    async def count_runs(self, *, states_in: list[states.RunState]) -> int: ...
     async def transition_run(
         self, run_id: str, to: states.RunState, *, reason: str = "", spawn: Sequence[NewRun] = (),
         **fields: Any

@@ -39,8 +39,9 @@ def test_system_names_executors_and_never_the_database_url(server, settings):
     assert str(settings.database_url) not in json.dumps(system)
 
 
-def test_a_single_run_carries_its_dag(server):
+def test_a_single_run_carries_its_dag(client, server):
     run_id = httpx.post(f"{server.url}/api/v1/runs", json={"pipeline": "flaky"}).json()["id"]
+    client.wait(run_id, timeout=60)
     run = httpx.get(f"{server.url}/api/v1/runs/{run_id}").json()
     assert run["dag"] == {"first": [], "second": ["first"]}
     assert httpx.get(f"{server.url}/api/v1/runs").json()["items"][0]["dag"] is None

@@ -1,11 +1,13 @@
-// Live logs of a run over SSE, virtualised: lines live in a plain array (never in React state),
-// arriving lines are appended once per animation frame, and only the rows in view are rendered,
-// so 200,000 lines stream without blocking the page.
+// Live logs of a run over SSE, virtualised: a worker follows and parses the stream, lines live in
+// a plain array (never in React state), arriving batches are appended once per animation frame,
+// and only the rows in view are rendered, so 200,000 lines stream without blocking the page.
 import { useVirtualizer } from "@tanstack/react-virtual";
 import { useEffect, useMemo, useRef, useState } from "react";
 import { AnsiText } from "./Ansi";
 
-type Line = { at: string; stream: string; text: string; stage_id: string; attempt: number };
+import type { LogTuple } from "./logs.worker";
+
+type Line = LogTuple;  // [at, stream, text, stage, attempt]
 const ROW = 18;
 const ERROR = /error|exception|traceback|fail/i;
 
@@ -24,7 +26,7 @@ export function LogView({ runId, stages, stage, onStage }: {
 
   useEffect(() => {
     lines.current = []; pending.current = []; setCount(0); setEnded(false);
-    const source = new EventSource(`/api/v1/runs/${encodeURIComponent(runId)}/logs/stream`);
+    const worker = new Worker(new URL("./logs.worker.ts", import.meta.url), { type: "module" });
     let frame = 0;
     const flush = () => {
       frame = 0;
@@ -33,47 +35,52 @@ export function LogView({ runId, stages, stage, onStage }: {
       for (const l of batch) lines.current.push(l);
       setCount(lines.current.length);
     };
-    source.addEventListener("log", (e) => {
-      pending.current.push(JSON.parse((e as MessageEvent).data));
-      if (!frame) frame = requestAnimationFrame(flush);
-    });
-    source.addEventListener("end", () => { source.close(); flush(); setEnded(true); });
-    return () => { source.close(); if (frame) cancelAnimationFrame(frame); };
+    worker.onmessage = (e: MessageEvent<{ lines?: Line[]; end?: string; error?: string }>) => {
+      if (e.data.lines) {
+        for (const l of e.data.lines) pending.current.push(l);
+        if (!frame) frame = requestAnimationFrame(flush);
+      } else if (e.data.end !== undefined) {
+        flush(); setEnded(true);
+      }
+    };
+    worker.postMessage({ url: `/api/v1/runs/${encodeURIComponent(runId)}/logs/stream` });
+    return () => { worker.terminate(); if (frame) cancelAnimationFrame(frame); };
   }, [runId]);
 
   // Indexes of the lines shown (stage/attempt filter); recomputed incrementally as lines arrive.
   const shown = useRef<{ key: string; upto: number; idx: number[] }>({ key: "", upto: 0, idx: [] });
   const key = `${stage}|${attempt}`;
-  const view = useMemo(() => {
+  const viewLength = useMemo(() => {
     const s = shown.current;
     if (s.key !== key || count < s.upto) { s.key = key; s.upto = 0; s.idx = []; }
     const all = lines.current;
     for (let i = s.upto; i < count; i++) {
       const l = all[i];
-      if ((!stage || l.stage_id === stage) && (!attempt || l.attempt === attempt)) s.idx.push(i);
+      if ((!stage || l[3] === stage) && (!attempt || l[4] === attempt)) s.idx.push(i);
     }
     s.upto = count;
-    return s.idx.slice();
+    return s.idx.length;
   }, [count, key, stage, attempt]);
+  const view = shown.current.idx;
 
   const matches = useMemo(() => {
     if (!query) return [];
     const q = query.toLowerCase(), out: number[] = [];
-    view.forEach((li, row) => { if (lines.current[li].text.toLowerCase().includes(q)) out.push(row); });
+    for (let row = 0; row < viewLength; row++) if (lines.current[view[row]][2].toLowerCase().includes(q)) out.push(row);
     return out;
-  }, [query, view]);
+  }, [query, viewLength, view]);
 
   const virtualizer = useVirtualizer({
-    count: view.length, getScrollElement: () => scroller.current, estimateSize: () => ROW, overscan: 15,
+    count: viewLength, getScrollElement: () => scroller.current, estimateSize: () => ROW, overscan: 15,
   });
 
   useEffect(() => {
-    if (follow && view.length) virtualizer.scrollToIndex(view.length - 1, { align: "end" });
-  }, [view.length, follow, virtualizer]);
+    if (follow && viewLength) virtualizer.scrollToIndex(viewLength - 1, { align: "end" });
+  }, [viewLength, follow, virtualizer]);
 
   const jump = (row: number) => { setFollow(false); setHit(row); virtualizer.scrollToIndex(row, { align: "center" }); };
   const jumpToError = () => {
-    const row = view.findIndex((li) => lines.current[li].stream === "stderr" || ERROR.test(lines.current[li].text));
+    const row = view.findIndex((li) => lines.current[li][1] === "stderr" || ERROR.test(lines.current[li][2]));
     if (row >= 0) jump(row);
   };
   const nextMatch = (dir: 1 | -1) => {
@@ -108,7 +115,7 @@ export function LogView({ runId, stages, stage, onStage }: {
         <button type="button" onClick={() => setFollow(!follow)} aria-pressed={follow}>{follow ? "Pause" : "Follow"}</button>
         <button type="button" onClick={jumpToError}>Jump to error</button>
         <a className="button" href={download} download>Download</a>
-        <span className="muted" data-testid="log-count">{view.length.toLocaleString()} lines{ended ? "" : " · live"}</span>
+        <span className="muted" data-testid="log-count">{viewLength.toLocaleString()} lines{ended ? "" : " · live"}</span>
       </div>
       <div ref={scroller} className="log-scroll" tabIndex={0} role="log" aria-label="Log lines"
            onWheel={() => setFollow(false)}>
@@ -116,10 +123,10 @@ export function LogView({ runId, stages, stage, onStage }: {
           {virtualizer.getVirtualItems().map((item) => {
             const l = lines.current[view[item.index]];
             return (
-              <div key={item.key} className={`log-line${l.stream === "stderr" ? " stderr" : ""}${item.index === hit ? " hit" : ""}`}
+              <div key={item.key} className={`log-line${l[1] === "stderr" ? " stderr" : ""}${item.index === hit ? " hit" : ""}`}
                    style={{ transform: `translateY(${item.start}px)`, height: ROW }}>
-                <span className="log-meta">{l.at.slice(11, 23)} {l.stage_id}#{l.attempt}</span>
-                <AnsiText text={l.text} highlight={query} />
+                <span className="log-meta">{l[0].slice(11, 23)} {l[3]}#{l[4]}</span>
+                <AnsiText text={l[2]} highlight={query} />
               </div>
             );
           })}

@@ -7,7 +7,7 @@ import { Dag } from "../components/Dag";
 import { Yaml } from "../components/Yaml";
 import { fmtDuration, fmtTime, useData } from "../hooks";
 
-type Spec = { stages?: { id: string; dependsOn?: string[] }[]; triggers?: { webhook?: { enabled?: boolean; key?: string | null; secret?: string | null } | null }; tags?: string[] };
+type Spec = { stages?: { id: string; depends_on?: string[]; dependsOn?: string[] }[]; triggers?: { webhook?: { enabled?: boolean; key?: string | null; secret?: string | null } | null }; tags?: string[] };
 
 function TriggerForm({ pipeline }: { pipeline: Pipeline }) {
   const navigate = useNavigate();
@@ -82,7 +82,7 @@ export default function PipelineDetail() {
   if (pipeline.error) return <><h1>{name}</h1><ErrorNote text={pipeline.error} /></>;
   const p = pipeline.data;
   if (!p) return <Loading />;
-  const dag = Object.fromEntries((spec.data?.stages ?? []).map((s) => [s.id, s.dependsOn ?? []]));
+  const dag = Object.fromEntries((spec.data?.stages ?? []).map((s) => [s.id, s.depends_on ?? s.dependsOn ?? []]));
   return (
     <>
       <div className="title-row"><h1>{p.name}</h1>{(spec.data?.tags ?? []).map((t) => <span key={t} className="tag">{t}</span>)}</div>

@@ -14,8 +14,13 @@ function failureReason(run: Run): string {
   const failed = (run.attempts ?? []).filter((a) => a.state === "failed" || a.state === "timed_out");
   const last = failed[failed.length - 1];
   const stage = run.stages?.find((s) => s.state === "failed" || s.state === "timed_out");
-  const parts = [run.error, stage && `stage ${stage.stage_id} ${stage.state.replace("_", " ")}${stage.error ? `: ${stage.error}` : ""}`,
-    last && !stage?.error && `attempt #${last.number} of ${last.stage_id}: ${last.error || last.failure || `exit code ${last.exit_code}`}`];
+  const parts = [run.error];
+  if (stage && !(stage.error && run.error.includes(stage.error))) {
+    parts.push(`stage ${stage.stage_id} ${stage.state.replace("_", " ")}${stage.error ? `: ${stage.error}` : ""}`);
+  }
+  if (last && !stage?.error && !run.error) {
+    parts.push(`attempt #${last.number} of ${last.stage_id}: ${last.error || last.failure || `exit code ${last.exit_code}`}`);
+  }
   return parts.filter(Boolean).join(" — ") || `the run ${run.state.replace("_", " ")}`;
 }
 

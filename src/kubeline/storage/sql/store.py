@@ -19,14 +19,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 from kubeline.domain import runs, states
 from kubeline.storage import base, changes
 from kubeline.storage import wakeups as wakeups_
-from kubeline.storage.sql import claims, engines, listener, migrate, rows, scheduling
+from kubeline.storage.sql import claims, engines, listener, migrate, rows, scheduling, stats
 from kubeline.storage.sql import tables as T
 from kubeline.storage.sql import transactions as tx
 
 _T = TypeVar("_T")
 
 
-class SqlStore(scheduling.SchedulingMethods):
+class SqlStore(scheduling.SchedulingMethods, stats.StatsMethods):
     def __init__(self, database: engines.Database) -> None:
         self.database = database
         self.wakeups: wakeups_.Wakeups = database.wakeups

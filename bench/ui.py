@@ -1,0 +1,171 @@
+"""Web UI speed in headless Chromium against a real server holding 10,000 runs.
+
+    .venv/bin/python bench/ui.py [--runs 10000] [--rounds 5] [--lines 200000]
+
+Setup: a SQLite database gets ``--runs`` finished runs over the last 14 days (rows made by
+``storage.sql.rows.run_to_row``, 20 pipelines, ~90 % succeeded), then ``kubeline server`` (a
+child process, 127.0.0.1, local executor) serves it with the built UI. One more run of a shell
+stage prints ``--lines`` lines.
+
+Measured per round (rounds interleaved, a fresh browser context each, so nothing is cached):
+- first meaningful paint of the dashboard: navigation start -> the stat tiles are in the DOM
+  (they need /api/v1/stats over the 10,000 runs), by a MutationObserver inside the page;
+- first meaningful paint of a run's page: navigation start -> its stage graph is drawn;
+- the log view while the 200,000-line log streams in by SSE: every long task (> 50 ms, the
+  browser's Long Tasks API) and the frame intervals (requestAnimationFrame) until the last line
+  is counted.
+Printed: median and spread (min-max) over rounds. Targets (issue 15): first paint < 300 ms, no
+long task > 50 ms in the log view.
+
+Needs Debian's chromium (``apt-get install chromium``) and the built UI (``scripts/bootstrap``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import pathlib
+import random
+import statistics
+import sys
+import tempfile
+import time
+from typing import Any
+
+import httpx
+
+from kubeline import testing
+from kubeline.domain import runs, specs, states
+from kubeline.storage.sql import rows as sql_rows
+from kubeline.storage.sql import store as sql_store
+from kubeline.storage.sql import tables
+from kubeline.ui import serve
+
+CHROMIUM = "/usr/bin/chromium"
+WATCH = """
+window.__marks = {};
+const want = {dashboard: '[data-testid="tiles"]', run: '[data-stage]'};
+new MutationObserver(() => {
+  for (const [k, sel] of Object.entries(want))
+    if (!window.__marks[k] && document.querySelector(sel)) window.__marks[k] = performance.now();
+}).observe(document, {subtree: true, childList: true});
+window.__long = [];
+new PerformanceObserver((l) => { for (const e of l.getEntries()) window.__long.push(e.duration); })
+  .observe({type: 'longtask', buffered: true});
+window.__frames = [];
+let last = performance.now();
+const tick = (t) => { window.__frames.push(t - last); last = t; requestAnimationFrame(tick); };
+requestAnimationFrame(tick);
+"""
+
+
+async def seed(url: str, count: int) -> None:
+    import sqlalchemy as sa
+
+    store = await sql_store.SqlStore.open(url)
+    try:
+        spec = specs.PipelineSpec.model_validate({"stages": [{"id": "work", "type": "shell", "command": "true"}]})
+        template = sql_rows.run_to_row(runs.Run(id="x", pipeline="p", spec=spec))
+        rng = random.Random(15)
+        now_ms = int(time.time() * 1000) - 60_000
+        span_ms = 14 * 24 * 3600 * 1000
+        batch = []
+        for i in range(count):
+            ms = now_ms - span_ms + int(i * span_ms / count)
+            created = dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
+            roll = rng.random()
+            state = states.RunState.SUCCEEDED if roll < 0.9 else states.RunState.FAILED if roll < 0.98 \
+                else states.RunState.CANCELLED
+            batch.append({**template, "id": f"{ms:012x}{rng.getrandbits(40):010x}",
+                          "pipeline": f"pipeline-{i % 20:02d}", "state": state.value, "created_at": created,
+                          "started_at": created, "finished_at": created + dt.timedelta(seconds=rng.uniform(0.5, 90)),
+                          "error": "" if state is states.RunState.SUCCEEDED else f"stage 'work' {state.value}"})
+        def insert(conn: sa.Connection) -> None:
+            for start in range(0, len(batch), 1000):
+                conn.execute(sa.insert(tables.runs), batch[start:start + 1000])
+
+        await store.database.run(insert, write=True)
+    finally:
+        await store.close()
+
+
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):8.1f} ms  ({min(values):.1f}-{max(values):.1f})"
+
+
+def measure(browser: Any, base: str, run_id: str, log_run: str, lines: int) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for name, path in (("dashboard", "/"), ("run", f"/runs/{run_id}")):
+        context = browser.new_context(viewport={"width": 1280, "height": 720})
+        page = context.new_page()
+        page.add_init_script(WATCH)
+        page.goto(base + path)
+        page.wait_for_function(f"window.__marks['{name}'] !== undefined", timeout=30_000)
+        out[f"{name}_paint"] = page.evaluate(f"window.__marks['{name}']")
+        context.close()
+    context = browser.new_context(viewport={"width": 1280, "height": 720})
+    page = context.new_page()
+    page.add_init_script(WATCH)
+    page.goto(f"{base}/runs/{log_run}")
+    page.wait_for_function("() => document.querySelector('[data-testid=log-count]')", timeout=30_000)
+    page.evaluate("window.__long = []; window.__frames = []")
+    started = time.perf_counter()
+    page.wait_for_function(f"() => document.querySelector('[data-testid=log-count]').textContent"
+                           f".replace(/[^0-9]/g, '') >= {lines}", timeout=300_000, polling=200)
+    out["stream_seconds"] = time.perf_counter() - started
+    long_tasks = page.evaluate("window.__long")
+    frames = [f for f in page.evaluate("window.__frames") if f > 0]
+    out["longest_task"] = max(long_tasks, default=0.0)
+    out["long_tasks"] = float(len(long_tasks))
+    out["frame_p50"] = statistics.median(frames) if frames else 0.0
+    out["frame_p99"] = sorted(frames)[int(len(frames) * 0.99)] if frames else 0.0
+    out["frame_max"] = max(frames, default=0.0)
+    context.close()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--lines", type=int, default=200_000)
+    args = parser.parse_args()
+    if not pathlib.Path(CHROMIUM).exists() or not serve.is_built():
+        sys.exit("needs /usr/bin/chromium (apt-get install chromium) and the built UI (scripts/bootstrap)")
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory(prefix="kubeline-bench-ui-") as tmp:
+        home, pipes = pathlib.Path(tmp) / "home", pathlib.Path(tmp) / "pipelines"
+        (pipes / "chatty").mkdir(parents=True)
+        (pipes / "chatty" / "pipeline.yaml").write_text(
+            "stages:\n  - {id: talk, type: shell, command: 'seq 1 " + str(args.lines) + " | sed \"s/^/log line /\"'}\n")
+        url = f"sqlite+aiosqlite:///{home / 'kubeline.db'}"
+        home.mkdir()
+        env = {"KUBELINE_HOME": str(home), "KUBELINE_DATABASE_URL": url, "KUBELINE_PIPELINES_DIR": str(pipes)}
+        t0 = time.perf_counter()
+        asyncio.run(seed(url, args.runs))
+        print(f"seeded {args.runs:,} runs in {time.perf_counter() - t0:.1f}s")
+        with testing.ServerProcess(env=env, log_file=pathlib.Path(tmp) / "server.log") as server:
+            some_run = httpx.get(f"{server.url}/api/v1/runs", params={"limit": 1}).json()["items"][0]["id"]
+            results: list[dict[str, float]] = []
+            with sync_playwright() as pw:
+                browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                             args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"])
+                for _ in range(args.rounds):
+                    log_run = httpx.post(f"{server.url}/api/v1/runs", json={"pipeline": "chatty"}).json()["id"]
+                    results.append(measure(browser, server.url, some_run, log_run, args.lines))
+                browser.close()
+    print(f"\nheadless Chromium, 1280x720, {args.runs:,} runs in SQLite, {args.rounds} rounds (median, min-max)")
+    print(f"dashboard first meaningful paint   {spread([r['dashboard_paint'] for r in results])}")
+    print(f"run page first meaningful paint    {spread([r['run_paint'] for r in results])}")
+    print(f"log view, {args.lines:,} lines streaming:")
+    print(f"  longest task                     {spread([r['longest_task'] for r in results])}")
+    print(f"  long tasks (> 50 ms) per round   {statistics.median([r['long_tasks'] for r in results]):8.0f}")
+    print(f"  frame interval p50               {spread([r['frame_p50'] for r in results])}")
+    print(f"  frame interval p99               {spread([r['frame_p99'] for r in results])}")
+    print(f"  stream wall time                 {statistics.median([r['stream_seconds'] for r in results]):8.1f} s")
+
+
+if __name__ == "__main__":
+    main()
