@@ -143,7 +143,6 @@ class Store(Protocol):
     async def run_facts(self, *, since: dt.datetime, limit: int) -> list[RunFacts]:
         """Runs created at or after ``since``, newest first, at most ``limit``: only the aggregates' columns."""
         ...
-    async def count_runs(self, *, states_in: list[states.RunState]) -> int: ...
     async def transition_run(
         self, run_id: str, to: states.RunState, *, reason: str = "", spawn: Sequence[NewRun] = (),
         **fields: Any

@@ -139,6 +139,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/notifications": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Notifications
+         * @description Deliveries newest first, with why the last attempt failed (failed ones are retried with backoff).
+         */
+        get: operations["list_notifications_api_v1_notifications_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/pipelines": {
         parameters: {
             query?: never;
@@ -818,6 +838,65 @@ export interface components {
              * @default 0
              */
             succeeded: number;
+        };
+        /** DeliveryList */
+        DeliveryList: {
+            /** Items */
+            items: components["schemas"]["DeliveryOut"][];
+        };
+        /**
+         * DeliveryOut
+         * @example {
+         *       "attempts": 2,
+         *       "channel": "slack",
+         *       "created_at": "2026-01-01T02:00:00Z",
+         *       "event": "failure",
+         *       "id": "0190a1b2c3d4e5f6a7b8c9",
+         *       "last_error": "slack receiver answered 500: oops",
+         *       "next_at": "2026-01-01T02:00:30Z",
+         *       "pipeline": "nightly",
+         *       "run_id": "0190a1b2c3d4e5f6a7b8c0",
+         *       "state": "pending",
+         *       "target": "secret:SLACK_URL"
+         *     }
+         */
+        DeliveryOut: {
+            /** Attempts */
+            attempts: number;
+            /** Channel */
+            channel: string;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Event */
+            event: string;
+            /** Id */
+            id: string;
+            /** Last Error */
+            last_error: string;
+            /**
+             * Next At
+             * Format: date-time
+             */
+            next_at: string;
+            /** Pipeline */
+            pipeline: string;
+            /** Run Id */
+            run_id: string;
+            /** Sent At */
+            sent_at: string | null;
+            /**
+             * State
+             * @description pending, sending, sent, failed (after every retry) or suppressed (rate limited).
+             */
+            state: string;
+            /**
+             * Target
+             * @description Recipients, or the URL without query, or secret:<name>.
+             */
+            target: string;
         };
         /** EventOut */
         EventOut: {
@@ -2258,6 +2337,39 @@ export interface operations {
             };
             /** @description Rate limit of the webhook reached; see Retry-After */
             429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+        };
+    };
+    list_notifications_api_v1_notifications_get: {
+        parameters: {
+            query?: {
+                run?: string;
+                pipeline?: string;
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DeliveryList"];
+                };
+            };
+            /** @description Invalid request (field errors in `errors`) */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };

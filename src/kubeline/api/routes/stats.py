@@ -77,6 +77,7 @@ async def get_stats(
     window = await kl.store.run_facts(since=since, limit=MAX_RUNS + 1)
     truncated = len(window) > MAX_RUNS
     window = window[:MAX_RUNS]
+    counts = await kl.store.count_runs()
     per_day = {(since + dt.timedelta(days=i)).date(): DayOut(day=(since + dt.timedelta(days=i)).date())
                for i in range(days)}
     heatmap = [[0] * 24 for _ in range(7)]
@@ -110,6 +111,5 @@ async def get_stats(
                      key=lambda s: s.mean_seconds, reverse=True)[:5]
     return StatsOut(since=since, total=len(window), truncated=truncated,
                     failure_rate=failed / finished if finished else None,
-                    queued=await kl.store.count_runs(states_in=[states.RunState.QUEUED]),
-                    running=await kl.store.count_runs(states_in=[states.RunState.RUNNING]),
+                    queued=counts.get(states.RunState.QUEUED, 0), running=counts.get(states.RunState.RUNNING, 0),
                     days=list(per_day.values()), heatmap=heatmap, slowest=slowest, recent=dict(recent))

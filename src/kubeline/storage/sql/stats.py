@@ -1,4 +1,4 @@
-"""Aggregate reads for the dashboard: a few columns of the runs in a time window, and counts.
+"""Aggregate reads for the dashboard: a few columns of the runs in a time window.
 
 Reading whole runs (specs, inputs, outputs as JSON) to count them costs seconds at 10,000 runs;
 these queries read only what the aggregates need. Run ids sort by creation time (their first 12
@@ -33,15 +33,6 @@ class StatsMethods:
             return [base.RunFacts(id=r.id, pipeline=r.pipeline, state=states.RunState(r.state),
                                   created_at=_utc(r.created_at) or r.created_at, started_at=_utc(r.started_at),
                                   finished_at=_utc(r.finished_at)) for r in conn.execute(query)]
-
-        return await self.database.run(read, write=False)
-
-    async def count_runs(self, *, states_in: builtins.list[states.RunState]) -> int:
-        query = sa.select(sa.func.count()).select_from(T.runs).where(
-            T.runs.c.state.in_([s.value for s in states_in]))
-
-        def read(conn: sa.Connection) -> int:
-            return int(conn.execute(query).scalar_one())
 
         return await self.database.run(read, write=False)
 
