@@ -33,7 +33,7 @@ def run_and_wait(server: Any, pipeline: str, inputs: dict[str, Any] | None = Non
 
 def test_trigger_from_the_generated_form_and_watch_dag_and_logs_live(page, server):
     page.goto("/pipelines/etl")
-    page.locator(".dag-edge").nth(1).wait_for()  # fetch -> clean -> report
+    page.locator(".dag-edge").nth(1).wait_for(state="attached")  # fetch -> clean -> report
     assert page.locator(".dag-edge").count() == 2
     screenshot(page, "pipeline-detail")
     form = page.get_by_role("form", name="Run etl")

@@ -93,9 +93,14 @@ def allowed_methods(request: fastapi.Request) -> list[str]:
     """Every method the OpenAPI document lists for this path (starlette's 405 names only the first
     route's), so ``Allow`` and the document agree."""
     found: set[str] = set()
-    for template, item in request.app.openapi().get("paths", {}).items():
-        if re.fullmatch(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)), request.url.path):
-            found.update(method.upper() for method in item if method.upper() in _METHODS)
+    paths: dict[str, Any] = request.app.openapi().get("paths", {})
+    if request.url.path in paths:  # a literal path wins over templates, as in the router
+        matching = [paths[request.url.path]]
+    else:
+        matching = [item for template, item in paths.items()
+                    if re.fullmatch(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)), request.url.path)]
+    for item in matching:
+        found.update(method.upper() for method in item if method.upper() in _METHODS)
     if "GET" in found:
         found.add("HEAD")
     return sorted(found)

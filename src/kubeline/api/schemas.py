@@ -354,7 +354,8 @@ class ScriptIn(Body):
 
     code: str = pydantic.Field(min_length=1, max_length=MAX_SCRIPT_CHARS)
     input: dict[str, Any] = pydantic.Field(default_factory=dict)
-    requirements: list[str] = pydantic.Field(default_factory=list, max_length=50)
+    requirements: list[str] = pydantic.Field(default_factory=list, max_length=50, json_schema_extra={"items": {
+        "type": "string", "pattern": r"^[\s\x1c-\x1f\x85]*[^\s\x1c-\x1f\x85\-\r\n\x00][^\r\n\x00]*$"}})
     timeout: float | None = pydantic.Field(None, gt=0, le=24 * 3600)
 
     @pydantic.field_validator("requirements")
