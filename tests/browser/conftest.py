@@ -75,8 +75,10 @@ def chromium_path() -> str:
     return CHROMIUM
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(chromium_path: str) -> Iterator[Any]:
+    """Module-scoped: Playwright's sync API holds an event loop in this thread while it runs, so
+    it must stop before the asyncio tests of other folders run."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
