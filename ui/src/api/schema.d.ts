@@ -4,26 +4,6 @@
  */
 
 export interface paths {
-    "/api/v1/attempts/{attempt_id}/io": {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        get?: never;
-        /**
-         * Put Attempt Io
-         * @description Store a running attempt's outputs (a JSON object) and route: ``{"outputs": {...}, "route": null}``.
-         */
-        put: operations["put_attempt_io_api_v1_attempts__attempt_id__io_put"];
-        post?: never;
-        delete?: never;
-        options?: never;
-        head?: never;
-        patch?: never;
-        trace?: never;
-    };
     "/api/v1/git": {
         parameters: {
             query?: never;
@@ -1927,74 +1907,6 @@ export interface components {
 }
 export type $defs = Record<string, never>;
 export interface operations {
-    put_attempt_io_api_v1_attempts__attempt_id__io_put: {
-        parameters: {
-            query?: never;
-            header?: {
-                authorization?: string;
-                "content-encoding"?: string;
-            };
-            path: {
-                attempt_id: string;
-            };
-            cookie?: never;
-        };
-        requestBody?: never;
-        responses: {
-            /** @description Successful Response */
-            204: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content?: never;
-            };
-            /** @description Bad Request */
-            400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["ProblemOut"];
-                };
-            };
-            /** @description Unauthorized */
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["ProblemOut"];
-                };
-            };
-            /** @description Conflict */
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["ProblemOut"];
-                };
-            };
-            /** @description Request Entity Too Large */
-            413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["ProblemOut"];
-                };
-            };
-            /** @description Invalid request (field errors in `errors`) */
-            422: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["ProblemOut"];
-                };
-            };
-        };
-    };
     list_syncs_api_v1_git_get: {
         parameters: {
             query?: never;
