@@ -292,6 +292,46 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/retention/apply": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Apply
+         * @description Remove what the plan lists now (running runs are never touched).
+         */
+        post: operations["apply_api_v1_retention_apply_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/retention/plan": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Plan
+         * @description Dry run: everything retention would remove now, and why.
+         */
+        get: operations["plan_api_v1_retention_plan_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/runs": {
         parameters: {
             query?: never;
@@ -479,8 +519,31 @@ export interface paths {
         /**
          * Download Logs
          * @description Every stored line of the run (or one stage) in time order, as text.
+         *
+         *     410 when the log of every ended attempt is gone (the problem's detail says why); a
+         *     ``Kubeline-Log-Delayed`` header when lines wait on a replica's disk for the object store.
          */
         get: operations["download_logs_api_v1_runs__run_id__logs_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/runs/{run_id}/logs/status": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Log Status
+         * @description Whether the run's log is complete, delayed (lines wait for the object store) or gone.
+         */
+        get: operations["log_status_api_v1_runs__run_id__logs_status_get"];
         put?: never;
         post?: never;
         delete?: never;
@@ -971,6 +1034,23 @@ export interface components {
             /** Type */
             type: string;
         };
+        /** ItemOut */
+        ItemOut: {
+            /**
+             * Kind
+             * @description run, logs, artifacts, log_tail, venv or checkout.
+             */
+            kind: string;
+            /** Pipeline */
+            pipeline: string;
+            /** Reason */
+            reason: string;
+            /**
+             * Target
+             * @description A run id, or a path on this server.
+             */
+            target: string;
+        };
         /** KeyOut */
         KeyOut: {
             /**
@@ -983,6 +1063,20 @@ export interface components {
              * @description The stored secret holding the private key (never returned).
              */
             secret: string;
+        };
+        /**
+         * LogStatusOut
+         * @description ``available``; ``partial`` (some attempts' logs are gone); ``delayed`` (lines wait on a
+         *     replica's disk until the object store answers again); ``gone`` (every ended attempt's log).
+         */
+        LogStatusOut: {
+            /** Detail */
+            detail: string;
+            /**
+             * State
+             * @enum {string}
+             */
+            state: "available" | "partial" | "delayed" | "gone";
         };
         /** OutputsOut */
         OutputsOut: {
@@ -1049,6 +1143,32 @@ export interface components {
              * Format: date-time
              */
             updated_at: string;
+        };
+        /**
+         * PlanOut
+         * @example {
+         *       "applied": false,
+         *       "items": [
+         *         {
+         *           "kind": "run",
+         *           "pipeline": "nightly",
+         *           "reason": "beyond the newest 100 runs (max_runs)",
+         *           "target": "0190a1b2c3d4e5f6a7b8c9"
+         *         }
+         *       ],
+         *       "refused": []
+         *     }
+         */
+        PlanOut: {
+            /** Applied */
+            applied: boolean;
+            /** Items */
+            items: components["schemas"]["ItemOut"][];
+            /**
+             * Refused
+             * @description Pipelines skipped: the policy would delete all their runs.
+             */
+            refused: string[];
         };
         /**
          * ProblemOut
@@ -2598,6 +2718,69 @@ export interface operations {
             };
         };
     };
+    apply_api_v1_retention_apply_post: {
+        parameters: {
+            query?: {
+                /** @description Also for pipelines whose policy removes every finished run. */
+                force?: boolean;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PlanOut"];
+                };
+            };
+            /** @description Invalid request (field errors in `errors`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+        };
+    };
+    plan_api_v1_retention_plan_get: {
+        parameters: {
+            query?: {
+                force?: boolean;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PlanOut"];
+                };
+            };
+            /** @description Invalid request (field errors in `errors`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+        };
+    };
     list_runs_api_v1_runs_get: {
         parameters: {
             query?: {
@@ -3086,6 +3269,57 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemOut"];
                 };
             };
+            /** @description Gone */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description Invalid request (field errors in `errors`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+        };
+    };
+    log_status_api_v1_runs__run_id__logs_status_get: {
+        parameters: {
+            query?: {
+                stage?: string;
+            };
+            header?: never;
+            path: {
+                run_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LogStatusOut"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
             /** @description Invalid request (field errors in `errors`) */
             422: {
                 headers: {
@@ -3137,6 +3371,15 @@ export interface operations {
             };
             /** @description Not Found */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description Gone */
+            410: {
                 headers: {
                     [name: string]: unknown;
                 };
