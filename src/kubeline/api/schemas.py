@@ -8,6 +8,7 @@ is generated from these models, with examples, so clients and schemathesis see t
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any, Literal
 
 import pydantic
@@ -344,6 +345,13 @@ class SecretList(pydantic.BaseModel):
 MAX_SCRIPT_CHARS = 256 * 1024
 
 
+# One requirements.txt line: what Python's str.strip() removes may surround it; it must not start
+# with "-" (a pip option) nor hold a line break or NUL. Explicit classes (no \s), so the documented
+# pattern and the server's check are the same rule in Python's and ECMAScript's regex dialects.
+_SPACE = r"\t\x0b\x0c \x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+REQUIREMENT_PATTERN = rf"^[{_SPACE}]*[^{_SPACE}\r\n\x00\-][^\r\n\x00]*$"
+
+
 class ScriptIn(Body):
     """An ad-hoc Python script: it reads ``input`` with ``kubeline.task.inputs()`` (or
     ``$KUBELINE_INPUTS``) and writes outputs with ``task.set_output``."""
@@ -355,7 +363,7 @@ class ScriptIn(Body):
     code: str = pydantic.Field(min_length=1, max_length=MAX_SCRIPT_CHARS)
     input: dict[str, Any] = pydantic.Field(default_factory=dict)
     requirements: list[str] = pydantic.Field(default_factory=list, max_length=50, json_schema_extra={"items": {
-        "type": "string", "pattern": r"^[\s\x1c-\x1f\x85]*[^\s\x1c-\x1f\x85\-\r\n\x00][^\r\n\x00]*$"}})
+        "type": "string", "pattern": REQUIREMENT_PATTERN}})
     timeout: float | None = pydantic.Field(None, gt=0, le=24 * 3600)
 
     @pydantic.field_validator("requirements")
@@ -364,8 +372,7 @@ class ScriptIn(Body):
         """Each item becomes one line of requirements.txt: a line break or a pip option (``-r
         /etc/passwd``, ``--index-url ...``) would smuggle in what a package name cannot."""
         for item in value:
-            text = item.strip()
-            if not text or text.startswith("-") or any(c in item for c in "\r\n\0"):
+            if not re.fullmatch(REQUIREMENT_PATTERN, item):
                 raise ValueError(f"{item[:80]!r} is not a package requirement: give one requirement per item "
                                  "(e.g. 'requests==2.32.3'), no pip options and no line breaks")
         return value
