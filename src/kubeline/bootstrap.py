@@ -12,6 +12,7 @@ import os
 import pathlib
 import socket
 from collections.abc import AsyncIterator
+from typing import Any, TypeVar
 
 import pydantic
 
@@ -110,18 +111,27 @@ def default_executor(settings: settings_.Settings) -> str:
     return settings.executor
 
 
+_M = TypeVar("_M", bound=pydantic.BaseModel)
+
+
+def _each(model: type[_M], raws: list[dict[str, Any]], *, setting: str) -> tuple[list[_M], list[errors.Problem]]:
+    """Every entry of a JSON-list setting validated, and the problems named ``SETTING[i].field``."""
+    found: list[_M] = []
+    problems: list[errors.Problem] = []
+    for i, raw in enumerate(raws):
+        try:
+            found.append(model.model_validate(raw))
+        except pydantic.ValidationError as exc:
+            problems.extend(spec_problems.from_validation_error(exc, file=f"{setting}[{i}]"))
+    return found, problems
+
+
 def git_sync(settings: settings_.Settings, *, store: sql.SqlStore,
              secrets: secret_service.SecretService) -> gitsync_service.GitSync | None:
     """The git sync of ``KUBELINE_GIT_REPOS``; ``SpecError`` names a bad entry and its field."""
     if not settings.git_repos:
         return None
-    found: list[repos.RepoSpec] = []
-    problems: list[errors.Problem] = []
-    for i, raw in enumerate(settings.git_repos):
-        try:
-            found.append(repos.RepoSpec.model_validate(raw))
-        except pydantic.ValidationError as exc:
-            problems.extend(spec_problems.from_validation_error(exc, file=f"KUBELINE_GIT_REPOS[{i}]"))
+    found, problems = _each(repos.RepoSpec, settings.git_repos, setting="KUBELINE_GIT_REPOS")
     names = [r.name for r in found]
     problems.extend(errors.Problem(file="KUBELINE_GIT_REPOS", location="name", message=f"{n!r} is used twice")
                     for n in {n for n in names if names.count(n) > 1})
@@ -134,13 +144,7 @@ def git_sync(settings: settings_.Settings, *, store: sql.SqlStore,
 def notifier(settings: settings_.Settings, *, store: sql.SqlStore, secrets: secret_service.SecretService,
              logs: log_base.LogBackend) -> notify_service.Notifier:
     """The notifier, with ``KUBELINE_NOTIFICATIONS`` checked (``SpecError`` names a bad entry)."""
-    found: list[notifications.NotificationSpec] = []
-    problems: list[errors.Problem] = []
-    for i, raw in enumerate(settings.notifications):
-        try:
-            found.append(notifications.NotificationSpec.model_validate(raw))
-        except pydantic.ValidationError as exc:
-            problems.extend(spec_problems.from_validation_error(exc, file=f"KUBELINE_NOTIFICATIONS[{i}]"))
+    found, problems = _each(notifications.NotificationSpec, settings.notifications, setting="KUBELINE_NOTIFICATIONS")
     if problems:
         raise errors.SpecError(problems)
     return notify_service.Notifier(store=store, outbox=outbox.Outbox(store.database), logs=logs, secrets=secrets,

@@ -213,7 +213,7 @@ class Pool:
             self._starting.discard(asyncio.current_task())  # type: ignore[arg-type,unused-ignore]
         if self._closed:
             await worker.stop()
-            raise errors.ExecutorError("the warm pool is closed")
+            raise PoolClosed("the warm pool is closed")
         self._workers.append(worker)
         worker.ended.add_done_callback(lambda _f: self._on_end(worker))
         return worker
@@ -231,8 +231,12 @@ class Pool:
         self._refill()
 
 
+class PoolClosed(errors.ExecutorError):
+    """A worker came up after its pool closed (and was stopped): expected at shutdown, not a failure."""
+
+
 def _log_failure(task: asyncio.Task[Worker]) -> None:
-    if not task.cancelled() and task.exception() is not None:
+    if not task.cancelled() and task.exception() is not None and not isinstance(task.exception(), PoolClosed):
         log.warning("a warm worker did not start: %s", task.exception())
 
 
