@@ -18,7 +18,7 @@ import pydantic
 
 from kubeline import settings as settings_
 from kubeline.cleanup import service as cleanup_service
-from kubeline.domain import errors, notifications, repos, retention
+from kubeline.domain import errors, notifications, pools, repos, retention
 from kubeline.engine import engine as engine_
 from kubeline.executors import base as executors_base
 from kubeline.executors import local, local_warm
@@ -78,6 +78,10 @@ def executors_for(settings: settings_.Settings, *,
         from kubeline.executors.kubernetes import executor as k8s  # the kubernetes client loads only here
 
         found["kubernetes"] = k8s.KubernetesExecutor.from_settings(settings, attempts=store)
+    if "kubernetes-pool" in enabled:
+        from kubeline.executors import kubernetes_pool
+
+        found["kubernetes-pool"] = kubernetes_pool.PoolExecutor.from_settings(settings, pools_=worker_pools(settings))
     if "docker" in enabled:
         from kubeline.executors import docker  # the docker SDK loads only here
 
@@ -124,6 +128,21 @@ def _each(model: type[_M], raws: list[dict[str, Any]], *, setting: str) -> tuple
         except pydantic.ValidationError as exc:
             problems.extend(spec_problems.from_validation_error(exc, file=f"{setting}[{i}]"))
     return found, problems
+
+
+def worker_pools(settings: settings_.Settings) -> list[pools.PoolSpec]:
+    """``KUBELINE_KUBERNETES_POOLS`` checked (``SpecError`` names a bad entry and its field)."""
+    found, problems = _each(pools.PoolSpec, settings.kubernetes_pools, setting="KUBELINE_KUBERNETES_POOLS")
+    names = [p.name for p in found]
+    problems.extend(errors.Problem(file="KUBELINE_KUBERNETES_POOLS", location="name", message=f"{n!r} is used twice")
+                    for n in sorted({n for n in names if names.count(n) > 1}))
+    if "kubernetes-pool" in settings.enabled_executors and not found and not problems:
+        problems.append(errors.Problem(file="KUBELINE_KUBERNETES_POOLS", location="",
+                                       message="the kubernetes-pool executor is enabled but no pool is declared",
+                                       hint='declare one, e.g. [{"name": "fast", "pipelines": ["*"]}]'))
+    if problems:
+        raise errors.SpecError(problems)
+    return found
 
 
 def git_sync(settings: settings_.Settings, *, store: sql.SqlStore,

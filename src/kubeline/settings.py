@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 import pydantic_settings
 
-ExecutorName = Literal["local", "local-warm", "docker", "kubernetes"]
+ExecutorName = Literal["local", "local-warm", "docker", "kubernetes", "kubernetes-pool"]
 
 
 class Settings(pydantic_settings.BaseSettings):
@@ -76,6 +76,14 @@ class Settings(pydantic_settings.BaseSettings):
                           "ConfigMap from; without kubernetes_uv_cache_claim it holds the uv cache too.")
     kubernetes_code_dir: pathlib.Path | None = pydantic.Field(
         None, description="Where this server mounts the code claim's volume; it copies large folders there.")
+    kubernetes_pools: list[dict[str, Any]] = pydantic.Field(
+        default_factory=list,
+        description='Worker pools of the kubernetes-pool executor, JSON: [{"name": "fast", "replicas": 2, "slots": 4, '
+                    '"pipelines": ["etl"], "tags": ["quick"], "resources": {"limits": {"memory": "1Gi"}}}] '
+                    "(fields: kubeline.domain.pools.PoolSpec).")
+    kubernetes_pool_connect: Literal["proxy", "pod-ip"] = pydantic.Field(
+        "proxy", description="How the server reaches pool pods: through the API server's pod proxy (works from "
+                             "a laptop with a kubeconfig) or straight to the pod IPs (a server in the cluster).")
 
     git_repos: list[dict[str, Any]] = pydantic.Field(
         default_factory=list,

@@ -315,6 +315,9 @@ class KubernetesSpec(Model):
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = pydantic.Field(
         None, alias="imagePullPolicy"
     )
+    pool: str | None = pydantic.Field(
+        None, description="executor kubernetes-pool: the worker pool to run on (default: the first that serves "
+                          "the pipeline).")
     code_path: str | None = pydantic.Field(
         None,
         alias="codePath",
@@ -376,7 +379,7 @@ class RestartPolicy(Model):
     interval: Seconds | Cron | None = pydantic.Field(None, description="Seconds, or a cron string (Fast-Flow).")
 
 
-ExecutorName = Literal["local", "local-warm", "docker", "kubernetes"]
+ExecutorName = Literal["local", "local-warm", "docker", "kubernetes", "kubernetes-pool"]
 
 
 class StageSpec(Model):

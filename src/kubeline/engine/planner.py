@@ -159,6 +159,7 @@ def build(
         timeout=settings.timeout,
         resources=settings.resources,
         kubernetes=stage.kubernetes or run.spec.kubernetes,
+        tags=tuple(run.spec.tags),
     )
 
 

@@ -45,6 +45,7 @@ class AttemptSpec:
     timeout: float | None = None
     resources: specs.Resources = dataclasses.field(default_factory=specs.Resources)
     kubernetes: specs.KubernetesSpec = dataclasses.field(default_factory=specs.KubernetesSpec)
+    tags: tuple[str, ...] = ()  # the pipeline's (worker pools serve pipelines by name or tag)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

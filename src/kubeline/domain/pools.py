@@ -1,0 +1,75 @@
+"""Worker pools of the ``kubernetes-pool`` executor: long-lived pods that fork attempts.
+
+A pool is declared in ``KUBELINE_KUBERNETES_POOLS`` (a JSON list of ``PoolSpec``) or as a
+``WorkerPool`` custom resource (its schema is generated from this model). It becomes one
+Deployment of hardened pods of the worker image; attempts are forked inside them, so the
+attempts on one pod share its uid, filesystem and memory limit. That is why a pool serves only
+the pipelines or tags it names, and never anything else: a pipeline that must not share a pod
+with another names a pool of its own, or runs as Jobs (the ``kubernetes`` executor).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pydantic
+
+from kubeline.domain import specs
+
+ANY = "*"
+
+
+class PoolSpec(specs.Model):
+    name: specs.Name = pydantic.Field(description="The pool's name; its Deployment is kl-pool-NAME.")
+    namespace: str | None = pydantic.Field(
+        None, description="Namespace of its Deployment; default: KUBELINE_KUBERNETES_NAMESPACE.")
+    replicas: int = pydantic.Field(1, ge=0, le=1000, description="Pods (an HPA may change it afterwards).")
+    slots: int = pydantic.Field(4, ge=1, le=256, description="Attempts one pod runs at once; more wait.")
+    image: str | None = pydantic.Field(None, description="Worker image; default: KUBELINE_KUBERNETES_IMAGE.")
+    image_pull_policy: str = pydantic.Field("IfNotPresent", alias="imagePullPolicy")
+    service_account: str | None = pydantic.Field(
+        None, alias="serviceAccountName", description="Pods get no API token without one.")
+    resources: specs.Resources = pydantic.Field(
+        specs.Resources(), description="Of each pod (shared by the attempts running on it).")
+    node_selector: dict[str, str] = pydantic.Field(default_factory=dict, alias="nodeSelector")
+    tolerations: list[dict[str, Any]] = pydantic.Field(default_factory=list)
+    pipelines: list[str] = pydantic.Field(
+        default_factory=list, description="Pipelines this pool serves ('*': every pipeline).")
+    tags: list[str] = pydantic.Field(default_factory=list, description="Pipelines with any of these tags too.")
+    drain_seconds: int = pydantic.Field(
+        600, ge=1, le=86400, alias="drainSeconds",
+        description="How long a pod being removed (scale-down, rollout) waits for its attempts.")
+
+    @pydantic.model_validator(mode="after")
+    def _serves_something(self) -> PoolSpec:
+        if not self.pipelines and not self.tags:
+            raise ValueError(f"pool {self.name!r} names no pipelines and no tags, so it would serve nothing: "
+                             "add pipelines: [NAME, ...] (or ['*'] for every pipeline) or tags: [TAG, ...]")
+        return self
+
+    def serves(self, *, pipeline: str, tags: tuple[str, ...] | list[str]) -> bool:
+        return ANY in self.pipelines or pipeline in self.pipelines or bool(set(tags) & set(self.tags))
+
+
+def choose(pools: list[PoolSpec], *, pipeline: str, tags: tuple[str, ...] | list[str],
+           asked: str | None) -> PoolSpec:
+    """The pool of an attempt: the one asked for (``kubernetes.pool``) if it serves the pipeline,
+    else the first that does. ``ValueError`` says why none fits and what to change."""
+    if not pools:
+        raise ValueError("no worker pools are configured: declare one in KUBELINE_KUBERNETES_POOLS "
+                         '(e.g. [{"name": "fast", "pipelines": ["' + pipeline + '"]}])')
+    if asked is not None:
+        pool = next((p for p in pools if p.name == asked), None)
+        if pool is None:
+            raise ValueError(f"kubernetes.pool {asked!r} is not a configured pool (pools: "
+                             f"{', '.join(p.name for p in pools)})")
+        if not pool.serves(pipeline=pipeline, tags=tags):
+            raise ValueError(f"pool {asked!r} does not serve pipeline {pipeline!r}: add it to the pool's "
+                             "pipelines (or one of its tags to the pipeline), or choose another pool")
+        return pool
+    for pool in pools:
+        if pool.serves(pipeline=pipeline, tags=tags):
+            return pool
+    raise ValueError(f"no worker pool serves pipeline {pipeline!r} (pools: "
+                     + ", ".join(f"{p.name} serves {p.pipelines + [f'tag {t}' for t in p.tags]}" for p in pools)
+                     + "); name it in a pool's pipelines or tags, or run it with executor: kubernetes")

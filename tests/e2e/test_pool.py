@@ -1,0 +1,173 @@
+"""The kubernetes-pool executor on the real cluster: warm worker pods, attempts forked in them.
+
+The test process is "a laptop with a kubeconfig": it reaches the pool pods only through the API
+server's pod proxy (the default), as the Job path needs nothing but the kubeconfig either.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import pathlib
+import textwrap
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from kubeline import bootstrap, settings
+from kubeline.domain import states
+from kubeline.pipelines import loader
+
+from .support import Cluster, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+def pipeline(root: pathlib.Path, name: str, files: dict[str, str]) -> pathlib.Path:
+    folder = root / name
+    folder.mkdir(parents=True)
+    for rel, text in files.items():
+        (folder / rel).write_text(textwrap.dedent(text))
+    return folder
+
+
+@contextlib.asynccontextmanager
+async def kubeline(cluster: Cluster, namespace: str, home: pathlib.Path, image: str, *,
+                   pools: list[dict[str, Any]], **overrides: Any) -> AsyncIterator[bootstrap.Kubeline]:
+    assert cluster.kubeconfig is not None
+    values: dict[str, Any] = {
+        "home": home, "executor": "kubernetes-pool", "executors": ["kubernetes-pool"],
+        "kubernetes_namespace": namespace, "kubernetes_kubeconfig": cluster.kubeconfig,
+        "kubernetes_image": image, "kubernetes_pools": pools, "secret_key": None, **overrides}
+    async with bootstrap.open_kubeline(settings.Settings(**values)) as kl:
+        yield kl
+
+
+async def run_folder(kl: bootstrap.Kubeline, folder: pathlib.Path) -> Any:
+    found = loader.load_folder(folder)
+    await kl.store.upsert_pipeline(found)
+    run = await kl.engine.submit(found)
+    return await kl.engine.execute(run.id)
+
+
+def texts(kl: bootstrap.Kubeline, run_id: str, *, streams: tuple[str, ...] = ("stdout", "stderr")) -> list[str]:
+    return [line.text for line in kl.logs.read(run_id) if line.stream in streams]
+
+
+CHAIN = {
+    "main.py": """
+        import os
+        from kubeline import task
+        stage = task.stage()
+        before = task.inputs().get("n", 0)
+        print("stage", stage, "got", before, "uid", os.getuid())
+        task.set_output("n", before + 1)
+    """,
+}
+
+
+def chain_yaml(stages: int, *, extra: str = "") -> str:
+    lines = [extra, "executor: kubernetes-pool", "stages:"]
+    for i in range(stages):
+        dep = f", dependsOn: [s{i - 1}], inputs: {{n: '${{stages.s{i - 1}.outputs.n}}'}}" if i else ""
+        lines.append(f"  - {{id: s{i}, type: python, file: main.py{dep}}}")
+    return "\n".join(lines) + "\n"
+
+
+async def test_a_chain_of_ten_runs_on_a_hardened_pool(cluster: Cluster, namespace: str, worker_image: str,
+                                                      api_client: Any, tmp_path: pathlib.Path) -> None:
+    folder = pipeline(tmp_path, "chain", {**CHAIN, "pipeline.yaml": chain_yaml(10)})
+    async with kubeline(cluster, namespace, tmp_path / "home", worker_image,
+                        pools=[{"name": "chain", "pipelines": ["chain"]}]) as kl:
+        first = await run_folder(kl, folder)
+        assert first.state is states.RunState.SUCCEEDED, [a.error for a in await kl.store.list_attempts(first.id)]
+        started = time.perf_counter()
+        run = await run_folder(kl, folder)
+        warm = time.perf_counter() - started
+        assert run.state is states.RunState.SUCCEEDED
+        attempts = await kl.store.list_attempts(run.id)
+        assert len(attempts) == 10
+        assert {a.stage_id: a.outputs for a in attempts}["s9"] == {"n": 10}
+        logged = texts(kl, run.id, streams=("stdout",))
+        assert [t.split(" uid ")[0] for t in logged] == [f"stage s{i} got {i}" for i in range(10)]
+        assert all(t.endswith("uid 1000") for t in logged)
+        print(f"10 chained stages on a warm pool: {warm:.3f}s")
+    apps = client.AppsV1Api(api_client)
+    deployment = apps.read_namespaced_deployment("kl-pool-chain", namespace)
+    container = deployment.spec.template.spec.containers[0]
+    assert container.security_context.read_only_root_filesystem is True
+    assert container.security_context.run_as_non_root is True
+    assert container.security_context.capabilities.drop == ["ALL"]
+    assert deployment.spec.template.spec.automount_service_account_token is False
+
+
+async def test_a_pool_serves_only_the_pipelines_it_names(cluster: Cluster, namespace: str, worker_image: str,
+                                                         tmp_path: pathlib.Path) -> None:
+    folder = pipeline(tmp_path, "stranger", {**CHAIN, "pipeline.yaml": chain_yaml(1)})
+    async with kubeline(cluster, namespace, tmp_path / "home", worker_image,
+                        pools=[{"name": "chain", "pipelines": ["chain"]}]) as kl:
+        run = await run_folder(kl, folder)
+        assert run.state is states.RunState.FAILED
+        (attempt,) = await kl.store.list_attempts(run.id)
+        assert "no worker pool serves pipeline 'stranger'" in attempt.error
+
+
+async def test_an_unschedulable_pool_says_why_and_fails_at_the_pending_timeout(
+        cluster: Cluster, namespace: str, worker_image: str, tmp_path: pathlib.Path) -> None:
+    folder = pipeline(tmp_path, "nowhere", {**CHAIN, "pipeline.yaml": chain_yaml(1)})
+    pools = [{"name": "nowhere", "pipelines": ["nowhere"], "nodeSelector": {"kubeline.dev/no-such-node": "x"}}]
+    async with kubeline(cluster, namespace, tmp_path / "home", worker_image, pools=pools,
+                        kubernetes_pending_timeout=6) as kl:
+        started = time.monotonic()
+        run = await run_folder(kl, folder)
+        assert run.state is states.RunState.FAILED
+        assert time.monotonic() - started >= 6
+        (attempt,) = await kl.store.list_attempts(run.id)
+        assert attempt.failure is states.FailureKind.START_FAILED
+        assert "no pod of worker pool 'nowhere' took it within 6s" in attempt.error
+        assert "Unschedulable" in attempt.error and "node(s) didn't match" in attempt.error
+        assert any("Unschedulable" in t for t in texts(kl, run.id, streams=("system",)))
+
+
+async def test_a_pool_pod_killed_mid_attempt_is_lost_and_retried(
+        cluster: Cluster, namespace: str, worker_image: str, api_client: Any, tmp_path: pathlib.Path) -> None:
+    folder = pipeline(tmp_path, "victim", {
+        "main.py": """
+            import os, time
+            from kubeline import task
+            print("attempt", task.attempt(), flush=True)
+            if task.attempt() == 1:
+                time.sleep(120)
+            task.set_output("done", task.attempt())
+        """,
+        "pipeline.yaml": "executor: kubernetes-pool\nretries: {attempts: 2, delay: 0}\n"})
+    core = client.CoreV1Api(api_client)
+    async with kubeline(cluster, namespace, tmp_path / "home", worker_image,
+                        pools=[{"name": "victim", "pipelines": ["victim"], "drainSeconds": 1}]) as kl:
+        found = loader.load_folder(folder)
+        await kl.store.upsert_pipeline(found)
+        run = await kl.engine.submit(found)
+        import asyncio
+
+        execution = asyncio.ensure_future(kl.engine.execute(run.id))
+
+        def running_pod() -> str | None:
+            for line in kl.logs.read(run.id):
+                if line.text.startswith("running on pod "):
+                    return line.text.split()[3]
+            return None
+
+        await asyncio.to_thread(wait_until, lambda: running_pod() is not None and any(
+            t == "attempt 1" for t in texts(kl, run.id)), timeout=120, what="the first attempt running")
+        pod = running_pod()
+        assert pod is not None
+        core.delete_namespaced_pod(pod, namespace, grace_period_seconds=0)
+        run = await asyncio.wait_for(execution, 180)
+        attempts = await kl.store.list_attempts(run.id)
+        assert run.state is states.RunState.SUCCEEDED, [a.error for a in attempts]
+        assert [a.number for a in attempts] == [1, 2]
+        assert attempts[0].failure is states.FailureKind.LOST
+        assert attempts[0].error.startswith(f"worker pod lost: pod {pod} of pool 'victim'")
+        assert attempts[1].outputs == {"done": 2}

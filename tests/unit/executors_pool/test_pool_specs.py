@@ -1,0 +1,53 @@
+"""Worker pool settings: what a pool serves, how an attempt's pool is chosen, and bad input."""
+
+from __future__ import annotations
+
+import pytest
+
+from kubeline import bootstrap, settings
+from kubeline.domain import errors, pools
+
+
+def pool(**fields: object) -> pools.PoolSpec:
+    return pools.PoolSpec.model_validate({"name": "fast", **fields})
+
+
+def test_a_pool_naming_nothing_is_refused_with_the_fix() -> None:
+    with pytest.raises(ValueError, match=r"names no pipelines and no tags.*add pipelines"):
+        pool()
+
+
+def test_a_pool_serves_only_the_pipelines_and_tags_it_names() -> None:
+    named = pool(pipelines=["etl"], tags=["quick"])
+    assert named.serves(pipeline="etl", tags=())
+    assert named.serves(pipeline="other", tags=("quick",))
+    assert not named.serves(pipeline="other", tags=("slow",))
+    assert pool(pipelines=["*"]).serves(pipeline="anything", tags=())
+
+
+def test_choose_takes_the_asked_pool_only_when_it_serves_the_pipeline() -> None:
+    a, b = pool(name="a", pipelines=["etl"]), pool(name="b", tags=["quick"])
+    assert pools.choose([a, b], pipeline="x", tags=("quick",), asked=None) is b
+    assert pools.choose([a, b], pipeline="etl", tags=(), asked="a") is a
+    with pytest.raises(ValueError, match="pool 'b' does not serve pipeline 'etl'"):
+        pools.choose([a, b], pipeline="etl", tags=(), asked="b")
+    with pytest.raises(ValueError, match="'c' is not a configured pool"):
+        pools.choose([a, b], pipeline="etl", tags=(), asked="c")
+    with pytest.raises(ValueError, match=r"no worker pool serves pipeline .x.*executor: kubernetes"):
+        pools.choose([a, b], pipeline="x", tags=(), asked=None)
+    with pytest.raises(ValueError, match="no worker pools are configured"):
+        pools.choose([], pipeline="x", tags=(), asked=None)
+
+
+def test_pool_settings_errors_name_the_entry_and_field(tmp_path: object) -> None:
+    bad = settings.Settings(home=tmp_path, executors=["kubernetes-pool"], executor="kubernetes-pool",
+                            kubernetes_pools=[{"name": "ok", "pipelines": ["*"]}, {"name": "ok", "pipelines": ["*"]},
+                                              {"name": "x", "pipelines": ["*"], "slots": 0}])
+    with pytest.raises(errors.SpecError) as caught:
+        bootstrap.worker_pools(bad)
+    text = str(caught.value)
+    assert "KUBELINE_KUBERNETES_POOLS[2]" in text and "slots" in text
+    assert "'ok' is used twice" in text
+    empty = settings.Settings(home=tmp_path, executors=["kubernetes-pool"], executor="kubernetes-pool")
+    with pytest.raises(errors.SpecError, match="no pool is declared"):
+        bootstrap.worker_pools(empty)
