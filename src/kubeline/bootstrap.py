@@ -131,15 +131,12 @@ def _each(model: type[_M], raws: list[dict[str, Any]], *, setting: str) -> tuple
 
 
 def worker_pools(settings: settings_.Settings) -> list[pools.PoolSpec]:
-    """``KUBELINE_KUBERNETES_POOLS`` checked (``SpecError`` names a bad entry and its field)."""
+    """``KUBELINE_KUBERNETES_POOLS`` checked (``SpecError`` names a bad entry and its field); it
+    may be empty: pools may also be ``WorkerPool`` resources (read by the executor)."""
     found, problems = _each(pools.PoolSpec, settings.kubernetes_pools, setting="KUBELINE_KUBERNETES_POOLS")
     names = [p.name for p in found]
     problems.extend(errors.Problem(file="KUBELINE_KUBERNETES_POOLS", location="name", message=f"{n!r} is used twice")
                     for n in sorted({n for n in names if names.count(n) > 1}))
-    if "kubernetes-pool" in settings.enabled_executors and not found and not problems:
-        problems.append(errors.Problem(file="KUBELINE_KUBERNETES_POOLS", location="",
-                                       message="the kubernetes-pool executor is enabled but no pool is declared",
-                                       hint='declare one, e.g. [{"name": "fast", "pipelines": ["*"]}]'))
     if problems:
         raise errors.SpecError(problems)
     return found

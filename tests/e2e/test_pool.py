@@ -171,3 +171,27 @@ async def test_a_pool_pod_killed_mid_attempt_is_lost_and_retried(
         assert attempts[0].failure is states.FailureKind.LOST
         assert attempts[0].error.startswith(f"worker pod lost: pod {pod} of pool 'victim'")
         assert attempts[1].outputs == {"done": 2}
+
+
+async def test_a_workerpool_resource_declares_a_pool(cluster: Cluster, namespace: str, worker_image: str,
+                                                     api_client: Any, kubectl: Any, tmp_path: pathlib.Path) -> None:
+    from kubeline.operator import crds
+
+    crd = crds.render()["workerpools.yaml"]
+    kubectl("apply", "-f", "-", input=crd)  # additive and idempotent on the shared cluster
+    kubectl("wait", "--for=condition=Established", "crd/workerpools.kubeline.dev", "--timeout=60s")
+    resource = textwrap.dedent(f"""
+        apiVersion: kubeline.dev/v1
+        kind: WorkerPool
+        metadata: {{name: tagged, namespace: {namespace}}}
+        spec: {{replicas: 1, slots: 2, tags: [quick]}}
+    """)
+    kubectl("apply", "-f", "-", input=resource)
+    folder = pipeline(tmp_path, "tagged-one", {**CHAIN, "pipeline.yaml": chain_yaml(2, extra="tags: [quick]")})
+    async with kubeline(cluster, namespace, tmp_path / "home", worker_image, pools=[]) as kl:
+        run = await run_folder(kl, folder)
+        attempts = await kl.store.list_attempts(run.id)
+        assert run.state is states.RunState.SUCCEEDED, [a.error for a in attempts]
+        assert any("of worker pool tagged" in t for t in texts(kl, run.id, streams=("system",)))
+    deployment = client.AppsV1Api(api_client).read_namespaced_deployment("kl-pool-tagged", namespace)
+    assert deployment.spec.template.spec.containers[0].name == "worker"

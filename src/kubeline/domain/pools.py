@@ -57,7 +57,8 @@ def choose(pools: list[PoolSpec], *, pipeline: str, tags: tuple[str, ...] | list
     else the first that does. ``ValueError`` says why none fits and what to change."""
     if not pools:
         raise ValueError("no worker pools are configured: declare one in KUBELINE_KUBERNETES_POOLS "
-                         '(e.g. [{"name": "fast", "pipelines": ["' + pipeline + '"]}])')
+                         '(e.g. [{"name": "fast", "pipelines": ["' + pipeline + '"]}]) or as a WorkerPool '
+                         "resource in the executor's namespace")
     if asked is not None:
         pool = next((p for p in pools if p.name == asked), None)
         if pool is None:

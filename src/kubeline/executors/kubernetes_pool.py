@@ -42,6 +42,8 @@ log = logging.getLogger("kubeline.executors.kubernetes_pool")
 _POLL_WAIT = 20.0  # seconds a long poll may wait for news
 _LOST_AFTER = 10.0  # seconds a pod may not answer (while it still exists) before its attempt is lost
 _PODS_REFRESH = 1.0  # seconds between pod lists while someone waits for a pod
+_RESOURCES_REFRESH = 10.0  # seconds between reads of the WorkerPool resources
+WORKERPOOLS = "/apis/kubeline.dev/v1/namespaces/{namespace}/workerpools"  # operator.crds.workerpool_crd
 
 
 @dataclasses.dataclass
@@ -85,6 +87,9 @@ class PoolExecutor:
         self._tracked: dict[str, _Tracked] = {}
         self._files = pool_manifests.worker_files()
         self._background: set[asyncio.Task[Any]] = set()
+        self._configured = set(self.pools)  # from settings; the rest come from WorkerPool resources
+        self._resources_read = -_RESOURCES_REFRESH
+        self._resources_said = ""
 
     @classmethod
     def from_settings(cls, settings: Any, *, pools_: list[pools.PoolSpec]) -> PoolExecutor:
@@ -95,6 +100,38 @@ class PoolExecutor:
                    pending_timeout=settings.kubernetes_pending_timeout, log_line_limit=settings.log_line_limit)
 
     # pools ------------------------------------------------------------------------------
+    async def read_resources(self) -> None:
+        """Add the ``WorkerPool`` resources of the executor's namespace (at most every
+        ``_RESOURCES_REFRESH`` s); settings win on a name clash. A cluster without the CRD, or a
+        ServiceAccount that may not list them, leaves the settings' pools (said once in the log)."""
+        if time.monotonic() - self._resources_read < _RESOURCES_REFRESH:
+            return
+        self._resources_read = time.monotonic()
+        namespace = self.defaults.namespace
+        try:
+            listed = await self.kube.call("GET", WORKERPOOLS.format(namespace=namespace))
+        except kube.ApiError as exc:
+            said = kube.describe(exc)
+            if said != self._resources_said:
+                log.info("no WorkerPool resources read in %s (%s); pools from KUBELINE_KUBERNETES_POOLS only",
+                         namespace, said)
+                self._resources_said = said
+            return
+        for item in listed.get("items") or []:
+            name = item.get("metadata", {}).get("name", "")
+            if name in self._configured:
+                continue
+            try:
+                found = pools.PoolSpec.model_validate({**(item.get("spec") or {}), "name": name,
+                                                       "namespace": (item.get("spec") or {}).get("namespace")
+                                                       or item["metadata"].get("namespace")})
+            except (ValueError, KeyError) as exc:
+                log.warning("WorkerPool %s/%s is not valid, not used: %s", namespace, name, exc)
+                continue
+            current = self.pools.get(name)
+            if current is None or current.spec != found:
+                self.pools[name] = _Pool(spec=found, namespace=pool_manifests.namespace_for(found, self.defaults))
+
     def pool_for(self, spec: base.AttemptSpec) -> _Pool:
         try:
             chosen = pools.choose([p.spec for p in self.pools.values()], pipeline=spec.pipeline,
@@ -186,6 +223,7 @@ class PoolExecutor:
 
     # the protocol -----------------------------------------------------------------------
     async def start(self, spec: base.AttemptSpec, sink: base.LogSink) -> dict[str, Any]:
+        await self.read_resources()
         pool = self.pool_for(spec)
         script = _script_argv(spec)
         await self.ensure(pool)
@@ -354,6 +392,7 @@ class PoolExecutor:
         """Find which pod of the pool holds the attempt; False when none does (never sent, or lost)."""
         if handle["attempt_id"] in self._tracked:
             return True
+        await self.read_resources()
         pool = self.pools.get(handle.get("pool", ""))
         if pool is None:
             return False

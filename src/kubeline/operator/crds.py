@@ -95,6 +95,10 @@ def _schema(model: type[Any], *, drop: tuple[str, ...] = ()) -> dict[str, Any]:
     defs = raw.pop("$defs", {})
     for name in drop:
         raw.get("properties", {}).pop(name, None)
+    if "required" in raw:
+        raw["required"] = [name for name in raw["required"] if name not in drop]
+        if not raw["required"]:
+            del raw["required"]
     return structural(raw, defs)
 
 
