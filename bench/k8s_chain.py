@@ -3,7 +3,13 @@ Jobs (same image, same hardened pod, `python3 -c pass`) created and awaited one 
 with the Kubernetes client — the floor.
 
     KUBECONFIG=~/.cache/kubeline/cluster/kubeconfig .venv/bin/python bench/k8s_chain.py \
-        [--stages 10] [--rounds 5] [--delivery log|upload]
+        [--stages 10] [--rounds 5] [--delivery log|upload] [--pool-connect proxy|pod-ip|none] \
+        [--fanout 100] [--pool-replicas 4] [--pool-slots 8]
+
+With a pool side (default), every round also runs the same chain on a worker pool
+(``kubernetes-pool``: attempts forked in warm pods; target <= 0.5 s for 10 stages) and a
+fan-out of ``--fanout`` trivial stages + a join on ``--pool-replicas`` pods (target <= 2 s for
+100 on 4), interleaved with the Job sides; see bench/k8s_pool.py.
 
 Both sides move in 1 s steps of the kubelet's relist, so one run says little: each round runs
 both sides, in alternating order (interleaved), and the figures are the median and spread
@@ -28,6 +34,7 @@ import tempfile
 import time
 from typing import Any
 
+import k8s_pool  # bench/k8s_pool.py, beside this file
 from kubernetes import client, config, watch
 
 from kubeline import bootstrap, settings, testing
@@ -106,6 +113,11 @@ def main() -> None:
     parser.add_argument("--delivery", choices=("log", "upload"), default="log")
     parser.add_argument("--image", default=os.environ.get("KUBELINE_E2E_IMAGE", "kubeline-worker:dev"))
     parser.add_argument("--node-ip", default="10.244.0.1", help="where pods reach this host (upload)")
+    parser.add_argument("--pool-connect", choices=("proxy", "pod-ip", "none"), default="proxy",
+                        help="how the pool side reaches its pods (none: no pool side)")
+    parser.add_argument("--fanout", type=int, default=100, help="stages of the pool's fan-out + join (0: none)")
+    parser.add_argument("--pool-replicas", type=int, default=4)
+    parser.add_argument("--pool-slots", type=int, default=8, help="attempts per pool pod at once")
     args = parser.parse_args()
     if args.rounds < 5:
         parser.error("--rounds: at least 5 (one round says little: both sides move in 1 s steps)")
@@ -116,6 +128,9 @@ def main() -> None:
     core.create_namespace({"metadata": {"name": namespace}})
     chains: list[float] = []
     floors: list[float] = []
+    pool_chains: list[float] = []
+    fanouts: list[float] = []
+    pool: k8s_pool.PoolSide | None = None
     try:
         while not _token_ready(core, namespace):  # 1.20: pods need the default SA's token Secret
             time.sleep(0.2)
@@ -131,16 +146,36 @@ def main() -> None:
                                     kubernetes_image=args.image, kubernetes_api_url=api_url)
             floor(api, namespace, args.image, 2)  # warm-up: image and pod sandbox caches
             asyncio.run(chain(rig, folder))  # warm-up
+            pool_folder = fanout_folder = None
+            if args.pool_connect != "none":
+                pool = k8s_pool.PoolSide(home=root / "pool-home", namespace=namespace, kubeconfig=kubeconfig,
+                                         image=args.image, connect=args.pool_connect,
+                                         replicas=args.pool_replicas, slots=args.pool_slots)
+                pool_folder = k8s_pool.pooled_copy(folder, root)
+                fanout_folder = k8s_pool.make_fanout(root, args.fanout) if args.fanout else None
+                pool.run(pool_folder)  # warm-up: creates the pool, waits for a pod
+                pool.wait_ready(args.pool_replicas)
+                if fanout_folder is not None:
+                    pool.run(fanout_folder)
             for round_ in range(args.rounds):
-                if round_ % 2:
-                    floors.append(floor(api, namespace, args.image, args.stages)[0])
-                    chains.append(asyncio.run(chain(rig, folder)))
-                else:
-                    chains.append(asyncio.run(chain(rig, folder)))
-                    floors.append(floor(api, namespace, args.image, args.stages)[0])
-                print(f"round {round_ + 1}: chain {chains[-1]:.2f}s, floor {floors[-1]:.2f}s", flush=True)
+                sides = [lambda: chains.append(asyncio.run(chain(rig, folder))),
+                         lambda: floors.append(floor(api, namespace, args.image, args.stages)[0])]
+                if pool is not None and pool_folder is not None:
+                    sides.append(lambda: pool_chains.append(pool.run(pool_folder)))
+                    if fanout_folder is not None:
+                        sides.append(lambda: fanouts.append(pool.run(fanout_folder)))
+                for side in sides[round_ % len(sides):] + sides[:round_ % len(sides)]:  # rotated: interleaved
+                    side()
+                said = f"round {round_ + 1}: chain {chains[-1]:.2f}s, floor {floors[-1]:.2f}s"
+                if pool_chains:
+                    said += f", pool chain {pool_chains[-1]:.3f}s"
+                if fanouts:
+                    said += f", pool fan-out {fanouts[-1]:.3f}s"
+                print(said, flush=True)
             _, samples = floor(api, namespace, args.image, args.samples)
     finally:
+        if pool is not None:
+            pool.close()
         core.delete_namespace(namespace, propagation_policy="Background")
     overheads = [(c - f) / args.stages * 1000 for c, f in zip(chains, floors, strict=True)]
     ordered = sorted(samples)
@@ -149,6 +184,12 @@ def main() -> None:
     print(f"chain on the Kubernetes executor: {_spread(chains, 's')}")
     print(f"floor, {args.stages} bare Jobs created and awaited in a loop: {_spread(floors, 's')}")
     print(f"overhead above the floor per stage: {_spread(overheads, ' ms', digits=0)} (target: median <= 100 ms)")
+    if pool_chains:
+        print(f"chain on a worker pool ({args.pool_connect}): {_spread(pool_chains, 's', digits=3)} "
+              "(target: <= 0.5 s for 10 stages)")
+    if fanouts:
+        print(f"fan-out of {args.fanout} + join on {args.pool_replicas} pool pods x {args.pool_slots} slots: "
+              f"{_spread(fanouts, 's', digits=3)} (target: <= 2 s for 100 on 4)")
     print(f"Job created -> pod running over {len(samples)} bare Jobs: p50 {statistics.median(samples) * 1000:.0f} ms, "
           f"p99 {p99 * 1000:.0f} ms")
     print(f"(a Kubeline pod also has a Secret (attempt token) and emptyDirs, unpacks its inline bundle and "
