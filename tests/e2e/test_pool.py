@@ -195,3 +195,134 @@ async def test_a_workerpool_resource_declares_a_pool(cluster: Cluster, namespace
         assert any("of worker pool tagged" in t for t in texts(kl, run.id, streams=("system",)))
     deployment = client.AppsV1Api(api_client).read_namespaced_deployment("kl-pool-tagged", namespace)
     assert deployment.spec.template.spec.containers[0].name == "worker"
+
+
+TICKS = {
+    "main.py": """
+        import time
+        from kubeline import task
+        for i in range(12):
+            print("tick", i, flush=True)
+            time.sleep(0.5)
+        task.set_output("ticks", 12)
+    """,
+    "pipeline.yaml": "executor: kubernetes-pool\n",
+}
+
+
+async def _until_logged(kl: bootstrap.Kubeline, run_id: str, text: str, *, within: float = 120) -> None:
+    import asyncio
+
+    deadline = time.monotonic() + within
+    while text not in texts(kl, run_id):
+        assert time.monotonic() < deadline, f"{text!r} not logged within {within:.0f}s"
+        await asyncio.sleep(0.1)
+
+
+async def test_a_restarted_server_adopts_the_running_attempt_with_its_whole_log(
+        cluster: Cluster, namespace: str, worker_image: str, tmp_path: pathlib.Path) -> None:
+    import asyncio
+
+    folder = pipeline(tmp_path, "adopted", TICKS)
+    pools = [{"name": "adopt", "pipelines": ["adopted"]}]
+    home = tmp_path / "home"
+    async with kubeline(cluster, namespace, home, worker_image, pools=pools, lease_seconds=2) as first:
+        found = loader.load_folder(folder)
+        await first.store.upsert_pipeline(found)
+        run = await first.engine.submit(found)
+        driving = asyncio.create_task(first.engine.execute(run.id))
+        await _until_logged(first, run.id, "tick 3")
+        driving.cancel()  # the first server goes away; the attempt keeps running in its pod
+        with contextlib.suppress(asyncio.CancelledError):
+            await driving
+    async with kubeline(cluster, namespace, home, worker_image, pools=pools, lease_seconds=2) as second:
+        final = await asyncio.wait_for(second.engine.execute(run.id), 90)
+        attempts = await second.store.list_attempts(run.id)
+        lines = texts(second, run.id)
+    assert final.state is states.RunState.SUCCEEDED, [a.error for a in attempts]
+    assert len(attempts) == 1 and attempts[0].outputs == {"ticks": 12}
+    assert [t for t in lines if t.startswith("tick")] == [f"tick {i}" for i in range(12)]
+
+
+async def test_scale_down_drains_a_pod_after_its_running_attempt(
+        cluster: Cluster, namespace: str, worker_image: str, api_client: Any, tmp_path: pathlib.Path) -> None:
+    import asyncio
+
+    folder = pipeline(tmp_path, "drained", TICKS)
+    apps = client.AppsV1Api(api_client)
+    async with kubeline(cluster, namespace, tmp_path / "home", worker_image,
+                        pools=[{"name": "drain", "pipelines": ["drained"], "drainSeconds": 60}]) as kl:
+        found = loader.load_folder(folder)
+        await kl.store.upsert_pipeline(found)
+        run = await kl.engine.submit(found)
+        driving = asyncio.create_task(kl.engine.execute(run.id))
+        await _until_logged(kl, run.id, "tick 1")
+        apps.patch_namespaced_deployment_scale("kl-pool-drain", namespace, {"spec": {"replicas": 0}})
+        final = await asyncio.wait_for(driving, 120)
+        attempts = await kl.store.list_attempts(run.id)
+    assert final.state is states.RunState.SUCCEEDED, [a.error for a in attempts]
+    assert len(attempts) == 1 and attempts[0].outputs == {"ticks": 12}
+    core = client.CoreV1Api(api_client)
+    await asyncio.to_thread(wait_until, lambda: not core.list_namespaced_pod(
+        namespace, label_selector="kubeline.dev/pool=drain").items, timeout=60, what="the drained pod gone")
+
+
+async def test_an_attempt_exhausting_the_pods_memory_fails_as_oom_and_the_pool_goes_on(
+        cluster: Cluster, namespace: str, worker_image: str, tmp_path: pathlib.Path) -> None:
+    folder = pipeline(tmp_path, "hungry", {
+        "main.py": """
+            print("allocating", flush=True)
+            hog = bytearray(400 * 1024 * 1024)
+            for i in range(0, len(hog), 4096):
+                hog[i] = 1
+            print("survived?", flush=True)
+        """,
+        "pipeline.yaml": "executor: kubernetes-pool\n"})
+    after = pipeline(tmp_path, "after-oom", {**CHAIN, "pipeline.yaml": chain_yaml(1)})
+    pools = [{"name": "small", "pipelines": ["hungry", "after-oom"], "resources": {"limits": {"memory": "128Mi"}}}]
+    async with kubeline(cluster, namespace, tmp_path / "home", worker_image, pools=pools) as kl:
+        run = await run_folder(kl, folder)
+        (attempt,) = await kl.store.list_attempts(run.id)
+        assert run.state is states.RunState.FAILED
+        assert attempt.failure is states.FailureKind.OOM, attempt.error
+        assert "exceeded the memory of its pool pod" in attempt.error
+        assert "survived?" not in texts(kl, run.id)
+        next_run = await run_folder(kl, after)  # the pool still serves
+        assert next_run.state is states.RunState.SUCCEEDED
+
+
+async def test_a_worker_that_dies_takes_its_attempts_which_are_retried(
+        cluster: Cluster, namespace: str, worker_image: str, kubectl: Any, tmp_path: pathlib.Path) -> None:
+    """The pod's worker ends (here: SIGTERM to PID 1; an OOM kill of the worker is the same): the
+    container restarts, every attempt it held is LOST with the reason and retried, once each."""
+    import asyncio
+
+    body = """
+        import time
+        from kubeline import task
+        print(task.stage(), "attempt", task.attempt(), flush=True)
+        if task.attempt() == 1:
+            time.sleep(120)
+        task.set_output("attempt", task.attempt())
+    """
+    folder = pipeline(tmp_path, "shared", {
+        "a.py": body, "b.py": body,
+        "pipeline.yaml": "executor: kubernetes-pool\nretries: {attempts: 2, delay: 0}\n"
+                         "stages:\n  - {id: a, file: a.py}\n  - {id: b, file: b.py}\n"})
+    async with kubeline(cluster, namespace, tmp_path / "home", worker_image,
+                        pools=[{"name": "shared", "pipelines": ["shared"], "slots": 2}]) as kl:
+        found = loader.load_folder(folder)
+        await kl.store.upsert_pipeline(found)
+        run = await kl.engine.submit(found)
+        driving = asyncio.create_task(kl.engine.execute(run.id))
+        await _until_logged(kl, run.id, "a attempt 1")
+        await _until_logged(kl, run.id, "b attempt 1")
+        pods = {t.split()[3] for t in texts(kl, run.id, streams=("system",)) if t.startswith("running on pod ")}
+        assert len(pods) == 1
+        kubectl("exec", "-n", namespace, pods.pop(), "--", "python3", "-c", "import os, signal; os.kill(1, signal.SIGTERM)")
+        final = await asyncio.wait_for(driving, 180)
+        attempts = await kl.store.list_attempts(run.id)
+    assert final.state is states.RunState.SUCCEEDED, [a.error for a in attempts]
+    by_stage = {s: sorted((a.number, a.failure) for a in attempts if a.stage_id == s) for s in ("a", "b")}
+    assert by_stage == {s: [(1, states.FailureKind.LOST), (2, None)] for s in ("a", "b")}
+    assert all(a.error.startswith("worker pod lost: pod ") for a in attempts if a.number == 1)
