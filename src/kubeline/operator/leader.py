@@ -7,8 +7,9 @@ candidates cannot both win: one gets 409). The holder renews every ``retry_secon
 down when it has not renewed for ``renew_deadline`` (< ``lease_seconds``), i.e. before anyone else
 may take over. kopf's own peering is not used: equal-priority peers would both keep acting.
 
-``Leases`` is the small port (read/create/replace); ``KubernetesLeases`` is the adapter and
-``MemoryLeases`` the in-package fake the unit tests use with a fake clock.
+``Leases`` is the small port (read/create/replace); ``KubernetesLeases`` is the adapter; the unit
+tests use ``kubeline.testing.leases.MemoryLeases`` with a fake clock (test doubles stay out of
+product code), the e2e test two operator replicas on a real cluster.
 """
 
 from __future__ import annotations
@@ -41,40 +42,6 @@ class Leases(Protocol):
     async def read(self) -> Record | None: ...
     async def create(self, record: Record) -> Record: ...
     async def replace(self, record: Record) -> Record: ...
-
-
-class MemoryLeases:
-    """An in-memory Lease with resourceVersion checks (shared by the candidates of a test)."""
-
-    def __init__(self) -> None:
-        self.record: Record | None = None
-        self._version = 0
-        self.failing = False
-
-    def _check(self) -> None:
-        if self.failing:
-            raise ConnectionError("API server unreachable (MemoryLeases.failing)")
-
-    async def read(self) -> Record | None:
-        self._check()
-        return self.record
-
-    async def create(self, record: Record) -> Record:
-        self._check()
-        if self.record is not None:
-            raise LeaseConflict("exists")
-        return self._store(record)
-
-    async def replace(self, record: Record) -> Record:
-        self._check()
-        if self.record is None or self.record.version != record.version:
-            raise LeaseConflict("changed")
-        return self._store(record)
-
-    def _store(self, record: Record) -> Record:
-        self._version += 1
-        self.record = dataclasses.replace(record, version=str(self._version))
-        return self.record
 
 
 class KubernetesLeases:

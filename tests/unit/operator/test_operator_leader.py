@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kubeline.operator import leader
+from kubeline.testing import leases as leases_
 
 
 class Clock:
@@ -15,13 +16,13 @@ class Clock:
         return self.now
 
 
-def _candidate(leases: leader.MemoryLeases, clock: Clock, name: str) -> leader.LeaderElection:
+def _candidate(leases: leases_.MemoryLeases, clock: Clock, name: str) -> leader.LeaderElection:
     return leader.LeaderElection(leases=leases, identity=name, lease_seconds=15, renew_deadline=10,
                                  retry_seconds=2, clock=clock)
 
 
 async def test_only_one_leader_and_takeover_after_expiry() -> None:
-    leases, clock = leader.MemoryLeases(), Clock()
+    leases, clock = leases_.MemoryLeases(), Clock()
     a, b = _candidate(leases, clock, "a"), _candidate(leases, clock, "b")
     assert await a.try_acquire_or_renew()
     assert not await b.try_acquire_or_renew()
@@ -40,7 +41,7 @@ async def test_only_one_leader_and_takeover_after_expiry() -> None:
 
 
 async def test_api_server_away_steps_down_then_recovers() -> None:
-    leases, clock = leader.MemoryLeases(), Clock()
+    leases, clock = leases_.MemoryLeases(), Clock()
     a = _candidate(leases, clock, "a")
     assert await a.try_acquire_or_renew()
     leases.failing = True
@@ -55,7 +56,7 @@ async def test_api_server_away_steps_down_then_recovers() -> None:
 
 
 async def test_release_lets_another_take_over_at_once() -> None:
-    leases, clock = leader.MemoryLeases(), Clock()
+    leases, clock = leases_.MemoryLeases(), Clock()
     a, b = _candidate(leases, clock, "a"), _candidate(leases, clock, "b")
     assert await a.try_acquire_or_renew()
     assert not await b.try_acquire_or_renew()
@@ -64,7 +65,7 @@ async def test_release_lets_another_take_over_at_once() -> None:
 
 
 async def test_conflicting_writes_have_one_winner() -> None:
-    leases, clock = leader.MemoryLeases(), Clock()
+    leases, clock = leases_.MemoryLeases(), Clock()
     a, b = _candidate(leases, clock, "a"), _candidate(leases, clock, "b")
     results = [await a.try_acquire_or_renew(), await b.try_acquire_or_renew()]
     assert results == [True, False]
@@ -72,7 +73,7 @@ async def test_conflicting_writes_have_one_winner() -> None:
 
 def test_timings_must_nest() -> None:
     with pytest.raises(ValueError, match="retry_seconds < renew_deadline < lease_seconds"):
-        leader.LeaderElection(leases=leader.MemoryLeases(), identity="x", lease_seconds=10, renew_deadline=12)
+        leader.LeaderElection(leases=leases_.MemoryLeases(), identity="x", lease_seconds=10, renew_deadline=12)
 
 
 def test_kopf_log_lines_do_not_carry_the_operator_settings() -> None:

@@ -1,6 +1,7 @@
 """The Kubernetes executor: one ``batch/v1`` Job per attempt, followed by watches, never hung.
 
-``start`` creates the attempt's Secret (secret env, attempt token) and, for bundles too large to
+``start`` creates the attempt's Secret (secret env, attempt token; only when it has secret env or
+uploads its result, ``manifests.needs_secret``) and, for bundles too large to
 travel inline in the Job (``manifests.inline_bundle``), a ConfigMap (code, inputs, config,
 entrypoint); then the Job, then makes the Job their owner. A folder too large for either is
 copied to the code volume (``code_volume``, when ``code_dir`` and ``Defaults.code_claim`` are
@@ -140,13 +141,16 @@ class KubernetesExecutor:
         config_map = None if inline is not None else manifests.config_map(
             spec, defaults=self.defaults, entrypoint=self._entrypoint, code=code, requirements=requirements,
             code_dir=code_dir)
-        secret = manifests.secret(spec, defaults=self.defaults, token=token)
-        job = manifests.job(spec, defaults=self.defaults, inline=inline, code_sub_path=code_sub_path)
+        with_secret = manifests.needs_secret(spec, defaults=self.defaults)
+        secret = manifests.secret(spec, defaults=self.defaults, token=token) if with_secret else None
+        job = manifests.job(spec, defaults=self.defaults, inline=inline, code_sub_path=code_sub_path,
+                            frame_key=None if with_secret else token)
         name = job["metadata"]["name"]
         now = time.time()
         handle: dict[str, Any] = {
             "attempt_id": spec.attempt_id, "namespace": namespace, "job": name,
-            "token_sha256": token_digest(token), "created_at": now,
+            # without a Secret the token is in the Job: then it must authorize no upload
+            "token_sha256": token_digest(token) if with_secret else "", "created_at": now,
             "end_markers": [pod_entry.end_marker(token, stream) for stream in ("stdout", "stderr")],
             "result_tag": results.line_tag(token),
             "pending_deadline": now + self.pending_timeout, "timeout": spec.timeout,
@@ -156,7 +160,9 @@ class KubernetesExecutor:
         await self._watch(namespace)
         tracked = self._track(handle, sink, logs.Position())
         try:
-            bodies: dict[str, Any] = {"secrets": secret}
+            bodies: dict[str, Any] = {}
+            if secret is not None:
+                bodies["secrets"] = secret
             if config_map is not None:
                 bodies["configmaps"] = config_map
             await asyncio.gather(*(self.kube.create(kind, namespace, body) for kind, body in bodies.items()))
@@ -407,10 +413,11 @@ class KubernetesExecutor:
             pod = tracked.seen.pod
             if tracked.cancelled or tracked.seen.pod_gone or tracked.seen.job_gone:
                 return
-            if pod is None or not (reasons.has_started(pod) or tracked.uploaded):
-                if tracked.finished:
+            completed = reasons.job_completed(tracked.seen.job)  # its pod ran, whatever the pod event says
+            if pod is None or not (reasons.has_started(pod) or tracked.uploaded or completed):
+                if tracked.finished and not completed:
                     return
-                await tracked.changed(generation, 1.0)
+                await tracked.changed(generation, 1.0)  # a completed Job's pod event follows
                 continue
             name = pod["metadata"]["name"]
             if tracked.follower is None or tracked.follower.pod != name:

@@ -6,7 +6,8 @@ RuntimeDefault, no privilege escalation, no service-account token unless a servi
 asked for); it writes only to emptyDirs: ``/tmp`` and the work dir. The ConfigMap (code bundle,
 inputs, config, the entrypoint) and the Secret (secret env values, the attempt token) are
 created first and then owned by the Job, so deleting the Job (cancel, TTL) deletes them too.
-Secret values never appear in the Job: the container reads them through ``secretKeyRef``.
+Secret values never appear in the Job: the container reads them through ``secretKeyRef``. An
+attempt with neither secret env nor an upload URL has no Secret at all (``needs_secret``).
 
 Small bundles (``INLINE_LIMIT``, after compression) travel inside the Job instead, in one env
 var the bootstrap (``BOOT``, ``python3 -c``) unpacks into the work dir and removes from the
@@ -197,6 +198,15 @@ def inline_bundle(spec: base.AttemptSpec, *, entrypoint: str, code: bytes | None
     return value if len(value) <= INLINE_LIMIT else None
 
 
+def needs_secret(spec: base.AttemptSpec, *, defaults: Defaults) -> bool:
+    """Whether the attempt needs a Secret: it has secret env values, or its token authorizes an
+    upload (``defaults.api_url``). Otherwise the token only frames the pod's log (end markers,
+    result lines) and authorizes nothing, so it travels in the Job: a pod that refers to a
+    Secret waits for the kubelet's per-Secret watch, whose first list the node authorizer
+    often refuses for a just-bound pod ("failed to sync secret cache"), one to two seconds."""
+    return bool(defaults.api_url) or any(key in spec.env for key in spec.secret_env)
+
+
 def secret(spec: base.AttemptSpec, *, defaults: Defaults, token: str) -> Secret:
     """Secret env values and the attempt token; the Job refers to each key."""
     values = {k: v for k, v in spec.env.items() if k in spec.secret_env}
@@ -205,7 +215,8 @@ def secret(spec: base.AttemptSpec, *, defaults: Defaults, token: str) -> Secret:
             "type": "Opaque", "stringData": values}
 
 
-def _env(spec: base.AttemptSpec, *, defaults: Defaults, inline: str | None) -> list[dict[str, Any]]:
+def _env(spec: base.AttemptSpec, *, defaults: Defaults, inline: str | None,
+         frame_key: str | None) -> list[dict[str, Any]]:
     name = name_for(spec.attempt_id)
     bundle = BUNDLE_DIR if inline is None else INLINE_DIR
     env: list[dict[str, Any]] = [
@@ -224,7 +235,8 @@ def _env(spec: base.AttemptSpec, *, defaults: Defaults, inline: str | None) -> l
         {"name": "KUBELINE_STAGE", "value": spec.stage_id},
         {"name": "KUBELINE_ATTEMPT", "value": str(spec.number)},
         {"name": "KUBELINE_ATTEMPT_ID", "value": spec.attempt_id},
-        {"name": TOKEN_KEY, "valueFrom": {"secretKeyRef": {"name": name, "key": TOKEN_KEY}}},
+        {"name": TOKEN_KEY, "value": frame_key} if frame_key is not None
+        else {"name": TOKEN_KEY, "valueFrom": {"secretKeyRef": {"name": name, "key": TOKEN_KEY}}},
     ]
     if defaults.api_url:
         env.append({"name": "KUBELINE_URL", "value": defaults.api_url})
@@ -290,9 +302,13 @@ def _volumes(name: str, *, defaults: Defaults, inline: str | None,
 
 
 def job(spec: base.AttemptSpec, *, defaults: Defaults, inline: str | None = None,
-        code_sub_path: str | None = None) -> Job:
+        code_sub_path: str | None = None, frame_key: str | None = None) -> Job:
     """The attempt's Job; ``inline``: the bundle travels in the Job (else in the ConfigMap);
-    ``code_sub_path``: the folder's copy on the code claim, mounted at ``CODE_DIR``."""
+    ``code_sub_path``: the folder's copy on the code claim, mounted at ``CODE_DIR``;
+    ``frame_key``: the attempt token as a plain value, when it authorizes nothing
+    (``needs_secret`` is False), else the container reads it from the attempt's Secret."""
+    if frame_key is not None and needs_secret(spec, defaults=defaults):
+        raise ValueError("frame_key: this attempt's token authorizes an upload or it has secret env; use its Secret")
     k8s = spec.kubernetes
     name = name_for(spec.attempt_id)
     service_account = k8s.service_account or defaults.service_account
@@ -303,7 +319,7 @@ def job(spec: base.AttemptSpec, *, defaults: Defaults, inline: str | None = None
         "imagePullPolicy": k8s.image_pull_policy or defaults.image_pull_policy,
         "command": ["python3", f"{BUNDLE_DIR}/{ENTRYPOINT_KEY}"] if inline is None else ["python3", "-c", BOOT],
         "workingDir": WORK_DIR,
-        "env": _env(spec, defaults=defaults, inline=inline),
+        "env": _env(spec, defaults=defaults, inline=inline, frame_key=frame_key),
         "resources": _resources(spec),
         "securityContext": {
             "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,

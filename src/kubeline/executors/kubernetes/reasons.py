@@ -60,6 +60,13 @@ def has_started(pod: dict[str, Any] | None) -> bool:
     return "running" in state or "terminated" in state or bool(status.get("lastState", {}).get("terminated"))
 
 
+def job_completed(job: dict[str, Any] | None) -> bool:
+    """The Job says its pod succeeded: its log is there to read even when the pod event that
+    says so has not arrived yet (the Job's event can come first)."""
+    condition = _job_condition(job)
+    return condition is not None and condition[0] == "Complete"
+
+
 def _job_condition(job: dict[str, Any] | None) -> tuple[str, str, str] | None:
     for condition in (job or {}).get("status", {}).get("conditions") or []:
         if condition.get("status") == "True" and condition.get("type") in ("Complete", "Failed"):
