@@ -192,8 +192,8 @@ def main() -> None:
               f"{_spread(fanouts, 's', digits=3)} (target: <= 2 s for 100 on 4)")
     print(f"Job created -> pod running over {len(samples)} bare Jobs: p50 {statistics.median(samples) * 1000:.0f} ms, "
           f"p99 {p99 * 1000:.0f} ms")
-    print(f"(a Kubeline pod also has a Secret (attempt token) and emptyDirs, unpacks its inline bundle and "
-          f"forks the stage; {manifests.ATTEMPT_LABEL} labels)")
+    print(f"(a Kubeline pod also has emptyDirs (the kubelet's mount loop), unpacks its inline bundle and forks "
+          f"the stage; no Secret without secret env or upload URL; {manifests.ATTEMPT_LABEL} labels)")
     print("note: a stage ends once its log is read to its end markers and result lines; the kubelet "
           "serves a container's log only after the relist that saw it run, and the floor waits for the "
           "pod status of a relist too: both move in 1 s steps, and a pod that runs longer is more often "
