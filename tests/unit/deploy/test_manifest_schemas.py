@@ -6,8 +6,11 @@ env from Secrets), the CRDs, the operator's Lease, and every object of every kus
 (rendered with ``kubectl kustomize``): as shipped for 1.29-1.34 (``policy/v1``,
 ``autoscaling/v2``), and with the ``k8s-1.20`` component (``policy/v1beta1``,
 ``autoscaling/v2beta2``) for 1.20-1.22 - both branches, each against its versions.
-The Helm chart is not rendered here: no Helm binary or SDK is installable from PyPI or npm as
-a well-known package (its structure is tested in tests/unit/operator/test_operator_helm_chart.py).
+The Helm chart is not rendered here: no trusted Helm binary or SDK is installable from the
+registries this project may use - Debian's apt has none (``apt-cache search helm``: only the
+Emacs package of that name), and PyPI/npm offer only unofficial wrappers or re-implementations,
+none well known - so its structure is tested without rendering
+(tests/unit/operator/test_operator_helm_chart.py) and its objects are not schema-validated.
 """
 
 from __future__ import annotations

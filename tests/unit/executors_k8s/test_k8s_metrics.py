@@ -1,5 +1,8 @@
 """metrics.k8s.io: PodMetrics parsing, soft-limit warnings, and the "unavailable" path against a
-real HTTP server on 127.0.0.1 playing the API server (with and without the metrics API)."""
+real HTTP server on 127.0.0.1 playing the API server (with and without the metrics API).
+
+This server is a STUB of metrics.k8s.io (nothing real can serve that API here: no
+metrics-server); the e2e on the local cluster checks only the "unavailable" path."""
 
 from __future__ import annotations
 

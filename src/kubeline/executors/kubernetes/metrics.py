@@ -7,6 +7,12 @@ pod (one GET per pod and interval: the executor Role may ``get`` PodMetrics, not
 keeps the latest sample and the peak memory in memory (``Usage``), and warns once in the
 attempt's log when a soft limit is exceeded. Usage is reported in the units the API speaks of:
 cores (``cpu_cores``) and bytes (``memory_bytes``), summed over the pod's containers.
+
+Verified against a stub only: nothing on the test machine can serve ``metrics.k8s.io`` (no
+metrics-server image or source is installable from the registries it reaches), so the path with
+the API is tested against a small HTTP server on 127.0.0.1 that answers like the API server
+with the PodMetrics shape of the documented API (tests/unit/executors_k8s/test_k8s_metrics.py);
+the local cluster e2e covers only the "no metrics API" path.
 """
 
 from __future__ import annotations
