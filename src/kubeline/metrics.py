@@ -46,6 +46,10 @@ class Metrics:
             "kubeline_queue_depth", "Runs waiting in the queue (all replicas).", registry=r)
         self.running_attempts = prometheus_client.Gauge(
             "kubeline_running_attempts", "Attempts this process is driving.", registry=r)
+        self.pool_attempts = prometheus_client.Gauge(
+            "kubeline_pool_attempts", "Attempts this process has on a worker pool: waiting for a pod slot, or "
+            "running (sum over replicas / the pool's slots = the pods it needs: an HPA's metric).",
+            ["pool", "state"], registry=r)
         self.scheduler_lag = prometheus_client.Gauge(
             "kubeline_scheduler_lag_seconds", "How late the last schedule fire was started.", registry=r)
         self._stages_seen: collections.OrderedDict[tuple[str, str], None] = collections.OrderedDict()
@@ -83,6 +87,12 @@ class Metrics:
         self.queue_depth.set(counts.get(states.RunState.QUEUED, 0))
         if engine is not None:
             self.running_attempts.set(sum(len(d.handles) for d in list(engine.drivers.values())))
+            self.pool_attempts.clear()
+            for executor in list(engine.executors.values()):
+                load = getattr(executor, "pool_load", None)  # the kubernetes-pool executor
+                for pool, counts in (load() if load is not None else {}).items():
+                    for state, count in counts.items():
+                        self.pool_attempts.labels(pool=pool, state=state).set(count)
 
     def render(self) -> bytes:
         return prometheus_client.generate_latest(self.registry)

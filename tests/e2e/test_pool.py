@@ -103,6 +103,34 @@ async def test_a_chain_of_ten_runs_on_a_hardened_pool(cluster: Cluster, namespac
     assert deployment.spec.template.spec.automount_service_account_token is False
 
 
+async def test_an_attempt_cannot_read_the_pool_token(cluster: Cluster, namespace: str, worker_image: str,
+                                                    tmp_path: pathlib.Path) -> None:
+    """The worker (PID 1) has the token in its environment: it is not dumpable, so an attempt
+    (same uid) cannot read /proc/1/environ; the fork server and the attempts never had it."""
+    folder = pipeline(tmp_path, "snoop", {
+        "main.py": """
+            import os
+            from kubeline import task
+            found = []
+            for pid in [p for p in os.listdir("/proc") if p.isdigit()]:
+                try:
+                    with open(f"/proc/{pid}/environ", "rb") as file:
+                        if b"KUBELINE_POOL_TOKEN" in file.read():
+                            found.append(pid)
+                except OSError:
+                    pass
+            task.set_output("leaked", found)
+            task.set_output("env", sorted(k for k in os.environ if "TOKEN" in k))
+        """,
+        "pipeline.yaml": "executor: kubernetes-pool\n"})
+    async with kubeline(cluster, namespace, tmp_path / "home", worker_image,
+                        pools=[{"name": "snoop", "pipelines": ["snoop"]}]) as kl:
+        run = await run_folder(kl, folder)
+        (attempt,) = await kl.store.list_attempts(run.id)
+    assert run.state is states.RunState.SUCCEEDED, attempt.error
+    assert attempt.outputs == {"leaked": [], "env": []}
+
+
 async def test_a_pool_serves_only_the_pipelines_it_names(cluster: Cluster, namespace: str, worker_image: str,
                                                          tmp_path: pathlib.Path) -> None:
     folder = pipeline(tmp_path, "stranger", {**CHAIN, "pipeline.yaml": chain_yaml(1)})
@@ -120,8 +148,21 @@ async def test_an_unschedulable_pool_says_why_and_fails_at_the_pending_timeout(
     pools = [{"name": "nowhere", "pipelines": ["nowhere"], "nodeSelector": {"kubeline.dev/no-such-node": "x"}}]
     async with kubeline(cluster, namespace, tmp_path / "home", worker_image, pools=pools,
                         kubernetes_pending_timeout=6) as kl:
+        import asyncio
+
+        from kubeline import metrics
+
         started = time.monotonic()
-        run = await run_folder(kl, folder)
+        running = asyncio.ensure_future(run_folder(kl, folder))
+        registry = metrics.Metrics()
+        for _ in range(100):  # what an HPA scales the pool on: the waiting attempt
+            await registry.refresh(store=kl.store, engine=kl.engine)
+            if 'kubeline_pool_attempts{pool="nowhere",state="waiting"} 1.0' in registry.render().decode():
+                break
+            await asyncio.sleep(0.05)
+        else:
+            pytest.fail(f"no waiting attempt in /metrics: {registry.render().decode()}")
+        run = await running
         assert run.state is states.RunState.FAILED
         assert time.monotonic() - started >= 6
         (attempt,) = await kl.store.list_attempts(run.id)
@@ -326,3 +367,37 @@ async def test_a_worker_that_dies_takes_its_attempts_which_are_retried(
     by_stage = {s: sorted((a.number, a.failure) for a in attempts if a.stage_id == s) for s in ("a", "b")}
     assert by_stage == {s: [(1, states.FailureKind.LOST), (2, None)] for s in ("a", "b")}
     assert all(a.error.startswith("worker pod lost: pod ") for a in attempts if a.number == 1)
+
+
+def test_the_worker_pool_component_passes_server_dry_run(kubectl: Any, namespace: str, tmp_path: pathlib.Path) -> None:
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+
+    deploy = pathlib.Path(__file__).resolve().parents[2] / "deploy"
+    copy = tmp_path / "deploy"
+    shutil.copytree(deploy, copy)
+    secrets = subprocess.run([str(pathlib.Path(sys.executable).parent / "kubeline"), "k8s", "secrets"],
+                             capture_output=True, text=True, check=True).stdout
+    (copy / "overlays" / "staging" / "secrets.env").write_text(secrets)
+    wrapper = tmp_path / "wrapper"
+    wrapper.mkdir()
+    (wrapper / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "resources": ["../deploy/overlays/staging"],
+        "components": ["../deploy/components/worker-pool", "../deploy/components/k8s-1.20"]}))
+    kubectl("apply", "-f", str(deploy / "base" / "crds" / "workerpools.yaml"))
+    kubectl("wait", "--for=condition=Established", "crd/workerpools.kubeline.dev", "--timeout=60s")
+    docs = [d for d in yaml.safe_load_all(kubectl("kustomize", str(wrapper)).stdout) if d]
+    kept = []
+    for doc in docs:
+        if doc["kind"] in ("Namespace", "CustomResourceDefinition", "ServiceMonitor"):
+            continue
+        doc["metadata"]["namespace"] = namespace
+        kept.append(doc)
+    assert {"WorkerPool", "HorizontalPodAutoscaler"} <= {d["kind"] for d in kept}
+    proc = kubectl("apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump_all(kept), check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert 'workerpool.kubeline.dev/default created (server dry run)' in proc.stdout

@@ -221,6 +221,15 @@ class PoolExecutor:
                           "attempts each (its slots); waiting for a free one")
         return None, pool_client.why_not_ready(pool.spec.name, pods)
 
+    def pool_load(self) -> dict[str, dict[str, int]]:
+        """Per pool, attempts of this process waiting for a pod slot and running (``/metrics``:
+        ``kubeline_pool_attempts``, what an HPA scales a pool on)."""
+        load = {name: {"waiting": 0, "running": 0} for name in self.pools}
+        for tracked in list(self._tracked.values()):
+            counts = load.setdefault(tracked.pool.spec.name, {"waiting": 0, "running": 0})
+            counts["running" if tracked.pod is not None else "waiting"] += 1
+        return load
+
     # the protocol -----------------------------------------------------------------------
     async def start(self, spec: base.AttemptSpec, sink: base.LogSink) -> dict[str, Any]:
         await self.read_resources()

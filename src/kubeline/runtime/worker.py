@@ -560,9 +560,9 @@ def main(argv: list[str] | None = None) -> int:
     if not token:
         print(f"kubeline pool worker: {TOKEN_ENV} is not set (the pool's Secret)", file=sys.stderr)
         return 2
+    _not_dumpable()  # the drain hook too: it holds the token while it waits
     if args[:1] == ["drain"]:
         return drain(root, port=port, token=token, limit=float(args[1]) if len(args) > 1 else 3600.0)
-    _not_dumpable()
     worker = Worker(root=root, token=token)
     handler = type("BoundHandler", (Handler,), {"worker": worker})
     server = http.server.ThreadingHTTPServer(("", port), handler)
