@@ -142,6 +142,18 @@ async def test_a_pool_serves_only_the_pipelines_it_names(cluster: Cluster, names
         assert "no worker pool serves pipeline 'stranger'" in attempt.error
 
 
+async def test_a_stage_asking_for_another_python_is_refused_by_the_pool(
+        cluster: Cluster, namespace: str, worker_image: str, tmp_path: pathlib.Path) -> None:
+    folder = pipeline(tmp_path, "newer", {**CHAIN, "pipeline.yaml": chain_yaml(1, extra='python_version: "3.9"')})
+    async with kubeline(cluster, namespace, tmp_path / "home", worker_image,
+                        pools=[{"name": "chain", "pipelines": ["chain", "newer"]}]) as kl:
+        run = await run_folder(kl, folder)
+        (attempt,) = await kl.store.list_attempts(run.id)
+    assert run.state is states.RunState.FAILED
+    assert attempt.failure is states.FailureKind.START_FAILED
+    assert "the stage asks for Python 3.9 and this pool's pods run 3." in attempt.error
+
+
 async def test_an_unschedulable_pool_says_why_and_fails_at_the_pending_timeout(
         cluster: Cluster, namespace: str, worker_image: str, tmp_path: pathlib.Path) -> None:
     folder = pipeline(tmp_path, "nowhere", {**CHAIN, "pipeline.yaml": chain_yaml(1)})

@@ -245,6 +245,7 @@ class PoolExecutor:
                     "KUBELINE_STAGE": spec.stage_id, "KUBELINE_ATTEMPT": str(spec.number),
                     "KUBELINE_ATTEMPT_ID": spec.attempt_id},
             "timeout": spec.timeout,
+            "python_version": spec.python_version,
             "code_sha256": hashlib.sha256(code).hexdigest() if code is not None else "none",
             "code": pool_client.b64(code) if code is not None else None,
         }
@@ -272,10 +273,10 @@ class PoolExecutor:
             return False
         if answer.status not in (200, 201):
             pool.busy[name] -= 1
-            pool.pods = [p for p in pool.pods if p["metadata"]["name"] != name]  # until listed again
-            if answer.status >= 500 and answer.status != 503:
-                raise errors.ExecutorError(str(answer.body.get("error") or answer.body))
-            return False
+            if answer.status in (429, 503):  # full (another replica's attempts) or draining: another pod
+                pool.pods = [p for p in pool.pods if p["metadata"]["name"] != name]  # until listed again
+                return False
+            raise errors.ExecutorError(str(answer.body.get("error") or answer.body))
         tracked.pod = pod
         tracked.request = None  # the code and env are not kept in memory longer than needed
         tracked.sink.write("system", f"running on pod {name} of worker pool {pool.spec.name}")
@@ -310,6 +311,7 @@ class PoolExecutor:
             if pod is not None:
                 if await self._send(tracked, pod):
                     break
+                await asyncio.sleep(0.05)  # refused (full or draining): another pod, or a fresh list
                 continue
             if why != tracked.said:
                 tracked.sink.write("system", why)

@@ -94,6 +94,7 @@ def deployment(pool: pools.PoolSpec, *, defaults: manifests.Defaults, files: dic
             {"name": "KUBELINE_WORK", "value": manifests.WORK_DIR},
             {"name": "KUBELINE_POOL", "value": pool.name},
             {"name": "KUBELINE_POOL_PORT", "value": str(worker.PORT)},
+            {"name": "KUBELINE_POOL_SLOTS", "value": str(pool.slots)},
             {"name": worker.TOKEN_ENV, "valueFrom": {"secretKeyRef": {"name": name, "key": TOKEN_KEY}}},
         ],
         "ports": [{"name": "worker", "containerPort": worker.PORT, "protocol": "TCP"}],

@@ -99,6 +99,7 @@ class Worker:
         (root / "code").mkdir(parents=True, exist_ok=True)
         self.sock, self.warm = _start_warm_worker()
         self.ids = 0
+        self.slots = int(os.environ.get("KUBELINE_POOL_SLOTS") or 0)  # across every server replica
 
     # starting -------------------------------------------------------------------------
     def start(self, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -109,8 +110,9 @@ class Worker:
             known = self.attempts.get(attempt_id)
             if known is not None:
                 return 200, known.view(len(known.lines))
-            if (self.root / DRAIN_FILE).exists():
-                return 503, {"error": "this pool pod is draining (scale-down or rollout); use another"}
+            refused = self._refusal(request)
+            if refused is not None:
+                return refused
             work = self.root / "attempts" / attempt_id
             attempt = Attempt(attempt_id=attempt_id, work=work, timeout=request.get("timeout"))
             self.attempts[attempt_id] = attempt
@@ -123,6 +125,21 @@ class Worker:
             return 500, {"error": f"cannot start the attempt on pool pod {socket.gethostname()}: {exc}"}
         threading.Thread(target=self._follow, args=(attempt,), daemon=True).start()
         return 201, attempt.view(0)
+
+    def _refusal(self, request: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
+        """Why this pod takes no new attempt now (draining, full: another pod may; another Python:
+        none of the pool will), or None."""
+        if (self.root / DRAIN_FILE).exists():
+            return 503, {"error": "this pool pod is draining (scale-down or rollout); use another"}
+        wanted = str(request.get("python_version") or "").split(".")
+        have = [str(part) for part in sys.version_info[:3]]
+        if wanted != [""] and wanted != have[:len(wanted)]:
+            return 409, {"error": f"the stage asks for Python {'.'.join(wanted)} and this pool's pods run "
+                                  f"{'.'.join(have)}: use a pool whose image has it, or executor: kubernetes"}
+        running = sum(1 for a in self.attempts.values() if a.state == "running")
+        if self.slots and running >= self.slots:
+            return 429, {"error": f"all {self.slots} slots of this pool pod are busy; use another"}
+        return None
 
     def _launch(self, attempt: Attempt, request: dict[str, Any]) -> None:
         work = attempt.work

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pathlib
+from typing import Any
+
 import pytest
 
 from kubeline import bootstrap, settings
@@ -50,3 +53,41 @@ def test_pool_settings_errors_name_the_entry_and_field(tmp_path: object) -> None
     assert "'ok' is used twice" in text
     empty = settings.Settings(home=tmp_path, executors=["kubernetes-pool"], executor="kubernetes-pool")
     assert bootstrap.worker_pools(empty) == []  # pools may be WorkerPool resources
+
+
+KUBECONFIG = """
+apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: c, context: {cluster: c, user: u}}]
+current-context: c
+"""
+
+
+def _pipeline(executor: str) -> Any:
+    from kubeline.domain import runs, specs
+
+    spec = specs.PipelineSpec.model_validate({"executor": executor, "stages": [{"id": "main", "file": "main.py"}]})
+    return runs.Pipeline(name="p", spec=spec, path=None)
+
+
+async def test_the_pool_executor_runs_only_where_it_is_registered(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "kubeconfig").write_text(KUBECONFIG)
+    pooled = settings.Settings(home=tmp_path / "a", executor="kubernetes-pool", executors=["kubernetes-pool"],
+                               kubernetes_kubeconfig=tmp_path / "kubeconfig",
+                               kubernetes_pools=[{"name": "fast", "pipelines": ["*"]}])
+    async with bootstrap.open_kubeline(pooled) as kl:
+        assert set(kl.executors) == {"kubernetes-pool"}
+        with pytest.raises(errors.SpecError) as refused:
+            await kl.engine.submit(_pipeline("local"))
+        (problem,) = refused.value.problems
+        assert problem.message == ("stage 'main' asks for executor 'local', which this server does not run "
+                                   "(it runs: kubernetes-pool)")
+    local = settings.Settings(home=tmp_path / "b")
+    async with bootstrap.open_kubeline(local) as kl:
+        with pytest.raises(errors.SpecError) as refused:
+            await kl.engine.submit(_pipeline("kubernetes-pool"))
+        (problem,) = refused.value.problems
+        assert "asks for executor 'kubernetes-pool', which this server does not run" in problem.message
+        assert "KUBELINE_EXECUTORS" in problem.hint

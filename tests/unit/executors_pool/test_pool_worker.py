@@ -74,7 +74,7 @@ def pod(tmp_path: pathlib.Path) -> Iterator[Pod]:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     env = {"PATH": os.environ.get("PATH", ""), "KUBELINE_WORK": str(tmp_path / "work"),
-           "KUBELINE_POOL_PORT": str(port), worker.TOKEN_ENV: TOKEN}
+           "KUBELINE_POOL_PORT": str(port), "KUBELINE_POOL_SLOTS": "3", worker.TOKEN_ENV: TOKEN}
     proc = subprocess.Popen([sys.executable, str(shipped / "worker.py")], env=env, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 20
@@ -154,6 +154,27 @@ def test_bad_requests_are_refused_with_the_reason(pod: Pod) -> None:
     assert pod.call("POST", "/v1/attempts", {"attempt_id": "../x", "argv": ["main.py"]})[0] == 400
     status, body = pod.call("GET", "/v1/attempts/x?after=zero")
     assert status in (400, 404)
+
+
+def test_a_pod_runs_at_most_its_slots_and_only_its_python(pod: Pod) -> None:
+    code, digest = packed({"slow.py": "import time\ntime.sleep(60)\n"})
+    for i in range(3):
+        status, _ = pod.call("POST", "/v1/attempts", {"attempt_id": f"s{i}", "argv": ["slow.py"], "code": code,
+                                                      "code_sha256": digest})
+        assert status == 201
+    status, body = pod.call("POST", "/v1/attempts", {"attempt_id": "s3", "argv": ["slow.py"], "code": code,
+                                                     "code_sha256": digest})
+    assert status == 429 and "all 3 slots of this pool pod are busy" in body["error"]
+    for i in range(3):
+        pod.call("DELETE", f"/v1/attempts/s{i}")
+    assert pod.finish("s0")[0]["failure"] == "cancelled"
+    status, body = pod.call("POST", "/v1/attempts", {"attempt_id": "old", "argv": ["slow.py"],
+                                                     "python_version": "2.7", "code": code, "code_sha256": digest})
+    assert status == 409 and "asks for Python 2.7" in body["error"] and "executor: kubernetes" in body["error"]
+    mine = ".".join(str(part) for part in sys.version_info[:2])
+    status, _ = pod.call("POST", "/v1/attempts", {"attempt_id": "same", "argv": ["slow.py"], "python_version": mine,
+                                                  "code": code, "code_sha256": digest})
+    assert status == 201
 
 
 def test_a_draining_pod_takes_no_new_attempt(pod: Pod, tmp_path: pathlib.Path) -> None:
