@@ -55,6 +55,7 @@ MAX_LINE = 64 * 1024
 MAX_WAIT = 25.0
 KILL_GRACE = 5.0
 COLLECT_GRACE = 30.0  # seconds a finished attempt is held for its executor when draining
+RETAIN = 3600.0  # seconds a finished attempt nobody collected (its server died) is kept
 DRAIN_FILE = "draining"
 _HERE = pathlib.Path(__file__).resolve().parent
 
@@ -63,7 +64,8 @@ class Attempt:
     def __init__(self, *, attempt_id: str, work: pathlib.Path, timeout: float | None) -> None:
         self.id = attempt_id
         self.work = work
-        self.lines: list[list[Any]] = []
+        self.lines: list[list[Any]] = []  # from line number ``base`` on
+        self.base = 0  # lines before it were read by the executor (it asked for later ones): dropped
         self.state = "running"
         self.exit_code: int | None = None
         self.failure: str | None = None
@@ -79,9 +81,10 @@ class Attempt:
         self.changed = threading.Condition()
 
     def view(self, after: int) -> dict[str, Any]:
-        lines = self.lines[after:after + MAX_LINES]
+        start = max(after, self.base)
+        lines = self.lines[start - self.base:start - self.base + MAX_LINES]
         return {"id": self.id, "state": self.state, "exit_code": self.exit_code, "failure": self.failure,
-                "error": self.error, "lines": lines, "next": after + len(lines),
+                "error": self.error, "lines": lines, "next": start + len(lines),
                 "outputs": self.outputs if self.state != "running" else {},
                 "route": self.route, "started": self.started}
 
@@ -106,6 +109,7 @@ class Worker:
         attempt_id = str(request.get("attempt_id", ""))
         if not attempt_id or "/" in attempt_id or attempt_id.startswith("."):
             return 400, {"error": "attempt_id missing or not a plain name"}
+        self._prune()
         with self.lock:
             known = self.attempts.get(attempt_id)
             if known is not None:
@@ -125,6 +129,17 @@ class Worker:
             return 500, {"error": f"cannot start the attempt on pool pod {socket.gethostname()}: {exc}"}
         threading.Thread(target=self._follow, args=(attempt,), daemon=True).start()
         return 201, attempt.view(0)
+
+    def _prune(self) -> None:
+        """Drop finished attempts no executor collected within ``RETAIN`` s (their server died
+        and no other adopted them), so a long-lived pod does not fill its memory and emptyDir."""
+        now = time.time()
+        with self.lock:
+            stale = [a for a in self.attempts.values() if a.finished_at is not None and now - a.finished_at > RETAIN]
+            for attempt in stale:
+                self.attempts.pop(attempt.id, None)
+        for attempt in stale:
+            shutil.rmtree(attempt.work, ignore_errors=True)
 
     def _refusal(self, request: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
         """Why this pod takes no new attempt now (draining, full: another pod may; another Python:
@@ -304,7 +319,11 @@ class Worker:
             return 404, {"error": f"attempt {attempt_id} is not on pool pod {socket.gethostname()}"}
         until = time.monotonic() + min(max(wait, 0.0), MAX_WAIT)
         with attempt.changed:
-            while len(attempt.lines) <= after and attempt.state == "running":
+            if after > attempt.base:  # the executor has every line before ``after``: memory stays bounded
+                drop = min(after - attempt.base, len(attempt.lines))
+                del attempt.lines[:drop]
+                attempt.base += drop
+            while attempt.base + len(attempt.lines) <= after and attempt.state == "running":
                 left = until - time.monotonic()
                 if left <= 0:
                     break

@@ -126,6 +126,20 @@ def test_an_attempt_runs_in_its_code_with_its_inputs_and_hands_back_outputs(pod:
     assert pod.call("GET", "/v1/attempts/a1")[0] == 404
 
 
+def test_lines_the_executor_has_read_are_dropped_and_a_reader_from_zero_resumes_after_them(pod: Pod) -> None:
+    code, digest = packed({"talk.py": "for i in range(5):\n    print('line', i)\n"})
+    pod.call("POST", "/v1/attempts", {"attempt_id": "talk", "argv": ["talk.py"], "code": code, "code_sha256": digest})
+    deadline = time.monotonic() + 20
+    while pod.call("GET", "/v1/attempts/talk?after=0&wait=1")[1]["state"] == "running":
+        assert time.monotonic() < deadline
+    status, first = pod.call("GET", "/v1/attempts/talk?after=0")
+    assert [text for _, _, text in first["lines"]] == [f"line {i}" for i in range(5)]
+    status, again = pod.call("GET", "/v1/attempts/talk?after=3")
+    assert status == 200 and [text for _, _, text in again["lines"]] == ["line 3", "line 4"]
+    status, adopted = pod.call("GET", "/v1/attempts/talk?after=0")  # e.g. a restarted server
+    assert [text for _, _, text in adopted["lines"]] == ["line 3", "line 4"] and adopted["next"] == 5
+
+
 def test_failures_say_why(pod: Pod) -> None:
     code, digest = packed({"boom.py": "raise SystemExit(3)\n", "bad.py": "import json, os\n"
                            "open(os.environ['KUBELINE_OUTPUTS'], 'w').write('[1]')\n",
