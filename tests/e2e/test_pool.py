@@ -6,6 +6,7 @@ server's pod proxy (the default), as the Job path needs nothing but the kubeconf
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import pathlib
 import textwrap
@@ -295,6 +296,22 @@ async def test_a_restarted_server_adopts_the_running_attempt_with_its_whole_log(
     assert final.state is states.RunState.SUCCEEDED, [a.error for a in attempts]
     assert len(attempts) == 1 and attempts[0].outputs == {"ticks": 12}
     assert [t for t in lines if t.startswith("tick")] == [f"tick {i}" for i in range(12)]
+
+
+async def test_a_pool_whose_deployment_was_deleted_is_made_again(
+        cluster: Cluster, namespace: str, worker_image: str, api_client: Any, tmp_path: pathlib.Path) -> None:
+    folder = pipeline(tmp_path, "phoenix", {**CHAIN, "pipeline.yaml": chain_yaml(1)})
+    apps = client.AppsV1Api(api_client)
+    async with kubeline(cluster, namespace, tmp_path / "home", worker_image,
+                        pools=[{"name": "phoenix", "pipelines": ["phoenix"], "drainSeconds": 1}]) as kl:
+        assert (await run_folder(kl, folder)).state is states.RunState.SUCCEEDED
+        apps.delete_namespaced_deployment("kl-pool-phoenix", namespace, propagation_policy="Foreground")
+        core = client.CoreV1Api(api_client)
+        await asyncio.to_thread(wait_until, lambda: not core.list_namespaced_pod(
+            namespace, label_selector="kubeline.dev/pool=phoenix").items, timeout=60, what="the pool's pods gone")
+        run = await run_folder(kl, folder)
+        attempts = await kl.store.list_attempts(run.id)
+    assert run.state is states.RunState.SUCCEEDED, [a.error for a in attempts]
 
 
 async def test_scale_down_drains_a_pod_after_its_running_attempt(

@@ -42,6 +42,7 @@ log = logging.getLogger("kubeline.executors.kubernetes_pool")
 _POLL_WAIT = 20.0  # seconds a long poll may wait for news
 _LOST_AFTER = 10.0  # seconds a pod may not answer (while it still exists) before its attempt is lost
 _PODS_REFRESH = 1.0  # seconds between pod lists while someone waits for a pod
+_REAPPLY = 10.0  # seconds without any pod of a pool before its objects are applied again
 _RESOURCES_REFRESH = 10.0  # seconds between reads of the WorkerPool resources
 WORKERPOOLS = "/apis/kubeline.dev/v1/namespaces/{namespace}/workerpools"  # operator.crds.workerpool_crd
 
@@ -57,6 +58,7 @@ class _Pool:
     listed_at: float = 0.0
     busy: dict[str, int] = dataclasses.field(default_factory=dict)  # pod name -> attempts sent by us
     listing: asyncio.Task[None] | None = None
+    applied_at: float = 0.0
 
 
 @dataclasses.dataclass
@@ -155,6 +157,7 @@ class PoolExecutor:
                     f"{kube.describe(exc)} (the server's ServiceAccount needs deployments, configmaps, "
                     "secrets and pods/proxy there: deploy/rbac)") from None
             pool.ready = True
+            pool.applied_at = time.monotonic()
 
     async def _apply(self, pool: _Pool) -> None:
         name, ns, spec = pool_manifests.name_for(pool.spec), pool.namespace, pool.spec
@@ -219,6 +222,9 @@ class PoolExecutor:
         if ready:
             return None, (f"all {len(ready)} ready pods of pool {pool.spec.name!r} run {pool.spec.slots} "
                           "attempts each (its slots); waiting for a free one")
+        if not pods and time.monotonic() - pool.applied_at > _REAPPLY:  # its Deployment deleted meanwhile?
+            pool.ready = False
+            await self.ensure(pool)
         return None, pool_client.why_not_ready(pool.spec.name, pods)
 
     def pool_load(self) -> dict[str, dict[str, int]]:
