@@ -132,6 +132,19 @@ async def test_an_attempt_cannot_read_the_pool_token(cluster: Cluster, namespace
     assert attempt.outputs == {"leaked": [], "env": []}
 
 
+async def test_a_server_in_the_cluster_talks_to_the_pod_ips(local_cluster: Cluster, namespace: str,
+                                                            worker_image: str, tmp_path: pathlib.Path) -> None:
+    """KUBELINE_KUBERNETES_POOL_CONNECT=pod-ip (this machine is the local cluster's node, so it
+    reaches pod IPs as a server pod would)."""
+    folder = pipeline(tmp_path, "direct", {**CHAIN, "pipeline.yaml": chain_yaml(3)})
+    async with kubeline(local_cluster, namespace, tmp_path / "home", worker_image,
+                        pools=[{"name": "direct", "pipelines": ["direct"]}], kubernetes_pool_connect="pod-ip") as kl:
+        run = await run_folder(kl, folder)
+        attempts = await kl.store.list_attempts(run.id)
+    assert run.state is states.RunState.SUCCEEDED, [a.error for a in attempts]
+    assert {a.stage_id: a.outputs for a in attempts}["s2"] == {"n": 3}
+
+
 async def test_a_pool_serves_only_the_pipelines_it_names(cluster: Cluster, namespace: str, worker_image: str,
                                                          tmp_path: pathlib.Path) -> None:
     folder = pipeline(tmp_path, "stranger", {**CHAIN, "pipeline.yaml": chain_yaml(1)})
