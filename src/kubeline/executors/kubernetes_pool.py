@@ -155,7 +155,7 @@ class PoolExecutor:
                 raise errors.ExecutorError(
                     f"cannot create worker pool {pool.spec.name!r} in namespace {pool.namespace!r}: "
                     f"{kube.describe(exc)} (the server's ServiceAccount needs deployments, configmaps, "
-                    "secrets and pods/proxy there: deploy/rbac)") from None
+                    "secrets and pods/proxy there: deploy/rbac/worker-pool.yaml)") from None
             pool.ready = True
             pool.applied_at = time.monotonic()
 

@@ -76,6 +76,12 @@ class PoolClient:
             answer = json.loads(raw) if raw else {}
         except ValueError:
             answer = {"error": raw[:300].decode("utf-8", "replace")}
+        if status in (401, 403) and answer.get("kind") == "Status":  # the API server's refusal, not the worker's
+            return Answer(status=status, body={"error": (
+                f"the Kubernetes API server refused the request to pool pod {pod['metadata']['name']} "
+                f"({status}: {answer.get('message', '')}); this server's account needs pods/proxy in namespace "
+                f"{pod['metadata']['namespace']} (deploy/rbac/worker-pool.yaml), or, in the cluster, "
+                "KUBELINE_KUBERNETES_POOL_CONNECT=pod-ip")})
         if status in (502, 503) or (status == 404 and answer.get("kind") == "Status"):
             # the API server could not reach the pod, or the pod is gone: not the worker's answer
             raise Unreachable(f"{status}: {answer.get('message') or answer.get('error') or answer}")
