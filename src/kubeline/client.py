@@ -338,8 +338,25 @@ class Client:
         for data in self._follow(f"{API}/runs/{run_id}/events/stream", {}, last, timeout):
             yield schemas.EventOut.model_validate_json(data)
 
+    def follow_runs(self, *, pipeline: str | None = None, state: Iterable[str] | None = None, limit: int = 50,
+                    timeout: float | None = None) -> Iterator[schemas.RunList | schemas.RunOut]:
+        """Every run's changes (``GET /runs/stream``): a ``RunList`` snapshot first (again after a
+        reconnect), then each run that changed, as it now is; until ``timeout`` s (default: forever)."""
+        heartbeat = 15.0 if timeout is None else min(15.0, max(1.0, timeout))
+        params = _params(pipeline=pipeline, state=list(state) if state else None, limit=limit, heartbeat=heartbeat)
+        for event, data in self._frames(f"{API}/runs/stream", params, None, timeout):
+            if event == "snapshot":
+                yield schemas.RunList.model_validate_json(data)
+            elif event == "run":
+                yield schemas.RunOut.model_validate_json(data)
+
     def _follow(self, path: str, params: dict[str, Any], last_id: str | None,
                 timeout: float | None) -> Iterator[str]:
+        for _event, data in self._frames(path, params, last_id, timeout):
+            yield data
+
+    def _frames(self, path: str, params: dict[str, Any], last_id: str | None,
+                timeout: float | None) -> Iterator[tuple[str, str]]:
         deadline = None if timeout is None else time.monotonic() + timeout
         for _ in range(_RECONNECTS):
             headers = {"Accept": "text/event-stream"} | ({"Last-Event-ID": last_id} if last_id else {})
@@ -357,7 +374,7 @@ class Client:
                         event, last_id, data = frame
                         if event == "end":
                             return
-                        yield data
+                        yield event, data
                         if deadline is not None and time.monotonic() > deadline:
                             return
             except (httpx.RemoteProtocolError, httpx.ReadError, httpx.ConnectError):

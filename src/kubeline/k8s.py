@@ -361,8 +361,11 @@ def follow_line(line: dict[str, Any]) -> str:
     ``<ISO time> <stage>#<attempt> <stream> <text>``, so ``logs`` and ``logs -f`` print alike."""
     import datetime as dt
 
-    at = dt.datetime.fromisoformat(str(line["at"]).replace("Z", "+00:00")).isoformat()
-    return f"{at} {line.get('stage_id')}#{line.get('attempt')} {line.get('stream')} {line['text']}"
+    from kubeline.logs import lines
+
+    at = dt.datetime.fromisoformat(str(line["at"]).replace("Z", "+00:00"))
+    return lines.display(at=at, stage_id=str(line.get("stage_id")), attempt=int(line.get("attempt") or 0),
+                         stream=str(line.get("stream")), text=str(line["text"]))
 
 
 def problems(status: resources.PipelineRunStatus) -> str:

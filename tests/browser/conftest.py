@@ -1,5 +1,6 @@
 """Browser tests: Playwright for Python driving Debian's Chromium (headless, ``--no-sandbox``)
-against a real ``kubeline server`` (SQLite, local executor) started here on 127.0.0.1.
+against a real ``kubeline server`` (SQLite, local executor) started here on 127.0.0.1; the tests
+marked ``BOTH_DATABASES`` also against a real PostgreSQL (the integration conftest's).
 
 Chromium comes from apt (``kubeline.testing.apt_install("chromium")``): Playwright cannot
 download its own browsers here. Without it, or without the built UI, the tests skip with the
@@ -100,8 +101,31 @@ def mark(tmp_path: pathlib.Path) -> pathlib.Path:
     return tmp_path / "mark"
 
 
+def _postgres_fixtures() -> Any:
+    """The integration suite's real PostgreSQL (a session server, a fresh database per test), reused
+    as is: loaded from its conftest under another name, so its other fixtures stay there."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("kubeline_browser_pg", ROOT / "tests" / "integration" / "conftest.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_pg = _postgres_fixtures()
+postgres_server = _pg.postgres_server
+postgres_url = _pg.postgres_url
+# The tests that take ``BOTH_DATABASES`` also run against PostgreSQL (the others: SQLite only).
+BOTH_DATABASES = pytest.mark.parametrize(
+    "database_url", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+
+
 @pytest.fixture(params=["sqlite"])
 def database_url(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> str:
+    if request.param == "postgres":
+        url: str = request.getfixturevalue("postgres_url")
+        return url
     return f"sqlite+aiosqlite:///{tmp_path / 'kubeline.db'}"
 
 

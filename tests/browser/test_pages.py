@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.browser.conftest import axe_violations, screenshot, set_theme
+from tests.browser.conftest import BOTH_DATABASES, axe_violations, screenshot, set_theme
 
 pytestmark = pytest.mark.slow
 
@@ -31,6 +31,7 @@ def run_and_wait(server: Any, pipeline: str, inputs: dict[str, Any] | None = Non
     raise AssertionError(f"run {run['id']} did not finish")
 
 
+@BOTH_DATABASES
 def test_trigger_from_the_generated_form_and_watch_dag_and_logs_live(page, server):
     page.goto("/pipelines/etl")
     page.locator(".dag-edge").nth(1).wait_for(state="attached")  # fetch -> clean -> report
@@ -56,6 +57,7 @@ def test_trigger_from_the_generated_form_and_watch_dag_and_logs_live(page, serve
     screenshot(page, "run-detail")
 
 
+@BOTH_DATABASES
 def test_cancel_a_running_run(page, server):
     run = api(server, "POST", "/runs", json={"pipeline": "slow"}).json()
     page.goto(f"/runs/{run['id']}")
@@ -66,6 +68,7 @@ def test_cancel_a_running_run(page, server):
     assert page.get_by_role("button", name="Cancel run").count() == 0
 
 
+@BOTH_DATABASES
 def test_retry_from_the_failed_stage(page, server, mark):
     failed = run_and_wait(server, "flaky")
     assert failed["state"] == "failed"
@@ -84,6 +87,7 @@ def test_retry_from_the_failed_stage(page, server, mark):
     assert [a["stage_id"] for a in retried["attempts"]] == ["second"]  # the first stage was kept, not run again
 
 
+@BOTH_DATABASES
 def test_a_secret_value_is_never_shown_again(page, server):
     value = "hunter2-very-secret-value"
     page.goto("/secrets")

@@ -26,6 +26,7 @@ from kubeline.api.routes import (
     notifications,
     pipelines,
     retention,
+    run_feed,
     runs,
     schedules,
     scripts,
@@ -54,7 +55,7 @@ def create_app(kl: bootstrap.Kubeline, *, metrics: metrics_.Metrics | None = Non
     openapi.install(app)
     app.add_middleware(problems.BodyLimit, limit=kl.settings.max_request_bytes)
     app.include_router(health.router)
-    for module in (pipelines, runs, cells, git, notifications, retention, streams, secrets, scripts, hooks,
+    for module in (pipelines, run_feed, runs, cells, git, notifications, retention, streams, secrets, scripts, hooks,
                    schedules, stats, system):
         app.include_router(module.router, prefix=API_PREFIX)
     return app

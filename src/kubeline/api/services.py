@@ -17,7 +17,7 @@ import pydantic
 
 from kubeline import bootstrap
 from kubeline.domain import errors, runs, specs, states
-from kubeline.logs import availability
+from kubeline.logs import availability, lines
 from kubeline.logs import base as log_base
 from kubeline.pipelines import loader
 from kubeline.pipelines import problems as problems_
@@ -174,8 +174,9 @@ async def run_script(kl: bootstrap.Kubeline, *, code: str, inputs: dict[str, Any
 
 
 async def log_text(kl: bootstrap.Kubeline, run_id: str, *, stage_id: str | None = None) -> str:
-    return "".join([f"{line.at.isoformat()} {line.stage_id}#{line.attempt} {line.stream} {line.text}\n"
-                    async for line in kl.logs.iter_lines(run_id, stage_id=stage_id)])
+    return "".join([lines.display(at=line.at, stage_id=line.stage_id, attempt=line.attempt, stream=line.stream,
+                                  text=line.text) + "\n"
+                     async for line in kl.logs.iter_lines(run_id, stage_id=stage_id)])
 
 
 async def log_availability(kl: bootstrap.Kubeline, run_id: str, *,

@@ -17,11 +17,10 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from kubeline import k8s, server_logs
 from kubeline import settings as settings_
-from kubeline.cli import render
+from kubeline.cli import output, render
 from kubeline.domain import errors
 from kubeline.pipelines import loader
 
@@ -124,28 +123,42 @@ def deploy(folder: Annotated[pathlib.Path, typer.Argument(help="The pipeline fol
               f"({len(body['spec'].get('stages', []))} stages)")
 
 
+def _status(item: dict[str, Any]) -> dict[str, Any]:
+    return item.get("status") or {}
+
+
+PIPELINE_COLUMNS = (
+    output.Column(header="NAME", value=lambda i: i["metadata"]["name"], key=True),
+    output.Column(header="PHASE", value=lambda i: _status(i).get("phase", "-")),
+    output.Column(header="STAGES", value=lambda i: str(_status(i).get("stages", "-"))),
+    output.Column(header="LAST RUN", value=lambda i: (_status(i).get("lastRun") or {}).get("name", "-"), key=True),
+    output.Column(header="LAST PHASE", value=lambda i: (_status(i).get("lastRun") or {}).get("phase", "-")),
+    output.Column(header="NEXT SCHEDULE", value=lambda i: _status(i).get("nextSchedule") or "-"),
+    output.Column(header="NAMESPACE", value=lambda i: i["metadata"].get("namespace", ""), wide=True),
+    output.Column(header="CREATED", value=lambda i: i["metadata"].get("creationTimestamp", ""), wide=True),
+)
+
+
 @app.command("list")
-def list_(namespace: Namespace = None, kubeconfig: Kubeconfig = None, context: Context = None) -> None:
-    """Pipelines in the namespace, with their phase and last run."""
+def list_(namespace: Namespace = None, kubeconfig: Kubeconfig = None, context: Context = None,
+          fmt: output.Option = output.Format.TABLE) -> None:
+    """Pipelines in the namespace, with their phase and last run (-o json|yaml: the resources)."""
     client = _client(namespace, kubeconfig, context)
-    table = Table("NAME", "PHASE", "STAGES", "LAST RUN", "NEXT SCHEDULE")
-    for item in _guard(client.list_pipelines):
-        status = item.get("status") or {}
-        last = status.get("lastRun") or {}
-        table.add_row(item["metadata"]["name"], status.get("phase", "-"), str(status.get("stages", "-")),
-                      f"{last.get('name', '')} {last.get('phase', '')}".strip() or "-",
-                      status.get("nextSchedule") or "-")
-    out.print(table)
+    output.emit(_guard(client.list_pipelines), columns=PIPELINE_COLUMNS, fmt=fmt)
 
 
 @app.command()
-def status(name: str, namespace: Namespace = None, kubeconfig: Kubeconfig = None, context: Context = None) -> None:
+def status(name: str, namespace: Namespace = None, kubeconfig: Kubeconfig = None, context: Context = None,
+           fmt: output.Option = output.Format.TABLE) -> None:
     """A Pipeline's status (or a PipelineRun's, when NAME is one) with its conditions and runs."""
     client = _client(namespace, kubeconfig, context)
     try:
         body = client.get_pipeline(name)
     except errors.NotFoundError:
         body = _guard(lambda: client.get_run(name))
+    if fmt in (output.Format.JSON, output.Format.YAML):
+        output.write_data(body, fmt=fmt)
+        return
     st = body.get("status") or {}
     out.print(f"{body['kind']} {client.namespace}/{name}: [bold]{st.get('phase', 'Unknown')}[/bold]")
     for key in ("runId", "pipeline", "startTime", "completionTime", "duration", "nextSchedule", "error"):
@@ -299,11 +312,12 @@ def operator(  # noqa: PLR0917 - Typer options
     leader_election: Annotated[bool, typer.Option(help="One acting replica, by a Lease.")] = True,
     kubeconfig: Kubeconfig = None,
     log_level: Annotated[str, typer.Option(help="debug | info | warning | error")] = "info",
+    log_format: Annotated[str, typer.Option(help="auto (text on a terminal, else JSON) | text | json")] = "auto",
 ) -> None:
     """Run the Kubernetes operator (Pipeline/PipelineRun resources -> Kubeline) until SIGTERM."""
     from kubeline.operator import runner
 
-    server_logs.configure(level=log_level)
+    server_logs.configure(level=log_level, fmt=log_format)
     namespaces = None if all_namespaces else (
         namespace or [k8s._default_namespace(context=None, kubeconfig=kubeconfig)])
     overrides: dict[str, Any] = {"upload_port": upload_port} if upload_port is not None else {}

@@ -19,9 +19,10 @@ from rich.live import Live
 
 from kubeline import bootstrap
 from kubeline import settings as settings_
+from kubeline.api import schemas
+from kubeline.cli import browse, output, remote, render, watch
 from kubeline.cli import git as git_cli
 from kubeline.cli import k8s as k8s_cli
-from kubeline.cli import remote, render
 from kubeline.cli import retention as retention_cli
 from kubeline.cli import server as server_cli
 from kubeline.domain import errors, runs, specs, states
@@ -148,21 +149,25 @@ async def _run(target: str, *, inputs: dict[str, Any], follow: bool, executor: s
         if out.is_terminal and not follow:
             with Live(console=out, refresh_per_second=8, transient=False) as live:
                 while not task.done():
-                    live.update(render.stage_table(await kl.store.get_run(run_.id),
-                                                   await kl.store.list_stage_runs(run_.id)))
+                    live.update(render.stage_table(await _run_out(kl, run_.id)))
                     await asyncio.wait([task], timeout=0.25)
-                live.update(render.stage_table(await kl.store.get_run(run_.id),
-                                               await kl.store.list_stage_runs(run_.id)))
+                live.update(render.stage_table(await _run_out(kl, run_.id)))
         final = await task
         if follower is not None:
             await follower
         if not out.is_terminal or follow:
-            out.print(render.stage_table(final, await kl.store.list_stage_runs(final.id)))
+            output.print_table(render.stage_table(await _run_out(kl, final.id)))
         if final.outputs:
             out.print_json(json.dumps(final.outputs, default=str))
         if final.error:
             err.print(f"[red]{final.state.value}:[/red] {final.error}")
         return final
+
+
+async def _run_out(kl: bootstrap.Kubeline, run_id: str) -> schemas.RunOut:
+    """A run as the API shows one (stages and attempts), so local and remote output are alike."""
+    return schemas.RunOut.of(await kl.store.get_run(run_id), stages=await kl.store.list_stage_runs(run_id),
+                             attempts=await kl.store.list_attempts(run_id))
 
 
 async def _print_logs(kl: bootstrap.Kubeline, run_id: str, *, stage: str | None = None) -> None:
@@ -174,10 +179,7 @@ async def _print_logs(kl: bootstrap.Kubeline, run_id: str, *, stage: str | None 
 
 
 def _print_line(line: Any) -> None:
-    style = {"stderr": "red", "system": "dim"}.get(line.stream, "")
-    prefix = f"{line.at:%H:%M:%S.%f}"[:-3] + f" {line.stage_id}#{line.attempt} "
-    out.print(prefix, style="dim", end="", highlight=False, markup=False)
-    out.print(line.text, style=style, highlight=False, markup=False, soft_wrap=True)
+    output.log_line(at=line.at, stage_id=line.stage_id, attempt=line.attempt, stream=line.stream, text=line.text)
 
 
 @app.command()
@@ -214,70 +216,96 @@ def validate(
 @app.command()
 def pipelines(
     directory: Annotated[pathlib.Path | None, typer.Option("--dir", help="Folder of pipelines.")] = None,
+    fmt: output.Option = output.Format.TABLE,
 ) -> None:
     """List pipelines (from the pipelines folder and those run before) with their last run."""
-    _run_async(_pipelines(directory))
+    _run_async(_pipelines(directory, fmt=fmt))
 
 
-async def _pipelines(directory: pathlib.Path | None) -> None:
+async def _pipelines(directory: pathlib.Path | None, *, fmt: output.Format) -> None:
     async with bootstrap.open_kubeline() as kl:
         folder = directory or kl.settings.pipelines_dir
         found = loader.discover(folder) if folder else loader.Discovery([], [])
         for pipeline in found.pipelines:
             await kl.store.upsert_pipeline(pipeline)
-        from rich.table import Table
-
-        table = Table()
-        for column in ("pipeline", "stages", "schedules", "enabled", "last run", "state"):
-            table.add_column(column)
+        rows: list[dict[str, Any]] = []
         for pipeline in await kl.store.list_pipelines():
             last = await kl.store.list_runs(pipeline=pipeline.name, limit=1)
             schedules = ", ".join(s.cron or (f"every {s.interval:g}s" if s.interval else str(s.at))
                                   for s in pipeline.spec.schedules)
-            table.add_row(pipeline.name, str(len(pipeline.spec.stages)), schedules,
-                          "yes" if pipeline.spec.enabled else "no",
-                          last[0].id if last else "", render.state_text(last[0].state.value) if last else "")
-        out.print(table)
+            rows.append({**schemas.PipelineOut.of(pipeline).model_dump(mode="json"), "schedule_text": schedules,
+                         "last_run": {"id": last[0].id, "state": last[0].state.value} if last else None})
+        output.emit(rows, columns=render.PIPELINE_COLUMNS, fmt=fmt)
         if found.problems:
             err.print(render.problems_table(found.problems))
 
 
 @app.command("runs")
-def runs_(
+def runs_(  # noqa: PLR0917 - Typer options
     pipeline: Annotated[str | None, typer.Option(help="Only this pipeline.")] = None,
     state: Annotated[list[states.RunState], typer.Option(help="Only these states.")] = [],  # noqa: B006
-    limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
+    limit: Annotated[int, typer.Option(min=1, max=500)] = 20,
+    fmt: output.Option = output.Format.TABLE,
+    watch_: Annotated[bool, typer.Option("--watch", "-w", help="Keep the listing current as runs change "
+                                                               "(pushed by the server: needs KUBELINE_URL).")] = False,
+    timeout: Annotated[float | None, typer.Option(min=1, help="With --watch: stop after this many seconds "
+                                                              "(default: until Ctrl-C).")] = None,
 ) -> None:
     """Recent runs, newest first."""
-    if url := _server_url():
-        _remote(lambda: remote.runs(url, pipeline=pipeline, state=state, limit=limit))
+    url = _server_url()
+    if watch_:
+        if url is None:
+            raise _fail("--watch follows a server's run stream: set KUBELINE_URL to the server that runs them "
+                        "(e.g. KUBELINE_URL=http://127.0.0.1:8080, the address of `kubeline server`)")
+        _remote(lambda: watch.watch(url, pipeline=pipeline, state=state, limit=limit, fmt=fmt, timeout=timeout))
+        return
+    if url is not None:
+        items = _remote(lambda: remote.runs(url, pipeline=pipeline, state=state, limit=limit))
+        output.emit(items, columns=render.RUN_COLUMNS, fmt=fmt)
         return
 
-    async def _list() -> None:
+    async def _list() -> list[schemas.RunOut]:
         async with bootstrap.open_kubeline() as kl:
-            items = await kl.store.list_runs(pipeline=pipeline, states_in=state or None, limit=limit)
-            out.print(render.runs_table(items))
+            found = await kl.store.list_runs(pipeline=pipeline, states_in=state or None, limit=limit)
+            return [schemas.RunOut.of(r) for r in found]
 
-    _run_async(_list())
+    output.emit(_run_async(_list()), columns=render.RUN_COLUMNS, fmt=fmt)
 
 
 @app.command()
-def status(run_id: Annotated[str, typer.Argument(help="Run id.")]) -> None:
-    """One run: its stages, attempts and outputs."""
+def status(run_id: Annotated[str, typer.Argument(help="Run id.")], fmt: output.Option = output.Format.TABLE) -> None:
+    """One run: its stages, attempts (-o wide) and outputs."""
     if url := _server_url():
-        _remote(lambda: remote.status(url, run_id=run_id))
-        return
+        found = _remote(lambda: remote.status(url, run_id=run_id))
+    else:
+        async def _status() -> schemas.RunOut:
+            async with bootstrap.open_kubeline() as kl:
+                return await _run_out(kl, run_id)
 
-    async def _status() -> None:
-        async with bootstrap.open_kubeline() as kl:
-            run_ = await kl.store.get_run(run_id)
-            out.print(render.stage_table(run_, await kl.store.list_stage_runs(run_id)))
-            if run_.outputs:
-                out.print_json(json.dumps(run_.outputs, default=str))
-            if run_.error:
-                out.print(f"[red]{run_.error}[/red]")
+        found = _run_async(_status())
+    output.emit_one(found, fmt=fmt, show=lambda to, f: render.show_run(found, fmt=f, to=to))
 
-    _run_async(_status())
+
+@app.command("open")
+def open_(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="Run id.")],
+    browser: Annotated[bool, typer.Option(help="Open it in a browser when one is available.")] = True,
+) -> None:
+    """Print the web UI's page of a run (and open it in a browser when one is available)."""
+    settings = settings_.Settings()
+    if url := settings.url:
+        _remote(lambda: remote.status(url, run_id=run_id))  # 404: say so rather than open a dead page
+    else:
+        async def _check() -> None:
+            async with bootstrap.open_kubeline(settings) as kl:
+                await kl.store.get_run(run_id)
+
+        _run_async(_check())
+    page = browse.run_page(settings, run_id=run_id)
+    sys.stdout.write(page + "\n")
+    sys.stdout.flush()
+    if browser and browse.available():
+        browse.open_page(page)
 
 
 @app.command()
@@ -345,14 +373,14 @@ def secrets_set(
 
 
 @secrets_app.command("list")
-def secrets_list() -> None:
+def secrets_list(fmt: output.Option = output.Format.TABLE) -> None:
     """Names of stored secrets."""
-    async def _list() -> None:
+    async def _list() -> list[dict[str, str]]:
         async with bootstrap.open_kubeline() as kl:
-            for name in await kl.secrets.list():
-                out.print(name)
+            return [{"name": name} for name in await kl.secrets.list()]
 
-    _run_async(_list())
+    output.emit(_run_async(_list()), columns=(output.Column(header="NAME", value=lambda s: s["name"], key=True),),
+                fmt=fmt)
 
 
 @secrets_app.command("delete")

@@ -23,6 +23,8 @@ def server(  # noqa: PLR0917 - Typer options
     pipelines: Annotated[pathlib.Path | None, typer.Option(
         "--pipelines", help="Folder of pipelines (default KUBELINE_PIPELINES_DIR).")] = None,
     log_level: Annotated[str, typer.Option(help="debug | info | warning | error")] = "info",
+    log_format: Annotated[str, typer.Option(
+        help="auto (readable lines on a terminal, JSON lines otherwise) | text | json")] = "auto",
 ) -> None:
     """Run the Kubeline server (API + dispatcher + scheduler) until SIGTERM or Ctrl-C."""
     if role not in server_.ROLES:
@@ -30,6 +32,9 @@ def server(  # noqa: PLR0917 - Typer options
     overrides: dict[str, Any] = {"pipelines_dir": pipelines} if pipelines is not None else {}
     if upload_port is not None:
         overrides["upload_port"] = upload_port
+    if log_format not in server_logs.FORMATS:
+        raise typer.BadParameter(f"{log_format!r} is not one of {', '.join(server_logs.FORMATS)}",
+                                 param_hint="--log-format")
     settings = settings_.Settings(**overrides)
-    server_logs.configure(level=log_level)
+    server_logs.configure(level=log_level, fmt=log_format)
     asyncio.run(server_.serve(settings, host=host, port=port, role=role))

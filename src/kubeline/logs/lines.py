@@ -54,6 +54,12 @@ class Stamper:
         return f"{self._prefix}.{min(micros, 999_999):06d}Z"
 
 
+def display(*, at: datetime.datetime, stage_id: str, attempt: int, stream: str, text: str) -> str:
+    """A line as people and tools read it everywhere (the log download, ``kubeline logs``,
+    ``kubeline k8s logs``): ``<ISO time> <stage>#<attempt> <stream> <text>``."""
+    return f"{at.isoformat()} {stage_id}#{attempt} {stream} {text}"
+
+
 def format_line(*, stamp: str, stream: str, text: str) -> bytes:
     return f"{stamp} {stream} {text}\n".encode("utf-8", "replace")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import json
 import os
 import pathlib
 import subprocess
@@ -106,7 +107,8 @@ def test_unknown_pipeline_and_bad_input(cli):
 def test_secrets_roundtrip_and_masking(cli, tmp_path):
     done = cli("secrets", "set", "API_TOKEN", stdin="hunter2-secret\n")
     assert "generated a new secret key" in done.stderr
-    assert cli("secrets", "list").stdout.split() == ["API_TOKEN"]
+    assert json.loads(cli("secrets", "list", "-o", "json").stdout) == [{"name": "API_TOKEN"}]
+    assert "API_TOKEN" in cli("secrets", "list").stdout
     folder = tmp_path / "uses-secret"
     folder.mkdir()
     (folder / "main.py").write_text("import os\nprint('token', os.environ['API_TOKEN'])\n")
@@ -117,7 +119,7 @@ def test_secrets_roundtrip_and_masking(cli, tmp_path):
     assert key.stat().st_mode & 0o777 == 0o600
     assert b"hunter2" not in (tmp_path / "home" / "kubeline.db").read_bytes()
     cli("secrets", "delete", "API_TOKEN")
-    assert cli("secrets", "list").stdout.strip() == ""
+    assert json.loads(cli("secrets", "list", "-o", "json").stdout) == []
     done = cli("secrets", "set", "bad-name", stdin="x", check=1)
     assert "bad-name" in done.stderr
 
