@@ -147,6 +147,10 @@ class _Calls:
         return _Call("GET", f"{API}/runs/{run_id}/cells", model=schemas.RunCellsOut)
 
     @staticmethod
+    def notebook(run_id: str, attempt_id: str) -> _Call:
+        return _Call("GET", f"{API}/runs/{run_id}/attempts/{attempt_id}/notebook", model=schemas.NotebookOut)
+
+    @staticmethod
     def attempt(run_id: str, attempt_id: str) -> _Call:
         return _Call("GET", f"{API}/runs/{run_id}/attempts/{attempt_id}", model=schemas.AttemptOut)
 
@@ -303,6 +307,11 @@ class Client:
 
     def attempt(self, run_id: str, attempt_id: str) -> schemas.AttemptOut:
         result: schemas.AttemptOut = self._do(_Calls.attempt(run_id, attempt_id))
+        return result
+
+    def notebook(self, run_id: str, attempt_id: str) -> schemas.NotebookOut:
+        """The executed notebook of a notebook stage's attempt (outputs included)."""
+        result: schemas.NotebookOut = self._do(_Calls.notebook(run_id, attempt_id))
         return result
 
     def attempt_outputs(self, run_id: str, attempt_id: str) -> dict[str, Any]:

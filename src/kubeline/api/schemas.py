@@ -164,6 +164,15 @@ class RunCellsOut(pydantic.BaseModel):
     items: list[AttemptCellsOut]
 
 
+class NotebookOut(pydantic.BaseModel):
+    """The executed notebook of a notebook stage's attempt: nbformat 4 JSON, outputs included."""
+
+    stage_id: str
+    attempt: int
+    name: str = pydantic.Field(description="File name in the attempt's artifacts folder.")
+    notebook: dict[str, Any] = pydantic.Field(description="The notebook document (nbformat 4).")
+
+
 # runs -----------------------------------------------------------------------------------------
 class RunCreate(Body):
     model_config = pydantic.ConfigDict(extra="forbid", json_schema_extra={"examples": [
@@ -186,6 +195,7 @@ class ResourcesOut(pydantic.BaseModel):
     available: bool
     reason: str = pydantic.Field("", description="Why there are no numbers (when not available).")
     cpu_cores: float | None = None
+    cpu_seconds: float | None = pydantic.Field(None, description="CPU time used (user + system), local executors.")
     memory_bytes: int | None = None
     peak_memory_bytes: int | None = None
 

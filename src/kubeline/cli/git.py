@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 
 from kubeline import bootstrap
+from kubeline.cli import output
 from kubeline.domain import errors, repos
 from kubeline.gitsync import service
 
@@ -34,10 +35,14 @@ def _with_git(fn: Any) -> Any:
         raise typer.Exit(1) from None
 
 
+def _row(state: repos.SyncState, git: service.GitSync) -> dict[str, Any]:
+    return {"name": state.name, "url": state.url, "branch": state.branch, "good_commit": state.good_commit,
+            "seen_commit": state.seen_commit, "served_here": git.current(state.name), "status": state.status,
+            "message": state.message, "problems": list(state.problems)}
+
+
 def _show(state: repos.SyncState, git: service.GitSync, *, as_json: bool) -> None:
-    row = {"name": state.name, "url": state.url, "branch": state.branch, "good_commit": state.good_commit,
-           "seen_commit": state.seen_commit, "served_here": git.current(state.name), "status": state.status,
-           "message": state.message, "problems": state.problems}
+    row = _row(state, git)
     if as_json:
         out.print(json.dumps(row), markup=False)
         return
@@ -48,12 +53,29 @@ def _show(state: repos.SyncState, git: service.GitSync, *, as_json: bool) -> Non
         out.print(f"  - {problem}", markup=False)
 
 
+COLUMNS = (
+    output.Column(header="NAME", value=lambda r: r["name"], key=True),
+    output.Column(header="BRANCH", value=lambda r: r["branch"]),
+    output.Column(header="STATUS", value=lambda r: r["status"]),
+    output.Column(header="SERVED HERE", value=lambda r: r["served_here"] or "", key=True),
+    output.Column(header="GOOD COMMIT", value=lambda r: r["good_commit"] or "", key=True, wide=True),
+    output.Column(header="SEEN COMMIT", value=lambda r: r["seen_commit"] or "", key=True, wide=True),
+    output.Column(header="URL", value=lambda r: r["url"], wide=True),
+    output.Column(header="MESSAGE", value=lambda r: "; ".join([r["message"], *r["problems"]]).strip("; "), flex=True),
+)
+
+
 @app.command()
-def status(as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False) -> None:
+def status(as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+           fmt: output.Option = output.Format.TABLE) -> None:
     """The commit each repository is served from and how the last sync went."""
     async def run(git: service.GitSync) -> None:
-        for state in await git.states():
-            _show(state, git, as_json=as_json)
+        found = await git.states()
+        if as_json:
+            for state in found:
+                _show(state, git, as_json=True)
+            return
+        output.emit([_row(state, git) for state in found], columns=COLUMNS, fmt=fmt)
     _with_git(run)
 
 

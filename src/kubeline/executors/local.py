@@ -34,7 +34,7 @@ import time
 from typing import Any
 
 from kubeline.domain import errors, quantities, states
-from kubeline.executors import base, local_env, local_limits, local_run, local_venvs
+from kubeline.executors import base, local_env, local_limits, local_run, local_usage, local_venvs
 
 _WRAPPER = (
     'w=$1; d=$2; m=$3; c=$4; shift 4; '
@@ -64,7 +64,7 @@ class LocalExecutor:
         self.poll_interval = poll_interval
         self.cgroups = (local_limits.CgroupRoots.probe() if use_cgroups
                         else local_limits.CgroupRoots())
-        self.capabilities = base.Capabilities(adopt=True, memory_limit=True,
+        self.capabilities = base.Capabilities(adopt=True, memory_limit=True, resource_metrics=True,
                                               cpu_limit=self.cgroups.cpu is not None)
         self._attempts: dict[str, local_run.Attempt] = {}
         self._unclean: set[local_run.Attempt] = set()  # results handed out, cleanup scheduled
@@ -149,6 +149,16 @@ class LocalExecutor:
             self._unclean.add(attempt)
             asyncio.get_running_loop().call_soon(self._cleanup, attempt)
         return result
+
+    async def resource_usage(self, handle: dict[str, Any], *, running: bool) -> dict[str, Any]:
+        """The API's ``resources``: memory and CPU time so far while it runs (``/proc``), peak
+        memory and CPU time once it ended (``local_usage``)."""
+        attempt = self._attempts.get(handle["attempt_id"]) if running else None
+        live = None
+        if attempt is not None:
+            pids = attempt.cgroups.pids() or set(local_limits.group_pids(attempt.pgid))
+            live = (local_limits.rss_bytes(pids), local_limits.cpu_ticks(pids))
+        return await asyncio.to_thread(local_usage.report, handle, live=live)
 
     async def cancel(self, handle: dict[str, Any]) -> None:
         attempt = self._attempts.get(handle["attempt_id"])

@@ -23,7 +23,7 @@ import time
 from typing import Any
 
 from kubeline.domain import quantities, states
-from kubeline.executors import base, local_limits, local_tail
+from kubeline.executors import base, local_limits, local_tail, local_usage
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _CGROUP_REMOVE_TRIES = 100  # x 50 ms: killed processes need a moment to leave the cgroup
@@ -242,9 +242,10 @@ class Attempt:
         if not self._own_child:
             return
         with contextlib.suppress(ChildProcessError):
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            pid, status, usage = os.wait4(self.pid, os.WNOHANG)
             if pid:
                 self._status = status
+                local_usage.record(self.handle, usage)
 
     async def _tail_loop(self) -> None:
         while True:

@@ -63,6 +63,16 @@ def test_cells_of_a_fastflow_notebook_run(nb_server: testing.ServerThread) -> No
             (2, "failed", 1, "ValueError: bad row 7"),
             (3, "skipped", 0, ""),
         ]
+        attempt_id = api.attempts(run.id)[0].id
+        executed = api.notebook(run.id, attempt_id)
+        assert (executed.stage_id, executed.attempt, executed.name) == ("main", 1, "main.ipynb")
+        code = [c for c in executed.notebook["cells"] if c["cell_type"] == "code"
+                and "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
+        assert "".join(code[2]["source"]) == "raise ValueError(os.environ['WHY'])"  # nbformat: str or lines
+        errors_shown = [o for o in code[2]["outputs"] if o["output_type"] == "error"]
+        assert errors_shown and errors_shown[0]["evalue"] == "bad row 7"  # the failing cell's own output
+        with pytest.raises(errors.NotFoundError, match="not found in run"):
+            api.notebook("no-such-run", attempt_id)
         assert api.cells(api.create_run("nb").id) is not None  # a queued run: no attempts yet, no error
         with pytest.raises(errors.NotFoundError):
             api.cells("no-such-run")

@@ -77,6 +77,9 @@ def test_cli_git_sync_and_status(tmp_path: pathlib.Path, origin: Origin) -> None
     assert done.returncode == 1 and "invalid" in done.stdout and "unknown stage type 'nope'" in done.stdout
     status = cli("git", "status", "--json")
     assert json.loads(status.stdout)["good_commit"] == first
+    listed = json.loads(cli("git", "status", "-o", "json").stdout)
+    assert [(r["name"], r["good_commit"]) for r in listed] == [("team", first)]
+    assert first in cli("git", "status", "-o", "wide").stdout  # a commit id whole, never cut
     env["KUBELINE_GIT_REPOS"] = json.dumps([{"name": "team", "url": "x", "subdir": "../up"}])
     bad = cli("git", "status")
     assert bad.returncode == 1 and "KUBELINE_GIT_REPOS[0]" in bad.stdout + bad.stderr

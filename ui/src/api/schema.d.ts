@@ -356,6 +356,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/runs/stream": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Follow Runs
+         * @description Follow the runs (``snapshot``, ``live``, then a ``run`` event per change).
+         */
+        get: operations["follow_runs_api_v1_runs_stream_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/runs/{run_id}": {
         parameters: {
             query?: never;
@@ -402,6 +422,26 @@ export interface paths {
         };
         /** Get Attempt */
         get: operations["get_attempt_api_v1_runs__run_id__attempts__attempt_id__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/runs/{run_id}/attempts/{attempt_id}/notebook": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Executed Notebook
+         * @description The executed notebook of a notebook stage's attempt (nbformat 4 JSON with its outputs).
+         */
+        get: operations["get_executed_notebook_api_v1_runs__run_id__attempts__attempt_id__notebook_get"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1078,6 +1118,28 @@ export interface components {
              */
             state: "available" | "partial" | "delayed" | "gone";
         };
+        /**
+         * NotebookOut
+         * @description The executed notebook of a notebook stage's attempt: nbformat 4 JSON, outputs included.
+         */
+        NotebookOut: {
+            /** Attempt */
+            attempt: number;
+            /**
+             * Name
+             * @description File name in the attempt's artifacts folder.
+             */
+            name: string;
+            /**
+             * Notebook
+             * @description The notebook document (nbformat 4).
+             */
+            notebook: {
+                [key: string]: unknown;
+            };
+            /** Stage Id */
+            stage_id: string;
+        };
         /** OutputsOut */
         OutputsOut: {
             /** Outputs */
@@ -1250,6 +1312,11 @@ export interface components {
             available: boolean;
             /** Cpu Cores */
             cpu_cores?: number | null;
+            /**
+             * Cpu Seconds
+             * @description CPU time used (user + system), local executors.
+             */
+            cpu_seconds?: number | null;
             /** Memory Bytes */
             memory_bytes?: number | null;
             /** Peak Memory Bytes */
@@ -2886,6 +2953,65 @@ export interface operations {
             };
         };
     };
+    follow_runs_api_v1_runs_stream_get: {
+        parameters: {
+            query?: {
+                pipeline?: string;
+                state?: components["schemas"]["RunState"][];
+                /** @description Runs in the snapshot */
+                limit?: number;
+                heartbeat?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A text/event-stream: `snapshot` events, `live` events, `run` events, `ping` events */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/event-stream": {
+                        data: string;
+                        /** @constant */
+                        event: "snapshot";
+                        id?: string;
+                        retry?: number;
+                    } | {
+                        data: string;
+                        /** @constant */
+                        event: "live";
+                        id?: string;
+                        retry?: number;
+                    } | {
+                        data: string;
+                        /** @constant */
+                        event: "run";
+                        id?: string;
+                        retry?: number;
+                    } | {
+                        data: string;
+                        /** @constant */
+                        event: "ping";
+                        id?: string;
+                        retry?: number;
+                    };
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+        };
+    };
     get_run_api_v1_runs__run_id__get: {
         parameters: {
             query?: never;
@@ -2991,6 +3117,56 @@ export interface operations {
             };
             /** @description Not Found */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description Invalid request (field errors in `errors`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+        };
+    };
+    get_executed_notebook_api_v1_runs__run_id__attempts__attempt_id__notebook_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                run_id: string;
+                attempt_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["NotebookOut"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description Request Entity Too Large */
+            413: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -25,9 +25,9 @@ router = fastapi.APIRouter(prefix="/runs", tags=["runs"])
 _SAFETY_POLL = 5.0
 _KEEP = 20_000
 _EVENTS = openapi.sse_events(
-    ("snapshot", schemas.RunList.model_json_schema()),
+    ("snapshot", {"$ref": "#/components/schemas/RunList"}),  # nested models: the documented components
     ("live", {"type": "object", "description": "The snapshot is complete; changes follow."}),
-    ("run", schemas.RunOut.model_json_schema()),
+    ("run", {"$ref": "#/components/schemas/RunOut"}),
     ("ping", {"type": "object", "description": "Sent every `heartbeat` seconds without changes."}))
 
 
