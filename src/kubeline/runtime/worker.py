@@ -606,6 +606,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
     print(f"kubeline pool worker {socket.gethostname()} serving on port {port}", file=sys.stderr, flush=True)
     server.serve_forever(poll_interval=0.5)
+    for attempt in list(worker.attempts.values()):  # as the container's end would: none outlives the worker
+        if attempt.state == "running":
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(attempt.pid, signal.SIGKILL)
     return 0
 
 

@@ -76,6 +76,7 @@ def pod(tmp_path: pathlib.Path) -> Iterator[Pod]:
     env = {"PATH": os.environ.get("PATH", ""), "KUBELINE_WORK": str(tmp_path / "work"),
            "KUBELINE_POOL_PORT": str(port), "KUBELINE_POOL_SLOTS": "3", worker.TOKEN_ENV: TOKEN}
     proc = subprocess.Popen([sys.executable, str(shipped / "worker.py")], env=env, stderr=subprocess.PIPE)
+    work = tmp_path / "work" / "attempts"
     try:
         deadline = time.monotonic() + 20
         while True:
@@ -92,6 +93,29 @@ def pod(tmp_path: pathlib.Path) -> Iterator[Pod]:
         proc.wait(10)
         if proc.stderr is not None:
             proc.stderr.close()
+        # the worker killed what still ran (as a container's end does): no attempt outlives it
+        deadline = time.monotonic() + 5
+        while any(_alive_in(folder) for folder in (work.iterdir() if work.is_dir() else [])):
+            assert time.monotonic() < deadline, "an attempt outlived its worker"
+            time.sleep(0.05)
+
+
+def _alive_in(work: pathlib.Path) -> bool:
+    """Whether a process still runs with ``work`` (an attempt's dir) as its working directory's parent
+    (attempts run in the code dir; their stdout file is open in ``work``)."""
+    target = str(work / "stdout")
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
+                    return True
+            except OSError:
+                continue
+    return False
 
 
 def test_every_route_but_healthz_needs_the_pool_token(pod: Pod) -> None:
