@@ -18,7 +18,7 @@ FastAPI app (``api.create_app`` over ``bootstrap.open_kubeline``) is called in p
 by state, and the page after a cursor; ``--requests`` each, p50/p99/max.
 
 PostgreSQL: ``KUBELINE_TEST_POSTGRES_URL`` (a superuser URL) or a throwaway server started like
-the integration tests do (``tests/integration/conftest.py``: 127.0.0.1, fsync off).
+the integration tests do (``kubeline.testing.postgres``: 127.0.0.1, fsync off).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
@@ -178,10 +179,10 @@ def main() -> None:
                 url = f"sqlite+aiosqlite:///{work / 'scale.db'}"
                 results.append((backend, asyncio.run(dispatch_phase(url, count=args.runs, work=work))))
             elif backend == "postgres":
-                with dispatch.postgres_database() as url:
+                with _pg_database() as url:
                     results.append((backend, asyncio.run(dispatch_phase(url, count=args.runs, work=work))))
                 if not args.skip_list:
-                    with dispatch.postgres_database() as url:
+                    with _pg_database() as url:
                         asyncio.run(_migrate(url))
                         seed_seconds = seed_runs(url, count=args.rows)
                         listing = asyncio.run(list_phase(url, requests=args.requests, work=work))
@@ -200,6 +201,14 @@ def main() -> None:
         print(f"{'query':<18} {'p50':>8} {'p99':>8} {'max':>8}")
         for label, r in listing.items():
             print(f"{label:<18} {r['p50'] * 1000:>6.1f}ms {r['p99'] * 1000:>6.1f}ms {r['max'] * 1000:>6.1f}ms")
+
+
+@contextlib.contextmanager
+def _pg_database() -> Iterator[str]:
+    from kubeline.testing import postgres
+
+    with postgres.server() as server, server.database(prefix="kubeline_bench") as url:
+        yield url
 
 
 async def _migrate(url: str) -> None:
