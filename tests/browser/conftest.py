@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import sys
 import textwrap
 from collections.abc import Iterator
 from typing import Any
@@ -89,10 +90,26 @@ def browser(chromium_path: str) -> Iterator[Any]:
         launched.close()
 
 
+NOTEBOOK_CELLS = [
+    ("markdown", "# Report"),
+    ("code", "rows = [1, 2, 3]\nprint('rows read:', len(rows))"),
+    ("code", "sum(rows) * 7"),
+    ("code", "raise ValueError('bad row 2')"),
+    ("code", "print('never')"),
+]
+
+
 def write_pipelines(root: pathlib.Path, *, mark: pathlib.Path) -> pathlib.Path:
     for name, spec in PIPELINES.items():
         (root / name).mkdir(parents=True)
         (root / name / "pipeline.yaml").write_text(textwrap.dedent(spec).replace("$MARK", str(mark)))
+    import nbformat
+
+    book = nbformat.v4.new_notebook()
+    book.cells = [nbformat.v4.new_markdown_cell(src) if kind == "markdown" else nbformat.v4.new_code_cell(src)
+                  for kind, src in NOTEBOOK_CELLS]
+    (root / "report").mkdir()
+    nbformat.write(book, root / "report" / "main.ipynb")
     return root
 
 
@@ -109,6 +126,7 @@ def _postgres_fixtures() -> Any:
     spec = importlib.util.spec_from_file_location("kubeline_browser_pg", ROOT / "tests" / "integration" / "conftest.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 

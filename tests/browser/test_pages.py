@@ -103,6 +103,24 @@ def test_a_secret_value_is_never_shown_again(page, server):
     assert value not in api(server, "GET", "/secrets").text
 
 
+def test_executed_notebook_inline_with_cell_status_and_resources(page, server):
+    failed = run_and_wait(server, "report", timeout=300)
+    assert failed["state"] == "failed", api(server, "GET", f"/runs/{failed['id']}/logs").text
+    page.goto(f"/runs/{failed['id']}")
+    book = page.get_by_role("region", name="Notebook")
+    book.locator('[data-cell="0"]').get_by_text("rows read: 3").wait_for()
+    assert "succeeded" in book.locator('[data-cell="1"]').inner_text()
+    assert "42" in book.locator('[data-cell="1"]').inner_text()  # the cell's result, as executed
+    third = book.locator('[data-cell="2"]').inner_text()
+    assert "failed" in third and "bad row 2" in third
+    assert "skipped" in book.locator('[data-cell="3"]').inner_text()
+    charts = page.get_by_role("region", name="CPU and memory")
+    charts.get_by_role("list", name="Memory per attempt").get_by_text("MiB").wait_for()
+    assert "main #1" in charts.get_by_role("list", name="CPU per attempt").inner_text()
+    book.scroll_into_view_if_needed()
+    screenshot(page, "run-detail-notebook")
+
+
 def test_dashboard_charts_and_heatmap_render_with_data(page, server):
     run_and_wait(server, "etl", {"rows": 1})
     run_and_wait(server, "flaky")

@@ -6,6 +6,8 @@ import { Dag } from "../components/Dag";
 import { Gantt } from "../components/Gantt";
 import { JsonTree } from "../components/JsonTree";
 import { LogView } from "../components/LogView";
+import { Notebook } from "../components/Notebook";
+import { Resources } from "../components/Resources";
 import { fmtDuration, fmtTime, useData, useEvents } from "../hooks";
 
 /** The failure in words: the run's error, else the first failed stage's attempt error. */
@@ -51,6 +53,7 @@ export default function RunDetail() {
   };
   if (run.error) return <><h1>Run {id}</h1><ErrorNote text={run.error} /></>;
   if (!r) return <Loading />;
+  const version = `${r.state}:${(r.attempts ?? []).map((a) => a.state).join(",")}`;
   const states = Object.fromEntries((r.stages ?? []).map((s) => [s.stage_id, s.state]));
   const reason = failureReason(r);
   const stageList = (r.stages ?? []).map((s) => ({ id: s.stage_id, attempts: s.attempts }));
@@ -76,6 +79,8 @@ export default function RunDetail() {
         <Card title="Attempts"><Gantt attempts={r.attempts ?? []} stages={Object.keys(r.dag ?? {})} /></Card>
       </div>
       <Card title="Logs"><LogView runId={r.id} stages={stageList} stage={stage} onStage={setStage} /></Card>
+      <Notebook runId={r.id} attempts={r.attempts ?? []} version={version} />
+      <Resources runId={r.id} attempts={r.attempts ?? []} version={version} />
       <div className="grid2">
         <Card title="Inputs"><JsonTree value={r.inputs} /></Card>
         <Card title="Outputs">
