@@ -1,11 +1,15 @@
 import { Link } from "react-router-dom";
-import { api } from "../api/client";
+import { api, type Stats } from "../api/client";
 import { HBars, Heatmap, StackedBars } from "../components/Charts";
 import { Card, ErrorNote, Loading, StateBadge } from "../components/Common";
 import { fmtDuration, fmtTime, useData } from "../hooks";
 
 export function Dashboard() {
-  const stats = useData(async () => (await api.GET("/api/v1/stats", { params: { query: { days: 14 } } })).data, [], 10000);
+  const stats = useData(async () => {
+    const early = takeStatsPrefetch();
+    const found = early ? await early : undefined;
+    return found ?? (await api.GET("/api/v1/stats", { params: { query: { days: 14 } } })).data;
+  }, [], 10000);
   const running = useData(async () => (await api.GET("/api/v1/runs", { params: { query: { state: ["running"], limit: 10 } } })).data, [], 5000);
   const schedules = useData(async () => (await api.GET("/api/v1/schedules", { params: { query: { count: 1 } } })).data, [], 30000);
   const s = stats.data;
@@ -50,4 +54,12 @@ export function Dashboard() {
       )}
     </>
   );
+}
+
+/** The stats request index.html started before the bundle loaded (once: later loads fetch anew). */
+function takeStatsPrefetch(): Promise<Stats | undefined> | undefined {
+  const holder = window as unknown as { __statsPrefetch?: Promise<Stats | undefined> };
+  const early = holder.__statsPrefetch;
+  holder.__statsPrefetch = undefined;
+  return early;
 }

@@ -26,15 +26,28 @@ class StatsMethods:
     async def run_facts(self, *, since: dt.datetime, limit: int) -> builtins.list[base.RunFacts]:
         floor = f"{int(since.timestamp() * 1000):012x}"
         c = T.runs.c
-        query = (sa.select(c.id, c.pipeline, c.state, c.created_at, c.started_at, c.finished_at)
-                 .where(c.id >= floor).order_by(c.id.desc()).limit(limit))
 
         def read(conn: sa.Connection) -> builtins.list[base.RunFacts]:
-            return [base.RunFacts(id=r.id, pipeline=r.pipeline, state=states.RunState(r.state),
-                                  created_at=_utc(r.created_at) or r.created_at, started_at=_utc(r.started_at),
-                                  finished_at=_utc(r.finished_at)) for r in conn.execute(query)]
+            # SQLite keeps times as text that SQLAlchemy parses with a regular expression (most of
+            # the read at 10,000 runs); read the text and let the C ``fromisoformat`` parse it.
+            raw = conn.dialect.name == "sqlite"
+            times = [sa.type_coerce(col, sa.String) if raw else col
+                     for col in (c.created_at, c.started_at, c.finished_at)]
+            query = (sa.select(c.id, c.pipeline, c.state, *times)
+                     .where(c.id >= floor).order_by(c.id.desc()).limit(limit))
+            found = []
+            for row in conn.execute(query):
+                run_id, pipeline, state, created, started, finished = row
+                found.append(base.RunFacts(id=run_id, pipeline=pipeline, state=states.RunState(state),
+                                           created_at=_time(created) or dt.datetime.fromtimestamp(0, dt.UTC),
+                                           started_at=_time(started), finished_at=_time(finished)))
+            return found
 
         return await self.database.run(read, write=False)
+
+
+def _time(value: str | dt.datetime | None) -> dt.datetime | None:
+    return _utc(dt.datetime.fromisoformat(value) if isinstance(value, str) else value)
 
 
 def _utc(value: dt.datetime | None) -> dt.datetime | None:
