@@ -260,7 +260,7 @@ async def test_attempt_api_says_metrics_unavailable_without_metrics_server(rig: 
         "main.py": "import time\nprint('working', flush=True)\ntime.sleep(6)\n",
         "pipeline.yaml": "resources: {soft_limits: {memory: 1Mi, cpu: 10m}}\n"})
     expected = {"available": False, "reason": "metrics unavailable: the cluster has no metrics.k8s.io API",
-                "cpu_cores": None, "memory_bytes": None, "peak_memory_bytes": None}
+                "cpu_cores": None, "cpu_seconds": None, "memory_bytes": None, "peak_memory_bytes": None}
     with testing.ServerThread(rig.settings(), role="api") as server:
         async with rig.kubeline() as kl:
             run = await submit(kl, folder)
