@@ -100,18 +100,24 @@ def print_table(rendered: Table, *, to: Console | None = None) -> None:
     """On a terminal: its width, unless the key columns alone need more (then the terminal wraps
     the line; an id is never cut). Piped: as wide as the content, so no cell is folded."""
     target = to or console()
-    borders = 3 * len(rendered.columns) + 1
-    needed = sum(c.min_width or 1 for c in rendered.columns if c.no_wrap) + len(rendered.columns) + borders
-    width = max(target.width, needed) if target.is_terminal else 100_000
-    if width < sum(c.min_width or 1 for c in rendered.columns) + borders:
-        for column in rendered.columns:  # not room for every short column whole: fold them too
-            if not column.no_wrap:
-                column.min_width = None
+    width = fit(rendered, width=target.width) if target.is_terminal else 100_000
     saved, target.width = target.width, width  # print(width=) can only narrow
     try:
         target.print(rendered, crop=False)
     finally:
         target.width = saved
+
+
+def fit(rendered: Table, *, width: int) -> int:
+    """The width to draw ``rendered`` at on a ``width`` terminal: wider only when its key columns
+    need it. Short columns give up their kept width when there is no room for all of them."""
+    borders = 3 * len(rendered.columns) + 1
+    needed = sum(c.min_width or 1 for c in rendered.columns if c.no_wrap) + len(rendered.columns) + borders
+    if max(width, needed) < sum(c.min_width or 1 for c in rendered.columns) + borders:
+        for column in rendered.columns:  # not room for every short column whole: fold them too
+            if not column.no_wrap:
+                column.min_width = None
+    return max(width, needed)
 
 
 def emit(items: Iterable[Any], *, columns: Sequence[Column], fmt: Format, title: str | None = None) -> None:

@@ -40,7 +40,9 @@ def watch(url: str, *, pipeline: str | None, state: list[states.RunState], limit
                 for run in changed:
                     shown[run.id] = run
                 if live is not None:
-                    live.update(output.table(newest(), columns=render.RUN_COLUMNS, fmt=fmt), refresh=True)
+                    drawn = output.table(newest(), columns=render.RUN_COLUMNS, fmt=fmt)
+                    output.fit(drawn, width=console.width)  # short columns fold before the error is cut
+                    live.update(drawn, refresh=True)
                 else:
                     _print(changed, fmt=fmt, header=isinstance(item, schemas.RunList))
         except KeyboardInterrupt:
