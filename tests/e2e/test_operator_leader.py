@@ -88,13 +88,14 @@ def two_replicas(local_cluster: Cluster, worker_image: str, kubectl: Kubectl) ->
         yield namespace
     finally:
         kubectl("delete", "pipelineruns.kubeline.dev", "--all", "-n", namespace, "--timeout=60s", check=False)
-        for name in kubectl("get", "pipelines.kubeline.dev", "-n", namespace, "-o", "name", check=False).stdout.split():
-            kubectl("patch", name, "-n", namespace, "--type=merge", "-p", '{"metadata":{"finalizers":[]}}', check=False)
         kubectl("delete", "deployment", "kubeline", "-n", namespace, "--wait=false", check=False)
         deadline = time.monotonic() + 120  # the servers stop writing to the data dir first
         while time.monotonic() < deadline and _server_pods(kubectl, namespace, all_=True):
             time.sleep(1)
         shutil.rmtree(data_dir, ignore_errors=True)
+        # with no operator left to put it back, the Pipeline's finalizer would hold the namespace forever
+        for name in kubectl("get", "pipelines.kubeline.dev", "-n", namespace, "-o", "name", check=False).stdout.split():
+            kubectl("patch", name, "-n", namespace, "--type=merge", "-p", '{"metadata":{"finalizers":[]}}', check=False)
         kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
