@@ -119,6 +119,9 @@ def test_executed_notebook_inline_with_cell_status_and_resources(page, server):
     assert "main #1" in charts.get_by_role("list", name="CPU per attempt").inner_text()
     book.scroll_into_view_if_needed()
     screenshot(page, "run-detail-notebook")
+    for theme in ("light", "dark"):
+        set_theme(page, theme)
+        assert axe_violations(page) == [], theme
 
 
 def test_dashboard_charts_and_heatmap_render_with_data(page, server):
