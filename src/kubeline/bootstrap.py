@@ -178,7 +178,11 @@ def cleanup(settings: settings_.Settings, *, store: sql.SqlStore, logs: log_stor
 
 
 @contextlib.asynccontextmanager
-async def open_kubeline(settings: settings_.Settings | None = None) -> AsyncIterator[Kubeline]:
+async def open_kubeline(settings: settings_.Settings | None = None, *, replica: bool = False) -> AsyncIterator[Kubeline]:
+    """Everything wired from ``settings``. ``replica``: this process is a server replica (it resumes
+    and dispatches runs), so its engine leases runs under the replica's stable identity and
+    reclaims them at once after a restart; other processes (the CLI) lease under a name of
+    their own, so they never take a live server's runs."""
     settings = settings or settings_.Settings()
     settings.home.mkdir(parents=True, exist_ok=True)
     store = await sql.SqlStore.open(settings.database)
@@ -192,6 +196,7 @@ async def open_kubeline(settings: settings_.Settings | None = None) -> AsyncIter
                                 default_executor=default_executor(settings),
                                 max_concurrent_attempts=settings.max_concurrent_attempts,
                                 lease_seconds=settings.lease_seconds,
+                                owner=(settings.replica_id or socket.gethostname()) if replica else None,
                                 caps=storage_base.ClaimCaps(max_running=settings.max_running_runs,
                                                             per_executor=dict(settings.executor_caps),
                                                             default_executor=settings.executor))

@@ -74,7 +74,7 @@ async def serve(
     sock = sock or bind(host, port)
     upload_sock = upload_sock or bind(host, settings.upload_port)
     url, upload_url = url_of(sock), url_of(upload_sock)
-    async with bootstrap.open_kubeline(settings) as kl:
+    async with bootstrap.open_kubeline(settings, replica=True) as kl:
         found = await services.reload_pipelines(kl)
         for problem in found.problems:
             log.warning("pipeline not loaded: %s", problem)

@@ -44,6 +44,12 @@ class Settings(pydantic_settings.BaseSettings):
     lease_seconds: float = pydantic.Field(
         30.0, gt=0, description="A replica's hold on the runs it drives; a dead replica's runs are adopted after it."
     )
+    replica_id: str | None = pydantic.Field(
+        None, min_length=1, max_length=100,
+        description="A server replica's stable identity, the owner of the runs it drives: restarted with the same "
+                    "id, it reclaims those runs at once instead of waiting for their leases to expire. Default: the "
+                    "host name (in Kubernetes the pod's name, which a container restart keeps). Give each replica "
+                    "its own id when several run on one host.")
     max_running_runs: int | None = pydantic.Field(
         None, ge=1, description="Runs running at once across all replicas (enforced in the claim)."
     )

@@ -10,6 +10,7 @@ Library code raises these; entry points (CLI, API) turn them into exit codes or 
     ├── InvalidInputError         run inputs do not match the declared inputs
     ├── TransitionError           a state change the rules forbid (a bug or a race lost)
     ├── ConflictError             the change conflicts with the current state (e.g. cancel a finished run)
+    │   └── LeaseLostError        a replica wrote for a run whose lease another replica took over (fencing)
     ├── SecretError               secret key missing, or a ciphertext that cannot be decrypted
     └── ExecutorError             an executor could not start, follow or stop an attempt
 """
@@ -63,6 +64,21 @@ class TransitionError(KubelineError):
 
 class ConflictError(KubelineError):
     """The request conflicts with the current state of the object."""
+
+
+class LeaseLostError(ConflictError):
+    """A write made on behalf of a leased run carried a lease generation that is no longer the
+    run's: another replica adopted the run (this one stalled past its lease, or restarted). The
+    write did not happen; the replica that gets this stops driving the run and leaves it to the
+    new owner."""
+
+    def __init__(self, *, run_id: str, generation: int, current: int, owner: str | None) -> None:
+        self.run_id, self.generation, self.current, self.owner = run_id, generation, current, owner
+        super().__init__(
+            f"run {run_id}: this process no longer holds its lease (it wrote with generation {generation}; the "
+            f"run is now at generation {current}, owned by {owner or 'nobody'}), so the write was refused and the "
+            f"run is left to its new owner. If this happens often, raise KUBELINE_LEASE_SECONDS or look at why "
+            f"lease renewals are late (database latency, an overloaded event loop)")
 
 
 class SecretError(KubelineError):

@@ -68,6 +68,9 @@ class Run:
     parent_run_id: str | None = None
     schedule_id: str | None = None  # the run config (schedule) whose overrides apply
     route: str | None = None
+    # The fencing token of the run's current lease (store-maintained; bumped by every claim and
+    # adoption): the driver's writes carry the one it was given and fail once it moved on.
+    lease_generation: int = 0
 
     @property
     def duration(self) -> float | None:

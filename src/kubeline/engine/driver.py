@@ -27,9 +27,10 @@ A = states.AttemptState
 
 
 class RunDriver:
-    def __init__(self, *, engine: Engine, run: runs.Run) -> None:
+    def __init__(self, *, engine: Engine, run: runs.Run, fence: storage.Fence | None = None) -> None:
         self.engine = engine
         self.run = run
+        self.fence = fence  # carried by every write: they fail (LeaseLostError) once the run is adopted elsewhere
         self.graph = {s.id: list(s.depends_on) for s in run.spec.stages}
         self.stages: dict[str, runs.StageRun] = {}
         self.outputs: dict[str, dict[str, Any]] = {}
@@ -76,7 +77,7 @@ class RunDriver:
 
     async def _set_stage(self, stage_id: str, to: states.StageState, *, reason: str = "", **fields: Any) -> None:
         self.stages[stage_id] = await self.store.transition_stage(
-            self.run.id, stage_id, to, reason=reason, **fields)
+            self.run.id, stage_id, to, reason=reason, fence=self.fence, **fields)
         self.engine.notify(self.run.id)
 
     async def _advance(self) -> None:
@@ -150,7 +151,7 @@ class RunDriver:
         new = recorded
         if new is None:
             new = self._new_attempt(stage_id, reason=reason)
-            self._recorded(new, await self.store.apply(new.moves))
+            self._recorded(new, await self.store.apply(new.moves, fence=self.fence))
             self.engine.notify(self.run.id)
         attempt, eff = new.attempt, new.eff
         async with self.engine.attempt_slots:
@@ -206,7 +207,7 @@ class RunDriver:
         # attempt: a short stage is often done before the transaction is. The result is recorded
         # only after it (the state machine needs running first); a write that is still going on
         # when this task is cancelled completes on its own.
-        recording = asyncio.ensure_future(self.store.apply(moves))
+        recording = asyncio.ensure_future(self.store.apply(moves, fence=self.fence))
         recording.add_done_callback(self._running_recorded)
         await self._wait(executor, attempt, handle=handle, sink=sink, eff=eff, recording=recording)
 
@@ -305,7 +306,7 @@ class RunDriver:
         the records of ``moves``."""
         self.starting.update(new.stage_id for new in starts)
         try:
-            done = await self.store.apply([*moves, *(m for new in starts for m in new.moves)])
+            done = await self.store.apply([*moves, *(m for new in starts for m in new.moves)], fence=self.fence)
         finally:
             self.starting.difference_update(new.stage_id for new in starts)
         at = len(moves)
@@ -339,7 +340,7 @@ class RunDriver:
             sink.write("system", f"attempt {attempt.number} {reason}")
             sink.close()
             if attempt.state is A.PENDING:
-                await self.store.transition_attempt(attempt.id, A.FAILED, reason=reason,
+                await self.store.transition_attempt(attempt.id, A.FAILED, reason=reason, fence=self.fence,
                                                     failure=states.FailureKind.LOST, error=reason)
                 if self.stages[attempt.stage_id].state is S.PENDING:
                     continue  # never started: simply start it again
@@ -369,7 +370,7 @@ class RunDriver:
                 await self._set_stage(stage_id, S.CANCELLED, reason="run cancelled")
         for attempt in await self.store.list_attempts(self.run.id):
             if not states.is_final(attempt.state):
-                await self.store.transition_attempt(attempt.id, A.CANCELLED, reason="run cancelled",
+                await self.store.transition_attempt(attempt.id, A.CANCELLED, reason="run cancelled", fence=self.fence,
                                                     failure=states.FailureKind.CANCELLED, error="cancelled")
 
     async def _finish(self) -> runs.Run:
@@ -387,7 +388,7 @@ class RunDriver:
         spawn = await self.engine.downstream_of(dataclasses.replace(self.run, state=target, route=self.route))
         self.run = await self.store.transition_run(
             self.run.id, target, reason=error or "all stages succeeded", error=error,
-            outputs=self._run_outputs(), route=self.route, spawn=spawn)
+            outputs=self._run_outputs(), route=self.route, spawn=spawn, fence=self.fence)
         self.engine.notify(self.run.id)
         return self.run
 

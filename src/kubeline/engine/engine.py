@@ -7,8 +7,14 @@ drives just one run to its end (``kubeline run`` without a server).
 Replicas: every run this engine claims carries a lease in its name (``owner``) that it renews
 every third of ``lease_seconds`` while it drives the run. ``resume()`` and ``serve()`` adopt
 only running runs whose lease expired (their process died) or that nobody owns (released on a
-clean ``shutdown()``), so two processes never drive the same run. A renewal that finds a run
-adopted elsewhere (this process stalled past its lease) stops driving it here.
+clean ``shutdown()``), so two processes never drive the same run. A server replica's ``owner``
+is its stable identity (``KUBELINE_REPLICA_ID``, else the host name), so after a restart it
+reclaims the runs its earlier life leased at once instead of waiting for those leases to expire.
+
+Fencing: each claim or adoption gives the run a new lease generation, and every write the driver
+makes carries the one it got (``storage.Fence``). A process that stalled past its lease and whose
+run was adopted elsewhere gets ``errors.LeaseLostError`` on its next write (nothing is written)
+and stops driving the run; a renewal that finds the run adopted stops it too.
 """
 
 from __future__ import annotations
@@ -67,7 +73,9 @@ class Engine:
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
         self.lease_seconds = lease_seconds
         self.caps = caps or storage.ClaimCaps(default_executor=default_executor)
-        self._owned: set[str] = set()
+        self._owned: dict[str, int] = {}  # run id -> the lease generation this engine holds
+        # Leases of this owner that end before this are an earlier life's (same stable identity).
+        self._reclaim_before = runs.utcnow() + dt.timedelta(seconds=lease_seconds)
         self._lease_task: asyncio.Task[None] | None = None
 
     def executor(self, name: str) -> base.Executor:
@@ -175,9 +183,11 @@ class Engine:
             free = self.max_concurrent_runs - len(self._driver_tasks)
             if free > 0 and loop.time() >= next_adopt:
                 next_adopt = loop.time() + self.lease_seconds / 3
-                for run in await self.store.adopt_runs(self.lease(), limit=free):
-                    log.info("run %s: adopted (its previous driver's lease expired)", run.id)
-                    self._owned.add(run.id)
+                for run in await self.store.adopt_runs(self.lease(), limit=min(free, batch),
+                                                       reclaim_before=self._reclaim_before):
+                    log.info("run %s: adopted (its previous driver's lease expired or was this replica's "
+                             "before a restart)", run.id)
+                    self._owned[run.id] = run.lease_generation
                     self._start_driver(run)
                 free = self.max_concurrent_runs - len(self._driver_tasks)
             claimed: list[runs.Run] = []
@@ -185,7 +195,7 @@ class Engine:
                 claimed = await self.store.claim_queued_runs(limit=min(batch, free), lease=self.lease(),
                                                              caps=self.caps)
             for run in claimed:
-                self._owned.add(run.id)
+                self._owned[run.id] = run.lease_generation
                 self._start_driver(run)
             if len(claimed) < batch or free <= len(claimed):
                 await dispatch.wait(within=self.poll_interval)
@@ -208,23 +218,33 @@ class Engine:
                     await dispatch.wait(within=self.poll_interval)
                     continue
                 run = claimed[0]
-                self._owned.add(run.id)
+                self._owned[run.id] = run.lease_generation
             if states.is_final(run.state):
                 return run
             if run.id not in self._owned and run.id not in self._driver_tasks:
                 # running elsewhere: drive it only once its owner is gone (lease expired/released)
-                if not await self.store.adopt_runs(self.lease(), limit=1, only=[run_id]):
+                adopted = await self.store.adopt_runs(self.lease(), limit=1, only=[run_id])
+                if not adopted:
                     await dispatch.wait(within=self.poll_interval)
                     continue
-                self._owned.add(run_id)
-            return await self._start_driver(run)
+                run = adopted[0]
+                self._owned[run_id] = run.lease_generation
+            run = await self._start_driver(run)
+            if states.is_final(run.state):
+                return run
+            # the lease was lost mid-run (LeaseLostError): the run ends under its new owner
+
+    def _lost(self, run_id: str) -> None:
+        self._owned.pop(run_id, None)
 
     async def resume(self) -> list[runs.Run]:
         """Drive the runs left running by a process that is gone (after a crash or restart):
-        those nobody owns and those whose lease expired. Runs of a live process are left alone."""
+        those nobody owns, those whose lease expired and those this replica leased before it
+        restarted (at once). Runs of a live process are left alone."""
         free = max(self.max_concurrent_runs - len(self._driver_tasks), 0)
-        left = await self.store.adopt_runs(self.lease(), limit=free)  # the rest: serve() adopts as slots free
-        self._owned.update(run.id for run in left)
+        # the rest: serve() adopts as slots free, a bounded number per tick
+        left = await self.store.adopt_runs(self.lease(), limit=free, reclaim_before=self._reclaim_before)
+        self._owned.update((run.id, run.lease_generation) for run in left)
         tasks = [self._start_driver(run) for run in left if run.id not in self.drivers]
         return list(await asyncio.gather(*tasks))
 
@@ -233,7 +253,9 @@ class Engine:
             return self._driver_tasks[run.id]
         if self._lease_task is None or self._lease_task.done():
             self._lease_task = asyncio.create_task(self._while_driving(), name="lease renewal")
-        driver = driver_.RunDriver(engine=self, run=run)
+        generation = self._owned.get(run.id)
+        fence = None if generation is None else storage.Fence(run_id=run.id, generation=generation)
+        driver = driver_.RunDriver(engine=self, run=run, fence=fence)
         self.drivers[run.id] = driver
         task = asyncio.create_task(self._drive(driver), name=f"run {run.id}")
         self._driver_tasks[run.id] = task
@@ -242,9 +264,13 @@ class Engine:
     async def _drive(self, driver: driver_.RunDriver) -> runs.Run:
         try:
             run = await driver.drive()
+        except errors.LeaseLostError as exc:
+            log.warning("%s; no longer driven here", exc)
+            self._lost(driver.run.id)
+            run = await self.store.get_run(driver.run.id)
         except Exception as exc:
             log.exception("run %s: the driver failed", driver.run.id)
-            run = await self._fail_broken_run(driver.run.id, exc)
+            run = await self._fail_broken_run(driver.run.id, exc, fence=driver.fence)
         finally:
             self.drivers.pop(driver.run.id, None)
             self._driver_tasks.pop(driver.run.id, None)
@@ -252,7 +278,7 @@ class Engine:
             if not self._driver_tasks and self._lease_task is not None:
                 self._lease_task.cancel()  # nothing left to renew
                 self._lease_task = None
-        self._owned.discard(run.id)
+        self._lost(run.id)
         return run
 
     async def _while_driving(self) -> None:
@@ -272,28 +298,34 @@ class Engine:
         """Renew the leases of the runs driven here; stop driving any adopted elsewhere."""
         while True:
             await asyncio.sleep(self.lease_seconds / 3)
-            owned = sorted(self._owned & set(self._driver_tasks))
+            owned = sorted(set(self._owned) & set(self._driver_tasks))
+            fences = [storage.Fence(run_id=run_id, generation=self._owned[run_id]) for run_id in owned]
             try:
-                kept = set(await self.store.renew_leases(self.lease(), owned))
+                kept = set(await self.store.renew_leases(self.lease(), fences))
             except Exception:  # the database is away: keep driving, try again next period
                 log.warning("lease renewal failed; retrying in %.1fs", self.lease_seconds / 3, exc_info=True)
                 continue
             for run_id in set(owned) - kept:
-                self._owned.discard(run_id)
+                self._lost(run_id)
                 task = self._driver_tasks.get(run_id)
                 if task is not None:
                     log.warning("run %s: its lease was taken over by another process; no longer driven here",
                                 run_id)
                     task.cancel()
 
-    async def _fail_broken_run(self, run_id: str, exc: BaseException) -> runs.Run:
+    async def _fail_broken_run(self, run_id: str, exc: BaseException, *,
+                               fence: storage.Fence | None = None) -> runs.Run:
         run = await self.store.get_run(run_id)
         if states.is_final(run.state):
             return run
         reason = f"internal error: {type(exc).__name__}: {exc}"
         spawn = await self.downstream_of(dataclasses.replace(run, state=states.RunState.FAILED))
-        return await self.store.transition_run(run_id, states.RunState.FAILED, reason=reason, error=reason,
-                                               spawn=spawn)
+        try:
+            return await self.store.transition_run(run_id, states.RunState.FAILED, reason=reason, error=reason,
+                                                   spawn=spawn, fence=fence)
+        except errors.LeaseLostError as lost:
+            log.warning("%s; no longer driven here", lost)
+            return await self.store.get_run(run_id)
 
     async def cancel(self, run_id: str) -> runs.Run:
         """Cancel a queued or running run (here or in another process driving it)."""
@@ -315,9 +347,10 @@ class Engine:
             self._lease_task.cancel()
             await asyncio.gather(self._lease_task, return_exceptions=True)
             self._lease_task = None
-        owned, self._owned = sorted(self._owned), set()
+        owned, self._owned = self._owned, {}
         try:
-            await self.store.release_leases(self.owner, owned)
+            await self.store.release_leases([storage.Fence(run_id=run_id, generation=generation)
+                                             for run_id, generation in sorted(owned.items())])
         except Exception:  # leases then expire on their own
             log.warning("could not release the leases of %d runs", len(owned), exc_info=True)
 

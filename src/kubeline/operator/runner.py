@@ -118,7 +118,7 @@ async def serve(settings: settings_.Settings, *, host: str = "0.0.0.0", port: in
     upload_sock = server.bind(host, settings.upload_port) if dispatch else None
     kube = k8s.PipelineClient(kubeconfig=kubeconfig, namespace=namespaces[0] if namespaces else None)
     async with contextlib.AsyncExitStack() as stack:
-        kl = await _open(stack, settings, stop=stop)
+        kl = await _open(stack, settings, stop=stop, replica=dispatch)
         if kl is None:
             sock.close()
             if upload_sock is not None:
@@ -173,12 +173,12 @@ async def serve(settings: settings_.Settings, *, host: str = "0.0.0.0", port: in
 
 
 async def _open(stack: contextlib.AsyncExitStack, settings: settings_.Settings, *,
-                stop: asyncio.Event) -> bootstrap.Kubeline | None:
+                stop: asyncio.Event, replica: bool) -> bootstrap.Kubeline | None:
     """Open Kubeline, waiting for the database (PostgreSQL may start after us): no crash loop."""
     delay = 1.0
     while not stop.is_set():
         try:
-            kl = await stack.enter_async_context(bootstrap.open_kubeline(settings))
+            kl = await stack.enter_async_context(bootstrap.open_kubeline(settings, replica=replica))
             bootstrap.settle_heap()
             return kl
         except (OSError, ConnectionError) as exc:

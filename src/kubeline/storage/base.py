@@ -78,6 +78,18 @@ class Lease:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class Fence:
+    """A driver's hold on one run: the lease generation its claim or adoption got. A write that
+    carries it succeeds only while the run is still at that generation (one conditional UPDATE in
+    the write's transaction), else it raises ``errors.LeaseLostError`` and changes nothing: a
+    replica that stalled past its lease cannot overwrite what the replica that adopted the run
+    wrote since."""
+
+    run_id: str
+    generation: int
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class ClaimCaps:
     """Concurrency caps enforced in the claim, across every process: running runs in all
     (``max_running``) and per executor (a run's executor is its spec's or ``default_executor``)."""
@@ -145,12 +157,15 @@ class Store(Protocol):
         ...
     async def transition_run(
         self, run_id: str, to: states.RunState, *, reason: str = "", spawn: Sequence[NewRun] = (),
-        **fields: Any
+        fence: Fence | None = None, **fields: Any
     ) -> runs.Run:
         """Move a run (rules checked against the stored state) and set ``fields``; one event row.
         ``spawn``: runs it causes (downstream), inserted in the same transaction.
 
-        ``started_at``/``finished_at`` are set automatically on entering running / a final state.
+        ``started_at``/``finished_at`` are set automatically on entering running / a final state
+        (a ``finished_at`` in ``fields`` wins: an adopted run ends when its last stage did).
+        ``fence``: the write is made on behalf of a leased run (see ``Fence``), as in every
+        method below that takes one.
         """
         ...
     async def count_runs(self) -> dict[states.RunState, int]:
@@ -168,22 +183,31 @@ class Store(Protocol):
         ``only`` restricts the claim to these run ids (``kubeline run`` drives just its own run);
         ``lease`` makes its owner the run's driver until the lease expires."""
         ...
-    async def renew_leases(self, lease: Lease, run_ids: list[str]) -> list[str]:
-        """Extend ``lease`` on those of ``run_ids`` that are running and still owned by its owner;
-        return them (a run missing from the answer was adopted by another process: stop driving it)."""
+    async def renew_leases(self, lease: Lease, fences: Sequence[Fence]) -> list[str]:
+        """Extend ``lease`` on those runs of ``fences`` that are running and still at their fence's
+        generation; return their ids (a run missing from the answer was adopted by another
+        process: stop driving it)."""
         ...
-    async def release_leases(self, owner: str, run_ids: list[str]) -> None:
-        """Give up ownership (a clean shutdown), so the next process adopts the runs at once."""
+    async def release_leases(self, fences: Sequence[Fence]) -> None:
+        """Give up ownership (a clean shutdown) of the runs still at their fence's generation, so
+        the next process adopts them at once."""
         ...
-    async def adopt_runs(self, lease: Lease, *, limit: int, only: list[str] | None = None) -> list[runs.Run]:
-        """Take over running runs without an owner or whose lease has expired (its process died);
-        safe with several processes: each run is adopted by one."""
+    async def adopt_runs(
+        self, lease: Lease, *, limit: int, only: list[str] | None = None,
+        reclaim_before: dt.datetime | None = None,
+    ) -> list[runs.Run]:
+        """Take over running runs without an owner or whose lease has expired (its process died),
+        bumping their lease generation (the old driver's writes then fail); safe with several
+        processes: each run is adopted by one. ``reclaim_before``: also take the runs leased to
+        ``lease.owner`` whose lease ends before that time, i.e. leased by an earlier life of this
+        replica (a restart with the same identity), at once instead of after their lease."""
         ...
 
     # stages --------------------------------------------------------------------------------
     async def list_stage_runs(self, run_id: str) -> list[runs.StageRun]: ...
     async def transition_stage(
-        self, run_id: str, stage_id: str, to: states.StageState, *, reason: str = "", **fields: Any
+        self, run_id: str, stage_id: str, to: states.StageState, *, reason: str = "",
+        fence: Fence | None = None, **fields: Any
     ) -> runs.StageRun: ...
 
     # attempts ------------------------------------------------------------------------------
@@ -196,9 +220,10 @@ class Store(Protocol):
         """Set non-state fields (e.g. ``handle``); never the state."""
         ...
     async def transition_attempt(
-        self, attempt_id: str, to: states.AttemptState, *, reason: str = "", **fields: Any
+        self, attempt_id: str, to: states.AttemptState, *, reason: str = "", fence: Fence | None = None,
+        **fields: Any
     ) -> runs.Attempt: ...
-    async def apply(self, moves: Sequence[Move]) -> list[runs.StageRun | runs.Attempt]:
+    async def apply(self, moves: Sequence[Move], *, fence: Fence | None = None) -> list[runs.StageRun | runs.Attempt]:
         """Several stage/attempt changes in ONE transaction (all or none), same rules and events
         as the single-change methods; returns the updated records in order. The engine uses it to
         keep the store's cost per stage low."""
@@ -248,7 +273,8 @@ class Store(Protocol):
 
 
 def fields_for_state(to: states.State, now: dt.datetime) -> dict[str, Any]:
-    """Timestamps implied by entering a state (shared by every Store implementation)."""
+    """Timestamps implied by entering a state (shared by every Store implementation); the
+    caller's own ``started_at``/``finished_at`` override them."""
     if to in (states.RunState.RUNNING, states.StageState.RUNNING, states.AttemptState.RUNNING):
         return {"started_at": now}
     if states.is_final(to):

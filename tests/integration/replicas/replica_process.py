@@ -20,7 +20,7 @@ async def main(role: str) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
-    async with bootstrap.open_kubeline(settings.Settings()) as kl:
+    async with bootstrap.open_kubeline(settings.Settings(), replica=True) as kl:
         tasks: list[asyncio.Task[Any]] = []
         if role == "worker":
             tasks.append(asyncio.create_task(kl.engine.resume()))

@@ -27,27 +27,84 @@ def lease(owner: str, seconds: float = 30) -> base.Lease:
     return base.Lease(owner=owner, until=runs.utcnow() + dt.timedelta(seconds=seconds))
 
 
+def held(found: list[runs.Run]) -> list[base.Fence]:
+    """The fences a driver holds for runs it claimed or adopted."""
+    return [base.Fence(run_id=r.id, generation=r.lease_generation) for r in found]
+
+
 async def test_claimed_runs_are_owned_until_their_lease_expires(store: Any) -> None:
     ids = await add_runs(store, 3)
     claimed = await store.claim_queued_runs(limit=2, lease=lease("a"))
     assert [r.id for r in claimed] == ids[:2]
+    assert [r.lease_generation for r in claimed] == [1, 1]
     assert await store.adopt_runs(lease("b"), limit=10) == []  # leases still valid
-    assert await store.renew_leases(lease("a"), ids) == ids[:2]  # only running, owned runs
-    assert await store.renew_leases(lease("b"), ids) == []
-    await store.renew_leases(lease("a", seconds=-1), ids[:1])  # expired
+    assert await store.renew_leases(lease("a"), held(claimed)) == ids[:2]  # only running, held runs
+    assert await store.renew_leases(lease("b"), held(claimed)) == []
+    await store.renew_leases(lease("a", seconds=-1), held(claimed[:1]))  # expired
     adopted = await store.adopt_runs(lease("b"), limit=10)
-    assert [r.id for r in adopted] == ids[:1]
-    assert await store.renew_leases(lease("a"), ids) == ids[1:2]  # 'a' lost the adopted run
+    assert [(r.id, r.lease_generation) for r in adopted] == [(ids[0], 2)]  # adoption bumps the generation
+    assert await store.renew_leases(lease("a"), held(claimed)) == ids[1:2]  # 'a' lost the adopted run
+    assert await store.renew_leases(lease("b"), held(adopted)) == ids[:1]
 
 
 async def test_released_and_ownerless_runs_are_adopted_at_once(store: Any) -> None:
     ids = await add_runs(store, 2)
-    await store.claim_queued_runs(limit=1, lease=lease("a"))
+    mine = await store.claim_queued_runs(limit=1, lease=lease("a"))
     await store.claim_queued_runs(limit=1)  # no lease: e.g. an older process
-    await store.release_leases("a", ids[:1])
-    assert sorted(r.id for r in await store.adopt_runs(lease("b"), limit=10)) == ids
+    await store.release_leases(held(mine))
+    adopted = await store.adopt_runs(lease("b"), limit=10)
+    assert sorted(r.id for r in adopted) == ids
     await store.transition_run(ids[0], R.SUCCEEDED)
-    assert await store.renew_leases(lease("b"), ids) == ids[1:]
+    assert await store.renew_leases(lease("b"), held(adopted)) == ids[1:]
+
+
+async def test_a_stale_release_does_not_drop_the_new_owners_lease(store: Any) -> None:
+    [run_id] = await add_runs(store, 1)
+    old = await store.claim_queued_runs(limit=1, lease=lease("a", seconds=-1))
+    new = await store.adopt_runs(lease("a"), limit=10)  # same owner name (a restarted replica)
+    await store.release_leases(held(old))  # the earlier life's release comes late
+    assert await store.adopt_runs(lease("b"), limit=10) == []  # still held by the new generation
+    assert await store.renew_leases(lease("a"), held(new)) == [run_id]
+
+
+async def test_a_restarted_replica_reclaims_its_own_runs_at_once(store: Any) -> None:
+    ids = await add_runs(store, 3)
+    before = await store.claim_queued_runs(limit=2, lease=lease("r1"))  # its earlier life, killed
+    others = await store.claim_queued_runs(limit=1, lease=lease("r2"))  # another live replica
+    boot = runs.utcnow() + dt.timedelta(seconds=30)  # restarted now, 30 s leases
+    assert await store.adopt_runs(lease("r3"), limit=10, reclaim_before=boot) == []  # not r3's, not expired
+    reclaimed = await store.adopt_runs(lease("r1"), limit=10, reclaim_before=boot)
+    assert [r.id for r in reclaimed] == ids[:2] and all(r.lease_generation == 2 for r in reclaimed)
+    # a lease granted in this life (after the restart) is not taken again
+    assert await store.adopt_runs(lease("r1", seconds=60), limit=10, reclaim_before=boot) == []
+    assert await store.renew_leases(lease("r1"), held(before)) == []  # the earlier life is fenced off
+    assert await store.renew_leases(lease("r2"), held(others)) == ids[2:]
+
+
+async def test_writes_carrying_a_lost_lease_are_refused(store: Any) -> None:
+    [run_id] = await add_runs(store, 1)
+    [mine] = await store.claim_queued_runs(limit=1, lease=lease("a", seconds=-1))
+    fence = base.Fence(run_id=run_id, generation=mine.lease_generation)
+    await store.transition_stage(run_id, "a", states.StageState.PENDING, fence=fence)  # still held: written
+    [theirs] = await store.adopt_runs(lease("b"), limit=1)
+    attempt = runs.Attempt(id=runs.new_id(), run_id=run_id, stage_id="a", number=1, executor="local")
+    refused = [
+        store.transition_stage(run_id, "a", states.StageState.RUNNING, fence=fence),
+        store.apply([base.NewAttempt(attempt=attempt)], fence=fence),
+        store.transition_run(run_id, R.SUCCEEDED, fence=fence),
+    ]
+    for write in refused:
+        with pytest.raises(errors.LeaseLostError) as lost:
+            await write
+        assert (lost.value.generation, lost.value.current, lost.value.owner) == (1, 2, "b")
+        assert str(lost.value).startswith(f"run {run_id}: this process no longer holds its lease (it wrote with "
+                                          "generation 1; the run is now at generation 2, owned by b)")
+    assert (await store.get_run(run_id)).state is R.RUNNING
+    assert [s.state for s in await store.list_stage_runs(run_id)] == [states.StageState.PENDING]
+    assert await store.list_attempts(run_id) == []
+    ours = base.Fence(run_id=run_id, generation=theirs.lease_generation)
+    await store.apply([base.NewAttempt(attempt=attempt)], fence=ours)  # the new owner writes
+    assert (await store.transition_run(run_id, R.SUCCEEDED, fence=ours)).state is R.SUCCEEDED
 
 
 async def test_global_and_per_executor_caps(store: Any) -> None:

@@ -29,10 +29,11 @@ class SlowStore(sql_store_.SqlStore):
         super().__init__(store.database)
         self.transactions: list[list[str]] = []
 
-    async def apply(self, moves: Sequence[base.Move]) -> list[runs.StageRun | runs.Attempt]:
+    async def apply(self, moves: Sequence[base.Move], *,
+                    fence: base.Fence | None = None) -> list[runs.StageRun | runs.Attempt]:
         self.transactions.append([_describe(m) for m in moves])
         await asyncio.sleep(0.01)
-        return await super().apply(moves)
+        return await super().apply(moves, fence=fence)
 
 
 def _describe(move: base.Move) -> str:

@@ -124,7 +124,7 @@ async def test_execute_waits_while_another_process_owns_the_run(tmp_path: pathli
     follower = make(store, executor, tmp_path, "follower")
     run = await owner.submit(PIPELINE)
     [claimed] = await store.claim_queued_runs(limit=1, lease=owner.lease())
-    owner._owned.add(run.id)
+    owner._owned[run.id] = claimed.lease_generation
     driving = owner._start_driver(claimed)
     final = await asyncio.wait_for(follower.execute(run.id), timeout=10)
     assert final.state is R.SUCCEEDED
@@ -149,3 +149,33 @@ async def test_resume_adopts_no_more_runs_than_the_engine_drives_at_once(tmp_pat
     heir = make(store, executor, tmp_path, "heir", max_concurrent_attempts=2)
     assert len(await heir.resume()) == 2
     await heir.shutdown()
+
+
+async def test_a_restarted_replica_reclaims_its_own_runs_at_once(tmp_path: pathlib.Path,
+                                                                 sql_store: sql_store_.SqlStore) -> None:
+    store = sql_store
+    executor = fake.FakeExecutor({"a": fake.Outcome(duration=1.0)})
+    before = make(store, executor, tmp_path, "web-0", lease_seconds=60)
+    run = await before.submit(PIPELINE)
+    driving = asyncio.create_task(before.execute(run.id))
+    await wait_for(lambda: _true(bool(executor.running)))
+    driving.cancel()  # killed: its 60 s lease stays in the database
+    await asyncio.gather(driving, return_exceptions=True)
+    other = make(store, executor, tmp_path, "web-1", lease_seconds=60)
+    assert await other.resume() == []  # another replica waits for the lease
+    after = make(store, executor, tmp_path, "web-0", lease_seconds=60)  # the same replica, restarted
+    [final] = await asyncio.wait_for(after.resume(), timeout=10)  # at once, not after 60 s
+    assert final.state is R.SUCCEEDED
+    assert executor.adopted and len([s for s in executor.started if s.stage_id == "a"]) == 1
+    await after.shutdown()
+    await other.shutdown()
+
+
+async def test_server_replicas_lease_under_their_stable_identity(tmp_path: pathlib.Path) -> None:
+    from kubeline import bootstrap, settings
+
+    config = settings.Settings(home=tmp_path, replica_id="kubeline-server-0", secret_key=None)
+    async with bootstrap.open_kubeline(config, replica=True) as kl:
+        assert kl.engine.owner == "kubeline-server-0"
+    async with bootstrap.open_kubeline(config) as kl:  # the CLI: a name of its own
+        assert kl.engine.owner != "kubeline-server-0"

@@ -20,7 +20,9 @@ the ids it moved. SQLite has one writer at a time (``BEGIN IMMEDIATE``), so it n
 
 Leases: a claim with a ``Lease`` stamps its owner and expiry on the runs and bumps their lease
 generation (fencing, see ``fencing``); ``adopt`` takes running runs whose lease expired (their
-process died) with ``SKIP LOCKED``, so one process adopts each.
+process died) with ``SKIP LOCKED``, so one process adopts each, and bumps the generation too.
+Renewal and release name each run with the generation the caller holds, so a process never
+extends or drops a lease it lost (even to a later life of itself with the same owner name).
 """
 
 from __future__ import annotations
@@ -197,14 +199,19 @@ def claim(
 
 
 def adopt(
-    conn: sa.Connection, *, lease: base.Lease, limit: int, now: dt.datetime, only: list[str] | None = None
+    conn: sa.Connection, *, lease: base.Lease, limit: int, now: dt.datetime, only: list[str] | None = None,
+    reclaim_before: dt.datetime | None = None,
 ) -> list[str]:
-    """Give ``lease`` to up to ``limit`` running runs that have no owner or an expired lease."""
+    """Give ``lease`` to up to ``limit`` running runs that have no owner or an expired lease (and,
+    with ``reclaim_before``, those leased to the same owner before it: an earlier life of this
+    replica), bumping their lease generation so the writes of their previous driver fail."""
     runs = tables.runs
+    takeable = [runs.c.lease_expires_at.is_(None), runs.c.lease_expires_at < now]
+    if reclaim_before is not None:
+        takeable.append(sa.and_(runs.c.owner == lease.owner, runs.c.lease_expires_at < reclaim_before))
     query = (
         sa.select(runs.c.id)
-        .where(runs.c.state == states.RunState.RUNNING.value,
-               sa.or_(runs.c.lease_expires_at.is_(None), runs.c.lease_expires_at < now))
+        .where(runs.c.state == states.RunState.RUNNING.value, sa.or_(*takeable))
         .order_by(runs.c.id)
         .limit(limit)
     )
@@ -215,23 +222,28 @@ def adopt(
     ids = [r.id for r in conn.execute(query)]
     if ids:
         conn.execute(sa.update(runs).where(runs.c.id.in_(ids))
-                     .values(owner=lease.owner, lease_expires_at=lease.until))
+                     .values(owner=lease.owner, lease_expires_at=lease.until,
+                             lease_generation=runs.c.lease_generation + 1))
     return ids
 
 
-def renew(conn: sa.Connection, *, lease: base.Lease, run_ids: list[str]) -> list[str]:
+def _held(fences: list[base.Fence]) -> sa.ColumnElement[bool]:
     runs = tables.runs
-    if not run_ids:
+    return sa.tuple_(runs.c.id, runs.c.lease_generation).in_([(f.run_id, f.generation) for f in fences])
+
+
+def renew(conn: sa.Connection, *, lease: base.Lease, fences: list[base.Fence]) -> list[str]:
+    """Extend ``lease`` on the running runs still at their fence's generation; their ids."""
+    runs = tables.runs
+    if not fences:
         return []
-    owned = sa.and_(runs.c.id.in_(run_ids), runs.c.owner == lease.owner,
-                    runs.c.state == states.RunState.RUNNING.value)
-    conn.execute(sa.update(runs).where(owned).values(lease_expires_at=lease.until))
-    return [r.id for r in conn.execute(sa.select(runs.c.id).where(owned))]
+    held = sa.and_(_held(fences), runs.c.owner == lease.owner, runs.c.state == states.RunState.RUNNING.value)
+    conn.execute(sa.update(runs).where(held).values(lease_expires_at=lease.until))
+    return sorted(r.id for r in conn.execute(sa.select(runs.c.id).where(held)))
 
 
-def release(conn: sa.Connection, *, owner: str, run_ids: list[str]) -> None:
+def release(conn: sa.Connection, *, fences: list[base.Fence]) -> None:
     runs = tables.runs
-    if run_ids:
-        conn.execute(sa.update(runs).where(runs.c.id.in_(run_ids), runs.c.owner == owner)
-                     .values(owner=None, lease_expires_at=None))
+    if fences:
+        conn.execute(sa.update(runs).where(_held(fences)).values(owner=None, lease_expires_at=None))
         engines.notice(conn, wakeups.Channel.DISPATCH)  # another process may adopt them now

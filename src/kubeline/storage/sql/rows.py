@@ -94,6 +94,7 @@ def run_from_row(row: Row) -> runs.Run:
         parent_run_id=row["parent_run_id"],
         schedule_id=row["schedule_id"],
         route=row["route"],
+        lease_generation=row.get("lease_generation") or 0,
     )
 
 

@@ -8,6 +8,7 @@ validated again on the way out.
 from __future__ import annotations
 
 import builtins
+import datetime as dt
 import functools
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -19,7 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from kubeline.domain import runs, states
 from kubeline.storage import base, changes
 from kubeline.storage import wakeups as wakeups_
-from kubeline.storage.sql import claims, engines, listener, migrate, rows, scheduling, stats
+from kubeline.storage.sql import claims, engines, fencing, listener, migrate, rows, scheduling, stats
 from kubeline.storage.sql import tables as T
 from kubeline.storage.sql import transactions as tx
 
@@ -61,8 +62,8 @@ class SqlStore(scheduling.SchedulingMethods, stats.StatsMethods):
         """For ``/readyz``: the schema is at the head revision."""
         return await self.current_revision() == migrate.head_revision()
 
-    async def _write(self, fn: Callable[..., _T], /, **kwargs: Any) -> _T:
-        return await self.database.run(functools.partial(fn, **kwargs), write=True)
+    async def _write(self, fn: Callable[..., _T], /, *, fence: base.Fence | None = None, **kwargs: Any) -> _T:
+        return await self.database.run(fencing.guarded(functools.partial(fn, **kwargs), fence), write=True)
 
     async def _rows(self, query: sa.Select[Any]) -> builtins.list[sa.RowMapping]:
         return await self.database.run(
@@ -134,14 +135,15 @@ class SqlStore(scheduling.SchedulingMethods, stats.StatsMethods):
 
     async def transition_run(
         self, run_id: str, to: states.RunState, *, reason: str = "", spawn: Sequence[base.NewRun] = (),
-        **fields: Any
+        fence: base.Fence | None = None, **fields: Any
     ) -> runs.Run:
         changes.check_fields(changes.run_what(run_id), fields, changes.RUN_FIELDS)
         for new in spawn:
             changes.check_new_run(new.run, new.stages)
         try:
             return await self._write(
-                tx.transition_run, run_id=run_id, to=to, reason=reason, fields=fields, spawn=list(spawn)
+                tx.transition_run, run_id=run_id, to=to, reason=reason, fields=fields, spawn=list(spawn),
+                fence=fence,
             )
         except sa_exc.IntegrityError:
             raise changes.run_exists(", ".join(new.run.id for new in spawn)) from None
@@ -160,16 +162,17 @@ class SqlStore(scheduling.SchedulingMethods, stats.StatsMethods):
     ) -> builtins.list[runs.Run]:
         return await self._write(tx.claim_queued_runs, limit=limit, only=only, lease=lease, caps=caps)
 
-    async def renew_leases(self, lease: base.Lease, run_ids: builtins.list[str]) -> builtins.list[str]:
-        return await self._write(claims.renew, lease=lease, run_ids=list(run_ids))
+    async def renew_leases(self, lease: base.Lease, fences: Sequence[base.Fence]) -> builtins.list[str]:
+        return await self._write(claims.renew, lease=lease, fences=list(fences))
 
-    async def release_leases(self, owner: str, run_ids: builtins.list[str]) -> None:
-        await self._write(claims.release, owner=owner, run_ids=list(run_ids))
+    async def release_leases(self, fences: Sequence[base.Fence]) -> None:
+        await self._write(claims.release, fences=list(fences))
 
     async def adopt_runs(
-        self, lease: base.Lease, *, limit: int, only: builtins.list[str] | None = None
+        self, lease: base.Lease, *, limit: int, only: builtins.list[str] | None = None,
+        reclaim_before: dt.datetime | None = None,
     ) -> builtins.list[runs.Run]:
-        return await self._write(tx.adopt_runs, lease=lease, limit=limit, only=only)
+        return await self._write(tx.adopt_runs, lease=lease, limit=limit, only=only, reclaim_before=reclaim_before)
 
     # stages --------------------------------------------------------------------------------
     async def list_stage_runs(self, run_id: str) -> builtins.list[runs.StageRun]:
@@ -178,12 +181,13 @@ class SqlStore(scheduling.SchedulingMethods, stats.StatsMethods):
         )
 
     async def transition_stage(
-        self, run_id: str, stage_id: str, to: states.StageState, *, reason: str = "", **fields: Any
+        self, run_id: str, stage_id: str, to: states.StageState, *, reason: str = "",
+        fence: base.Fence | None = None, **fields: Any
     ) -> runs.StageRun:
         changes.check_fields(changes.stage_what(run_id, stage_id), fields, changes.STAGE_FIELDS)
         return await self._write(
             tx.transition_stage, run_id=run_id, stage_id=stage_id, to=to, reason=reason,
-            fields=fields,
+            fields=fields, fence=fence,
         )
 
     # attempts ------------------------------------------------------------------------------
@@ -220,14 +224,17 @@ class SqlStore(scheduling.SchedulingMethods, stats.StatsMethods):
         return await self._write(tx.update_attempt, attempt_id=attempt_id, fields=fields)
 
     async def transition_attempt(
-        self, attempt_id: str, to: states.AttemptState, *, reason: str = "", **fields: Any
+        self, attempt_id: str, to: states.AttemptState, *, reason: str = "", fence: base.Fence | None = None,
+        **fields: Any
     ) -> runs.Attempt:
         changes.check_fields(changes.attempt_what(attempt_id), fields, changes.ATTEMPT_FIELDS)
         return await self._write(
-            tx.transition_attempt, attempt_id=attempt_id, to=to, reason=reason, fields=fields
+            tx.transition_attempt, attempt_id=attempt_id, to=to, reason=reason, fields=fields, fence=fence
         )
 
-    async def apply(self, moves: Sequence[base.Move]) -> builtins.list[runs.StageRun | runs.Attempt]:
+    async def apply(
+        self, moves: Sequence[base.Move], *, fence: base.Fence | None = None
+    ) -> builtins.list[runs.StageRun | runs.Attempt]:
         for move in moves:
             if isinstance(move, base.StageMove):
                 changes.check_fields(changes.stage_what(move.run_id, move.stage_id), move.fields, changes.STAGE_FIELDS)
@@ -255,7 +262,7 @@ class SqlStore(scheduling.SchedulingMethods, stats.StatsMethods):
                     done.append(move.attempt)
 
         try:
-            return await self.database.run(batch, write=True)
+            return await self.database.run(fencing.guarded(batch, fence), write=True)
         except sa_exc.IntegrityError:
             raise changes.attempt_exists(next(
                 m.attempt.id for m in moves if isinstance(m, base.NewAttempt))) from None
