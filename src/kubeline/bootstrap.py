@@ -177,8 +177,15 @@ def cleanup(settings: settings_.Settings, *, store: sql.SqlStore, logs: log_stor
                                    settings=settings, default=default)
 
 
+def replica_id(settings: settings_.Settings) -> str:
+    """A server replica's stable identity (``KUBELINE_REPLICA_ID``, else host name and pid)."""
+    return settings.replica_id or f"{socket.gethostname()}:{os.getpid()}"
+
+
 @contextlib.asynccontextmanager
-async def open_kubeline(settings: settings_.Settings | None = None, *, replica: bool = False) -> AsyncIterator[Kubeline]:
+async def open_kubeline(
+    settings: settings_.Settings | None = None, *, replica: bool = False
+) -> AsyncIterator[Kubeline]:
     """Everything wired from ``settings``. ``replica``: this process is a server replica (it resumes
     and dispatches runs), so its engine leases runs under the replica's stable identity and
     reclaims them at once after a restart; other processes (the CLI) lease under a name of
@@ -196,7 +203,7 @@ async def open_kubeline(settings: settings_.Settings | None = None, *, replica: 
                                 default_executor=default_executor(settings),
                                 max_concurrent_attempts=settings.max_concurrent_attempts,
                                 lease_seconds=settings.lease_seconds,
-                                owner=(settings.replica_id or socket.gethostname()) if replica else None,
+                                owner=replica_id(settings) if replica else None,
                                 caps=storage_base.ClaimCaps(max_running=settings.max_running_runs,
                                                             per_executor=dict(settings.executor_caps),
                                                             default_executor=settings.executor))

@@ -47,9 +47,10 @@ class Settings(pydantic_settings.BaseSettings):
     replica_id: str | None = pydantic.Field(
         None, min_length=1, max_length=100,
         description="A server replica's stable identity, the owner of the runs it drives: restarted with the same "
-                    "id, it reclaims those runs at once instead of waiting for their leases to expire. Default: the "
-                    "host name (in Kubernetes the pod's name, which a container restart keeps). Give each replica "
-                    "its own id when several run on one host.")
+                    "id, it reclaims those runs at once instead of waiting for their leases to expire. Two live "
+                    "replicas must never share one (set it from the pod's name in Kubernetes). Default: host name "
+                    "and process id, which a container restart keeps when the server is the container's first "
+                    "process and two live processes on one host never share.")
     max_running_runs: int | None = pydantic.Field(
         None, ge=1, description="Runs running at once across all replicas (enforced in the claim)."
     )

@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import logging
+import time
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from kubeline.domain import errors, expressions, retries, runs, states
@@ -261,6 +262,9 @@ class RunDriver:
                               eff: planner.Effective) -> None:
         stage_id = attempt.stage_id
         result = self._masked(stage_id, result)
+        # an attempt that ended while no server ran (adopted since) keeps its real end time
+        ended: dict[str, Any] = {} if result.ended_at is None else {
+            "finished_at": dt.datetime.fromtimestamp(min(result.ended_at, time.time()), dt.UTC)}
         if self.stages[stage_id].state is S.PENDING:  # adopted attempts may not have marked it
             await self._set_stage(stage_id, S.RUNNING, reason="attempt adopted")
         if result.succeeded:
@@ -273,15 +277,16 @@ class RunDriver:
                 self._new_attempt(s, reason=r) for s, r in self._startable(runs.utcnow(), succeeded=stage_id)]
             await self._finish_both(
                 storage.AttemptMove(attempt_id=attempt.id, to=A.SUCCEEDED, reason="exited 0",
-                                    fields={"exit_code": result.exit_code, "outputs": result.outputs}),
+                                    fields={"exit_code": result.exit_code, "outputs": result.outputs, **ended}),
                 storage.StageMove(run_id=self.run.id, stage_id=stage_id, to=S.SUCCEEDED,
-                                  reason=f"attempt {attempt.number} succeeded", fields={"outputs": result.outputs}),
+                                  reason=f"attempt {attempt.number} succeeded",
+                                  fields={"outputs": result.outputs, **ended}),
                 starts=starts)
             return
         failure = result.failure or states.FailureKind.EXIT_CODE
         attempt_move = storage.AttemptMove(
             attempt_id=attempt.id, to=states.attempt_state_for(failure), reason=result.error,
-            fields={"exit_code": result.exit_code, "failure": failure, "error": result.error})
+            fields={"exit_code": result.exit_code, "failure": failure, "error": result.error, **ended})
         cancelling = self.cancel_event.is_set()
         if not cancelling and retries.should_retry(eff.retries, attempt_number=attempt.number, kind=failure):
             delay = retries.delay_before(eff.retries, retry_number=attempt.number)
@@ -292,7 +297,8 @@ class RunDriver:
             return
         final = S.CANCELLED if cancelling else states.stage_state_for(failure)
         await self._finish_both(attempt_move, storage.StageMove(
-            run_id=self.run.id, stage_id=stage_id, to=final, reason=result.error, fields={"error": result.error}))
+            run_id=self.run.id, stage_id=stage_id, to=final, reason=result.error,
+            fields={"error": result.error, **ended}))
 
     async def _finish_both(self, attempt_move: storage.AttemptMove, stage_move: storage.StageMove, *,
                            starts: list[_NewAttempt] | None = None) -> None:
@@ -386,9 +392,12 @@ class RunDriver:
                 first = self.stages[failed[0]]
                 error = f"stage {failed[0]!r} {first.state.value}" + (f": {first.error}" if first.error else "")
         spawn = await self.engine.downstream_of(dataclasses.replace(self.run, state=target, route=self.route))
+        # the run ended when its last stage did (not later, when an adopting server noticed)
+        ends = [s.finished_at for s in self.stages.values()]
+        ended = {} if None in ends or not ends else {"finished_at": max(e for e in ends if e is not None)}
         self.run = await self.store.transition_run(
             self.run.id, target, reason=error or "all stages succeeded", error=error,
-            outputs=self._run_outputs(), route=self.route, spawn=spawn, fence=self.fence)
+            outputs=self._run_outputs(), route=self.route, spawn=spawn, fence=self.fence, **ended)
         self.engine.notify(self.run.id)
         return self.run
 

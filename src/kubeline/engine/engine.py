@@ -8,7 +8,7 @@ Replicas: every run this engine claims carries a lease in its name (``owner``) t
 every third of ``lease_seconds`` while it drives the run. ``resume()`` and ``serve()`` adopt
 only running runs whose lease expired (their process died) or that nobody owns (released on a
 clean ``shutdown()``), so two processes never drive the same run. A server replica's ``owner``
-is its stable identity (``KUBELINE_REPLICA_ID``, else the host name), so after a restart it
+is its stable identity (``KUBELINE_REPLICA_ID``, else host name and pid), so after a restart it
 reclaims the runs its earlier life leased at once instead of waiting for those leases to expire.
 
 Fencing: each claim or adoption gives the run a new lease generation, and every write the driver
@@ -184,7 +184,8 @@ class Engine:
             if free > 0 and loop.time() >= next_adopt:
                 next_adopt = loop.time() + self.lease_seconds / 3
                 for run in await self.store.adopt_runs(self.lease(), limit=min(free, batch),
-                                                       reclaim_before=self._reclaim_before):
+                                                       reclaim_before=self._reclaim_before,
+                                                       exclude=sorted(self._driver_tasks)):
                     log.info("run %s: adopted (its previous driver's lease expired or was this replica's "
                              "before a restart)", run.id)
                     self._owned[run.id] = run.lease_generation
@@ -243,7 +244,8 @@ class Engine:
         restarted (at once). Runs of a live process are left alone."""
         free = max(self.max_concurrent_runs - len(self._driver_tasks), 0)
         # the rest: serve() adopts as slots free, a bounded number per tick
-        left = await self.store.adopt_runs(self.lease(), limit=free, reclaim_before=self._reclaim_before)
+        left = await self.store.adopt_runs(self.lease(), limit=free, reclaim_before=self._reclaim_before,
+                                           exclude=sorted(self._driver_tasks))
         self._owned.update((run.id, run.lease_generation) for run in left)
         tasks = [self._start_driver(run) for run in left if run.id not in self.drivers]
         return list(await asyncio.gather(*tasks))
@@ -267,7 +269,7 @@ class Engine:
         except errors.LeaseLostError as exc:
             log.warning("%s; no longer driven here", exc)
             self._lost(driver.run.id)
-            run = await self.store.get_run(driver.run.id)
+            run = driver.run  # as last seen here: no more reads for a run driven elsewhere
         except Exception as exc:
             log.exception("run %s: the driver failed", driver.run.id)
             run = await self._fail_broken_run(driver.run.id, exc, fence=driver.fence)

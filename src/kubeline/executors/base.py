@@ -55,6 +55,9 @@ class AttemptResult:
     error: str = ""  # a sentence a user understands: "exceeded its memory limit of 64Mi"
     outputs: dict[str, Any] = dataclasses.field(default_factory=dict)
     route: str | None = None
+    # When the attempt ended (epoch seconds), as the executor knows it: an attempt that ended while
+    # no server ran (adopted later) keeps its real end time instead of the adoption's. None: now.
+    ended_at: float | None = None
 
     @property
     def succeeded(self) -> bool:

@@ -5,6 +5,14 @@ session (so the attempt is its own process group)::
 
     sh -c 'join cgroups; cd FOLDER; "$@" >WORK/stdout 2>WORK/stderr; echo $? >WORK/rc' ...
 
+While no server follows the attempt, a sampler stamps its output: the supervisor forks a
+subshell that blocks reading a pipe whose other end only the server holds. When the server dies
+(or stops) the read ends and the subshell becomes ``local_stamps``' sampler, which appends the
+output files' sizes with the time to ``WORK/times`` while they grow; a server that adopts the
+attempt gives the lines written meanwhile those times instead of its own (the attempt's real
+times), and its end time is the mtime of ``WORK/rc``. While the server follows, the pipe costs one
+fork and nothing else.
+
 Nothing of the attempt depends on Kubeline staying alive: output goes to files in a private
 work dir (mode 0700; removed after the attempt because the raw output may hold unmasked
 secrets), and the exit status lands in ``WORK/rc``. This executor tails the files into the
@@ -34,10 +42,12 @@ import time
 from typing import Any
 
 from kubeline.domain import errors, quantities, states
-from kubeline.executors import base, local_env, local_limits, local_run, local_usage, local_venvs
+from kubeline.executors import base, local_env, local_limits, local_run, local_stamps, local_usage, local_venvs
 
 _WRAPPER = (
-    'w=$1; d=$2; m=$3; c=$4; shift 4; '
+    'w=$1; d=$2; m=$3; c=$4; py=$5; stamp=$6; shift 6; '
+    '[ -z "$py" ] || ( read _ <&3; [ -e "$w/rc" ] || exec "$py" -S -I -c "$stamp" "$w" ) & '
+    'exec 3<&-; '
     'for p in "$m" "$c"; do [ -z "$p" ] || echo $$ >"$p" || exit 125; done; '
     'cd "$d" || exit 126; '
     'trap : TERM INT; '
@@ -67,6 +77,7 @@ class LocalExecutor:
         self.capabilities = base.Capabilities(adopt=True, memory_limit=True, resource_metrics=True,
                                               cpu_limit=self.cgroups.cpu is not None)
         self._attempts: dict[str, local_run.Attempt] = {}
+        self._alive: dict[str, int] = {}  # attempt id -> the pipe end that keeps its sampler asleep
         self._unclean: set[local_run.Attempt] = set()  # results handed out, cleanup scheduled
         work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         for trash in work_dir.glob(f"{local_run.TRASH_PREFIX}*"):  # a server died before cleanup
@@ -84,7 +95,7 @@ class LocalExecutor:
     async def start(self, spec: base.AttemptSpec, sink: base.LogSink) -> dict[str, Any]:
         argv, venv = await self._resolve_argv(spec)
         handle = self._spawn(spec, argv=argv, venv=venv)
-        self._supervise(handle, sink, own_child=True)
+        self._supervise(handle, sink, own_child=True, alive=self._alive.pop(spec.attempt_id, None))
         return handle
 
     def _spawn(self, spec: base.AttemptSpec, *, argv: list[str],
@@ -110,21 +121,27 @@ class LocalExecutor:
             self.cgroups, name=f"attempt-{work.name}", memory_bytes=limits.memory_bytes,
             cpu_cores=limits.cpu_cores)
         join_memory, join_cpu = cgroups.join_files()
+        watched, alive = os.pipe()  # ``alive`` stays here: its end starts the sampler (see above)
         try:
             _write_new(work / "inputs.json", json.dumps(spec.inputs))
             _write_new(work / "config.json", json.dumps(spec.config))
             pid = os.posix_spawn(
                 "/bin/sh",
                 ["/bin/sh", "-c", _WRAPPER, "kubeline-attempt", str(work), str(cwd),
-                 join_memory, join_cpu, *argv],
+                 join_memory, join_cpu, sys.executable or "", local_stamps.SAMPLER, *argv],
                 env, setsid=True, file_actions=[
                     (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                     (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
-                    (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0)])
+                    (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0),
+                    (os.POSIX_SPAWN_DUP2, watched, 3)])
         except (OSError, TypeError, ValueError) as exc:
+            os.close(alive)
             cgroups.remove()
             shutil.rmtree(work, ignore_errors=True)
             raise errors.ExecutorError(f"cannot start {argv[0]}: {exc}") from exc
+        finally:
+            os.close(watched)
+        self._alive[spec.attempt_id] = alive
         now = time.time()
         return {
             "attempt_id": spec.attempt_id, "pid": pid, "pgid": pid,
@@ -195,7 +212,8 @@ class LocalExecutor:
         self._unclean.discard(attempt)
         attempt.cleanup()
 
-    def _supervise(self, handle: dict[str, Any], sink: base.LogSink, *, own_child: bool) -> None:
+    def _supervise(self, handle: dict[str, Any], sink: base.LogSink, *, own_child: bool,
+                   alive: int | None = None) -> None:
         soft_cpu, soft_memory = handle.get("soft_cpu"), handle.get("soft_memory")
         attempt = local_run.Attempt(
             handle=handle, sink=sink, own_child=own_child, limit=self.log_line_limit,
@@ -204,7 +222,7 @@ class LocalExecutor:
             if handle.get("memory_limit") else None,
             soft_memory=quantities.memory_bytes(soft_memory) if soft_memory else None,
             soft_cpu=quantities.cpu_cores(soft_cpu) if soft_cpu else None,
-            limit_poll=_LIMIT_POLL)
+            limit_poll=_LIMIT_POLL, alive=alive)
         self._attempts[handle["attempt_id"]] = attempt  # until ``wait`` collects the result
 
     async def _resolve_argv(self, spec: base.AttemptSpec) -> tuple[list[str], pathlib.Path | None]:

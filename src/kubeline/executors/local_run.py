@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import pathlib
 import shutil
@@ -23,7 +24,7 @@ import time
 from typing import Any
 
 from kubeline.domain import quantities, states
-from kubeline.executors import base, local_limits, local_tail, local_usage
+from kubeline.executors import base, local_limits, local_stamps, local_tail, local_usage
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _CGROUP_REMOVE_TRIES = 100  # x 50 ms: killed processes need a moment to leave the cgroup
@@ -35,7 +36,8 @@ TRASH_PREFIX = ".done-"
 class Attempt:
     def __init__(self, *, handle: dict[str, Any], sink: base.LogSink, own_child: bool,
                  limit: int, kill_grace: float, poll_interval: float, memory_limit: int | None,
-                 soft_memory: int | None, soft_cpu: float | None, limit_poll: float) -> None:
+                 soft_memory: int | None, soft_cpu: float | None, limit_poll: float,
+                 alive: int | None = None) -> None:
         self.handle = handle
         self.sink = sink
         self.work = pathlib.Path(handle["work_dir"])
@@ -56,12 +58,15 @@ class Attempt:
         self._cleanup_timer: asyncio.TimerHandle | None = None
         self._trash = self.work.with_name(TRASH_PREFIX + self.work.name)
         self._loop = asyncio.get_running_loop()
+        self._alive = alive  # closed when the attempt ends or this server stops following it
         offsets = (0, 0) if own_child else _load_offsets(self.work)  # a fresh attempt has none
+        # adopted: what the attempt wrote while no server followed it, stamped by its sampler
+        stamps = local_stamps.Stamps() if own_child else local_stamps.Stamps.load(self.work)
         self._tails = [
             local_tail.StreamTail(path=self.work / "stdout", stream="stdout", offset=offsets[0],
-                                  limit=limit),
+                                  limit=limit, times=stamps.stdout),
             local_tail.StreamTail(path=self.work / "stderr", stream="stderr", offset=offsets[1],
-                                  limit=limit),
+                                  limit=limit, times=stamps.stderr),
         ]
         self.task: asyncio.Task[base.AttemptResult] = self._loop.create_task(self._run())
 
@@ -108,7 +113,15 @@ class Attempt:
                 for tail in self._tails:
                     tail.close()
                 self.sink.close()
+                self._wake_sampler()
         return self._finish()
+
+    def _wake_sampler(self) -> None:
+        """No server follows the attempt any more (or it ended): let its sampler decide."""
+        if self._alive is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._alive)
+            self._alive = None
 
     def cleanup(self) -> None:
         """After the result: kill strays outside the group, delete the files, drop cgroups.
@@ -133,6 +146,9 @@ class Attempt:
             tail.pump(self.sink, final=True)
             tail.close()
         result = self._result()
+        with contextlib.suppress(OSError):  # its supervisor wrote rc as the attempt ended
+            result = dataclasses.replace(result, ended_at=(self.work / "rc").stat().st_mtime)
+        self._wake_sampler()
         if result.failure is not None:
             self.sink.write("system", f"attempt {result.failure.value}: {result.error}")
         self.sink.close()

@@ -14,15 +14,17 @@ import os
 import pathlib
 import time
 
-from kubeline.executors import base
+from kubeline.executors import base, local_stamps
 
 CHUNK = 256 * 1024
 _CHUNKS_PER_PUMP = 4  # then yield to the event loop
 
 
 class StreamTail:
-    def __init__(self, *, path: pathlib.Path, stream: str, offset: int, limit: int) -> None:
+    def __init__(self, *, path: pathlib.Path, stream: str, offset: int, limit: int,
+                 times: local_stamps.Times | None = None) -> None:
         self.path = path
+        self._times = times  # an adopted attempt's stamps: when the bytes up to each size were there
         self.stream = stream
         self.offset = offset
         self._limit = limit
@@ -59,14 +61,28 @@ class StreamTail:
     def _consume(self, data: bytes, sink: base.LogSink, *, at: float) -> None:
         lines = data.split(b"\n")
         rest = lines.pop()
-        for line in lines:
-            self._emit(line, sink, at=at)
+        if self._times is not None:
+            self._consume_stamped(lines, sink, at=at)
+        else:
+            for line in lines:
+                self._emit(line, sink, at=at)
         while len(rest) >= self._limit:
             cut = _boundary(rest, self._limit)
             self._emit(rest[:cut], sink, at=at)
             rest = rest[cut:]
         self.offset += len(data) - len(rest)
         self._pending = rest
+
+    def _consume_stamped(self, lines: list[bytes], sink: base.LogSink, *, at: float) -> None:
+        """Each line at the time the attempt's sampler first saw it (lines written since its last
+        sample: ``at``); the stamps are dropped once the tail is past them."""
+        assert self._times is not None
+        end = self.offset
+        for line in lines:
+            end += len(line) + 1
+            self._emit(line, sink, at=self._times.first_at(end, default=at))
+        if self._times.passed(end):
+            self._times = None
 
     def _emit(self, line: bytes, sink: base.LogSink, *, at: float) -> None:
         if line.endswith(b"\r"):

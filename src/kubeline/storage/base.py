@@ -194,13 +194,15 @@ class Store(Protocol):
         ...
     async def adopt_runs(
         self, lease: Lease, *, limit: int, only: list[str] | None = None,
-        reclaim_before: dt.datetime | None = None,
+        reclaim_before: dt.datetime | None = None, exclude: Sequence[str] = (),
     ) -> list[runs.Run]:
         """Take over running runs without an owner or whose lease has expired (its process died),
         bumping their lease generation (the old driver's writes then fail); safe with several
         processes: each run is adopted by one. ``reclaim_before``: also take the runs leased to
         ``lease.owner`` whose lease ends before that time, i.e. leased by an earlier life of this
-        replica (a restart with the same identity), at once instead of after their lease."""
+        replica (a restart with the same identity), at once instead of after their lease.
+        ``exclude``: runs the caller drives already (a late renewal must not make a process
+        adopt, and so fence off, its own live driver)."""
         ...
 
     # stages --------------------------------------------------------------------------------

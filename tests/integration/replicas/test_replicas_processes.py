@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import datetime as dt
 import os
 import pathlib
 import signal
@@ -38,7 +39,7 @@ TRIVIAL = pipeline("trivial", {"stages": [{"id": "a", "type": "shell", "command"
 @pytest.fixture
 def env(tmp_path: pathlib.Path, database_url: str) -> dict[str, str]:
     return {**os.environ, "KUBELINE_HOME": str(tmp_path / "home"), "KUBELINE_DATABASE_URL": database_url,
-            "KUBELINE_SECRET_KEY": "", "KUBELINE_LEASE_SECONDS": "3", "PYTHONUNBUFFERED": "1"}
+            "KUBELINE_SECRET_KEY": "", "KUBELINE_LEASE_SECONDS": "10", "PYTHONUNBUFFERED": "1"}
 
 
 @pytest.fixture
@@ -167,3 +168,42 @@ async def test_kill_9_during_running_attempts_then_restart(env: dict[str, str], 
             text = "\n".join(line.text for line in kl.logs.read(attempt.run_id, stage_id="work"))
             assert "begin" in text and "end" in text and "adopted after a restart" in text
             assert (await kl.store.get_attempt(attempt.id)).outputs == {"ok": 1}
+
+
+@pytest.mark.timeout(180)
+async def test_kill_9_then_restart_keeps_the_real_times(env: dict[str, str], spawn: Any) -> None:
+    """What a stage wrote while no server ran keeps the attempt's own times; the stage, attempt and
+    run end when the stage did; the restarted replica (same KUBELINE_REPLICA_ID) reclaims its run
+    at once, long before its 60 s lease would have expired."""
+    timed = pipeline("timed", {"stages": [
+        {"id": "work", "type": "shell", "command": "echo begin; sleep 2; echo middle; sleep 1; echo end"}]})
+    same = {"KUBELINE_REPLICA_ID": "worker-a", "KUBELINE_LEASE_SECONDS": "60"}
+    async with app(env) as kl:
+        await kl.store.upsert_pipeline(timed)
+        run_id = (await kl.engine.submit(timed)).id
+        first = spawn("worker", **same)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            text = [line.text for line in kl.logs.read(run_id, stage_id="work")]
+            if "begin" in text:
+                break
+            await asyncio.sleep(0.05)
+        assert "begin" in text
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=10)
+    await asyncio.sleep(5)  # the stage writes 'middle' and 'end' and ends while no server runs
+    restarted = dt.datetime.now(dt.UTC)
+    spawn("worker", **same)
+    async with app(env) as kl:
+        [final] = await wait_until_final(kl, [run_id], within=30)  # not after the 60 s lease
+        assert final.state is R.SUCCEEDED, final.error
+        [attempt] = await kl.store.list_attempts(run_id)
+        [stage] = await kl.store.list_stage_runs(run_id)
+        lines = {line.text: line.at for line in kl.logs.read(run_id, stage_id="work")}
+    assert "attempt 1 adopted after a restart" in lines
+    assert lines["middle"] < restarted and lines["end"] < restarted  # not the reader's time
+    assert 1.5 < (lines["middle"] - lines["begin"]).total_seconds() < 3.5
+    assert 0.5 < (lines["end"] - lines["middle"]).total_seconds() < 2.5
+    assert attempt.finished_at is not None and stage.finished_at == attempt.finished_at
+    assert lines["end"] - dt.timedelta(seconds=0.5) <= attempt.finished_at < restarted
+    assert final.finished_at == attempt.finished_at  # not the adoption's time

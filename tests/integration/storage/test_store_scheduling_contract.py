@@ -73,6 +73,8 @@ async def test_a_restarted_replica_reclaims_its_own_runs_at_once(store: Any) -> 
     others = await store.claim_queued_runs(limit=1, lease=lease("r2"))  # another live replica
     boot = runs.utcnow() + dt.timedelta(seconds=30)  # restarted now, 30 s leases
     assert await store.adopt_runs(lease("r3"), limit=10, reclaim_before=boot) == []  # not r3's, not expired
+    # runs the caller drives already are never adopted (a late renewal must not fence off a live driver)
+    assert await store.adopt_runs(lease("r1"), limit=10, reclaim_before=boot, exclude=ids[:2]) == []
     reclaimed = await store.adopt_runs(lease("r1"), limit=10, reclaim_before=boot)
     assert [r.id for r in reclaimed] == ids[:2] and all(r.lease_generation == 2 for r in reclaimed)
     # a lease granted in this life (after the restart) is not taken again

@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -200,7 +201,7 @@ def claim(
 
 def adopt(
     conn: sa.Connection, *, lease: base.Lease, limit: int, now: dt.datetime, only: list[str] | None = None,
-    reclaim_before: dt.datetime | None = None,
+    reclaim_before: dt.datetime | None = None, exclude: Sequence[str] = (),
 ) -> list[str]:
     """Give ``lease`` to up to ``limit`` running runs that have no owner or an expired lease (and,
     with ``reclaim_before``, those leased to the same owner before it: an earlier life of this
@@ -217,6 +218,8 @@ def adopt(
     )
     if only is not None:
         query = query.where(runs.c.id.in_(only))
+    if exclude:
+        query = query.where(runs.c.id.not_in(list(exclude)))
     if conn.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
     ids = [r.id for r in conn.execute(query)]

@@ -170,9 +170,10 @@ class SqlStore(scheduling.SchedulingMethods, stats.StatsMethods):
 
     async def adopt_runs(
         self, lease: base.Lease, *, limit: int, only: builtins.list[str] | None = None,
-        reclaim_before: dt.datetime | None = None,
+        reclaim_before: dt.datetime | None = None, exclude: Sequence[str] = (),
     ) -> builtins.list[runs.Run]:
-        return await self._write(tx.adopt_runs, lease=lease, limit=limit, only=only, reclaim_before=reclaim_before)
+        return await self._write(tx.adopt_runs, lease=lease, limit=limit, only=only, reclaim_before=reclaim_before,
+                                 exclude=list(exclude))
 
     # stages --------------------------------------------------------------------------------
     async def list_stage_runs(self, run_id: str) -> builtins.list[runs.StageRun]:

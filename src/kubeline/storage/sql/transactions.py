@@ -184,10 +184,10 @@ def claim_queued_runs(
 
 def adopt_runs(
     conn: sa.Connection, *, lease: base.Lease, limit: int, only: list[str] | None = None,
-    reclaim_before: dt.datetime | None = None,
+    reclaim_before: dt.datetime | None = None, exclude: Sequence[str] = (),
 ) -> list[runs.Run]:
     adopted = claims.adopt(conn, lease=lease, limit=limit, only=only, now=runs.utcnow(),
-                           reclaim_before=reclaim_before)
+                           reclaim_before=reclaim_before, exclude=exclude)
     if not adopted:
         return []
     found = conn.execute(sa.select(T.runs).where(T.runs.c.id.in_(adopted)).order_by(T.runs.c.id))
