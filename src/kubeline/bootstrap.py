@@ -104,7 +104,8 @@ def log_backend(settings: settings_.Settings, *, store: storage_base.Store) -> l
     return objects.ObjectLogStore(bucket=bucket, chunk_index=log_index.SqlChunkIndex(store.database),
                                   spool_dir=settings.log_spool_dir, prefix=settings.log_s3_prefix,
                                   writer=f"{socket.gethostname()}/{os.getpid()}",
-                                  chunk_seconds=settings.log_chunk_seconds, follow_poll=settings.log_follow_poll)
+                                  chunk_seconds=settings.log_chunk_seconds, follow_poll=settings.log_follow_poll,
+                                  wakeups=store.wakeups)
 
 
 def default_executor(settings: settings_.Settings) -> str:
@@ -167,7 +168,7 @@ def notifier(settings: settings_.Settings, *, store: sql.SqlStore, secrets: secr
                                    settings=settings, global_specs=found, timeout=settings.notify_timeout)
 
 
-def cleanup(settings: settings_.Settings, *, store: sql.SqlStore, logs: log_store.LogStore) -> cleanup_service.Cleanup:
+def cleanup(settings: settings_.Settings, *, store: sql.SqlStore, logs: log_base.LogBackend) -> cleanup_service.Cleanup:
     """Retention with ``KUBELINE_RETENTION`` checked (``SpecError`` names the bad field)."""
     try:
         default = retention.RetentionPolicy.model_validate(settings.retention)
@@ -211,9 +212,7 @@ async def open_kubeline(
                        engine=engine, new_key_file=settings.key_file if created else None,
                        git=git_sync(settings, store=store, secrets=secrets),
                        notifier=notifier(settings, store=store, secrets=secrets, logs=logs),
-                       # retention works on the file store; the s3 store's delete_logs is not wired to it yet
-                       cleanup=cleanup(settings, store=store, logs=logs if isinstance(logs, log_store.LogStore)
-                                       else log_store.LogStore(settings.logs_dir)))
+                       cleanup=cleanup(settings, store=store, logs=logs))
     finally:
         for executor in executors.values():
             await executor.close()

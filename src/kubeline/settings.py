@@ -185,7 +185,8 @@ class Settings(pydantic_settings.BaseSettings):
     log_chunk_seconds: float = pydantic.Field(
         1.0, gt=0, description="A running attempt's new lines are uploaded as a chunk this often.")
     log_follow_poll: float = pydantic.Field(
-        2.0, gt=0, description="Seconds between index reads of a follower waiting for another replica's chunks.")
+        10.0, gt=0, description="Safety net: seconds between index reads of a follower waiting for another "
+                                "replica's chunks (they wake it at once through the LOGS wake-up).")
 
     @pydantic.model_validator(mode="after")
     def _s3_log_store_has_a_bucket(self) -> Settings:

@@ -21,6 +21,7 @@ import time
 
 from kubeline import settings as settings_
 from kubeline.domain import errors, retention, runs, states
+from kubeline.logs import base as log_base
 from kubeline.logs import lines as log_lines
 from kubeline.logs import store as log_store
 from kubeline.storage import base as storage_base
@@ -48,7 +49,7 @@ class Plan:
 class Cleanup:
     store: storage_base.Store
     queries: queries_.RetentionQueries
-    logs: log_store.LogStore
+    logs: log_base.LogBackend  # either backend: deletes go through the port (files, or s3 chunks + index)
     settings: settings_.Settings
     default: retention.RetentionPolicy
 
@@ -80,9 +81,10 @@ class Cleanup:
         live = await self._live_runs()
         for item in plan.items:
             if item.kind == "run" and item.target in deleted:
-                await asyncio.to_thread(self._remove_run_files, item.target)
+                await self.logs.delete_logs(item.target)
+                await asyncio.to_thread(shutil.rmtree, self._artifacts(item.target), True)
             elif item.kind == "logs" and item.target not in live:
-                await asyncio.to_thread(self.logs.delete_run, item.target)
+                await self.logs.delete_logs(item.target)
             elif item.kind == "artifacts" and item.target not in live:
                 await asyncio.to_thread(shutil.rmtree, self._artifacts(item.target), True)
             elif item.kind == "log_tail" and self.settings.log_max_bytes:
@@ -99,18 +101,15 @@ class Cleanup:
     def _artifacts(self, run_id: str) -> pathlib.Path:
         return self.settings.home / "artifacts" / run_id
 
-    def _remove_run_files(self, run_id: str) -> None:
-        self.logs.delete_run(run_id)
-        shutil.rmtree(self._artifacts(run_id), ignore_errors=True)
-
     def _files_plan(self, live: set[str]) -> list[Item]:
         items = []
         limit = self.settings.log_max_bytes
-        if limit and self.logs.root.is_dir():
-            for run_dir in sorted(self.logs.root.iterdir()):
+        files = self.logs if isinstance(self.logs, log_store.LogStore) else None  # s3 chunks are not capped
+        if limit and files is not None and files.root.is_dir():
+            for run_dir in sorted(files.root.iterdir()):
                 if run_dir.name in live or not run_dir.is_dir():
                     continue
-                for path in self.logs.run_files(run_dir.name):
+                for path in files.run_files(run_dir.name):
                     size = path.stat().st_size
                     if size > limit and not _already_capped(path, limit):
                         items.append(Item(kind="log_tail", target=str(path), reason=f"{size} bytes > "

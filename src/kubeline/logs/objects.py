@@ -4,23 +4,24 @@ them in the database, for several replicas without a shared volume.
 Writers spool to local disk and upload chunks (``uploads``). Readers list the run's chunks in
 the index, fetch them, and add what this replica has spooled but not yet uploaded, so a reader
 on the writing replica sees lines at once and one on any other replica within a chunk interval.
-Followers are woken in this process when a chunk or a line is written here; for chunks written
-by other replicas they look again every ``follow_poll`` seconds (``wait_for_chunks`` is the one
-place that waits, so a cross-replica wake-up hub plugs in there).
+Followers are woken in this process when a chunk or a line is written here, and for chunks
+written by other replicas by the LOGS wake-up the index publishes with each chunk it records
+(PostgreSQL NOTIFY through the store's listener); ``follow_poll`` is only a slow safety net.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import heapq
 import pathlib
 import shutil
 from collections.abc import AsyncIterator, Iterable
+from typing import Any
 
 from kubeline.domain import errors
 from kubeline.logs import base, buckets, index, lines, masking, store, uploads
+from kubeline.storage import wakeups as wakeups_
 
 _TAIL_CHUNKS = 64  # at most this many chunks are fetched for an adopting executor's tail
 
@@ -67,12 +68,14 @@ class ObjectSink:
 class ObjectLogStore:
     def __init__(self, *, bucket: buckets.Bucket, chunk_index: index.ChunkIndex, spool_dir: pathlib.Path,
                  prefix: str = "", writer: str = "kubeline", chunk_seconds: float = 1.0,
-                 chunk_bytes: int = 4 * 1024 * 1024, follow_poll: float = 2.0) -> None:
+                 chunk_bytes: int = 4 * 1024 * 1024, follow_poll: float = 10.0,
+                 wakeups: wakeups_.Wakeups | None = None) -> None:
         self.bucket = bucket
         self.index = chunk_index
         self.spool_dir = spool_dir
         self.prefix = prefix
         self.follow_poll = follow_poll
+        self.wakeups = wakeups or wakeups_.Wakeups()  # LOGS: a chunk was indexed (by any replica)
         self.uploader = uploads.Uploader(bucket=bucket, chunk_index=chunk_index, prefix=prefix, writer=writer,
                                          chunk_seconds=chunk_seconds, chunk_bytes=chunk_bytes, on_chunk=self.wake)
         self._wakeups: dict[str, set[asyncio.Event]] = {}
@@ -127,29 +130,39 @@ class ObjectLogStore:
         wakeup = asyncio.Event()
         self._wakeups.setdefault(run_id, set()).add(wakeup)
         try:
-            while True:
-                final = await store._is_final(until)
-                wakeup.clear()
-                for line in await self._new_lines(run_id, stage_id=stage_id, attempt=None, offsets=offsets):
-                    if not_after is not None and (line.stage_id, line.attempt) != cursor_key and line.at <= not_after:
-                        continue
-                    yield line
-                if final:
-                    return
-                await self.wait_for_chunks(run_id, wakeup)
+            async with self.wakeups.subscribe(wakeups_.Channel.LOGS, key=run_id) as indexed, \
+                    self.wakeups.subscribe(wakeups_.Channel.EVENTS, key=run_id) as changed:
+                while True:
+                    final = await store._is_final(until)
+                    wakeup.clear()
+                    for line in await self._new_lines(run_id, stage_id=stage_id, attempt=None, offsets=offsets):
+                        if not_after is not None and (line.stage_id, line.attempt) != cursor_key \
+                                and line.at <= not_after:
+                            continue
+                        yield line
+                    if final:
+                        return
+                    await self.wait_for_chunks(run_id, wakeup, pushed=[indexed, changed], until=until)
         finally:
             self._wakeups[run_id].discard(wakeup)
             if not self._wakeups[run_id]:
                 del self._wakeups[run_id]
 
-    async def wait_for_chunks(self, run_id: str, wakeup: asyncio.Event) -> None:
-        """Until a line is written here or a chunk may have been written by another replica.
-
-        Another replica's chunks are found by looking again after ``follow_poll`` seconds (a
-        slow poll of the index); a cross-replica wake-up ("log chunk written") replaces it here.
-        """
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wakeup.wait(), self.follow_poll)
+    async def wait_for_chunks(self, run_id: str, wakeup: asyncio.Event, *,
+                              pushed: list[wakeups_.Waiter] | None = None, until: base.Until = None) -> None:
+        """Until a line is written here, a chunk of the run is indexed or the run changed state
+        (by any replica: the LOGS and EVENTS wake-ups in ``pushed``), ``until`` is set, or
+        ``follow_poll`` seconds passed (the safety net for a missed wake-up)."""
+        waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(wakeup.wait())]
+        waits += [asyncio.ensure_future(waiter.wait(within=self.follow_poll)) for waiter in pushed or ()]
+        if isinstance(until, asyncio.Event):
+            waits.append(asyncio.ensure_future(until.wait()))
+        try:
+            await asyncio.wait(waits, timeout=self.follow_poll, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits:
+                task.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
 
     def wake(self, run_id: str) -> None:
         for event in self._wakeups.get(run_id, ()):

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 
 from kubeline.domain import runs
 from kubeline.logs import index
+from kubeline.storage import wakeups
 from kubeline.storage.sql import engines, tables
 
 _C = tables.log_chunks
@@ -24,6 +25,8 @@ class SqlChunkIndex:
 
         def write(conn: sa.Connection) -> None:
             conn.execute(_C.insert().values(**values, created_at=runs.utcnow()))
+            # followers on every replica look at the index now (NOTIFY on PostgreSQL)
+            engines.notice(conn, wakeups.Channel.LOGS, chunk.run_id)
 
         await self.database.run(write, write=True)
 
