@@ -5,9 +5,15 @@ import { useVirtualizer } from "@tanstack/react-virtual";
 import { useEffect, useMemo, useRef, useState } from "react";
 import { AnsiText } from "./Ansi";
 
-import type { LogTuple } from "./logs.worker";
+import { SEP } from "./logFormat";
 
-type Line = LogTuple;  // [at, stream, text, stage, attempt]
+type Line = string;  // packed by the worker: at, stream, stage, attempt, text
+
+/** The fields of a packed line: [at, stream, text, stage, attempt]. */
+function logLine(l: Line): [string, string, string, string, number] {
+  const a = l.indexOf(SEP), b = l.indexOf(SEP, a + 1), c = l.indexOf(SEP, b + 1), d = l.indexOf(SEP, c + 1);
+  return [l.slice(0, a), l.slice(a + 1, b), l.slice(d + 1), l.slice(b + 1, c), Number(l.slice(c + 1, d))];
+}
 const ROW = 18;
 const ERROR = /error|exception|traceback|fail/i;
 
@@ -55,7 +61,8 @@ export function LogView({ runId, stages, stage, onStage }: {
     if (s.key !== key || count < s.upto) { s.key = key; s.upto = 0; s.idx = []; }
     const all = lines.current;
     for (let i = s.upto; i < count; i++) {
-      const l = all[i];
+      if (!stage && !attempt) { s.idx.push(i); continue; }
+      const l = logLine(all[i]);
       if ((!stage || l[3] === stage) && (!attempt || l[4] === attempt)) s.idx.push(i);
     }
     s.upto = count;
@@ -66,7 +73,7 @@ export function LogView({ runId, stages, stage, onStage }: {
   const matches = useMemo(() => {
     if (!query) return [];
     const q = query.toLowerCase(), out: number[] = [];
-    for (let row = 0; row < viewLength; row++) if (lines.current[view[row]][2].toLowerCase().includes(q)) out.push(row);
+    for (let row = 0; row < viewLength; row++) if (logLine(lines.current[view[row]])[2].toLowerCase().includes(q)) out.push(row);
     return out;
   }, [query, viewLength, view]);
 
@@ -80,7 +87,7 @@ export function LogView({ runId, stages, stage, onStage }: {
 
   const jump = (row: number) => { setFollow(false); setHit(row); virtualizer.scrollToIndex(row, { align: "center" }); };
   const jumpToError = () => {
-    const row = view.findIndex((li) => lines.current[li][1] === "stderr" || ERROR.test(lines.current[li][2]));
+    const row = view.findIndex((li) => { const l = logLine(lines.current[li]); return l[1] === "stderr" || ERROR.test(l[2]); });
     if (row >= 0) jump(row);
   };
   const nextMatch = (dir: 1 | -1) => {
@@ -121,7 +128,7 @@ export function LogView({ runId, stages, stage, onStage }: {
            onWheel={() => setFollow(false)}>
         <div style={{ height: virtualizer.getTotalSize(), position: "relative" }}>
           {virtualizer.getVirtualItems().map((item) => {
-            const l = lines.current[view[item.index]];
+            const l = logLine(lines.current[view[item.index]]);
             return (
               <div key={item.key} className={`log-line${l[1] === "stderr" ? " stderr" : ""}${item.index === hit ? " hit" : ""}`}
                    style={{ transform: `translateY(${item.start}px)`, height: ROW }}>

@@ -1,8 +1,12 @@
+import { SEP } from "./logFormat";
+
 // Follows a run's log stream off the main thread: fetch + SSE parsing + JSON.parse happen here,
 // and the page gets compact batches (at most every 50 ms), so a 200,000-line burst never blocks
 // it. Resumes after a dropped connection from the last cursor (?after=, like Last-Event-ID).
-export type LogTuple = [at: string, stream: string, text: string, stage: string, attempt: number];
-type Out = { lines: LogTuple[] } | { end: string } | { error: string };
+// One string per line, "at SEP stream SEP stage SEP attempt SEP text": 200,000 lines are then
+// 200,000 objects on the page, not a million (an array and its strings per line), which keeps the
+// garbage collector's pauses short while the log streams (see logLine in LogView).
+type Out = { lines: string[] } | { end: string } | { error: string };
 
 const post = (message: Out) => (self as unknown as Worker).postMessage(message);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -23,7 +27,7 @@ async function follow(url: string) {
     }
     const reader = response.body.getReader();
     const decoder = new TextDecoder();
-    let buffer = "", batch: LogTuple[] = [], sent = performance.now();
+    let buffer = "", batch: string[] = [], sent = performance.now();
     const flush = () => { if (batch.length) { post({ lines: batch }); batch = []; } sent = performance.now(); };
     for (;;) {
       let chunk: ReadableStreamReadResult<Uint8Array>;
@@ -41,7 +45,7 @@ async function follow(url: string) {
         }
         if (event === "log") {
           const l = JSON.parse(data);
-          batch.push([l.at, l.stream, l.text, l.stage_id, l.attempt]);
+          batch.push(`${l.at}${SEP}${l.stream}${SEP}${l.stage_id}${SEP}${l.attempt}${SEP}${l.text}`);
           after = id || after;
         } else if (event === "end") {
           flush();
