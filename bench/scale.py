@@ -1,21 +1,23 @@
-"""Benchmark at scale: 10,000 queued runs dispatched to the end on SQLite and PostgreSQL, and the
-API's list-runs latency over 1,000,000 run rows in PostgreSQL.
+"""Benchmark at scale, on SQLite and PostgreSQL, median and spread over interleaved rounds.
 
-    .venv/bin/python bench/scale.py [--runs 10000] [--rows 1000000] [--backends sqlite,postgres]
-                                    [--requests 300] [--skip-list]
+    .venv/bin/python bench/scale.py [--runs 10000] [--blocked 100000] [--requests 100]
+                                    [--backends sqlite,postgres] [--rounds 5] [--baseline REF]
+                                    [--rows 1000000 --list-requests 300]
 
-Phase 1 (each backend): ``--runs`` one-stage no-op runs are queued first (through
-``Engine.submit``, timed separately), then one ``Engine.serve`` dispatcher drives them all to
-the end. The stage runs on the ``FakeExecutor`` (the attempt ends at once), so the figure is
-Kubeline's own cost per run: claim with lease, driver, 4-5 store transactions, log sink,
-events. Reported: queueing rate, wall time until every run is final, runs finished per
-second, and queue-to-finish time p50/p99 (run.finished_at - dispatcher start).
+Per round and backend (``bench/rounds.py``: a fresh process and database each):
 
-Phase 2 (PostgreSQL): ``--rows`` run rows made like ``storage.sql.rows.run_to_row`` does and
-loaded with ``COPY`` (100 pipelines, over 30 days, mostly succeeded), ``ANALYZE``, then the real
-FastAPI app (``api.create_app`` over ``bootstrap.open_kubeline``) is called in process through
-``httpx.ASGITransport`` (no network): ``GET /api/v1/runs`` newest first, filtered by pipeline,
-by state, and the page after a cursor; ``--requests`` each, p50/p99/max.
+- drain: ``--runs`` one-stage no-op runs queued (``Engine.submit``), then one ``Engine.serve``
+  dispatcher (64 runs at once, ``FakeExecutor``: the attempt ends at once) drives them all to the
+  end: runs final per second, queue-to-final p50/p99 (run.finished_at - dispatcher start).
+- backlog: ``--blocked`` queued runs of a ``maxInstances: 1`` pipeline behind one running run of
+  it (inserted directly), then one run of another pipeline is submitted to a serving
+  dispatcher: its trigger-to-start time. Then ``--requests`` ``GET /metrics`` through the real
+  app (``api.create_app`` over ``bootstrap.open_kubeline``, in-process ASGI): p50/p99, with the
+  queue depth checked.
+
+``--rows`` (PostgreSQL, once, outside the rounds): that many run rows made like
+``storage.sql.rows.run_to_row`` and loaded with ``COPY`` (100 pipelines, over 30 days),
+``ANALYZE``, then ``GET /api/v1/runs`` newest first, by pipeline, by state and after a cursor.
 
 PostgreSQL: ``KUBELINE_TEST_POSTGRES_URL`` (a superuser URL) or a throwaway server started like
 the integration tests do (``kubeline.testing.postgres``: 127.0.0.1, fsync off).
@@ -28,7 +30,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
-import os
 import pathlib
 import random
 import sys
@@ -40,6 +41,8 @@ from typing import Any
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import dispatch  # bench/dispatch.py: fixtures shared with this benchmark
+import rounds  # bench/rounds.py
+import sqlalchemy as sa
 
 from kubeline.domain import runs, specs, states
 from kubeline.engine import engine as engine_
@@ -160,44 +163,118 @@ async def list_phase(url: str, *, requests: int, work: pathlib.Path) -> dict[str
             return results
 
 
+async def backlog_phase(url: str, *, blocked: int, requests: int, work: pathlib.Path) -> dict[str, Any]:
+    """``blocked`` queued runs of a ``max_instances: 1`` pipeline behind one running run of it:
+    how soon one run of another pipeline starts (dispatcher serving), then ``/metrics`` latency
+    with all of them queued (``--requests`` scrapes through the real app, in-process ASGI)."""
+    import httpx
+
+    from kubeline import bootstrap, settings
+    from kubeline.api import app as api_app
+
+    spec = specs.PipelineSpec.model_validate({"max_instances": 1, "stages": [
+        {"id": "noop", "type": "shell", "command": "true"}]})
+    store = await sql_store.SqlStore.open(url)
+    try:
+        await store.upsert_pipeline(runs.Pipeline(name="blocked", spec=spec, source="api"))
+        template = sql_rows.run_to_row(runs.Run(id="x", pipeline="blocked", spec=spec))
+        holder = {**template, "id": runs.new_id(), "state": R.RUNNING.value, "owner": "elsewhere",
+                  "lease_expires_at": runs.utcnow() + dt.timedelta(hours=1), "started_at": runs.utcnow()}
+        t0 = time.perf_counter()
+        for at in range(0, blocked, 5000):
+            rows = [{**template, "id": runs.new_id()} for _ in range(min(5000, blocked - at))]
+            await store.database.run(lambda conn, rows=rows: conn.execute(sa.insert(tables.runs), rows), write=True)
+        await store.database.run(lambda conn: conn.execute(sa.insert(tables.runs), [holder]), write=True)
+        seed_seconds = time.perf_counter() - t0
+        free = dispatch.noop_pipeline()
+        await store.upsert_pipeline(free)
+        engine = engine_.Engine(store=store, executors={"local": fake.FakeExecutor()},
+                                logs=log_store.LogStore(work / f"logs-{uuid.uuid4().hex[:6]}"),
+                                secrets=dispatch.NoSecrets(), max_concurrent_attempts=64)
+        serving = asyncio.create_task(engine.serve(batch=32))
+        await asyncio.sleep(0.5)  # the dispatcher looked once and found nothing it may start
+        run = await engine.submit(free)
+        while (await store.get_run(run.id)).started_at is None:  # noqa: ASYNC110 - read from the store
+            await asyncio.sleep(0.002)
+        started = await store.get_run(run.id)
+        assert started.started_at is not None
+        free_start = (started.started_at - started.created_at).total_seconds()
+        serving.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await serving
+        await engine.shutdown()
+    finally:
+        await store.close()
+    config = settings.Settings(home=work / f"api-home-{uuid.uuid4().hex[:6]}", database_url=url)
+    took = []
+    async with bootstrap.open_kubeline(config) as kl:
+        transport = httpx.ASGITransport(app=api_app.create_app(kl))
+        async with httpx.AsyncClient(transport=transport, base_url="http://kubeline.test") as client:
+            for _ in range(3):
+                (await client.get("/metrics")).raise_for_status()
+            for _ in range(requests):
+                t = time.perf_counter()
+                response = await client.get("/metrics")
+                took.append(time.perf_counter() - t)
+                response.raise_for_status()
+    depth = next(line for line in response.text.splitlines() if line.startswith("kubeline_queue_depth"))
+    assert float(depth.split()[-1]) == blocked, depth
+    return {"blocked": blocked, "seed_seconds": seed_seconds, "free_start": free_start,
+            "metrics_p50": dispatch._percentile(took, 50), "metrics_p99": dispatch._percentile(took, 99)}
+
+
+def measure(p: dict[str, Any]) -> dict[str, Any]:
+    work = pathlib.Path(p["work"])
+    figures: dict[str, Any] = {}
+    if p["runs"]:
+        figures.update(asyncio.run(dispatch_phase(p["url"], count=p["runs"], work=work)))
+    if p["blocked"]:
+        figures.update(asyncio.run(backlog_phase(p["url"], blocked=p["blocked"], requests=p["requests"],
+                                                 work=work)))
+    return figures
+
+
+FIGURES = [
+    rounds.Figure("rate", "drain: runs final/s"),
+    rounds.Figure("p99", "drain: queue->final p99 (s)", "", 1),
+    rounds.Figure("free_start", "free run behind backlog", "ms"),
+    rounds.Figure("metrics_p50", "/metrics p50", "ms"),
+    rounds.Figure("metrics_p99", "/metrics p99", "ms"),
+]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=10_000)
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--requests", type=int, default=300)
-    parser.add_argument("--backends", default="sqlite,postgres")
-    parser.add_argument("--skip-list", action="store_true", help="only phase 1")
+    parser.add_argument("--runs", type=int, default=10_000, help="queued runs drained (0: skip)")
+    parser.add_argument("--blocked", type=int, default=100_000,
+                        help="queued runs behind a max_instances: 1 holder, for the free-run start and /metrics")
+    parser.add_argument("--requests", type=int, default=100, help="/metrics scrapes per round")
+    parser.add_argument("--rows", type=int, default=0,
+                        help="also GET /api/v1/runs over this many COPY-seeded rows (PostgreSQL, once)")
+    parser.add_argument("--list-requests", type=int, default=300)
+    rounds.add_arguments(parser)
     args = parser.parse_args()
-    print(f"load average at start: {os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs)", flush=True)
-    results: list[tuple[str, dict[str, Any]]] = []
-    listing: dict[str, dict[str, float]] = {}
-    seed_seconds = 0.0
-    with tempfile.TemporaryDirectory(prefix="kubeline-scale-") as tmp:
-        work = pathlib.Path(tmp)
-        for backend in args.backends.split(","):
-            if backend == "sqlite":
-                url = f"sqlite+aiosqlite:///{work / 'scale.db'}"
-                results.append((backend, asyncio.run(dispatch_phase(url, count=args.runs, work=work))))
-            elif backend == "postgres":
-                with _pg_database() as url:
-                    results.append((backend, asyncio.run(dispatch_phase(url, count=args.runs, work=work))))
-                if not args.skip_list:
-                    with _pg_database() as url:
-                        asyncio.run(_migrate(url))
-                        seed_seconds = seed_runs(url, count=args.rows)
-                        listing = asyncio.run(list_phase(url, requests=args.requests, work=work))
-            else:
-                parser.error(f"unknown backend {backend!r} (sqlite, postgres)")
-            print(f"{backend}: done", flush=True)
-    print(f"\n{args.runs} queued one-stage no-op runs (FakeExecutor), one dispatcher, 64 runs at once")
-    print(f"{'backend':<10} {'ok':>6} {'queued/s':>9} {'all final':>10} {'runs/s':>8} "
-          f"{'queue->final p50':>17} {'p99':>8}")
-    for backend, r in results:
-        print(f"{backend:<10} {r['succeeded']:>6} {r['queue_rate']:>9.0f} {r['wall']:>9.1f}s {r['rate']:>8.0f} "
-              f"{r['p50']:>16.1f}s {r['p99']:>7.1f}s")
-    if listing:
+    if rounds.one_round(args, measure):
+        return
+    print(f"{args.runs} queued no-op runs drained, one free run behind {args.blocked:,} blocked queued runs, "
+          f"/metrics x{args.requests} with them queued; {args.rounds} interleaved rounds; {rounds.machine_line()}",
+          flush=True)
+    with rounds.variants(args) as chosen:
+        results = rounds.interleave(
+            pathlib.Path(__file__), args=args, chosen=chosen,
+            params=lambda v, url: {"url": url, "runs": args.runs, "blocked": args.blocked,
+                                   "requests": args.requests},
+            show=lambda r: " ".join(f"{f.title} {float(r[f.key]) * (1000 if f.unit == 'ms' else 1):.1f}"
+                                    for f in FIGURES if f.key in r))
+    rounds.report(results, FIGURES)
+    print(rounds.machine_line())
+    if args.rows:
+        with tempfile.TemporaryDirectory(prefix="kubeline-scale-") as tmp, _pg_database() as url:
+            asyncio.run(_migrate(url))
+            seed_seconds = seed_runs(url, count=args.rows)
+            listing = asyncio.run(list_phase(url, requests=args.list_requests, work=pathlib.Path(tmp)))
         print(f"\nGET /api/v1/runs over {args.rows:,} run rows in PostgreSQL (seeded by COPY in "
-              f"{seed_seconds:.0f}s), {args.requests} requests each, in-process ASGI")
+              f"{seed_seconds:.0f}s), {args.list_requests} requests each, in-process ASGI, one round")
         print(f"{'query':<18} {'p50':>8} {'p99':>8} {'max':>8}")
         for label, r in listing.items():
             print(f"{label:<18} {r['p50'] * 1000:>6.1f}ms {r['p99'] * 1000:>6.1f}ms {r['max'] * 1000:>6.1f}ms")
