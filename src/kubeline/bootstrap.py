@@ -20,6 +20,7 @@ from kubeline import settings as settings_
 from kubeline.cleanup import service as cleanup_service
 from kubeline.domain import errors, notifications, pools, repos, retention
 from kubeline.engine import engine as engine_
+from kubeline.environments import service as environments_
 from kubeline.executors import base as executors_base
 from kubeline.executors import local, local_warm
 from kubeline.gitsync import service as gitsync_service
@@ -58,6 +59,7 @@ class Kubeline:
     git: gitsync_service.GitSync | None = None  # with KUBELINE_GIT_REPOS
     notifier: notify_service.Notifier | None = None
     cleanup: cleanup_service.Cleanup | None = None
+    environments: environments_.Environments | None = None  # with a local executor: venvs on this machine
 
 
 def executors_for(settings: settings_.Settings, *,
@@ -87,6 +89,16 @@ def executors_for(settings: settings_.Settings, *,
 
         found["docker"] = docker.DockerExecutor.from_settings(settings)
     return found
+
+
+def environments(settings: settings_.Settings, *,
+                 executors: dict[str, executors_base.Executor]) -> environments_.Environments | None:
+    """Pre-heating and environment state, over the venv cache the local executors run from."""
+    executor = executors.get("local") or executors.get("local-warm")
+    if not isinstance(executor, local.LocalExecutor | local_warm.WarmExecutor):
+        return None
+    return environments_.Environments(venvs=executor.venvs, default_executor=default_executor(settings),
+                                      concurrency=settings.preheat_concurrency)
 
 
 def log_backend(settings: settings_.Settings, *, store: storage_base.Store) -> log_base.LogBackend:
@@ -196,6 +208,7 @@ async def open_kubeline(
     store = await sql.SqlStore.open(settings.database)
     executors = executors_for(settings, store=store)
     logs: log_base.LogBackend | None = None
+    envs = environments(settings, executors=executors)
     try:
         key, created = crypto.load_key(settings)
         secrets = secret_service.SecretService(store=store, key=key)
@@ -208,12 +221,17 @@ async def open_kubeline(
                                 caps=storage_base.ClaimCaps(max_running=settings.max_running_runs,
                                                             per_executor=dict(settings.executor_caps),
                                                             default_executor=settings.executor))
+        git = git_sync(settings, store=store, secrets=secrets)
+        if git is not None and envs is not None:
+            git.loaded = envs.preheat
         yield Kubeline(settings=settings, store=store, logs=logs, secrets=secrets, executors=executors,
-                       engine=engine, new_key_file=settings.key_file if created else None,
-                       git=git_sync(settings, store=store, secrets=secrets),
+                       engine=engine, new_key_file=settings.key_file if created else None, git=git,
+                       environments=envs,
                        notifier=notifier(settings, store=store, secrets=secrets, logs=logs),
                        cleanup=cleanup(settings, store=store, logs=logs))
     finally:
+        if envs is not None:
+            await envs.close()
         for executor in executors.values():
             await executor.close()
         if logs is not None:

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import httpx
 import pydantic
 
-from kubeline.api import schemas
+from kubeline.api import environments, schemas
 from kubeline.domain import errors
 
 M = TypeVar("M", bound=pydantic.BaseModel)
@@ -98,6 +98,10 @@ class _Calls:
     @staticmethod
     def pipeline(name: str) -> _Call:
         return _Call("GET", f"{API}/pipelines/{name}", model=schemas.PipelineOut)
+
+    @staticmethod
+    def pipeline_environment(name: str) -> _Call:
+        return _Call("GET", f"{API}/pipelines/{name}/environment", model=environments.EnvironmentOut)
 
     @staticmethod
     def pipeline_spec(name: str) -> _Call:
@@ -250,6 +254,11 @@ class Client:
 
     def pipeline(self, name: str) -> schemas.PipelineOut:
         result: schemas.PipelineOut = self._do(_Calls.pipeline(name))
+        return result
+
+    def pipeline_environment(self, name: str) -> environments.EnvironmentOut:
+        """Its venvs: state, and the installed packages and versions of those built."""
+        result: environments.EnvironmentOut = self._do(_Calls.pipeline_environment(name))
         return result
 
     def pipeline_spec(self, name: str) -> dict[str, Any]:
@@ -447,6 +456,10 @@ class AsyncClient:
 
     async def pipeline(self, name: str) -> schemas.PipelineOut:
         result: schemas.PipelineOut = await self._do(_Calls.pipeline(name))
+        return result
+
+    async def pipeline_environment(self, name: str) -> environments.EnvironmentOut:
+        result: environments.EnvironmentOut = await self._do(_Calls.pipeline_environment(name))
         return result
 
     async def pipeline_spec(self, name: str) -> dict[str, Any]:

@@ -41,6 +41,9 @@ class Settings(pydantic_settings.BaseSettings):
     url: str | None = pydantic.Field(None, description="A Kubeline server; the CLI then uses its API.")
     log_line_limit: int = pydantic.Field(64 * 1024, ge=1024, description="Longer lines are split.")
     uv_cache_dir: pathlib.Path | None = None
+    preheat_concurrency: int = pydantic.Field(
+        2, ge=0, description="Virtualenvs built at once in the background when pipelines are discovered or synced, "
+                             "so a first run does not pay the install; 0 turns pre-heating off.")
     lease_seconds: float = pydantic.Field(
         30.0, gt=0, description="A replica's hold on the runs it drives; a dead replica's runs are adopted after it."
     )

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import pydantic
 
+from kubeline.api import environments
 from kubeline.domain import errors, repos, runs, specs, states
 
 RUN_ID_EXAMPLE = "019a3f2c1b7e4d5a6f7e8d"
@@ -69,7 +70,7 @@ class PipelineOut(pydantic.BaseModel):
         "name": "nightly-sales", "description": "Nightly sales import", "enabled": True,
         "source": "folder", "stages": ["fetch", "clean"], "schedules": 1, "spec_hash": "3f2a9c0d1b2e4f56",
         "inputs": {"day": {"type": "string", "required": False, "default": "today", "description": ""}},
-        "updated_at": "2025-01-01T02:00:00Z"}]})
+        "updated_at": "2025-01-01T02:00:00Z", "environment": {"state": "ready", "reason": None}}]})
 
     name: str
     description: str
@@ -83,16 +84,20 @@ class PipelineOut(pydantic.BaseModel):
     notices: list[SpecProblem] | None = pydantic.Field(
         None, description="Settings read but not acted on (e.g. a Fast-Flow daemon restart policy); "
                           "only on GET of one pipeline, null in lists.")
+    environment: environments.EnvironmentSummary | None = pydantic.Field(
+        None, description="Its virtualenvs on this server (pre-heated on discovery and git sync); null when this "
+                          "server runs no local executor. Packages: GET /pipelines/{name}/environment.")
 
     @classmethod
-    def of(cls, pipeline: runs.Pipeline, *, notices: list[errors.Problem] | None = None) -> PipelineOut:
+    def of(cls, pipeline: runs.Pipeline, *, notices: list[errors.Problem] | None = None,
+           environment: environments.EnvironmentSummary | None = None) -> PipelineOut:
         spec = pipeline.spec
         return cls(
             name=pipeline.name, description=spec.description, enabled=spec.enabled, source=pipeline.source,
             stages=[s.id for s in spec.stages], schedules=len(spec.schedules), spec_hash=pipeline.spec_hash,
             inputs={k: InputOut(type=v.type.value, required=v.is_required, default=v.default,
                                 description=v.description) for k, v in spec.inputs.items()},
-            updated_at=pipeline.updated_at,
+            updated_at=pipeline.updated_at, environment=environment,
             notices=None if notices is None else [SpecProblem.of(n) for n in notices])
 
 

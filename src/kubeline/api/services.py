@@ -16,6 +16,7 @@ from typing import Any
 import pydantic
 
 from kubeline import bootstrap
+from kubeline.api import environments as env_schemas
 from kubeline.domain import errors, runs, specs, states
 from kubeline.logs import availability, lines
 from kubeline.logs import base as log_base
@@ -38,6 +39,8 @@ async def reload_pipelines(kl: bootstrap.Kubeline) -> loader.Discovery:
     found = await asyncio.to_thread(loader.discover, folder)
     for pipeline in found.pipelines:
         await kl.store.upsert_pipeline(pipeline)
+    if kl.environments is not None:
+        kl.environments.preheat(found.pipelines)  # in the background: the first run finds its venv built
     return found
 
 
@@ -50,6 +53,23 @@ async def current_pipeline(kl: bootstrap.Kubeline, name: str) -> runs.Pipeline:
             await kl.store.upsert_pipeline(fresh)
         return fresh
     return pipeline
+
+
+async def environment_of(kl: bootstrap.Kubeline, pipeline: runs.Pipeline) -> env_schemas.EnvironmentOut:
+    """A pipeline's venvs with their state and, when built, their packages (the dependency view)."""
+    if kl.environments is None:
+        return env_schemas.EnvironmentOut(state="none", reason=None, venvs=[])
+    found = await asyncio.to_thread(kl.environments.state, pipeline)
+    venvs = []
+    for venv in found.venvs:
+        python, packages = await kl.environments.packages(venv)
+        need = venv.need
+        venvs.append(env_schemas.VenvOut(
+            stages=list(need.stages), python_version=need.python_version,
+            requirements=need.requirements.name if need.requirements else None,
+            extra_packages=list(need.extra_packages), state=venv.state, reason=venv.reason, python=python,
+            packages=[env_schemas.PackageOut(name=p.name, version=p.version) for p in packages]))
+    return env_schemas.EnvironmentOut(state=found.state, reason=found.reason, venvs=venvs)
 
 
 def validate_spec(*, spec: dict[str, Any] | None, files: dict[str, str] | None,

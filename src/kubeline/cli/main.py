@@ -19,8 +19,10 @@ from rich.live import Live
 
 from kubeline import bootstrap
 from kubeline import settings as settings_
+from kubeline.api import environments as env_schemas
 from kubeline.api import schemas
 from kubeline.cli import browse, output, remote, render, watch
+from kubeline.cli import environments as environments_cli
 from kubeline.cli import git as git_cli
 from kubeline.cli import k8s as k8s_cli
 from kubeline.cli import retention as retention_cli
@@ -37,6 +39,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(git_cli.app, name="git")
 app.add_typer(retention_cli.app, name="retention")
 app.command("server")(server_cli.server)
+app.command("environment")(environments_cli.environment)
 k8s_cli.register(app)  # kubeline k8s ..., kubeline operator
 out = Console()
 err = Console(stderr=True)
@@ -229,13 +232,22 @@ async def _pipelines(directory: pathlib.Path | None, *, fmt: output.Format) -> N
         for pipeline in found.pipelines:
             await kl.store.upsert_pipeline(pipeline)
         rows: list[dict[str, Any]] = []
+        failures: list[str] = []
         for pipeline in await kl.store.list_pipelines():
             last = await kl.store.list_runs(pipeline=pipeline.name, limit=1)
             schedules = ", ".join(s.cron or (f"every {s.interval:g}s" if s.interval else str(s.at))
                                   for s in pipeline.spec.schedules)
-            rows.append({**schemas.PipelineOut.of(pipeline).model_dump(mode="json"), "schedule_text": schedules,
+            environment = (env_schemas.EnvironmentSummary.of(kl.environments.state(pipeline))
+                           if kl.environments else None)
+            if environment is not None and environment.state == "failed":
+                failures.append(f"{pipeline.name}: environment failed: {environment.reason}")
+            rows.append({**schemas.PipelineOut.of(pipeline, environment=environment).model_dump(mode="json"),
+                         "schedule_text": schedules,
                          "last_run": {"id": last[0].id, "state": last[0].state.value} if last else None})
         output.emit(rows, columns=render.PIPELINE_COLUMNS, fmt=fmt)
+        if fmt in (output.Format.TABLE, output.Format.WIDE):
+            for failure in failures:
+                err.print(failure, markup=False, highlight=False, soft_wrap=True)
         if found.problems:
             err.print(render.problems_table(found.problems))
 

@@ -81,6 +81,7 @@ PIPELINE_COLUMNS = (
     output.Column(header="ENABLED", value=lambda p: "yes" if p["enabled"] else "no"),
     output.Column(header="LAST RUN", value=lambda p: (p["last_run"] or {}).get("id", ""), key=True),
     output.Column(header="STATE", value=lambda p: state_text((p["last_run"] or {}).get("state", ""))),
+    output.Column(header="ENVIRONMENT", value=lambda p: (p.get("environment") or {}).get("state", "")),
     output.Column(header="SOURCE", value=lambda p: p["source"], wide=True),
     output.Column(header="DESCRIPTION", value=lambda p: p["description"], wide=True, flex=True),
 )

@@ -18,6 +18,7 @@ import os
 import pathlib
 import shutil
 import tempfile
+from collections.abc import Callable
 
 from kubeline.domain import errors, repos, runs
 from kubeline.gitsync import git
@@ -36,6 +37,7 @@ class GitSync:
     table: gitsyncs.GitSyncs
     store: storage_base.Store
     secrets: secret_service.SecretService
+    loaded: Callable[[list[runs.Pipeline]], object] | None = None  # told the pipelines a commit serves (pre-heating)
 
     def __post_init__(self) -> None:
         self._locks = {s.name: asyncio.Lock() for s in self.specs}
@@ -158,6 +160,8 @@ class GitSync:
         found = await asyncio.to_thread(loader.discover, tree / spec.subdir)
         for pipeline in found.pipelines:
             await self.store.upsert_pipeline(pipeline)
+        if self.loaded is not None:
+            self.loaded(found.pipelines)
         names = {p.name for p in found.pipelines}
         marker = f"/git/{spec.name}/trees/"
         for stale in await self.store.list_pipelines():

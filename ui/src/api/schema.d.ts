@@ -221,6 +221,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/pipelines/{name}/environment": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Pipeline Environment
+         * @description Its virtualenvs (one per python version + requirements its stages use), each with its state and,
+         *     when built, the installed packages and versions: what the resolver chose.
+         */
+        get: operations["get_pipeline_environment_api_v1_pipelines__name__environment_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/pipelines/{name}/schedules": {
         parameters: {
             query?: never;
@@ -981,6 +1002,72 @@ export interface components {
              */
             target: string;
         };
+        /**
+         * EnvironmentOut
+         * @example {
+         *       "state": "ready",
+         *       "venvs": [
+         *         {
+         *           "extra_packages": [],
+         *           "packages": [
+         *             {
+         *               "name": "pandas",
+         *               "version": "2.2.3"
+         *             },
+         *             {
+         *               "name": "numpy",
+         *               "version": "2.1.3"
+         *             }
+         *           ],
+         *           "python": "3.11.7",
+         *           "python_version": "3.11",
+         *           "requirements": "requirements.txt.lock",
+         *           "stages": [
+         *             "main"
+         *           ],
+         *           "state": "ready"
+         *         }
+         *       ]
+         *     }
+         */
+        EnvironmentOut: {
+            /**
+             * Reason
+             * @description Why the build failed (state failed), else null.
+             */
+            reason?: string | null;
+            /**
+             * State
+             * @description ready: built; building: being built (pre-heating or a run); pending: queued for pre-heating; failed: the last build failed (see reason); missing: not built yet (built by the first run); none: no stage runs in a venv on this server (built-in components, or docker/kubernetes executors, which build theirs in the container)
+             * @enum {string}
+             */
+            state: "ready" | "building" | "pending" | "failed" | "missing" | "none";
+            /** Venvs */
+            venvs: components["schemas"]["VenvOut"][];
+        };
+        /**
+         * EnvironmentSummary
+         * @example {
+         *       "reason": "pip install of requirements.txt failed: No solution found when resolving dependencies: Because nonexistent-pkg was not found in the package registry",
+         *       "state": "failed"
+         *     }
+         * @example {
+         *       "state": "ready"
+         *     }
+         */
+        EnvironmentSummary: {
+            /**
+             * Reason
+             * @description Why the build failed (state failed), else null.
+             */
+            reason?: string | null;
+            /**
+             * State
+             * @description ready: built; building: being built (pre-heating or a run); pending: queued for pre-heating; failed: the last build failed (see reason); missing: not built yet (built by the first run); none: no stage runs in a venv on this server (built-in components, or docker/kubernetes executors, which build theirs in the container)
+             * @enum {string}
+             */
+            state: "ready" | "building" | "pending" | "failed" | "missing" | "none";
+        };
         /** EventOut */
         EventOut: {
             /**
@@ -1147,6 +1234,13 @@ export interface components {
                 [key: string]: unknown;
             };
         };
+        /** PackageOut */
+        PackageOut: {
+            /** Name */
+            name: string;
+            /** Version */
+            version: string;
+        };
         /** PipelineList */
         PipelineList: {
             /** Items */
@@ -1157,6 +1251,9 @@ export interface components {
          * @example {
          *       "description": "Nightly sales import",
          *       "enabled": true,
+         *       "environment": {
+         *         "state": "ready"
+         *       },
          *       "inputs": {
          *         "day": {
          *           "default": "today",
@@ -1181,6 +1278,8 @@ export interface components {
             description: string;
             /** Enabled */
             enabled: boolean;
+            /** @description Its virtualenvs on this server (pre-heated on discovery and git sync); null when this server runs no local executor. Packages: GET /pipelines/{name}/environment. */
+            environment?: components["schemas"]["EnvironmentSummary"] | null;
             /** Inputs */
             inputs: {
                 [key: string]: components["schemas"]["InputOut"];
@@ -2085,6 +2184,46 @@ export interface components {
             /** Valid */
             valid: boolean;
         };
+        /** VenvOut */
+        VenvOut: {
+            /**
+             * Extra Packages
+             * @description Added by Kubeline (papermill for notebooks).
+             */
+            extra_packages: string[];
+            /**
+             * Packages
+             * @description Installed packages and versions, when ready (the resolved set).
+             */
+            packages?: components["schemas"]["PackageOut"][];
+            /**
+             * Python
+             * @description The interpreter's full version, when ready.
+             */
+            python?: string | null;
+            /**
+             * Python Version
+             * @description As the spec asks (a version prefix, e.g. 3.11).
+             */
+            python_version: string;
+            /** Reason */
+            reason?: string | null;
+            /**
+             * Requirements
+             * @description The requirements file (a .lock is installed exactly).
+             */
+            requirements: string | null;
+            /**
+             * Stages
+             * @description The stages that run in this venv.
+             */
+            stages: string[];
+            /**
+             * State
+             * @enum {string}
+             */
+            state: "ready" | "building" | "pending" | "failed" | "missing" | "none";
+        };
     };
     responses: never;
     parameters: never;
@@ -2596,6 +2735,46 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["PipelineOut"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description Invalid request (field errors in `errors`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+        };
+    };
+    get_pipeline_environment_api_v1_pipelines__name__environment_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["EnvironmentOut"];
                 };
             };
             /** @description Not Found */

@@ -4,6 +4,7 @@ import { api, problemText, type Pipeline } from "../api/client";
 import { DurationChart } from "../components/Charts";
 import { Card, ErrorNote, Loading, StateBadge } from "../components/Common";
 import { Dag } from "../components/Dag";
+import { EnvBadge, EnvironmentView } from "../components/Environment";
 import { Yaml } from "../components/Yaml";
 import { fmtDuration, fmtTime, useData } from "../hooks";
 
@@ -86,7 +87,7 @@ export default function PipelineDetail() {
   return (
     <>
       <div className="title-row"><h1>{p.name}</h1>{(spec.data?.tags ?? []).map((t) => <span key={t} className="tag">{t}</span>)}</div>
-      <p className="muted">{p.description || "No description."} · source {p.source} · {p.stages.length} stages · updated {fmtTime(p.updated_at)}</p>
+      <p className="muted">{p.description || "No description."} · source {p.source} · {p.stages.length} stages · updated {fmtTime(p.updated_at)} · environment <EnvBadge env={p.environment} /></p>
       <div className="grid2">
         <Card title="Run this pipeline"><TriggerForm pipeline={p} /></Card>
         <Card title="Stages"><Dag dag={dag} label={`Stage graph of ${p.name}`} /></Card>
@@ -111,6 +112,7 @@ export default function PipelineDetail() {
           ))}</tbody>
         </table>
       </Card>
+      <Card title="Environment and dependencies"><EnvironmentView name={p.name} /></Card>
       <Card title="Spec">{spec.data ? <Yaml data={spec.data} label={`Spec of ${p.name} as YAML`} /> : <Loading />}</Card>
     </>
   );

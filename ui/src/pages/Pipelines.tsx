@@ -2,12 +2,13 @@ import { useState } from "react";
 import { Link } from "react-router-dom";
 import { api, problemText } from "../api/client";
 import { ErrorNote, StateBadge } from "../components/Common";
+import { EnvBadge } from "../components/Environment";
 import { fmtTime, useData } from "../hooks";
 
 export default function Pipelines() {
   const [query, setQuery] = useState("");
   const [note, setNote] = useState("");
-  const pipelines = useData(async () => (await api.GET("/api/v1/pipelines")).data?.items ?? [], []);
+  const pipelines = useData(async () => (await api.GET("/api/v1/pipelines")).data?.items ?? [], [], 10000);
   const stats = useData(async () => (await api.GET("/api/v1/stats", { params: { query: { days: 30 } } })).data, [], 10000);
   const schedules = useData(async () => (await api.GET("/api/v1/schedules", { params: { query: { count: 1 } } })).data ?? [], [], 15000);
   const specs = useData(async () => {
@@ -39,7 +40,7 @@ export default function Pipelines() {
       </div>
       <ErrorNote text={pipelines.error || note} />
       <table className="table" aria-label="Pipelines">
-        <thead><tr><th scope="col">Pipeline</th><th scope="col">Status</th><th scope="col">Last runs</th><th scope="col">Next fire</th>
+        <thead><tr><th scope="col">Pipeline</th><th scope="col">Status</th><th scope="col">Last runs</th><th scope="col">Environment</th><th scope="col">Next fire</th>
           <th scope="col">Tags</th><th scope="col">Schedules</th></tr></thead>
         <tbody>
           {items.map((p) => {
@@ -54,6 +55,7 @@ export default function Pipelines() {
                 <td><span className="dots" role="group" aria-label={`Last runs: ${recent.map((r) => r.state).join(", ") || "none"}`}>
                   {recent.slice().reverse().map((r) => <Link key={r.id} to={`/runs/${r.id}`} className={`dot fill-${r.state}`} aria-label={`run ${r.id} ${r.state}`} />)}
                 </span></td>
+                <td><EnvBadge env={p.environment} /></td>
                 <td>{next ? fmtTime(next) : <span className="muted">–</span>}</td>
                 <td>{(specs.data?.[p.name]?.tags ?? []).map((t) => <span key={t} className="tag">{t}</span>)}</td>
                 <td>{mine.length ? (

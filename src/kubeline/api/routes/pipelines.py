@@ -8,7 +8,8 @@ from typing import Any
 import fastapi
 
 from kubeline.api import deps, schemas, services
-from kubeline.domain import errors
+from kubeline.api import environments as env_schemas
+from kubeline.domain import errors, runs
 from kubeline.pipelines import loader
 
 router = fastapi.APIRouter(prefix="/pipelines", tags=["pipelines"])
@@ -18,7 +19,7 @@ router = fastapi.APIRouter(prefix="/pipelines", tags=["pipelines"])
 async def list_pipelines(kl: deps.KL) -> schemas.PipelineList:
     """Every known pipeline (loaded from the pipelines dir, or run before)."""
     items = await kl.store.list_pipelines()
-    return schemas.PipelineList(items=[schemas.PipelineOut.of(p) for p in items])
+    return schemas.PipelineList(items=[schemas.PipelineOut.of(p, environment=_environment(kl, p)) for p in items])
 
 
 @router.post("/reload", response_model=schemas.ReloadOut, responses=deps.problem_responses(404))
@@ -46,7 +47,22 @@ async def validate_pipeline(body: schemas.ValidateIn) -> schemas.ValidateOut:
 async def get_pipeline(name: str, kl: deps.KL) -> schemas.PipelineOut:
     """One pipeline, with ``notices``: settings it has that Kubeline reads but does not act on."""
     pipeline = await kl.store.get_pipeline(name)
-    return schemas.PipelineOut.of(pipeline, notices=await asyncio.to_thread(loader.notices_of, pipeline))
+    return schemas.PipelineOut.of(pipeline, notices=await asyncio.to_thread(loader.notices_of, pipeline),
+                                  environment=_environment(kl, pipeline))
+
+
+@router.get("/{name}/environment", response_model=env_schemas.EnvironmentOut, responses=deps.problem_responses(404))
+async def get_pipeline_environment(name: str, kl: deps.KL) -> env_schemas.EnvironmentOut:
+    """Its virtualenvs (one per python version + requirements its stages use), each with its state and,
+    when built, the installed packages and versions: what the resolver chose."""
+    pipeline = await kl.store.get_pipeline(name)
+    return await services.environment_of(kl, pipeline)
+
+
+def _environment(kl: deps.KL, pipeline: runs.Pipeline) -> env_schemas.EnvironmentSummary | None:
+    if kl.environments is None:
+        return None
+    return env_schemas.EnvironmentSummary.of(kl.environments.state(pipeline))
 
 
 @router.get("/{name}/spec", responses=deps.problem_responses(404))
