@@ -10,6 +10,7 @@ terminal would be worse than nothing.
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 import urllib.parse
 import webbrowser
@@ -31,8 +32,20 @@ def available() -> bool:
 
 
 def open_page(url: str) -> bool:
-    """True when a browser took the URL (never raises: the printed URL is the fallback)."""
+    """True when a browser took the URL (never raises: the printed URL is the fallback).
+
+    ``$BROWSER`` is read now, not through ``webbrowser.open``: the standard library reads it once
+    per process, so a value set later (a long-lived client, a test) would be ignored.
+    """
+    chosen = [entry for entry in os.environ.get("BROWSER", "").split(os.pathsep) if entry]
     try:
-        return webbrowser.open(url, new=2)
-    except webbrowser.Error:
+        for entry in chosen:
+            try:
+                command = shlex.split(entry) if "%s" in entry else entry
+                if webbrowser.GenericBrowser(command).open(url, new=2):
+                    return True
+            except webbrowser.Error:
+                continue
+        return False if chosen else webbrowser.open(url, new=2)
+    except OSError:
         return False
