@@ -123,15 +123,34 @@ class AsyncDatabase:
         self.wakeups = wakeups_.Wakeups()
 
     async def run(self, fn: Callable[[sa.Connection], _T], *, write: bool) -> _T:
-        try:
-            async with self.engine.begin() as conn:
-                result, notices = await conn.run_sync(_with_notices(fn))
-        except sa_exc.DataError as exc:
-            # Values PostgreSQL cannot hold (a NUL byte in text or JSON) are the caller's bad input.
-            raise errors.InvalidInputError(f"the database refused a value: {exc.orig}") from None
+        # A cancelled caller (a driver whose lease was taken over, a shutdown) must not interrupt
+        # the transaction halfway: SQLAlchemy's connection is then left with a transaction it can
+        # neither finish nor roll back, and the next use of it raises PendingRollbackError. The
+        # transaction completes (commits or rolls back) as a whole, as on SQLite, and the caller
+        # is cancelled once it has.
+        transaction = asyncio.ensure_future(self._transaction(fn))
+        cancelled = False
+        while not transaction.done():
+            try:
+                await asyncio.wait([transaction])  # never cancels ``transaction`` itself
+            except asyncio.CancelledError:
+                cancelled = True  # each further cancel too: the transaction ends first
+        if cancelled:
+            if not transaction.cancelled() and transaction.exception() is None:
+                self.wakeups.deliver(transaction.result()[1])  # it committed
+            raise asyncio.CancelledError
+        result, notices = transaction.result()
         if notices:
             self.wakeups.deliver(notices)
         return result
+
+    async def _transaction(self, fn: Callable[[sa.Connection], _T]) -> tuple[_T, Notices]:
+        try:
+            async with self.engine.begin() as conn:
+                return await conn.run_sync(_with_notices(fn))
+        except sa_exc.DataError as exc:
+            # Values PostgreSQL cannot hold (a NUL byte in text or JSON) are the caller's bad input.
+            raise errors.InvalidInputError(f"the database refused a value: {exc.orig}") from None
 
     async def dispose(self) -> None:
         await self.engine.dispose()
