@@ -55,9 +55,13 @@ def noop_pipeline() -> runs.Pipeline:
     return runs.Pipeline(name="noop", spec=spec, source="api")
 
 
-async def _all_final(store: sql_store.SqlStore) -> None:
-    """Until no run is queued or running (one GROUP BY a poll, so the bench costs the engine little)."""
+async def _all_final(store: sql_store.SqlStore, serving: asyncio.Task[None] | None = None) -> None:
+    """Until no run is queued or running (one GROUP BY a poll, so the bench costs the engine little);
+    the dispatcher's error if it stopped (else the bench would wait for ever)."""
     while True:
+        if serving is not None and serving.done():
+            serving.result()
+            raise RuntimeError("the dispatcher stopped with runs left")
         counts = await store.count_runs()
         if not counts.get(states.RunState.QUEUED) and not counts.get(states.RunState.RUNNING):
             return
@@ -82,7 +86,7 @@ async def measure(url: str, *, count: int, rate: float, work: pathlib.Path,
         started = runs.utcnow()
         cpu0, wall0 = time.process_time(), time.perf_counter()
         serving = asyncio.create_task(engine.serve(batch=32))
-        await _all_final(store)
+        await _all_final(store, serving)
         cpu_per_run = (time.process_time() - cpu0) / count
         burst_wall = time.perf_counter() - wall0
         burst = [await store.get_run(r.id) for r in queued]
@@ -97,7 +101,7 @@ async def measure(url: str, *, count: int, rate: float, work: pathlib.Path,
             delay = t0 + (i + 1) * gap - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-        await _all_final(store)
+        await _all_final(store, serving)
         serving.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await serving

@@ -369,8 +369,9 @@ class Engine:
     async def changed(self, *, within: float) -> None:
         """Return at the next change (or after ``within`` seconds)."""
         async with self._changed:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), timeout=within)
+            with contextlib.suppress(TimeoutError):  # not wait_for: it can lose a cancel (wakeups.wait_event)
+                async with asyncio.timeout(within):
+                    await self._changed.wait()
 
     # downstream -------------------------------------------------------------------------
     async def downstream_of(self, ending: runs.Run) -> list[storage.NewRun]:

@@ -177,8 +177,9 @@ class LogStore:
                     continue
                 if final:
                     return
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wakeup.wait(), _POLL)
+                with contextlib.suppress(TimeoutError):  # not wait_for: on 3.11 it can lose a cancel
+                    async with asyncio.timeout(_POLL):
+                        await wakeup.wait()
         finally:
             self._wakeups[run_id].discard(wakeup)
             if not self._wakeups[run_id]:

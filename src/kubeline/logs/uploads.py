@@ -125,8 +125,9 @@ class Uploader:
             self._pause = 0.0 if ok else min(_MAX_PAUSE, max(0.25, self._pause * 2))
             wait = self._pause or self.chunk_seconds
             self._kick.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._kick.wait(), wait if not ok else self._next_due(wait))
+            with contextlib.suppress(TimeoutError):  # not wait_for: on 3.11 it can lose a cancel
+                async with asyncio.timeout(wait if not ok else self._next_due(wait)):
+                    await self._kick.wait()
 
     def _next_due(self, default: float) -> float:
         loop = asyncio.get_running_loop()

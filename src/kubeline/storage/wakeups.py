@@ -55,8 +55,7 @@ class Waiter:
     async def wait(self, *, within: float) -> set[str]:
         """The keys published since the last call; empty after ``within`` s without any."""
         if not self._event.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._event.wait(), within)
+            await wait_event(self._event, within=within)
         keys, self._keys = self._keys, set()
         self._event.clear()
         return keys
@@ -106,6 +105,19 @@ class Wakeups:
     def wake_everyone(self) -> None:
         """After the listener lost its connection: notices may have been missed, so look again."""
         self.deliver((channel, waiter.key or "") for channel in Channel for waiter in list(self._waiters[channel]))
+
+
+async def wait_event(event: asyncio.Event, *, within: float) -> bool:
+    """Until ``event`` is set (True) or ``within`` seconds passed (False); a cancel always raises.
+
+    Not ``asyncio.wait_for``: on Python 3.11 it returns normally when the task is cancelled in
+    the loop turn where the event fired, and the cancel is lost, so a loop of waits (a
+    dispatcher, a follower) never stops: ``serving.cancel(); await serving`` hung.
+    ``asyncio.timeout`` tells its own expiry from a cancel and re-raises the cancel."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(within):
+            await event.wait()
+    return event.is_set()
 
 
 def check_key(key: str) -> None:

@@ -67,3 +67,24 @@ async def test_count_runs_groups_by_state(sql_store: sql_store_.SqlStore) -> Non
         await sql_store.create_run(*_run())
     await sql_store.claim_queued_runs(limit=1)
     assert await sql_store.count_runs() == {states.RunState.QUEUED: 2, states.RunState.RUNNING: 1}
+
+
+async def test_a_cancel_that_meets_a_wake_up_is_never_lost() -> None:
+    """Python 3.11's ``asyncio.wait_for`` returns normally when the task is cancelled in the loop
+    turn where the awaited event fired, and the cancel is gone: a dispatcher loop waiting this way
+    never stopped (``serving.cancel(); await serving`` hung the benchmarks). Every turn tried."""
+    hub = wakeups.Wakeups()
+    for turns in range(6):
+        async with hub.subscribe(C.DISPATCH) as dispatch:
+            async def loop_forever(waiter: wakeups.Waiter = dispatch) -> None:
+                while True:
+                    await waiter.wait(within=30)
+
+            task = asyncio.create_task(loop_forever())
+            await asyncio.sleep(0.01)  # waiting now
+            hub.deliver([(C.DISPATCH, "")])
+            for _ in range(turns):
+                await asyncio.sleep(0)
+            task.cancel()
+            done, _ = await asyncio.wait([task], timeout=2)
+            assert done and task.cancelled(), f"the cancel was lost {turns} loop turns after the wake-up"

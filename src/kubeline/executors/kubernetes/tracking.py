@@ -66,8 +66,9 @@ class Tracked:
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.add(waiter)
         try:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(waiter, max(timeout, 0.0))
+            with contextlib.suppress(TimeoutError):  # not wait_for: on 3.11 it can lose a cancel
+                async with asyncio.timeout(max(timeout, 0.0)):
+                    await waiter
         finally:
             self._waiters.discard(waiter)
 

@@ -35,8 +35,7 @@ class Listener:
         """Start listening; wait (up to ``within`` s) until the first LISTEN is in place."""
         self.wakeups.sender = self.send
         self._task = asyncio.create_task(self._listen_forever(), name="kubeline LISTEN")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.connected.wait(), within)
+        await wakeups.wait_event(self.connected, within=within)
 
     async def stop(self) -> None:
         self.wakeups.sender = None
