@@ -28,10 +28,13 @@ A = states.AttemptState
 
 
 class RunDriver:
-    def __init__(self, *, engine: Engine, run: runs.Run, fence: storage.Fence | None = None) -> None:
+    def __init__(self, *, engine: Engine, run: runs.Run, fence: storage.Fence | None = None,
+                 claimed: bool = False) -> None:
         self.engine = engine
         self.run = run
         self.fence = fence  # carried by every write: they fail (LeaseLostError) once the run is adopted elsewhere
+        self.claimed = claimed  # just taken from the queue: no attempts yet
+        self._last_check = asyncio.get_running_loop().time()  # ``run`` was read just now
         self.graph = {s.id: list(s.depends_on) for s in run.spec.stages}
         self.stages: dict[str, runs.StageRun] = {}
         self.outputs: dict[str, dict[str, Any]] = {}
@@ -52,7 +55,8 @@ class RunDriver:
             self.stages[stage_run.stage_id] = stage_run
             if stage_run.state is S.SUCCEEDED:
                 self.outputs[stage_run.stage_id] = stage_run.outputs
-        await self._resume_in_flight()
+        if not self.claimed:  # a run straight from the queue has no attempt to adopt
+            await self._resume_in_flight()
         try:
             while True:
                 if self.cancel_event.is_set() or await self._cancel_requested():
@@ -70,7 +74,7 @@ class RunDriver:
     async def _cancel_requested(self) -> bool:
         """Another process may have asked (``kubeline cancel``); checked at most once a second."""
         loop = asyncio.get_running_loop()
-        if loop.time() - getattr(self, "_last_check", 0.0) < self.engine.poll_interval:
+        if loop.time() - self._last_check < self.engine.poll_interval:
             return False
         self._last_check = loop.time()
         self.run = await self.store.get_run(self.run.id)

@@ -197,7 +197,7 @@ class Engine:
                                                              caps=self.caps)
             for run in claimed:
                 self._owned[run.id] = run.lease_generation
-                self._start_driver(run)
+                self._start_driver(run, claimed=True)
             if len(claimed) < batch or free <= len(claimed):
                 await dispatch.wait(within=self.poll_interval)
 
@@ -208,6 +208,7 @@ class Engine:
 
     async def _execute(self, run_id: str, dispatch: wakeups.Waiter) -> runs.Run:
         while True:
+            fresh = False
             run = await self.store.get_run(run_id)
             if run.state is states.RunState.QUEUED:
                 claimed = await self.store.claim_queued_runs(limit=1, only=[run_id], lease=self.lease(),
@@ -218,7 +219,7 @@ class Engine:
                                                                reason="cancelled while queued")
                     await dispatch.wait(within=self.poll_interval)
                     continue
-                run = claimed[0]
+                run, fresh = claimed[0], True
                 self._owned[run.id] = run.lease_generation
             if states.is_final(run.state):
                 return run
@@ -230,7 +231,7 @@ class Engine:
                     continue
                 run = adopted[0]
                 self._owned[run_id] = run.lease_generation
-            run = await self._start_driver(run)
+            run = await self._start_driver(run, claimed=fresh)
             if states.is_final(run.state):
                 return run
             # the lease was lost mid-run (LeaseLostError): the run ends under its new owner
@@ -250,14 +251,16 @@ class Engine:
         tasks = [self._start_driver(run) for run in left if run.id not in self.drivers]
         return list(await asyncio.gather(*tasks))
 
-    def _start_driver(self, run: runs.Run) -> asyncio.Task[runs.Run]:
+    def _start_driver(self, run: runs.Run, *, claimed: bool = False) -> asyncio.Task[runs.Run]:
+        """Drive ``run`` in a task; ``claimed``: this engine just moved it from the queue (so it has
+        no attempts to adopt: the driver need not read them)."""
         if run.id in self._driver_tasks:
             return self._driver_tasks[run.id]
         if self._lease_task is None or self._lease_task.done():
             self._lease_task = asyncio.create_task(self._while_driving(), name="lease renewal")
         generation = self._owned.get(run.id)
         fence = None if generation is None else storage.Fence(run_id=run.id, generation=generation)
-        driver = driver_.RunDriver(engine=self, run=run, fence=fence)
+        driver = driver_.RunDriver(engine=self, run=run, fence=fence, claimed=claimed)
         self.drivers[run.id] = driver
         task = asyncio.create_task(self._drive(driver), name=f"run {run.id}")
         self._driver_tasks[run.id] = task

@@ -47,6 +47,8 @@ from kubeline.storage import wakeups as wakeups_
 WRITE_OPTION = "kubeline_write"
 BUSY_TIMEOUT_MS = 30_000
 READER_THREADS = 4
+POOL_SIZE = 20  # PostgreSQL connections kept open per process
+POOL_OVERFLOW = 20  # and opened for a burst beyond them
 
 _T = TypeVar("_T")
 _NOTICES = "kubeline_notices"
@@ -118,7 +120,11 @@ class AsyncDatabase:
 
     def __init__(self, url: sa.URL) -> None:
         self.url = url
-        self.engine = sa_asyncio.create_async_engine(url, pool_pre_ping=True)
+        # A pool as wide as the transactions one process runs at once (a driver per run, up to
+        # the engine's concurrency): with SQLAlchemy's default 5 + 10 overflow, every connection
+        # past 5 was opened and closed per transaction (a new PostgreSQL backend each time).
+        self.engine = sa_asyncio.create_async_engine(url, pool_pre_ping=True, pool_size=POOL_SIZE,
+                                                     max_overflow=POOL_OVERFLOW)
         self.dialect = self.engine.dialect.name
         self.wakeups = wakeups_.Wakeups()
 
