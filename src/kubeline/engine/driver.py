@@ -239,6 +239,9 @@ class RunDriver:
             sink.write("system", f"attempt {attempt.number} {result.failure}: {result.error}")
         sink.close()
         await self._finish_attempt(attempt, result=result, eff=eff)
+        keeper = base.recoverable(executor)
+        if keeper is not None:  # only now: a crash before the result was stored leaves it to adopt
+            await keeper.release(handle)
 
     async def _secret_values(self, stage: Any) -> dict[str, str]:
         values = await self.engine.secret_values(self.run, stage)
@@ -329,22 +332,33 @@ class RunDriver:
         return done[:len(moves)]
 
     async def _resume_in_flight(self) -> None:
-        """After a restart: adopt attempts that still run, fail the ones that are gone."""
+        """After a restart: adopt attempts that still run (also those started whose handle was never
+        stored), start those recorded but never started, fail the ones that are gone."""
         for attempt in await self.store.list_attempts(self.run.id):
             if states.is_final(attempt.state):
                 continue
             stage = planner.stage_of(self.run, attempt.stage_id)
             eff = planner.effective(self.run, stage, default_executor=self.engine.default_executor)
+            executor = self.engine.executors.get(attempt.executor)
+            handle = attempt.handle if attempt.state is A.RUNNING else None
+            keeper = None if executor is None else base.recoverable(executor)
+            if attempt.state is A.PENDING and keeper is not None:
+                handle = await keeper.find(attempt.id)  # started, its handle never stored?
+                if handle is None and self.stages[attempt.stage_id].state is S.PENDING:
+                    # recorded, never started (the server died first): this attempt starts now
+                    self._spawn(attempt.stage_id, self._attempt(attempt.stage_id, reason="", recorded=_NewAttempt(
+                        stage_id=attempt.stage_id, attempt=attempt, eff=eff, moves=[])))
+                    continue
             sink = self.engine.logs.sink(run_id=self.run.id, stage_id=attempt.stage_id,
                                          attempt=attempt.number, secrets=await self._secret_values_safe(stage))
-            executor = self.engine.executors.get(attempt.executor)
             adopted = False
-            if attempt.state is A.RUNNING and executor is not None and executor.capabilities.adopt:
-                adopted = await executor.adopt(attempt.handle, sink)
+            if handle is not None and executor is not None and executor.capabilities.adopt:
+                adopted = await executor.adopt(handle, sink)
             if adopted:
+                assert executor is not None and handle is not None
+                running = attempt if attempt.state is A.RUNNING else await self._found_running(attempt, handle=handle)
                 sink.write("system", f"attempt {attempt.number} adopted after a restart")
-                self._spawn(attempt.stage_id, self._wait(executor, attempt, handle=attempt.handle,  # type: ignore[arg-type]
-                                                         sink=sink, eff=eff))
+                self._spawn(attempt.stage_id, self._wait(executor, running, handle=handle, sink=sink, eff=eff))
                 continue
             reason = "lost: the process ended while Kubeline was not running"
             sink.write("system", f"attempt {attempt.number} {reason}")
@@ -356,6 +370,20 @@ class RunDriver:
                     continue  # never started: simply start it again
             await self._finish_attempt(attempt, eff=eff, result=base.AttemptResult(
                 exit_code=None, failure=states.FailureKind.LOST, error=reason))
+
+    async def _found_running(self, attempt: runs.Attempt, *, handle: dict[str, Any]) -> runs.Attempt:
+        """Record as running (with its handle) an attempt the executor started for a server that
+        died before it could: adopted, not started again."""
+        moves: list[storage.Move] = [storage.AttemptMove(
+            attempt_id=attempt.id, to=A.RUNNING, reason="started (found running after a restart)",
+            fields={"handle": handle})]
+        if self.stages[attempt.stage_id].state is S.PENDING:
+            moves.append(storage.StageMove(run_id=self.run.id, stage_id=attempt.stage_id, to=S.RUNNING,
+                                           reason=f"attempt {attempt.number} started"))
+        done = await self.store.apply(moves, fence=self.fence)
+        if len(done) == 2:
+            self.stages[attempt.stage_id] = _as(runs.StageRun, done[1])
+        return _as(runs.Attempt, done[0])
 
     async def _secret_values_safe(self, stage: Any) -> list[str]:
         try:

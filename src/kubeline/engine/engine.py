@@ -176,8 +176,11 @@ class Engine:
 
     async def _serve(self, dispatch: wakeups.Waiter, *, batch: int) -> None:
         loop = asyncio.get_running_loop()
-        next_adopt = loop.time()
+        next_adopt = next_sweep = loop.time()
         while True:
+            if loop.time() >= next_sweep:
+                next_sweep = loop.time() + self.lease_seconds / 3
+                await self.release_leftovers()
             # Claim only what this process can start now: runs held here while waiting for a slot
             # would starve other replicas (and their leases compete with real work for the database).
             free = self.max_concurrent_runs - len(self._driver_tasks)
@@ -250,6 +253,25 @@ class Engine:
         self._owned.update((run.id, run.lease_generation) for run in left)
         tasks = [self._start_driver(run) for run in left if run.id not in self.drivers]
         return list(await asyncio.gather(*tasks))
+
+    async def release_leftovers(self) -> int:
+        """Let executors drop what they keep for attempts whose results the store has (left by a
+        process that died between storing a result and releasing it, or by a cancelled driver);
+        what the store does not hold as final stays, to be adopted. How many were released."""
+        released = 0
+        for executor in {id(e): e for e in self.executors.values()}.values():
+            keeper = base.recoverable(executor)
+            if keeper is None:
+                continue
+            for handle in keeper.leftovers():
+                try:
+                    attempt = await self.store.get_attempt(handle["attempt_id"])
+                except errors.NotFoundError:  # not this database's (a shared home?): not ours to drop
+                    continue
+                if states.is_final(attempt.state):
+                    await keeper.release(handle)
+                    released += 1
+        return released
 
     def _start_driver(self, run: runs.Run, *, claimed: bool = False) -> asyncio.Task[runs.Run]:
         """Drive ``run`` in a task; ``claimed``: this engine just moved it from the queue (so it has

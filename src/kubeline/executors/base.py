@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import pathlib
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from kubeline.domain import specs, states
 from kubeline.runtime import results
@@ -70,6 +70,9 @@ class Capabilities:
     resource_metrics: bool = False
     memory_limit: bool = False
     cpu_limit: bool = False
+    # keeps what an attempt leaves (its exit status, outputs) until ``release``d, and finds an
+    # attempt by id that was started but whose handle never reached the store: ``Recoverable``
+    recoverable: bool = False
 
 
 class LogSink(Protocol):
@@ -114,6 +117,38 @@ class Executor(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+class Recoverable(Protocol):
+    """What an executor with ``capabilities.recoverable`` also does, so that a ``kill -9`` of the
+    server at any moment neither loses an attempt's result nor starts an attempt twice.
+
+    The engine records an attempt (pending) before ``start``, its handle after, and its result
+    after ``wait``: a server that dies between two of these leaves the store behind the executor.
+    So the executor keeps the result until the store has it (``release``), and can tell an
+    adopting server about an attempt whose handle was never stored (``find``)."""
+
+    async def find(self, attempt_id: str) -> dict[str, Any] | None:
+        """The handle of the attempt ``attempt_id`` if it was started (running or ended), else
+        None: it never started and may be started again."""
+        ...
+
+    async def release(self, handle: dict[str, Any]) -> None:
+        """The store holds the attempt's result: drop what was kept for it (files, processes it
+        left behind). Idempotent."""
+        ...
+
+    def leftovers(self) -> list[dict[str, Any]]:
+        """Handles of attempts kept here that no live process or follower of this executor
+        needs (ended, or their process is gone): released once the store says they are final."""
+        ...
+
+
+def recoverable(executor: Executor) -> Recoverable | None:
+    """``executor`` as a ``Recoverable`` when its capabilities say it is one."""
+    if not executor.capabilities.recoverable:
+        return None
+    return cast(Recoverable, executor)
 
 
 def collected_result(io_dir: pathlib.Path) -> AttemptResult:

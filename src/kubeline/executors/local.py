@@ -14,12 +14,19 @@ times), and its end time is the mtime of ``WORK/rc``. While the server follows, 
 fork and nothing else.
 
 Nothing of the attempt depends on Kubeline staying alive: output goes to files in a private
-work dir (mode 0700; removed after the attempt because the raw output may hold unmasked
-secrets), and the exit status lands in ``WORK/rc``. This executor tails the files into the
-``LogSink`` and learns about the exit from a pidfd (no thread, no polling); a restarted server
-``adopt``s the attempt from its handle (pid + start time, work dir, deadline) and resumes
-tailing from the offsets saved in the work dir. Per attempt this costs one ``sh`` exec, a few
-small file writes and (when cgroups are usable) two cgroup mkdirs: a few milliseconds.
+work dir (mode 0700), and the exit status lands in ``WORK/rc``. The work dir stays until the
+engine has stored the result and ``release``s it (then it is removed: the raw output may hold
+unmasked secrets): a server killed between the attempt's end and that write leaves the status
+and outputs for the next one to adopt. Before spawning, the work dir gets ``handle.json`` (the
+handle but the pid) and the supervisor's first act is writing its pid to ``WORK/pid``, so a
+server killed between ``start`` and storing the handle leaves an attempt the next one ``find``s
+(instead of starting the stage again); ``leftovers`` lists what nobody will release.
+
+This executor tails the files into the ``LogSink`` and learns about the exit from a pidfd (no
+thread, no polling); a restarted server ``adopt``s the attempt from its handle (pid + start
+time, work dir, deadline) and resumes tailing from the offsets saved in the work dir. Per
+attempt this costs one ``sh`` exec, a few small file writes and (when cgroups are usable) two
+cgroup mkdirs: a few milliseconds.
 
 The supervisor traps SIGTERM so that a killed attempt still records its status. When the
 attempt ends, whatever it left behind is killed: its process group, and with a cgroup every
@@ -46,6 +53,7 @@ from kubeline.executors import base, local_env, local_limits, local_run, local_s
 
 _WRAPPER = (
     'w=$1; d=$2; m=$3; c=$4; py=$5; stamp=$6; shift 6; '
+    'echo $$ >"$w/pid"; '
     '[ -z "$py" ] || ( read _ <&3; [ -e "$w/rc" ] || exec "$py" -S -I -c "$stamp" "$w" ) & '
     'exec 3<&-; '
     'for p in "$m" "$c"; do [ -z "$p" ] || echo $$ >"$p" || exit 125; done; '
@@ -56,6 +64,7 @@ _WRAPPER = (
 )
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 _LIMIT_POLL = 0.1  # seconds between memory checks when no cgroup enforces the limit
+HANDLE = "handle.json"
 
 
 class LocalExecutor:
@@ -75,10 +84,10 @@ class LocalExecutor:
         self.cgroups = (local_limits.CgroupRoots.probe() if use_cgroups
                         else local_limits.CgroupRoots())
         self.capabilities = base.Capabilities(adopt=True, memory_limit=True, resource_metrics=True,
-                                              cpu_limit=self.cgroups.cpu is not None)
+                                              cpu_limit=self.cgroups.cpu is not None, recoverable=True)
         self._attempts: dict[str, local_run.Attempt] = {}
         self._alive: dict[str, int] = {}  # attempt id -> the pipe end that keeps its sampler asleep
-        self._unclean: set[local_run.Attempt] = set()  # results handed out, cleanup scheduled
+        self._ended: dict[str, local_run.Attempt] = {}  # results handed out, not yet released
         work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         for trash in work_dir.glob(f"{local_run.TRASH_PREFIX}*"):  # a server died before cleanup
             shutil.rmtree(trash, ignore_errors=True)
@@ -121,10 +130,20 @@ class LocalExecutor:
             self.cgroups, name=f"attempt-{work.name}", memory_bytes=limits.memory_bytes,
             cpu_cores=limits.cpu_cores)
         join_memory, join_cpu = cgroups.join_files()
+        now = time.time()
+        handle: dict[str, Any] = {
+            "attempt_id": spec.attempt_id, "pid": None, "pgid": None, "proc_start": None,
+            "work_dir": str(work), "artifacts_dir": str(artifacts), "started_at": now,
+            "timeout": spec.timeout, "deadline": now + spec.timeout if spec.timeout else None,
+            "memory_limit": limits.memory, "cpu_limit": limits.cpu,
+            "soft_memory": spec.resources.soft_limits.memory,
+            "soft_cpu": spec.resources.soft_limits.cpu, "cgroups": cgroups.to_json(),
+        }
         watched, alive = os.pipe()  # ``alive`` stays here: its end starts the sampler (see above)
         try:
             _write_new(work / "inputs.json", json.dumps(spec.inputs))
             _write_new(work / "config.json", json.dumps(spec.config))
+            _write_new(work / HANDLE, json.dumps(handle))  # the intent: see ``find``
             pid = os.posix_spawn(
                 "/bin/sh",
                 ["/bin/sh", "-c", _WRAPPER, "kubeline-attempt", str(work), str(cwd),
@@ -142,16 +161,7 @@ class LocalExecutor:
         finally:
             os.close(watched)
         self._alive[spec.attempt_id] = alive
-        now = time.time()
-        return {
-            "attempt_id": spec.attempt_id, "pid": pid, "pgid": pid,
-            "proc_start": local_limits.start_ticks(pid), "work_dir": str(work),
-            "artifacts_dir": str(artifacts), "started_at": now, "timeout": spec.timeout,
-            "deadline": now + spec.timeout if spec.timeout else None,
-            "memory_limit": limits.memory, "cpu_limit": limits.cpu,
-            "soft_memory": spec.resources.soft_limits.memory,
-            "soft_cpu": spec.resources.soft_limits.cpu, "cgroups": cgroups.to_json(),
-        }
+        return {**handle, "pid": pid, "pgid": pid, "proc_start": local_limits.start_ticks(pid)}
 
     async def wait(self, handle: dict[str, Any]) -> base.AttemptResult:
         attempt = self._attempts.get(handle["attempt_id"])
@@ -162,10 +172,37 @@ class LocalExecutor:
         result = await asyncio.shield(attempt.task)
         if self._attempts.get(handle["attempt_id"]) is attempt:
             del self._attempts[handle["attempt_id"]]
-            # Runs as soon as the caller awaits (recording the result): off the critical path.
-            self._unclean.add(attempt)
-            asyncio.get_running_loop().call_soon(self._cleanup, attempt)
+            self._ended[handle["attempt_id"]] = attempt  # its files stay until ``release``
         return result
+
+    async def release(self, handle: dict[str, Any]) -> None:
+        """The result is stored: the work dir goes out of the way at once (one rename), the rest
+        of the cleanup (strays, files, cgroups) when the loop next has a moment."""
+        attempt = self._ended.pop(handle["attempt_id"], None)
+        if attempt is not None:
+            attempt.release()
+        elif handle["attempt_id"] not in self._attempts:  # ended while another server followed it
+            await asyncio.to_thread(local_run.discard, handle)
+
+    async def find(self, attempt_id: str) -> dict[str, Any] | None:
+        if attempt_id in self._attempts:
+            return self._attempts[attempt_id].handle
+        return await asyncio.to_thread(_found, self.work_dir / _SAFE.sub("_", attempt_id),
+                                       attempt_id=attempt_id)
+
+    def leftovers(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        followed = {_SAFE.sub("_", key) for key in (*self._attempts, *self._ended)}
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(self.work_dir):
+                if entry.name.startswith(local_run.TRASH_PREFIX) or entry.name in followed:
+                    continue
+                handle = _found(pathlib.Path(entry.path), attempt_id=None)
+                if handle is None:  # no intent: a start that died before spawning anything
+                    found.append({"attempt_id": entry.name, "work_dir": entry.path})
+                elif not local_limits.is_running(handle["pid"], started=handle["proc_start"]):
+                    found.append(handle)
+        return found
 
     async def resource_usage(self, handle: dict[str, Any], *, running: bool) -> dict[str, Any]:
         """The API's ``resources``: memory and CPU time so far while it runs (``/proc``), peak
@@ -192,11 +229,13 @@ class LocalExecutor:
             return True
         if not _adoptable(handle):
             return False
+        self._ended.pop(handle["attempt_id"], None)  # its result was not stored: collected again
         self._supervise(handle, sink, own_child=False)
         return True
 
     async def close(self) -> None:
-        """Stop following attempts but leave them running: a restarted server adopts them."""
+        """Stop following attempts but leave them running, and the results of ended ones whose
+        release did not come: a restarted server adopts them."""
         attempts = list(self._attempts.values())
         self._attempts.clear()
         for attempt in attempts:
@@ -204,13 +243,10 @@ class LocalExecutor:
         for attempt in attempts:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await attempt.task
-                attempt.cleanup()  # it had finished: nothing left to adopt
-        for attempt in list(self._unclean):
-            self._cleanup(attempt)
-
-    def _cleanup(self, attempt: local_run.Attempt) -> None:
-        self._unclean.discard(attempt)
-        attempt.cleanup()
+        for attempt in [*attempts, *self._ended.values()]:
+            if attempt.task.done() and not attempt.task.cancelled():
+                attempt.reap()  # ended: what it left running dies now, its files stay
+        self._ended.clear()
 
     def _supervise(self, handle: dict[str, Any], sink: base.LogSink, *, own_child: bool,
                    alive: int | None = None) -> None:
@@ -278,6 +314,28 @@ def _write_new(path: pathlib.Path, text: str) -> None:
             data = data[os.write(fd, data):]
     finally:
         os.close(fd)
+
+
+def _found(work: pathlib.Path, *, attempt_id: str | None) -> dict[str, Any] | None:
+    """The handle of the attempt in ``work`` from its intent and the pid its supervisor wrote
+    (or, in the moment before it did, the session leader marked with ``attempt_id``); None when
+    it never started."""
+    try:
+        handle: dict[str, Any] = json.loads((work / HANDLE).read_text())
+    except (OSError, ValueError):
+        return None
+    if handle.get("pid") is not None:
+        return handle
+    pid = local_run.read_int(work / "pid")
+    if pid is None and attempt_id is not None:
+        pid = local_limits.marked_leader(attempt_id)
+    if pid is None:
+        return None
+    # A live process is ours only if it carries the marker (else its pid was reused): a
+    # start time that matches no process makes it count as ended.
+    ours = local_limits.is_marked(pid, handle["attempt_id"])
+    started = local_limits.start_ticks(pid) if ours else None
+    return {**handle, "pid": pid, "pgid": pid, "proc_start": -1 if started is None else started}
 
 
 def _adoptable(handle: dict[str, Any]) -> bool:

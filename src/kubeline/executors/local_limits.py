@@ -212,6 +212,28 @@ def kill_marked(attempt_id: str, *, first_pid: int | None = None) -> int:
     return len(killed) - 1
 
 
+def is_marked(pid: int, attempt_id: str) -> bool:
+    """Whether process ``pid`` started with this attempt's environment marker."""
+    marker = f"\0KUBELINE_ATTEMPT_ID={attempt_id}\0".encode()
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as file:  # noqa: PTH123 - same as kill_marked
+            return marker in b"\0" + file.read() + b"\0"
+    except OSError:
+        return False
+
+
+def marked_leader(attempt_id: str) -> int | None:
+    """The pid of the live session leader marked with this attempt (its supervisor), if any: a
+    scan of every process, for the rare recovery of an attempt whose pid nobody wrote down."""
+    for pid in _all_pids():
+        fields = _stat_fields(pid)
+        # stat after the name: state ppid pgrp session ...
+        if fields is not None and fields[0] not in ("Z", "X") and fields[3] == str(pid) \
+                and is_marked(pid, attempt_id):
+            return pid
+    return None
+
+
 def _pids_since(first: int | None) -> Iterable[int]:
     """Pids allocated since ``first`` (every process when unknown or wrapped too far)."""
     last = _read_int(_LAST_PID)

@@ -5,10 +5,12 @@ the attempt or adopted it after a restart: the exit is learnt from a pidfd (read
 process ends, also for a process that is not our child), the status from ``WORK/rc``.
 
 Between the exit and the result only what the result needs happens: kill the process group (and
-cgroup), drain the output, read the status, and move the work dir out of the way (one rename).
-The rest, ``cleanup``, runs just after the result has been handed over (the executor schedules
-it when ``wait`` returns, so it overlaps the engine recording the result): hunting processes
-that left the group (``local_limits.kill_marked``), deleting the work dir, removing cgroups.
+cgroup), drain the output, read the status. The work dir stays where a restarted server looks
+until the engine has stored the result and calls ``release``: then it moves out of the way (one
+rename) and the rest, ``cleanup``, runs when the loop next has a moment: hunting processes that
+left the group (``local_limits.kill_marked``), deleting the work dir, removing cgroups.
+``discard`` does the same from a bare handle (an attempt that ended while another server, or an
+earlier life of this one, followed it).
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ from kubeline.executors import base, local_limits, local_stamps, local_tail, loc
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _CGROUP_REMOVE_TRIES = 100  # x 50 ms: killed processes need a moment to leave the cgroup
-_CLEANUP_FALLBACK = 0.5  # seconds: cleanup of a finished attempt whose result nobody collected
 _RECENT = 5.0  # seconds: pids handed out since a younger attempt started cannot have wrapped
 TRASH_PREFIX = ".done-"
 
@@ -55,7 +56,7 @@ class Attempt:
         self._status: int | None = None  # from waitpid, when the supervisor is our child
         self._detached = False
         self._cleaned = False
-        self._cleanup_timer: asyncio.TimerHandle | None = None
+        self._reaped = False
         self._trash = self.work.with_name(TRASH_PREFIX + self.work.name)
         self._loop = asyncio.get_running_loop()
         self._alive = alive  # closed when the attempt ends or this server stops following it
@@ -123,20 +124,29 @@ class Attempt:
                 os.close(self._alive)
             self._alive = None
 
-    def cleanup(self) -> None:
-        """After the result: kill strays outside the group, delete the files, drop cgroups.
+    def release(self) -> None:
+        """The result is stored: the work dir leaves where a restarted server would look at once,
+        ``cleanup`` follows when the loop next has a moment."""
+        with contextlib.suppress(OSError):
+            self.work.rename(self._trash)
+        self._loop.call_soon(self.cleanup)
 
-        Idempotent; the executor calls it right after ``wait`` returns, a timer otherwise.
-        """
-        if self._cleaned:
+    def reap(self) -> None:
+        """Kill strays outside the group and drop the cgroups (the files stay). Idempotent."""
+        if self._reaped:
             return
-        self._cleaned = True
-        if self._cleanup_timer is not None:
-            self._cleanup_timer.cancel()
+        self._reaped = True
         if self.cgroups.memory is None and self.cgroups.cpu is None:
             recent = time.time() - self.handle.get("started_at", 0.0) < _RECENT
             local_limits.kill_marked(self.handle["attempt_id"], first_pid=self.pid if recent else None)
         self._remove_cgroups(_CGROUP_REMOVE_TRIES)
+
+    def cleanup(self) -> None:
+        """After the result is stored: ``reap``, then delete the files. Idempotent."""
+        if self._cleaned:
+            return
+        self._cleaned = True
+        self.reap()
         shutil.rmtree(self._trash, ignore_errors=True)  # raw output may hold unmasked secrets
         shutil.rmtree(self.work, ignore_errors=True)  # when the rename failed
 
@@ -145,6 +155,7 @@ class Attempt:
         for tail in self._tails:
             tail.pump(self.sink, final=True)
             tail.close()
+        self._save_offsets()  # adopted again (its result not stored yet): no line twice
         result = self._result()
         with contextlib.suppress(OSError):  # its supervisor wrote rc as the attempt ended
             result = dataclasses.replace(result, ended_at=(self.work / "rc").stat().st_mtime)
@@ -152,9 +163,6 @@ class Attempt:
         if result.failure is not None:
             self.sink.write("system", f"attempt {result.failure.value}: {result.error}")
         self.sink.close()
-        with contextlib.suppress(OSError):  # gone from where a restarted server would look
-            self.work.rename(self._trash)
-        self._cleanup_timer = self._loop.call_later(_CLEANUP_FALLBACK, self.cleanup)
         return result
 
     def _result(self) -> base.AttemptResult:  # noqa: PLR0911 - one return per way to end
@@ -189,7 +197,9 @@ class Attempt:
         return f"exceeded its memory limit of {self.handle.get('memory_limit')}"
 
     def _signal(self, sig: int) -> None:
-        local_limits.kill_group(self.pgid, sig)
+        started = local_limits.start_ticks(self.pid)
+        if started is None or started == self.handle.get("proc_start"):  # else its pid, and so
+            local_limits.kill_group(self.pgid, sig)  # its group id, belongs to a new process now
         self.cgroups.signal_all(sig)
 
     def _watch_exit(self, exited: asyncio.Future[None]) -> Any:
@@ -317,6 +327,28 @@ def _signalled(rc: int | None, number: int) -> base.AttemptResult:
         name = f"signal {number}"
     return base.AttemptResult(exit_code=rc, failure=states.FailureKind.EXIT_CODE,
                               error=f"killed by signal {name}")
+
+
+def discard(handle: dict[str, Any]) -> None:
+    """``cleanup`` of an attempt this process does not follow, from its handle alone."""
+    work = pathlib.Path(handle["work_dir"])
+    trash = work.with_name(TRASH_PREFIX + work.name)
+    with contextlib.suppress(OSError):
+        work.rename(trash)
+    local_limits.kill_marked(handle["attempt_id"])
+    cgroups = local_limits.AttemptCgroups.from_json(handle.get("cgroups"))
+    cgroups.signal_all(signal.SIGKILL)
+    cgroups.remove()
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def read_int(path: pathlib.Path) -> int | None:
+    """The integer a file holds, or None (missing, not yet written whole)."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return None
+    return int(text) if text.endswith("\n") and text.strip().isdigit() else None
 
 
 def _read_rc(path: pathlib.Path) -> int | None:

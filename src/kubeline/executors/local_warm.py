@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import pathlib
 import shutil
@@ -120,9 +121,19 @@ class WarmExecutor(local.LocalExecutor):
             cpu_cores=limits.cpu_cores)
         request = {"work": str(work), "cwd": str(cwd), "argv": script_argv, "env": env,
                    "cgroups": [path for path in cgroups.join_files() if path]}
+        now = time.time()
+        intent: dict[str, Any] = {
+            "attempt_id": spec.attempt_id, "pid": None, "pgid": None, "proc_start": None,
+            "work_dir": str(work), "artifacts_dir": str(artifacts), "started_at": now,
+            "timeout": spec.timeout, "deadline": now + spec.timeout if spec.timeout else None,
+            "memory_limit": limits.memory, "cpu_limit": limits.cpu,
+            "soft_memory": spec.resources.soft_limits.memory,
+            "soft_cpu": spec.resources.soft_limits.cpu, "cgroups": cgroups.to_json(),
+        }
         try:
             local._write_new(work / "inputs.json", json.dumps(spec.inputs))
             local._write_new(work / "config.json", json.dumps(spec.config))
+            local._write_new(work / local.HANDLE, json.dumps(intent))
             pool = self._pool(python=python, venv=venv)
             forked = await pool.fork(request, on_retry=lambda why: sink.write(
                 "system", f"{why}; starting this attempt on another warm worker"))
@@ -131,17 +142,15 @@ class WarmExecutor(local.LocalExecutor):
             shutil.rmtree(work, ignore_errors=True)
             raise errors.ExecutorError(f"cannot start {script_argv[0]} on a warm worker: {exc}") \
                 from exc
-        now = time.time()
-        return {
-            "attempt_id": spec.attempt_id, "pid": forked.pid, "pgid": forked.pid,
-            "proc_start": forked.start, "work_dir": str(work), "warm_worker": forked.worker_pid,
-            "attempt_pid": forked.attempt_pid, "attempt_start": forked.attempt_start,
-            "artifacts_dir": str(artifacts), "started_at": now, "timeout": spec.timeout,
-            "deadline": now + spec.timeout if spec.timeout else None,
-            "memory_limit": limits.memory, "cpu_limit": limits.cpu,
-            "soft_memory": spec.resources.soft_limits.memory,
-            "soft_cpu": spec.resources.soft_limits.cpu, "cgroups": cgroups.to_json(),
-        }
+        handle = {**intent, "pid": forked.pid, "pgid": forked.pid, "proc_start": forked.start,
+                  "warm_worker": forked.worker_pid, "attempt_pid": forked.attempt_pid,
+                  "attempt_start": forked.attempt_start}
+        # No supervisor of a warm attempt writes its pid: the handle does (``LocalExecutor.find``).
+        temp = work / f"{local.HANDLE}.tmp"
+        with contextlib.suppress(OSError):
+            temp.write_text(json.dumps(handle))
+            temp.replace(work / local.HANDLE)
+        return handle
 
     def _pool(self, *, python: str, venv: pathlib.Path) -> warm_pool.Pool:
         pool = self._pools.get(python)

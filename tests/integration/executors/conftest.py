@@ -32,7 +32,9 @@ class Harness:
 
     async def run(self, spec: base.AttemptSpec, secrets=()):
         handle = await self.executor.start(spec, self.sink(spec, secrets))
-        return await self.executor.wait(handle)
+        result = await self.executor.wait(handle)
+        await self.executor.release(handle)  # as the engine does once the result is stored
+        return result
 
     def log(self, spec: base.AttemptSpec) -> list[tuple[str, str]]:
         return [(line.stream, line.text)

@@ -10,7 +10,7 @@ import textwrap
 import time
 import uuid
 
-from kubeline.executors import local_limits, local_run
+from kubeline.executors import local, local_limits
 
 DAEMON = textwrap.dedent("""
     import os, sys, time
@@ -65,41 +65,88 @@ async def gone(pids: list[int], *, within: float) -> bool:
     return not any(alive(pid) for pid in pids)
 
 
-async def test_a_setsid_daemon_dies_right_after_the_result(harness):
+async def test_a_setsid_daemon_dies_right_after_the_release(harness):
     spec = harness.spec(DAEMON)
     handle = await harness.executor.start(spec, harness.sink(spec))
     result = await harness.executor.wait(handle)
     assert result.succeeded, result.error
-    assert not os.path.exists(handle["work_dir"])  # moved away before the result
+    assert os.path.exists(os.path.join(handle["work_dir"], "rc"))  # kept until the result is stored
+    await harness.executor.release(handle)
+    assert not os.path.exists(handle["work_dir"])  # moved away at once
     await asyncio.sleep(0)  # the cleanup is the next thing the loop runs
     assert await gone(marked(spec.attempt_id), within=1.0)
     assert marked(spec.attempt_id) == []
     assert not list((harness.tmp_path / "work").iterdir())  # work dir deleted, nothing left
 
 
-async def test_cleanup_happens_even_when_nobody_collects_the_result(harness):
-    spec = harness.spec(DAEMON)
+async def test_a_result_nobody_stored_stays_for_the_next_server_until_released(harness):
+    """A server killed after the attempt ended but before its result was stored: the status and
+    outputs stay for the next one; ``leftovers`` names it once nobody follows it."""
+    spec = harness.spec(DAEMON + "open(os.environ['KUBELINE_OUTPUTS'], 'w').write('{\"n\": 1}')\n")
     handle = await harness.executor.start(spec, harness.sink(spec))
-    for _ in range(200):
-        if os.path.exists(os.path.join(os.path.dirname(handle["work_dir"]),
-                                       local_run.TRASH_PREFIX + os.path.basename(handle["work_dir"]))):
-            break
-        await asyncio.sleep(0.01)
     assert await gone([handle["pid"]], within=5.0)
-    await asyncio.sleep(local_run._CLEANUP_FALLBACK + 0.2)
-    assert marked(spec.attempt_id) == []
+    await asyncio.sleep(0.3)
+    assert harness.executor.leftovers() == []  # still followed here
+    daemons = marked(spec.attempt_id)
+    await harness.executor.close()  # what it left running dies, its files stay
+    assert await gone(daemons, within=1.0)
+    assert os.path.exists(os.path.join(handle["work_dir"], "rc"))
+
+    successor = local.LocalExecutor(work_dir=harness.tmp_path / "work", artifacts_dir=harness.tmp_path / "art",
+                                    venvs=harness.executor.venvs)
+    try:
+        [left] = successor.leftovers()
+        # the intent + the pid its supervisor wrote = the handle (an ended process: no start time)
+        assert {**left, "proc_start": handle["proc_start"]} == handle and left["proc_start"] == -1
+        assert await successor.adopt(left, harness.sink(spec))
+        result = await successor.wait(left)
+        assert result.succeeded and result.outputs == {"n": 1}
+        assert successor.leftovers() == []  # collected here: released by the engine, not swept
+        await successor.release(left)
+        assert not os.path.exists(handle["work_dir"])
+        await successor.release(left)  # idempotent
+    finally:
+        await successor.close()
     assert not list((harness.tmp_path / "work").iterdir())
 
 
-async def test_close_cleans_finished_attempts_at_once(harness):
+async def test_release_of_an_attempt_followed_elsewhere_cleans_up_from_the_handle(harness):
     spec = harness.spec(DAEMON)
     handle = await harness.executor.start(spec, harness.sink(spec))
-    result = await harness.executor.wait(handle)
-    assert result.succeeded
+    assert await gone([handle["pid"]], within=5.0)
     daemons = marked(spec.attempt_id)
-    await harness.executor.close()  # before the loop had a turn to clean up
+    assert daemons
+    other = local.LocalExecutor(work_dir=harness.tmp_path / "work", artifacts_dir=harness.tmp_path / "art",
+                                venvs=harness.executor.venvs)
+    await other.release(handle)
     assert await gone(daemons, within=1.0)
     assert not list((harness.tmp_path / "work").iterdir())
+    await other.close()
+
+
+async def test_find_an_attempt_whose_handle_was_never_stored(harness):
+    """A server killed between ``start`` and storing the handle: the next one finds the attempt
+    by its id (running or ended) instead of starting the stage again."""
+    spec = harness.spec("import time; time.sleep(0.5); print('done')")
+    handle = await harness.executor.start(spec, harness.sink(spec))
+    await asyncio.sleep(0.1)
+    await harness.executor.close()
+    other = local.LocalExecutor(work_dir=harness.tmp_path / "work", artifacts_dir=harness.tmp_path / "art",
+                                venvs=harness.executor.venvs)
+    try:
+        assert await other.find(spec.attempt_id) == handle  # running
+        assert await gone([handle["pid"]], within=5.0)
+        found = await other.find(spec.attempt_id)
+        assert found is not None and found["pid"] == handle["pid"]  # ended: its rc tells how
+        assert found["proc_start"] in (handle["proc_start"], -1)
+        assert await other.adopt(found, harness.sink(spec))
+        assert (await other.wait(found)).succeeded
+        assert await other.find("never-started") is None
+        os.makedirs(harness.tmp_path / "work" / "no-intent")  # a start that died before the spawn
+        assert await other.find("no-intent") is None
+        assert [h["attempt_id"] for h in other.leftovers()] == ["no-intent"]
+    finally:
+        await other.close()
 
 
 def test_kill_marked_scans_only_pids_since_the_attempt_started():

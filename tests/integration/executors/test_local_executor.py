@@ -57,7 +57,9 @@ async def test_success_with_outputs_route_inputs_and_contract_env(harness):
     assert harness.log(spec) == [("stdout", "hello")]
     assert (harness.tmp_path / "art" / "run-1" / spec.stage_id / "1" / "a.txt").read_text() \
         == "kept"
-    assert not os.path.exists(handle["work_dir"])  # raw output files are never kept
+    assert os.path.exists(handle["work_dir"])  # until the engine has stored the result
+    await harness.executor.release(handle)
+    assert not os.path.exists(handle["work_dir"])  # raw output files are not kept after that
 
 
 async def test_folder_is_the_working_directory(harness, tmp_path):
@@ -277,7 +279,8 @@ async def test_adopt_after_the_executor_is_gone(harness, tmp_path):
     assert result.exit_code == 7 and result.failure is states.FailureKind.EXIT_CODE
     texts = [text for stream, text in harness.log(spec) if stream == "stdout"]
     assert texts == [f"line {i}" for i in range(30)]
-    assert not await successor.adopt(handle, harness.sink(spec))  # gone now: LOST
+    await successor.release(handle)
+    assert not await successor.adopt(handle, harness.sink(spec))  # released: gone (LOST)
 
 
 async def test_adopt_refuses_an_unknown_attempt(harness, tmp_path):

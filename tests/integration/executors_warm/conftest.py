@@ -41,7 +41,9 @@ class WarmHarness:
     async def run(self, spec: base.AttemptSpec, secrets=(), *, warm: bool = True):
         handle = await self.start(spec, secrets)
         assert ("warm_worker" in handle) is warm, handle
-        return await self.executor.wait(handle)
+        result = await self.executor.wait(handle)
+        await self.executor.release(handle)  # as the engine does once the result is stored
+        return result
 
     def log(self, spec: base.AttemptSpec) -> list[tuple[str, str]]:
         return [(line.stream, line.text)

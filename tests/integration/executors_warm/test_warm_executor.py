@@ -58,6 +58,8 @@ async def test_success_with_outputs_route_inputs_and_the_script_view(warm):
     assert view["pgid"] == handle["pgid"]  # the attempt's own process group, like `local`
     assert warm.log(spec) == [("stdout", "hello")]
     assert (warm.tmp_path / "art" / "run-1" / spec.stage_id / "1" / "a.txt").read_text() == "kept"
+    assert os.path.exists(handle["work_dir"])  # until the engine has stored the result
+    await warm.executor.release(handle)
     assert not os.path.exists(handle["work_dir"])
 
 
@@ -198,14 +200,16 @@ async def test_adopt_after_the_executor_is_gone(warm, tmp_path, venvs_root):
 
     successor = make_executor(tmp_path, venvs_root)
     try:
+        assert await successor.find(spec.attempt_id) == handle  # also without the stored handle
         assert await successor.adopt(handle, warm.sink(spec))
         result = await successor.wait(handle)
+        assert result.exit_code == 7 and result.failure is states.FailureKind.EXIT_CODE
+        await successor.release(handle)
     finally:
         await successor.close()
-    assert result.exit_code == 7 and result.failure is states.FailureKind.EXIT_CODE
     texts = [text for stream, text in warm.log(spec) if stream == "stdout"]
     assert texts == [f"line {i}" for i in range(30)]
-    assert not await successor.adopt(handle, warm.sink(spec))  # gone now: LOST
+    assert not await successor.adopt(handle, warm.sink(spec))  # released: gone (LOST)
 
 
 async def test_a_worker_crash_spares_running_attempts_and_a_new_worker_starts(warm):

@@ -6,93 +6,23 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import datetime as dt
-import os
 import pathlib
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from kubeline import bootstrap, settings
-from kubeline.domain import runs, specs, states
-from kubeline.storage.sql import engines, tables
+from kubeline.domain import states
+from kubeline.storage.sql import tables
 
-SCRIPT = pathlib.Path(__file__).with_name("replica_process.py")
+from .helpers import app, pipeline, query, wait_until_final
+
 R = states.RunState
-
-
-def pipeline(name: str, spec: dict[str, Any]) -> runs.Pipeline:
-    return runs.Pipeline(name=name, spec=specs.PipelineSpec.model_validate(spec), source="api")
-
-
 TRIVIAL = pipeline("trivial", {"stages": [{"id": "a", "type": "shell", "command": "true"},
                                           {"id": "b", "type": "shell", "command": "true", "dependsOn": ["a"]}]})
-
-
-@pytest.fixture
-def env(tmp_path: pathlib.Path, database_url: str) -> dict[str, str]:
-    return {**os.environ, "KUBELINE_HOME": str(tmp_path / "home"), "KUBELINE_DATABASE_URL": database_url,
-            "KUBELINE_SECRET_KEY": "", "KUBELINE_LEASE_SECONDS": "10", "PYTHONUNBUFFERED": "1"}
-
-
-@pytest.fixture
-def spawn(tmp_path: pathlib.Path, env: dict[str, str]) -> Iterator[Callable[..., subprocess.Popen[str]]]:
-    started: list[subprocess.Popen[str]] = []
-
-    def _spawn(role: str, **extra: str) -> subprocess.Popen[str]:
-        with (tmp_path / f"{role}-{len(started)}.log").open("w") as log:
-            proc = subprocess.Popen([sys.executable, str(SCRIPT), role], env={**env, **extra},
-                                    stdout=subprocess.PIPE, stderr=log, text=True)
-        started.append(proc)
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.strip() == "ready", (tmp_path / f"{role}-{len(started) - 1}.log").read_text()[-2000:]
-        return proc
-
-    yield _spawn
-    for proc in started:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in started:
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
-
-
-@contextlib.asynccontextmanager
-async def app(env: dict[str, str], **extra: Any) -> AsyncIterator[bootstrap.Kubeline]:
-    config = settings.Settings(home=pathlib.Path(env["KUBELINE_HOME"]), database_url=env["KUBELINE_DATABASE_URL"],
-                               **extra)
-    async with bootstrap.open_kubeline(config) as kl:
-        yield kl
-
-
-async def wait_until_final(kl: bootstrap.Kubeline, ids: list[str], *, within: float) -> list[runs.Run]:
-    deadline = time.monotonic() + within
-    while True:
-        found = [await kl.store.get_run(i) for i in ids]
-        if all(states.is_final(r.state) for r in found) or time.monotonic() > deadline:
-            return found
-        await asyncio.sleep(0.3)
-
-
-async def query(url: str, statement: Any) -> list[Any]:
-    db = engines.open_database(url)
-    try:
-        return await db.run(lambda conn: list(conn.execute(statement)), write=False)
-    finally:
-        await db.dispose()
 
 
 @pytest.mark.timeout(300)
