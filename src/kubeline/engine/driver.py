@@ -29,11 +29,11 @@ A = states.AttemptState
 
 class RunDriver:
     def __init__(self, *, engine: Engine, run: runs.Run, fence: storage.Fence | None = None,
-                 claimed: bool = False) -> None:
+                 stages: list[runs.StageRun] | None = None) -> None:
         self.engine = engine
         self.run = run
         self.fence = fence  # carried by every write: they fail (LeaseLostError) once the run is adopted elsewhere
-        self.claimed = claimed  # just taken from the queue: no attempts yet
+        self._claimed_stages = stages  # of a run just taken from the queue (read by the claim; no attempts yet)
         self._last_check = asyncio.get_running_loop().time()  # ``run`` was read just now
         self.graph = {s.id: list(s.depends_on) for s in run.spec.stages}
         self.stages: dict[str, runs.StageRun] = {}
@@ -51,11 +51,12 @@ class RunDriver:
         return self.engine.store
 
     async def drive(self) -> runs.Run:
-        for stage_run in await self.store.list_stage_runs(self.run.id):
+        claimed, self._claimed_stages = self._claimed_stages, None
+        for stage_run in claimed if claimed is not None else await self.store.list_stage_runs(self.run.id):
             self.stages[stage_run.stage_id] = stage_run
             if stage_run.state is S.SUCCEEDED:
                 self.outputs[stage_run.stage_id] = stage_run.outputs
-        if not self.claimed:  # a run straight from the queue has no attempt to adopt
+        if claimed is None:  # a run straight from the queue has no attempt to adopt
             await self._resume_in_flight()
         try:
             while True:

@@ -194,13 +194,12 @@ class Engine:
                     self._owned[run.id] = run.lease_generation
                     self._start_driver(run)
                 free = self.max_concurrent_runs - len(self._driver_tasks)
-            claimed: list[runs.Run] = []
+            claimed: list[storage.Claimed] = []
             if free > 0:
-                claimed = await self.store.claim_queued_runs(limit=min(batch, free), lease=self.lease(),
-                                                             caps=self.caps)
-            for run in claimed:
-                self._owned[run.id] = run.lease_generation
-                self._start_driver(run, claimed=True)
+                claimed = await self.store.claim_runs(limit=min(batch, free), lease=self.lease(), caps=self.caps)
+            for new in claimed:
+                self._owned[new.run.id] = new.run.lease_generation
+                self._start_driver(new.run, stages=new.stages)
             if len(claimed) < batch or free <= len(claimed):
                 await dispatch.wait(within=self.poll_interval)
 
@@ -211,18 +210,17 @@ class Engine:
 
     async def _execute(self, run_id: str, dispatch: wakeups.Waiter) -> runs.Run:
         while True:
-            fresh = False
+            stages: list[runs.StageRun] | None = None  # known when claimed here just now
             run = await self.store.get_run(run_id)
             if run.state is states.RunState.QUEUED:
-                claimed = await self.store.claim_queued_runs(limit=1, only=[run_id], lease=self.lease(),
-                                                             caps=self.caps)
+                claimed = await self.store.claim_runs(limit=1, only=[run_id], lease=self.lease(), caps=self.caps)
                 if not claimed:
                     if run.cancel_requested:
                         return await self.store.transition_run(run_id, states.RunState.CANCELLED,
                                                                reason="cancelled while queued")
                     await dispatch.wait(within=self.poll_interval)
                     continue
-                run, fresh = claimed[0], True
+                run, stages = claimed[0].run, claimed[0].stages
                 self._owned[run.id] = run.lease_generation
             if states.is_final(run.state):
                 return run
@@ -234,7 +232,7 @@ class Engine:
                     continue
                 run = adopted[0]
                 self._owned[run_id] = run.lease_generation
-            run = await self._start_driver(run, claimed=fresh)
+            run = await self._start_driver(run, stages=stages)
             if states.is_final(run.state):
                 return run
             # the lease was lost mid-run (LeaseLostError): the run ends under its new owner
@@ -273,16 +271,17 @@ class Engine:
                     released += 1
         return released
 
-    def _start_driver(self, run: runs.Run, *, claimed: bool = False) -> asyncio.Task[runs.Run]:
-        """Drive ``run`` in a task; ``claimed``: this engine just moved it from the queue (so it has
-        no attempts to adopt: the driver need not read them)."""
+    def _start_driver(self, run: runs.Run, *, stages: list[runs.StageRun] | None = None) -> asyncio.Task[runs.Run]:
+        """Drive ``run`` in a task; ``stages``: its stage rows, read by the claim that just moved it
+        from the queue (the driver then needs no read: neither of them nor of attempts to adopt,
+        as a run from the queue has none)."""
         if run.id in self._driver_tasks:
             return self._driver_tasks[run.id]
         if self._lease_task is None or self._lease_task.done():
             self._lease_task = asyncio.create_task(self._while_driving(), name="lease renewal")
         generation = self._owned.get(run.id)
         fence = None if generation is None else storage.Fence(run_id=run.id, generation=generation)
-        driver = driver_.RunDriver(engine=self, run=run, fence=fence, claimed=claimed)
+        driver = driver_.RunDriver(engine=self, run=run, fence=fence, stages=stages)
         self.drivers[run.id] = driver
         task = asyncio.create_task(self._drive(driver), name=f"run {run.id}")
         self._driver_tasks[run.id] = task

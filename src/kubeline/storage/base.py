@@ -70,6 +70,15 @@ class NewRun:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class Claimed:
+    """A run just moved from the queue to running, with its stage rows (read in the claim's
+    transaction: its driver needs them, and needs no transaction of its own to read them)."""
+
+    run: runs.Run
+    stages: list[runs.StageRun]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Lease:
     """Ownership of running runs: ``owner`` drives them until ``until`` unless it renews."""
 
@@ -182,6 +191,12 @@ class Store(Protocol):
         ``max_instances`` and the ``caps`` against running runs; safe with several processes.
         ``only`` restricts the claim to these run ids (``kubeline run`` drives just its own run);
         ``lease`` makes its owner the run's driver until the lease expires."""
+        ...
+    async def claim_runs(
+        self, *, limit: int, only: list[str] | None = None, lease: Lease | None = None,
+        caps: ClaimCaps | None = None,
+    ) -> list[Claimed]:
+        """``claim_queued_runs``, each run with its stage rows (in position order)."""
         ...
     async def renew_leases(self, lease: Lease, fences: Sequence[Fence]) -> list[str]:
         """Extend ``lease`` on those runs of ``fences`` that are running and still at their fence's

@@ -47,6 +47,24 @@ async def test_claimed_runs_are_owned_until_their_lease_expires(store: Any) -> N
     assert await store.renew_leases(lease("b"), held(adopted)) == ids[:1]
 
 
+async def test_a_claim_returns_each_run_with_its_stage_rows(store: Any) -> None:
+    """The driver of a claimed run starts from these rows (no read of its own), so they are the
+    stored ones: a rerun's copied stages keep their state and outputs, in position order."""
+    spec = specs.PipelineSpec.model_validate({"stages": [{"id": s, "type": "shell", "command": "x"} for s in "zab"]})
+    rerun = runs.Run(id=runs.new_id(), pipeline="p", spec=spec)
+    await store.create_run(rerun, [
+        runs.StageRun(run_id=rerun.id, stage_id="z", state=states.StageState.SUCCEEDED, outputs={"n": 1}),
+        runs.StageRun(run_id=rerun.id, stage_id="a"), runs.StageRun(run_id=rerun.id, stage_id="b")])
+    [plain] = await add_runs(store, 1)
+    claimed = await store.claim_runs(limit=5, lease=lease("a"))
+    assert [c.run.id for c in claimed] == sorted([rerun.id, plain])
+    stages = {c.run.id: [(s.stage_id, s.state, s.outputs) for s in c.stages] for c in claimed}
+    assert stages[rerun.id] == [("z", states.StageState.SUCCEEDED, {"n": 1}), ("a", states.StageState.WAITING, {}),
+                                ("b", states.StageState.WAITING, {})]
+    assert stages[plain] == [("a", states.StageState.WAITING, {})]
+    assert {c.run.id: c.stages for c in claimed} == {r: await store.list_stage_runs(r) for r in stages}
+
+
 async def test_released_and_ownerless_runs_are_adopted_at_once(store: Any) -> None:
     ids = await add_runs(store, 2)
     mine = await store.claim_queued_runs(limit=1, lease=lease("a"))

@@ -76,10 +76,13 @@ def _with_notices(fn: Callable[[sa.Connection], _T]) -> Callable[[sa.Connection]
     return run
 
 
-def pg_notify(notices: Notices) -> sa.Select[Any]:
-    rows = sa.values(sa.column("c", sa.String), sa.column("k", sa.String), name="v").data(
-        [(channel.value, key) for channel, key in notices])
-    return sa.select(sa.func.pg_notify(rows.c.c, rows.c.k)).select_from(rows)
+# One statement text for any number of notices (two arrays): a VALUES list of the notices has no
+# cache key, so SQLAlchemy compiled it again for every write transaction.
+_PG_NOTIFY = sa.text("SELECT pg_notify(v.c, v.k) FROM unnest(CAST(:c AS text[]), CAST(:k AS text[])) AS v(c, k)")
+
+
+def pg_notify(notices: Notices) -> sa.Executable:
+    return _PG_NOTIFY.bindparams(c=[channel.value for channel, _ in notices], k=[key for _, key in notices])
 
 
 class Database(Protocol):

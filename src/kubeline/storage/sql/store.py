@@ -160,6 +160,12 @@ class SqlStore(scheduling.SchedulingMethods, stats.StatsMethods):
         self, *, limit: int, only: builtins.list[str] | None = None, lease: base.Lease | None = None,
         caps: base.ClaimCaps | None = None,
     ) -> builtins.list[runs.Run]:
+        return [c.run for c in await self.claim_runs(limit=limit, only=only, lease=lease, caps=caps)]
+
+    async def claim_runs(
+        self, *, limit: int, only: builtins.list[str] | None = None, lease: base.Lease | None = None,
+        caps: base.ClaimCaps | None = None,
+    ) -> builtins.list[base.Claimed]:
         return await self._write(tx.claim_queued_runs, limit=limit, only=only, lease=lease, caps=caps)
 
     async def renew_leases(self, lease: base.Lease, fences: Sequence[base.Fence]) -> builtins.list[str]:

@@ -165,7 +165,8 @@ def request_cancel(conn: sa.Connection, *, run_id: str) -> runs.Run:
 def claim_queued_runs(
     conn: sa.Connection, *, limit: int, only: list[str] | None, lease: base.Lease | None = None,
     caps: base.ClaimCaps | None = None,
-) -> list[runs.Run]:
+) -> list[base.Claimed]:
+    """Claim (``claims.claim``), the claims' events, and the claimed runs with their stage rows."""
     now = runs.utcnow()
     claimed = claims.claim(conn, limit=limit, only=only, now=now, lease=lease, caps=caps)
     if not claimed:
@@ -179,7 +180,14 @@ def claim_queued_runs(
         for run_id in claimed
     ])
     found = conn.execute(sa.select(T.runs).where(T.runs.c.id.in_(claimed)).order_by(T.runs.c.id))
-    return [rows.run_from_row(r) for r in found.mappings()]
+    stages: dict[str, list[runs.StageRun]] = {run_id: [] for run_id in claimed}
+    for row in conn.execute(_CLAIMED_STAGES, {"ids": claimed}).mappings():
+        stages[row["run_id"]].append(rows.stage_from_row(row))
+    return [base.Claimed(run=run, stages=stages[run.id]) for run in map(rows.run_from_row, found.mappings())]
+
+
+_CLAIMED_STAGES = (sa.select(T.stage_runs).where(T.stage_runs.c.run_id.in_(sa.bindparam("ids", expanding=True)))
+                   .order_by(T.stage_runs.c.run_id, T.stage_runs.c.position))
 
 
 def adopt_runs(
