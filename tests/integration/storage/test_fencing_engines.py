@@ -47,7 +47,9 @@ async def test_a_replica_whose_lease_was_taken_over_cannot_write_the_run(
     await store.upsert_pipeline(PIPELINE)
     run = await stalled.submit(PIPELINE)
     driving = asyncio.create_task(stalled.execute(run.id))
-    while not executor.running:
+    # until its attempt is recorded running: between the start and that record, an adopter cannot
+    # know the attempt runs (a fake one leaves no trace to find), so it would start the stage again
+    while not [a for a in await store.list_attempts(run.id) if a.state is states.AttemptState.RUNNING]:
         await asyncio.sleep(0.02)
     # the stalled replica misses its renewals: its lease runs out while its driver still runs
     expired = sa.update(tables.runs).where(tables.runs.c.id == run.id).values(
