@@ -170,9 +170,15 @@ class Engine:
         runs of processes that died (expired leases) as they are noticed.
 
         Woken by the store's DISPATCH wake-ups (a run queued, a slot freed, here or in another
-        replica); ``poll_interval`` is only the safety net."""
+        replica); ``poll_interval`` is only the safety net. A failing step (the database away for
+        longer than the store retries a transaction) is logged and the loop goes on."""
         async with self.store.wakeups.subscribe(wakeups.Channel.DISPATCH) as dispatch:
-            await self._serve(dispatch, batch=batch)
+            while True:
+                try:
+                    await self._serve(dispatch, batch=batch)
+                except Exception:  # the database away for longer than the store retries: go on after it
+                    log.exception("dispatcher: a step failed; going on in %.1fs", self.poll_interval)
+                    await asyncio.sleep(self.poll_interval)
 
     async def _serve(self, dispatch: wakeups.Waiter, *, batch: int) -> None:
         loop = asyncio.get_running_loop()

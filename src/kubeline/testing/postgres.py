@@ -33,6 +33,26 @@ class PostgresServer:
     host: str
     port: int
     user: str
+    # ``pg_ctl -D DATA`` (with the command prefix that runs it as the server's user) and the start
+    # options, when ``local_server`` started it: ``stop``/``start`` then work (outage tests)
+    control: tuple[str, ...] = ()
+    start_args: tuple[str, ...] = ()
+
+    def stop(self) -> None:
+        """Stop the server (``pg_ctl stop -m fast``: sessions are ended, nothing is lost)."""
+        self._control("-m", "fast", "-w", "stop")
+
+    def start(self) -> None:
+        """Start it again on the same port and data."""
+        self._control(*self.start_args, "-w", "-t", "60", "start")
+
+    def _control(self, *args: str) -> None:
+        if not self.control:
+            raise Unavailable(f"the PostgreSQL server of {ENV_URL} was not started here: a test cannot stop "
+                              "or start it (unset the variable to let the tests start their own)")
+        done = subprocess.run([*self.control, *args], capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise Unavailable(f"pg_ctl {args[-1]} failed: {(done.stderr or done.stdout)[-500:]}")
 
     def url(self, database: str, *, driver: str = "postgresql+psycopg") -> str:
         return f"{driver}://{self.user}@{self.host}:{self.port}/{database}"
@@ -148,7 +168,9 @@ def local_server(*, max_connections: int = 200) -> Iterator[PostgresServer]:
             tail = log.read_text()[-500:] if log.exists() else started.stderr
             raise Unavailable(f"pg_ctl start failed: {tail}")
         try:
-            yield PostgresServer(host="127.0.0.1", port=port, user=user)
+            yield PostgresServer(host="127.0.0.1", port=port, user=user,
+                                 control=(*prefix, str(bin_dir / "pg_ctl"), "-D", str(data)),
+                                 start_args=("-l", str(log), "-o", options))
         finally:
             subprocess.run(
                 [*prefix, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],

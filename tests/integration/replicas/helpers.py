@@ -42,3 +42,12 @@ async def query(url: str, statement: Any) -> list[Any]:
         return await db.run(lambda conn: list(conn.execute(statement)), write=False)
     finally:
         await db.dispose()
+
+
+def lines_of(path: pathlib.Path) -> list[str]:
+    """The non-empty lines of a file the stages append to (none yet: no file)."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return []
+    return [line for line in text.splitlines() if line]

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from kubeline.domain import states
 from kubeline.storage.sql import tables
 
-from .helpers import app, pipeline, query, wait_until_final
+from .helpers import app, lines_of, pipeline, query, wait_until_final
 
 R = states.RunState
 RUNS = 100
@@ -43,7 +43,7 @@ async def test_kill_9_again_and_again_during_a_burst(env: dict[str, str], spawn:
         deadline = time.monotonic() + 200
         for goal in (10, 25, 40, 55, 70, 85):  # kill at these many finished runs
             while time.monotonic() < deadline:
-                done = sum(1 for line in _lines(ran) if line.endswith(" b"))
+                done = sum(1 for line in lines_of(ran) if line.endswith(" b"))
                 if done >= goal:
                     break
                 await asyncio.sleep(0.01)
@@ -61,7 +61,7 @@ async def test_kill_9_again_and_again_during_a_burst(env: dict[str, str], spawn:
     assert len(per_stage) == 2 * RUNS
     twice = [row for row in per_stage if row[2] != 1]
     assert twice == [], await _history(env, twice[0][0])  # no stage started twice
-    scripts = collections.Counter(_lines(ran))
+    scripts = collections.Counter(lines_of(ran))
     assert len(scripts) == 2 * RUNS and {line.split()[0] for line in scripts} == set(ids)
     assert [line for line, count in scripts.items() if count != 1] == []  # no script ran twice
     work = pathlib.Path(env["KUBELINE_HOME"]) / "work"
@@ -79,11 +79,3 @@ async def _history(env: dict[str, str], run_id: str) -> tuple[list[Any], list[An
         events = [(e.entity, e.entity_id, e.from_state, e.to_state, e.reason)
                   for e in await kl.store.list_events(run_id)]
     return attempts, events
-
-
-def _lines(path: pathlib.Path) -> list[str]:
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return []
-    return [line for line in text.splitlines() if line]

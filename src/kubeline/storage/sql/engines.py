@@ -23,6 +23,13 @@ the notes become one ``pg_notify`` statement at the end of the transaction (sent
 listening process only if it commits), and after the commit ``wakeups.deliver`` wakes this
 process's waiters (see ``storage.wakeups``).
 
+PostgreSQL restarting (or unreachable for a moment): a transaction that fails because the
+connection is gone or cannot be made is run again, with a backoff, for up to ``RECONNECT_WITHIN``
+seconds, so a driver or the dispatcher pauses through a database restart instead of failing
+runs or stopping (a transaction is a plain function of its connection: running it again is
+safe, unless the connection dropped during the COMMIT itself, when the outcome is unknown; a
+state change then fails its ``states.check`` on the retry and is reported).
+
 ``sqlite+aiosqlite://`` URLs are accepted and mean the same file. A cancelled caller does not
 stop a SQLite transaction already handed to the thread: it completes (or fails) as a whole.
 """
@@ -32,6 +39,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import itertools
+import logging
 import pathlib
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
@@ -44,7 +53,12 @@ from sqlalchemy.ext import asyncio as sa_asyncio
 from kubeline.domain import errors
 from kubeline.storage import wakeups as wakeups_
 
+log = logging.getLogger(__name__)
 WRITE_OPTION = "kubeline_write"
+RECONNECT_WITHIN = 60.0  # seconds a transaction is retried while PostgreSQL is unreachable
+_RECONNECT_BACKOFF = (0.1, 0.2, 0.5, 1.0, 2.0)
+# connection exceptions, admin/crash shutdown, "the database system is starting up"
+_UNREACHABLE_STATES = ("08", "57P01", "57P02", "57P03")
 BUSY_TIMEOUT_MS = 30_000
 READER_THREADS = 4
 POOL_SIZE = 20  # PostgreSQL connections kept open per process
@@ -63,11 +77,14 @@ def notice(conn: sa.Connection, channel: wakeups_.Channel, key: str = "") -> Non
 
 def _with_notices(fn: Callable[[sa.Connection], _T]) -> Callable[[sa.Connection], tuple[_T, Notices]]:
     def run(conn: sa.Connection) -> tuple[_T, Notices]:
-        conn.info.pop(_NOTICES, None)  # ``info`` outlives a checkout: never inherit notes
+        # ``info`` taken once: after the connection dropped, reading it again raises
+        # PendingRollbackError, which would hide the error that says the database is away
+        info = conn.info
+        info.pop(_NOTICES, None)  # ``info`` outlives a checkout: never inherit notes
         try:
             result = fn(conn)
         finally:
-            noted: Notices = conn.info.pop(_NOTICES, [])
+            noted: Notices = info.pop(_NOTICES, [])
         unique = list(dict.fromkeys(noted))
         if unique and conn.dialect.name == "postgresql":
             conn.execute(pg_notify(unique))
@@ -121,8 +138,9 @@ def open_database(url: str | sa.URL) -> Database:
 class AsyncDatabase:
     """Any async-capable dialect (PostgreSQL): transactions through ``AsyncConnection.run_sync``."""
 
-    def __init__(self, url: sa.URL) -> None:
+    def __init__(self, url: sa.URL, *, reconnect_within: float = RECONNECT_WITHIN) -> None:
         self.url = url
+        self.reconnect_within = reconnect_within
         # A pool as wide as the transactions one process runs at once (a driver per run, up to
         # the engine's concurrency): with SQLAlchemy's default 5 + 10 overflow, every connection
         # past 5 was opened and closed per transaction (a new PostgreSQL backend each time).
@@ -137,13 +155,15 @@ class AsyncDatabase:
         # neither finish nor roll back, and the next use of it raises PendingRollbackError. The
         # transaction completes (commits or rolls back) as a whole, as on SQLite, and the caller
         # is cancelled once it has.
-        transaction = asyncio.ensure_future(self._transaction(fn))
+        abandoned = asyncio.Event()  # the caller was cancelled: no more retries
+        transaction = asyncio.ensure_future(self._transaction(fn, abandoned=abandoned))
         cancelled = False
         while not transaction.done():
             try:
                 await asyncio.wait([transaction])  # never cancels ``transaction`` itself
             except asyncio.CancelledError:
                 cancelled = True  # each further cancel too: the transaction ends first
+                abandoned.set()
         if cancelled:
             if not transaction.cancelled() and transaction.exception() is None:
                 self.wakeups.deliver(transaction.result()[1])  # it committed
@@ -153,16 +173,41 @@ class AsyncDatabase:
             self.wakeups.deliver(notices)
         return result
 
-    async def _transaction(self, fn: Callable[[sa.Connection], _T]) -> tuple[_T, Notices]:
-        try:
-            async with self.engine.begin() as conn:
-                return await conn.run_sync(_with_notices(fn))
-        except sa_exc.DataError as exc:
-            # Values PostgreSQL cannot hold (a NUL byte in text or JSON) are the caller's bad input.
-            raise errors.InvalidInputError(f"the database refused a value: {exc.orig}") from None
+    async def _transaction(self, fn: Callable[[sa.Connection], _T], *,
+                           abandoned: asyncio.Event) -> tuple[_T, Notices]:
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.reconnect_within
+        for tries in itertools.count():
+            try:
+                async with self.engine.begin() as conn:
+                    return await conn.run_sync(_with_notices(fn))
+            except sa_exc.DataError as exc:
+                # Values PostgreSQL cannot hold (a NUL byte in text or JSON) are the caller's bad input.
+                raise errors.InvalidInputError(f"the database refused a value: {exc.orig}") from None
+            except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
+                delay = _RECONNECT_BACKOFF[min(tries, len(_RECONNECT_BACKOFF) - 1)]
+                if not unreachable(exc) or abandoned.is_set() or loop.time() + delay > give_up:
+                    raise
+                log.warning("the database is unreachable (%s); trying the transaction again in %.1fs",
+                            (str(exc.orig).strip() or type(exc.orig).__name__).splitlines()[0], delay)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await abandoned.wait()
+        raise AssertionError("unreachable")  # pragma: no cover - itertools.count() never ends
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+def unreachable(exc: sa_exc.DBAPIError) -> bool:
+    """Whether ``exc`` says the database could not be reached (connection refused, dropped, the
+    server shutting down or starting up) rather than that it refused the statement."""
+    if exc.connection_invalidated:
+        return True
+    state = getattr(exc.orig, "sqlstate", None)
+    if state is None:  # no answer from a server at all
+        return isinstance(exc, sa_exc.OperationalError)
+    return str(state).startswith(_UNREACHABLE_STATES)
 
 
 class SqliteDatabase:

@@ -74,11 +74,12 @@ def events_batched(conn: sa.Connection) -> Iterator[None]:
     """Inside: the events of every change go in one multi-row INSERT at the end (same order,
     same transaction), instead of one statement per change."""
     pending: list[dict[str, Any]] = []
-    conn.info[_PENDING_EVENTS] = pending
+    info = conn.info  # once: see engines._with_notices
+    info[_PENDING_EVENTS] = pending
     try:
         yield
     finally:
-        del conn.info[_PENDING_EVENTS]
+        del info[_PENDING_EVENTS]
     if pending:
         conn.execute(_INSERT_EVENT, pending)
 
