@@ -36,8 +36,12 @@ write_docker_archive() {
 import_image() { # import_image TARBALL
     ctr --address "$CONTAINERD_SOCK" -n k8s.io images import "$1" >/dev/null \
         || die "ctr images import $1 failed; see $LOGS/containerd.log"
-    # Remember what the (persistent) store holds, so `up` skips tarballs it already imported.
-    touch -r "$1" "$CONTAINERD_ROOT/imported-$(basename "$1")"
+    # Remember what the (persistent) store holds, so `up` skips tarballs it already imported,
+    # and which sources it was built from (empty: unknown), so `image-status` can tell.
+    local stamp
+    stamp=$CONTAINERD_ROOT/imported-$(basename "$1")
+    if [[ -f $1.source ]]; then cp "$1.source" "$stamp"; else : >"$stamp"; fi
+    touch -r "$1" "$stamp"
 }
 
 # import_if_changed TARBALL: import unless this very tarball is already in containerd's store.
@@ -186,6 +190,81 @@ build_worker_image() {
     echo "$out"
 }
 
+# kubeline-server:dev = the worker image's base + kubeline[postgres] + kopf + kubernetes.
+# kubeline-postgres:dev = Debian bookworm's postgresql packages, uid 999, and an entrypoint that
+# honours POSTGRES_USER/POSTGRES_PASSWORD/POSTGRES_DB/PGDATA like the official image.
+SERVER_IMAGE=kubeline-server:dev
+POSTGRES_IMAGE=kubeline-postgres:dev
+
+_customize_server() { # ROOT WHEEL
+    local root=$1 wheel=$2
+    _customize_worker "$root" ""
+    cp "$wheel" "$root/tmp/"
+    chroot "$root" env UV_CACHE_DIR=/var/cache/uv UV_LINK_MODE=copy \
+        uv pip install -q --python /opt/kubeline/bin/python "/tmp/$(basename "$wheel")[postgres]" kopf kubernetes \
+        || die "installing kubeline[postgres], kopf and kubernetes into the server image failed"
+    rm -rf "$root/tmp/"*
+    mkdir -p "$root/var/lib/kubeline" && chown 1000:1000 "$root/var/lib/kubeline"
+}
+
+_customize_postgres() { # ROOT
+    local root=$1
+    chroot "$root" groupadd -g 999 postgres
+    chroot "$root" useradd -u 999 -g 999 -d /var/lib/postgresql -s /bin/sh postgres
+    chroot "$root" sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql-15 >/dev/null' \
+        || die "apt-get install postgresql-15 in the postgres image failed"
+    rm -rf "$root"/var/lib/postgresql/15 "$root"/etc/postgresql/15/main
+    install -d -o 999 -g 999 "$root/var/lib/postgresql" "$root/var/run/postgresql"
+    cat >"$root/usr/local/bin/docker-entrypoint.sh" <<'SH'
+#!/bin/sh
+# Initialise PGDATA on first start (POSTGRES_USER/PASSWORD/DB), then run postgres in the foreground.
+set -eu
+export PATH=/usr/lib/postgresql/15/bin:$PATH
+: "${PGDATA:=/var/lib/postgresql/data}" "${POSTGRES_USER:=postgres}" "${POSTGRES_DB:=$POSTGRES_USER}"
+if [ ! -s "$PGDATA/PG_VERSION" ]; then
+    [ -n "${POSTGRES_PASSWORD:-}" ] || { echo "POSTGRES_PASSWORD is required" >&2; exit 1; }
+    mkdir -p "$PGDATA" && chmod 700 "$PGDATA"
+    pwfile=$(mktemp) && printf '%s' "$POSTGRES_PASSWORD" >"$pwfile"
+    initdb -D "$PGDATA" -U "$POSTGRES_USER" --pwfile="$pwfile" --auth-local=trust --auth-host=scram-sha-256 >/dev/null
+    rm -f "$pwfile"
+    echo "host all all all scram-sha-256" >>"$PGDATA/pg_hba.conf"
+    if [ "$POSTGRES_DB" != postgres ]; then
+        echo "CREATE DATABASE \"$POSTGRES_DB\";" | postgres --single -D "$PGDATA" postgres >/dev/null
+    fi
+fi
+exec postgres -D "$PGDATA" -c listen_addresses='*' -c unix_socket_directories=/var/run/postgresql
+SH
+    chmod 0755 "$root/usr/local/bin/docker-entrypoint.sh"
+    ln -sf /usr/lib/postgresql/15/bin/pg_isready "$root/usr/local/bin/pg_isready"
+}
+
+build_server_image() {
+    local wheel out=$IMAGE_CACHE/kubeline-server-dev.tar
+    wheel=$(build_kubeline_wheel "$IMAGE_CACHE/wheel")
+    [[ -n $wheel ]] || die "no kubeline wheel (pyproject.toml missing?)"
+    log "building $SERVER_IMAGE with $(basename "$wheel")"
+    build_python_image "$SERVER_IMAGE" "$out" _customize_server "$wheel"
+    echo "$out"
+}
+
+build_postgres_image() {
+    local out=$IMAGE_CACHE/kubeline-postgres-dev.tar
+    log "building $POSTGRES_IMAGE from Debian's postgresql-15"
+    build_python_image "$POSTGRES_IMAGE" "$out.tmp.tar" _customize_postgres
+    # The same rootfs, with the postgres runtime config (user 999, the entrypoint).
+    local work; work=$(mktemp -d)
+    tar -C "$work" -xf "$out.tmp.tar"
+    local cfg; cfg=$(jq -r '.[0].Config' "$work/manifest.json")
+    jq -c '.config = {"Env": ["PATH=/usr/lib/postgresql/15/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "PGDATA=/var/lib/postgresql/data", "LANG=C.UTF-8"], "Entrypoint": ["/usr/local/bin/docker-entrypoint.sh"], "User": "999:999", "WorkingDir": "/var/lib/postgresql", "ExposedPorts": {"5432/tcp": {}}}' \
+        "$work/$cfg" >"$work/cfg.json"
+    local sha; sha=$(sha256sum "$work/cfg.json" | cut -d' ' -f1)
+    rm "$work/$cfg"; mv "$work/cfg.json" "$work/$sha.json"
+    jq -c --arg c "$sha.json" '.[0].Config = $c' "$work/manifest.json" >"$work/m.json" && mv "$work/m.json" "$work/manifest.json"
+    tar -C "$work" -cf "$out" manifest.json "$sha.json" "$(jq -r '.[0].Layers[0]' "$work/manifest.json" | cut -d/ -f1)"
+    rm -rf "$work" "$out.tmp.tar"
+    echo "$out"
+}
+
 # Import every cached image tarball that containerd's store does not hold yet.
 import_cached_images() {
     local t
@@ -194,4 +273,74 @@ import_cached_images() {
         case $(basename "$t") in rootfs-*|pause.tar) continue ;; esac
         import_if_changed "$t"
     done
+}
+
+# --- Which sources an image was built from ---------------------------------------------------
+# An image is "current" when the copy in containerd's store was built from what this checkout
+# holds now; the e2e tests rebuild only stale images (a rebuild of all three takes minutes).
+# The hash covers what goes into the image: the files the kubeline wheel is made of (what
+# hatchling takes: git's tracked and not-ignored untracked files under src/, the built web UI it
+# ships as artifacts, pyproject.toml) and the recipe itself (the bodies of the shell functions
+# that build it, so a comment edit rebuilds nothing). It is written beside the tarball
+# ($tar.source) when built and copied beside containerd's store when imported.
+
+# image_tarball KIND: the cached tarball of worker | server | postgres.
+image_tarball() { echo "$IMAGE_CACHE/kubeline-$1-dev.tar"; }
+
+image_ref() { echo "kubeline-$1:dev"; }
+
+# The package's files (relative to $REPO, NUL-separated): those in the wheel.
+_package_files() {
+    local f
+    if git -C "$REPO" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+        git -C "$REPO" ls-files -z --cached --others --exclude-standard -- src pyproject.toml
+    else
+        (cd "$REPO" && find src -type f ! -name '*.pyc' ! -path '*/__pycache__/*' -print0 && printf '%s\0' pyproject.toml)
+    fi
+    [[ -d $REPO/src/kubeline/ui/static ]] && (cd "$REPO" && find src/kubeline/ui/static -type f -print0)
+    return 0
+}
+
+# source_hash KIND: sha256 of what the image KIND is built from.
+source_hash() {
+    local kind=$1 recipe=(build_python_image write_docker_archive ensure_base_rootfs ensure_uv)
+    case $kind in
+        worker) recipe+=(build_kubeline_wheel _customize_worker build_worker_image) ;;
+        server) recipe+=(build_kubeline_wheel _customize_worker _customize_server build_server_image) ;;
+        postgres) recipe+=(_customize_postgres build_postgres_image) ;;
+        *) die "unknown image '$kind' (expected: worker, server, postgres)" ;;
+    esac
+    {
+        echo "suite $DEBIAN_SUITE"
+        declare -f "${recipe[@]}"
+        if [[ $kind != postgres ]]; then
+            _package_files | sort -zu | (cd "$REPO" && while IFS= read -r -d '' f; do
+                [[ -f $f ]] && sha256sum -- "$f"
+            done; true)
+        fi
+    } | sha256sum | cut -d' ' -f1
+}
+
+# build_image KIND: build the tarball of worker | server | postgres, record its sources, print its path.
+build_image() {
+    local kind=$1 hash out
+    hash=$(source_hash "$kind")    # before the build: an edit made during it makes it stale
+    out=$("build_${kind}_image")
+    printf '%s\n' "$hash" >"$out.source"
+    echo "$out"
+}
+
+# image_state KIND: prints current | stale | missing (not in containerd's store) | unknown
+# (imported from a tarball without a record of its sources).
+image_state() {
+    local kind=$1 stamp recorded
+    stamp=$CONTAINERD_ROOT/imported-$(basename "$(image_tarball "$kind")")
+    if ! ctr --address "$CONTAINERD_SOCK" -n k8s.io images ls -q 2>/dev/null \
+        | grep -qx -e "$(image_ref "$kind")" -e "docker.io/library/$(image_ref "$kind")"; then
+        echo missing; return 0
+    fi
+    recorded=$(cat "$stamp" 2>/dev/null || true)
+    if [[ -z $recorded ]]; then echo unknown
+    elif [[ $recorded == "$(source_hash "$kind")" ]]; then echo current
+    else echo stale; fi
 }

@@ -6,8 +6,11 @@ otherwise this repository's own single-node cluster, started with `scripts/local
 
 When no cluster can be had, every e2e test is skipped with the reason, except when
 `KUBELINE_REQUIRE_CLUSTER=1` (CI sets it): then they fail with that reason instead.
-On the local cluster the worker image is built when missing, or always with
-`KUBELINE_E2E_REBUILD_IMAGE=1` (after changing the package).
+On the local cluster the images the selected tests use (the worker image; the server and
+PostgreSQL images for the tests that deploy the manifests) are built again from this checkout
+when the cluster's copy is missing or was built from other sources (`scripts/local-cluster
+image-status`: a hash of src/, pyproject.toml and the recipe recorded when built), or always
+with `KUBELINE_E2E_REBUILD_IMAGE=1`.
 
 The cluster is acquired once, after collection and outside any test's timeout, and only if an
 e2e test was selected. Tests talk to it with the official `kubernetes` client and `kubectl`.
@@ -50,7 +53,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if session.config.option.collectonly:
         return
     if any(item.path.is_relative_to(HERE) for item in session.items):
-        _acquire_cluster(_CLUSTER)
+        _acquire_cluster(_CLUSTER, deploy_images=any("deploy_images" in getattr(item, "fixturenames", ())
+                                                     for item in session.items))
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
@@ -72,7 +76,7 @@ def _tail(text: str, lines: int = 15) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
-def _acquire_cluster(cluster: Cluster) -> None:
+def _acquire_cluster(cluster: Cluster, *, deploy_images: bool = False) -> None:
     env_kubeconfig = os.environ.get("KUBECONFIG")
     if env_kubeconfig:
         cluster.kubeconfig = Path(env_kubeconfig.split(os.pathsep)[0])
@@ -106,21 +110,32 @@ def _acquire_cluster(cluster: Cluster) -> None:
     node_names = {n["metadata"]["name"] for n in json.loads(out)["items"]}
     cluster.local = LOCAL_NODE_NAME in node_names and os.geteuid() == 0
     if cluster.local:
-        _ensure_local_worker_image(cluster, json.loads(out)["items"])
+        # Built here, outside any test's timeout: a cold build of all three takes minutes.
+        cluster.image_problem = _ensure_local_images(cluster, ["worker"])
+        if deploy_images:
+            _ensure_deploy_images(cluster)
 
 
-def _ensure_local_worker_image(cluster: Cluster, nodes: list[dict[str, Any]]) -> None:
-    """Build and import the worker image into the local cluster when it is not there yet."""
-    names = {n for node in nodes for image in node["status"].get("images", []) for n in image.get("names") or []}
-    present = any(name.endswith("/" + WORKER_IMAGE) or name == WORKER_IMAGE for name in names)
-    # KUBELINE_E2E_REBUILD_IMAGE=1 rebuilds it from the current checkout (the package changed).
-    if present and os.environ.get("KUBELINE_E2E_REBUILD_IMAGE") != "1":
-        return
-    code, out = _run([str(LOCAL_CLUSTER), "load-image", "worker"], timeout=20 * 60)
+def _ensure_deploy_images(cluster: Cluster) -> None:
+    cluster.deploy_image_problem = _ensure_local_images(cluster, ["server", "postgres"])
+    cluster.deploy_images_checked = True
+
+
+def _ensure_local_images(cluster: Cluster, kinds: list[str]) -> str | None:
+    """Build and import the images `kinds` (worker, server, postgres) when the cluster's copy is
+    missing or stale (built from other sources: another checkout, an older commit); returns
+    what went wrong, if anything."""
+    # KUBELINE_E2E_REBUILD_IMAGE=1 rebuilds them whatever their state.
+    rebuild = os.environ.get("KUBELINE_E2E_REBUILD_IMAGE") == "1"
+    started = time.monotonic()
+    code, out = _run([str(LOCAL_CLUSTER), "load-image", *([] if rebuild else ["--if-stale"]), *kinds],
+                     timeout=40 * 60)
     if code != 0:
-        cluster.image_problem = f"scripts/local-cluster load-image failed:\n{_tail(out)}"
-    else:
-        cluster.notes.append(f"built and imported {WORKER_IMAGE}")
+        return f"scripts/local-cluster load-image {' '.join(kinds)} failed (exit {code}):\n{_tail(out)}"
+    built = [line.split("] imported ", 1)[1] for line in out.splitlines() if "] imported " in line]
+    if built:
+        cluster.notes.append(f"built and imported {', '.join(built)} in {time.monotonic() - started:.0f}s")
+    return None
 
 
 def _server_minor(api_client: Any) -> int:
@@ -160,6 +175,17 @@ def worker_image(cluster: Cluster) -> str:
     if cluster.image_problem:
         _unavailable(cluster.image_problem)
     return WORKER_IMAGE
+
+
+@pytest.fixture(scope="session")
+def deploy_images(local_cluster: Cluster, worker_image: str) -> Cluster:
+    """kubeline-server:dev and kubeline-postgres:dev built from this checkout, for the tests that
+    apply deploy/overlays/dev (built before the tests start, see _ensure_local_images)."""
+    if not local_cluster.deploy_images_checked:  # collection_finish did not see it asked for
+        _ensure_deploy_images(local_cluster)
+    if local_cluster.deploy_image_problem:
+        _unavailable(local_cluster.deploy_image_problem)
+    return local_cluster
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,8 @@ class Cluster:
     local: bool = False
     unavailable: str | None = None
     image_problem: str | None = None
+    deploy_image_problem: str | None = None
+    deploy_images_checked: bool = False
     notes: list[str] = field(default_factory=list)
 
     def env(self) -> dict[str, str]:

@@ -3,8 +3,8 @@ up PostgreSQL and the server (with the operator); a Pipeline applied with kubect
 API; a PipelineRun runs its stages as Jobs and ends Succeeded with its status written back;
 `kubeline k8s logs` prints the stage logs; deleting the Pipeline removes it (finalizer).
 
-Needs the images kubeline-server:dev and kubeline-postgres:dev (built here when missing, by
-scripts/cluster/build-deploy-images; rebuild after changing the package) and the worker image.
+Needs the images kubeline-server:dev and kubeline-postgres:dev and the worker image (built by the
+e2e conftest when missing or built from other sources than this checkout's).
 """
 
 from __future__ import annotations
@@ -58,22 +58,11 @@ spec: {{pipelineRef: e2e-etl, inputs: {{day: monday}}, timeout: 600}}
 """
 
 
-def _images_present(kubectl: Kubectl) -> bool:
-    nodes = json.loads(kubectl("get", "nodes", "-o", "json").stdout)["items"]
-    names = {n for node in nodes for image in node["status"].get("images", []) for n in image.get("names") or []}
-    return all(any(n == i or n.endswith("/" + i) for n in names) for i in IMAGES)
-
-
 @pytest.fixture(scope="module")
-def deployed(local_cluster: Cluster, worker_image: str, kubectl: Kubectl) -> Iterator[Cluster]:
-    if os.environ.get("KUBELINE_E2E_REBUILD_IMAGE") == "1" or not _images_present(kubectl):
-        proc = subprocess.run([str(REPO / "scripts" / "cluster" / "build-deploy-images")], capture_output=True,
-                              text=True, timeout=1800, check=False)
-        if proc.returncode != 0:
-            pytest.fail(f"build-deploy-images failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+def deployed(deploy_images: Cluster, kubectl: Kubectl) -> Iterator[Cluster]:
     kubectl("apply", "-k", str(REPO / "deploy" / "overlays" / "dev"))
     try:
-        yield local_cluster
+        yield deploy_images
     finally:
         for kind in ("pipelineruns.kubeline.dev", "pipelines.kubeline.dev"):
             kubectl("delete", kind, "--all", "-n", NS, "--timeout=60s", check=False)

@@ -16,8 +16,8 @@ created before each kill and right after it, while no replica may act yet.
 status names a distinct run, and the Jobs of the pipeline (one python stage per run) carry
 exactly that many distinct run labels.
 
-Needs the images kubeline-server:dev and kubeline-postgres:dev (built when missing, like
-test_operator_deploy) and the worker image.
+Needs the images kubeline-server:dev and kubeline-postgres:dev and the worker image (built by the
+e2e conftest when missing or stale, like for test_operator_deploy).
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ import yaml
 from kubeline.operator import runner
 
 from .support import Cluster, wait_until
-from .test_operator_deploy import _images_present
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
@@ -74,12 +73,7 @@ def _manifests(kubectl: Kubectl, namespace: str, *, data_dir: pathlib.Path) -> s
 
 
 @pytest.fixture(scope="module")
-def two_replicas(local_cluster: Cluster, worker_image: str, kubectl: Kubectl) -> Iterator[str]:
-    if os.environ.get("KUBELINE_E2E_REBUILD_IMAGE") == "1" or not _images_present(kubectl):
-        proc = subprocess.run([str(REPO / "scripts" / "cluster" / "build-deploy-images")], capture_output=True,
-                              text=True, timeout=1800, check=False)
-        if proc.returncode != 0:
-            pytest.fail(f"build-deploy-images failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+def two_replicas(deploy_images: Cluster, kubectl: Kubectl) -> Iterator[str]:
     namespace = f"e2e-leader-{secrets.token_hex(3)}"
     data_dir = pathlib.Path(tempfile.mkdtemp(prefix=f"kubeline-{namespace}-"))
     os.chown(data_dir, 1000, 1000)  # the server's uid (a hostPath gets no fsGroup)
