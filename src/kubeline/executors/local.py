@@ -198,7 +198,8 @@ class LocalExecutor:
                 if entry.name.startswith(local_run.TRASH_PREFIX) or entry.name in followed:
                     continue
                 handle = _found(pathlib.Path(entry.path), attempt_id=None)
-                if handle is None:  # no intent: a start that died before spawning anything
+                if handle is None:  # a start that died before its supervisor ran (or one this
+                    # moment old, in another process: the store does not hold it as final)
                     found.append({"attempt_id": entry.name, "work_dir": entry.path})
                 elif not local_limits.is_running(handle["pid"], started=handle["proc_start"]):
                     found.append(handle)
