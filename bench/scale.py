@@ -132,14 +132,15 @@ def seed_runs(url: str, *, count: int, pipelines: int = 100) -> float:
 async def list_phase(url: str, *, requests: int, work: pathlib.Path) -> dict[str, dict[str, float]]:
     import httpx
 
-    from kubeline import bootstrap, settings
+    from kubeline import bootstrap, settings, testing
     from kubeline.api import app as api_app
 
     config = settings.Settings(home=work / "api-home", database_url=url)
     async with bootstrap.open_kubeline(config) as kl:
         app = api_app.create_app(kl)
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://kubeline.test") as client:
+        headers = await testing.admin_headers(kl)
+        async with httpx.AsyncClient(transport=transport, base_url="http://kubeline.test", headers=headers) as client:
             first = (await client.get("/api/v1/runs", params={"limit": 50})).json()
             queries = {
                 "newest 50": {"limit": 50},

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import pydantic
 
 from kubeline import settings as settings_
+from kubeline.auth import service as auth_service
 from kubeline.cleanup import service as cleanup_service
 from kubeline.domain import errors, notifications, pools, repos, retention
 from kubeline.engine import engine as engine_
@@ -55,6 +56,7 @@ class Kubeline:
     secrets: secret_service.SecretService
     executors: dict[str, executors_base.Executor]
     engine: engine_.Engine
+    auth: auth_service.AuthService
     new_key_file: pathlib.Path | None  # set when this start generated the secret key
     git: gitsync_service.GitSync | None = None  # with KUBELINE_GIT_REPOS
     notifier: notify_service.Notifier | None = None
@@ -225,8 +227,8 @@ async def open_kubeline(
         if git is not None and envs is not None:
             git.loaded = envs.preheat
         yield Kubeline(settings=settings, store=store, logs=logs, secrets=secrets, executors=executors,
-                       engine=engine, new_key_file=settings.key_file if created else None, git=git,
-                       environments=envs,
+                       engine=engine, auth=auth_service.AuthService(accounts=store.accounts, settings=settings),
+                       new_key_file=settings.key_file if created else None, git=git, environments=envs,
                        notifier=notifier(settings, store=store, secrets=secrets, logs=logs),
                        cleanup=cleanup(settings, store=store, logs=logs))
     finally:

@@ -6,6 +6,9 @@ problem+json errors become ``kubeline.domain.errors`` exceptions (404 ``NotFound
 ``ConflictError``, 422 ``InvalidInputError`` or ``SpecError`` with its problems, anything else
 ``ApiError``), each with ``status`` and ``problem`` attached.
 
+Both send an API token (``token=``, else ``KUBELINE_TOKEN``, else the one ``kubeline login``
+stored for the URL) as ``Authorization: Bearer``.
+
 Following (``follow_logs``, ``follow_events``) reconnects after a dropped connection with
 ``Last-Event-ID``, so a caller sees each line exactly once.
 """
@@ -21,6 +24,7 @@ from typing import Any, TypeVar
 import httpx
 import pydantic
 
+from kubeline import credentials
 from kubeline.api import environments, schemas
 from kubeline.domain import errors
 
@@ -227,13 +231,24 @@ class _SseParser:
         return None
 
 
+def _auth_headers(url: str, headers: dict[str, str] | None, token: str | None) -> dict[str, str]:
+    """``Authorization: Bearer``: ``token``, else KUBELINE_TOKEN, else what ``kubeline login`` stored."""
+    found = dict(headers or {})
+    if not any(k.lower() == "authorization" for k in found):
+        token = token or credentials.token_for(url)
+        if token:
+            found["Authorization"] = f"Bearer {token}"
+    return found
+
+
 class Client:
     """Sync client. ``Client("http://127.0.0.1:8080")``; use as a context manager or ``close()``."""
 
     def __init__(self, url: str, *, timeout: float = 30.0, headers: dict[str, str] | None = None,
-                 transport: httpx.BaseTransport | None = None) -> None:
+                 transport: httpx.BaseTransport | None = None, token: str | None = None) -> None:
         self.url = url.rstrip("/")
-        self.http = httpx.Client(base_url=self.url, timeout=timeout, headers=headers, transport=transport)
+        self.http = httpx.Client(base_url=self.url, timeout=timeout, headers=_auth_headers(self.url, headers, token),
+                                 transport=transport)
 
     def __enter__(self) -> Client:
         return self
@@ -434,9 +449,10 @@ class AsyncClient:
     """Asyncio client with the same methods as ``Client`` (awaitable; followers are async iterators)."""
 
     def __init__(self, url: str, *, timeout: float = 30.0, headers: dict[str, str] | None = None,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None, token: str | None = None) -> None:
         self.url = url.rstrip("/")
-        self.http = httpx.AsyncClient(base_url=self.url, timeout=timeout, headers=headers, transport=transport)
+        self.http = httpx.AsyncClient(base_url=self.url, timeout=timeout,
+                                      headers=_auth_headers(self.url, headers, token), transport=transport)
 
     async def __aenter__(self) -> AsyncClient:
         return self

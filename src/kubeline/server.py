@@ -20,6 +20,7 @@ import importlib
 import logging
 import signal
 import socket
+import sys
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, Literal
 
@@ -29,6 +30,7 @@ from kubeline import bootstrap
 from kubeline import settings as settings_
 from kubeline.api import app as app_
 from kubeline.api import services
+from kubeline.auth import addresses
 from kubeline.ui import serve as ui_serve
 
 log = logging.getLogger("kubeline.server")
@@ -44,6 +46,38 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+
+INSECURE_BANNER = ("\n" + "!" * 78 + "\n!! AUTHENTICATION IS DISABLED (--insecure-no-auth): anyone who reaches "
+                   "this server is an admin.\n!! Use it for local experiments only.\n" + "!" * 78 + "\n")
+
+
+class InsecureBind(RuntimeError):
+    """Auth is off and the address is not loopback-only."""
+
+
+def check_bind(settings: settings_.Settings, host: str, *, insecure_no_auth: bool = False) -> None:
+    """Refuse to serve without authentication on an address other machines can reach."""
+    if (insecure_no_auth or not settings.auth_enabled) and not addresses.is_loopback(host):
+        why = "--insecure-no-auth" if insecure_no_auth else "KUBELINE_AUTH_ENABLED=false"
+        raise InsecureBind(
+            f"refusing to listen on {host} with authentication disabled ({why}): listen on 127.0.0.1 "
+            "(--host 127.0.0.1), or keep authentication on")
+
+
+async def prepare_auth(kl: bootstrap.Kubeline) -> None:
+    """First start: the admin (one-time password printed once, on stderr) and KUBELINE_ADMIN_TOKEN."""
+    if not kl.settings.auth_enabled:
+        sys.stderr.write(INSECURE_BANNER)
+        log.warning("authentication is disabled: every caller is an admin")
+        return
+    password = await kl.auth.ensure_first_admin()
+    await kl.auth.ensure_admin_token()
+    if password:
+        sys.stderr.write(f"\nFirst start: created user 'admin' with the one-time password\n\n    {password}\n\n"
+                         "Log in with it (kubeline login, or the web UI); you will be asked to change it. "
+                         "It is not shown again.\n\n")
+        sys.stderr.flush()
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -66,20 +100,29 @@ async def serve(
     upload_sock: socket.socket | None = None,
     started: Callable[[str], None] | None = None,
     stop: asyncio.Event | None = None,
+    insecure_no_auth: bool = False,
+    on_app: Callable[[Any], None] | None = None,
 ) -> None:
-    """Run until a signal (main thread) or ``stop``; ``started(url)`` once connections are accepted."""
+    """Run until a signal (main thread) or ``stop``; ``started(url)`` once connections are accepted;
+    ``on_app(app)`` with the FastAPI app before that (tests read its routes)."""
     if role not in ROLES:
         raise ValueError(f"role {role!r} is not one of {', '.join(ROLES)}")
     stop = stop or asyncio.Event()
+    if insecure_no_auth:
+        settings = settings.model_copy(update={"auth_enabled": False})
+    check_bind(settings, host if sock is None else sock.getsockname()[0], insecure_no_auth=insecure_no_auth)
     sock = sock or bind(host, port)
     upload_sock = upload_sock or bind(host, settings.upload_port)
     url, upload_url = url_of(sock), url_of(upload_sock)
     async with bootstrap.open_kubeline(settings, replica=True) as kl:
+        await prepare_auth(kl)
         found = await services.reload_pipelines(kl)
         for problem in found.problems:
             log.warning("pipeline not loaded: %s", problem)
         app = app_.create_app(kl)
         ui_serve.mount(app)
+        if on_app is not None:
+            on_app(app)
         server = _http(app)
         uploads = _http(app_.create_upload_app(kl))
         background = _start_background(kl, role)

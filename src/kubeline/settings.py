@@ -134,6 +134,34 @@ class Settings(pydantic_settings.BaseSettings):
         None, description='Network of attempt containers ("none", "bridge", ...); default: the '
                           "daemon's bridge when it has one, else none.")
 
+    # access control (kubeline.auth) -------------------------------------------------------------
+    auth_enabled: bool = pydantic.Field(
+        True, description="Every API route asks who calls. Off only with `kubeline server --insecure-no-auth` "
+                          "(or false here), and then the server listens on loopback only.")
+    admin_password: pydantic.SecretStr | None = pydantic.Field(
+        None, description="Password of the first admin created when there is no user (changed at first login); "
+                          "default: a one-time password printed once.")
+    admin_token: pydantic.SecretStr | None = pydantic.Field(
+        None, description="A service token with the admin role, ensured at start (for automation: CI, a "
+                          "deploy's first setup); stored hashed.")
+    token: pydantic.SecretStr | None = pydantic.Field(
+        None, description="API token the CLI and kubeline.client send (else `kubeline login`'s stored one).")
+    session_idle_minutes: float = pydantic.Field(60.0, gt=0, description="A browser session ends after this idle.")
+    session_max_hours: float = pydantic.Field(12.0, gt=0, description="A browser session ends after this at most.")
+    cookie_secure: bool | None = pydantic.Field(
+        None, description="Secure cookies; default: on unless the request came over plain http to loopback.")
+    login_lock_after: int = pydantic.Field(5, ge=1, description="Failed passwords before an account is locked.")
+    login_lock_seconds: float = pydantic.Field(60.0, ge=0, description="First lock; it doubles while failures go on.")
+    scripts_enabled: bool = pydantic.Field(
+        False, description="Serve POST /api/v1/scripts (runs posted code; operators only).")
+    metrics_token: pydantic.SecretStr | None = pydantic.Field(
+        None, description="When set, /metrics answers only to `Authorization: Bearer <this>`.")
+    public_url: str | None = pydantic.Field(
+        None, description="This server's external URL (OAuth redirect URIs); default: taken from the request.")
+    oidc_providers: list[dict[str, Any]] = pydantic.Field(
+        default_factory=list, description="OAuth/OIDC login providers as JSON (see kubeline.auth.oidc).")
+    audit_retention_days: int = pydantic.Field(365, ge=1, description="Audit rows older than this are deleted.")
+
     @pydantic.field_validator("executors", "stage_env_passthrough", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:

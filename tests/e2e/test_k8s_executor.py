@@ -266,7 +266,7 @@ async def test_attempt_api_says_metrics_unavailable_without_metrics_server(rig: 
             run = await submit(kl, folder)
             task = asyncio.create_task(kl.engine.execute(run.id))
             attempt = await _running_attempt(kl, run.id)
-            async with httpx.AsyncClient(base_url=server.url) as http:
+            async with httpx.AsyncClient(base_url=server.url, headers=server.headers) as http:
                 answer = await http.get(f"/api/v1/runs/{run.id}/attempts/{attempt.id}")
                 assert answer.status_code == 200, answer.text
                 assert answer.json()["resources"] == expected

@@ -7,6 +7,9 @@ The attempt upload (``PUT /api/v1/attempts/{id}/io``, authorised by a per-attemp
 second app, ``create_upload_app``, that ``kubeline server`` serves on its own port
 (``KUBELINE_UPLOAD_PORT``): the only port stage pods need, so a NetworkPolicy can let them reach
 it and never the API.
+
+Every router is mounted with ``access.GUARD`` (deny by default: see ``kubeline.api.access``);
+``security.Security`` adds security headers to every answer and audits every change.
 """
 
 from __future__ import annotations
@@ -16,14 +19,17 @@ import fastapi
 import kubeline
 from kubeline import bootstrap
 from kubeline import metrics as metrics_
-from kubeline.api import openapi, problems, schemas, sse
+from kubeline.api import access, openapi, problems, schemas, security, sse
 from kubeline.api.routes import (
     attempt_io,
+    audit,
+    auth,
     cells,
     git,
     health,
     hooks,
     notifications,
+    oidc,
     pipelines,
     retention,
     run_feed,
@@ -34,6 +40,8 @@ from kubeline.api.routes import (
     stats,
     streams,
     system,
+    tokens,
+    users,
 )
 
 API_PREFIX = "/api/v1"
@@ -54,10 +62,12 @@ def create_app(kl: bootstrap.Kubeline, *, metrics: metrics_.Metrics | None = Non
     problems.install(app)
     openapi.install(app)
     app.add_middleware(problems.BodyLimit, limit=kl.settings.max_request_bytes)
-    app.include_router(health.router)
+    app.add_middleware(security.Security)
+    app.include_router(health.router, dependencies=[access.GUARD])
     for module in (pipelines, run_feed, runs, cells, git, notifications, retention, streams, secrets, scripts, hooks,
-                   schedules, stats, system):
-        app.include_router(module.router, prefix=API_PREFIX)
+                   schedules, stats,
+                   system, auth, oidc, tokens, users, audit):
+        app.include_router(module.router, prefix=API_PREFIX, dependencies=[access.GUARD])
     return app
 
 

@@ -37,8 +37,9 @@ _STATUS: list[tuple[type[errors.KubelineError], int, str]] = [
     (errors.SecretError, 422, "secret"),
     (errors.ExecutorError, 503, "executor-unavailable"),
 ]
-TITLES = {400: "Bad request", 404: "Not found", 405: "Method not allowed", 409: "Conflict", 410: "Gone",
-          413: "Request body too large", 415: "Unsupported media type", 422: "Unprocessable content",
+TITLES = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
+          409: "Conflict", 410: "Gone", 413: "Request body too large", 415: "Unsupported media type",
+          422: "Unprocessable content",
           429: "Too many requests", 500: "Internal server error", 503: "Service unavailable"}
 
 

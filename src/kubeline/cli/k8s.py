@@ -292,11 +292,14 @@ def delete(name: str, namespace: Namespace = None, kubeconfig: Kubeconfig = None
 
 @app.command()
 def secrets(db_password: Annotated[str | None, typer.Option(help="Default: a new random one.")] = None) -> None:
-    """Print fresh deploy secrets as an env file (for deploy/overlays/*/secrets.env); nothing is stored."""
+    """Print fresh deploy secrets as an env file (for deploy/overlays/*/secrets.env); nothing is stored.
+
+    KUBELINE_ADMIN_PASSWORD is the first admin's password (changed at the first login)."""
     from cryptography import fernet
 
     out.print(f"KUBELINE_SECRET_KEY={fernet.Fernet.generate_key().decode()}", markup=False, highlight=False)
     out.print(f"POSTGRES_PASSWORD={db_password or secrets_.token_urlsafe(24)}", markup=False, highlight=False)
+    out.print(f"KUBELINE_ADMIN_PASSWORD={secrets_.token_urlsafe(18)}", markup=False, highlight=False)
 
 
 def operator(  # noqa: PLR0917 - Typer options

@@ -25,6 +25,7 @@ from kubeline.cli import browse, output, remote, render, watch
 from kubeline.cli import environments as environments_cli
 from kubeline.cli import git as git_cli
 from kubeline.cli import k8s as k8s_cli
+from kubeline.cli import login as login_cli
 from kubeline.cli import retention as retention_cli
 from kubeline.cli import server as server_cli
 from kubeline.domain import errors, runs, specs, states
@@ -40,6 +41,8 @@ app.add_typer(git_cli.app, name="git")
 app.add_typer(retention_cli.app, name="retention")
 app.command("server")(server_cli.server)
 app.command("environment")(environments_cli.environment)
+app.command("login")(login_cli.login)
+app.command("logout")(login_cli.logout)
 k8s_cli.register(app)  # kubeline k8s ..., kubeline operator
 out = Console()
 err = Console(stderr=True)

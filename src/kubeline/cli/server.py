@@ -25,6 +25,8 @@ def server(  # noqa: PLR0917 - Typer options
     log_level: Annotated[str, typer.Option(help="debug | info | warning | error")] = "info",
     log_format: Annotated[str, typer.Option(
         help="auto (readable lines on a terminal, JSON lines otherwise) | text | json")] = "auto",
+    insecure_no_auth: Annotated[bool, typer.Option(
+        "--insecure-no-auth", help="No login at all: every caller is an admin. Local experiments only.")] = False,
 ) -> None:
     """Run the Kubeline server (API + dispatcher + scheduler) until SIGTERM or Ctrl-C."""
     if role not in server_.ROLES:
@@ -37,4 +39,9 @@ def server(  # noqa: PLR0917 - Typer options
                                  param_hint="--log-format")
     settings = settings_.Settings(**overrides)
     server_logs.configure(level=log_level, fmt=log_format)
-    asyncio.run(server_.serve(settings, host=host, port=port, role=role))
+    try:
+        server_.check_bind(settings, host, insecure_no_auth=insecure_no_auth)
+    except server_.InsecureBind as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    asyncio.run(server_.serve(settings, host=host, port=port, role=role, insecure_no_auth=insecure_no_auth))

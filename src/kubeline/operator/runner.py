@@ -124,6 +124,7 @@ async def serve(settings: settings_.Settings, *, host: str = "0.0.0.0", port: in
             if upload_sock is not None:
                 upload_sock.close()
             return
+        await server.prepare_auth(kl)
         if dispatch:
             found = await services.reload_pipelines(kl)
             for problem in found.problems:

@@ -3,6 +3,11 @@
 ``ServerThread`` runs ``kubeline.server.serve`` in a thread with its own event loop (fast to
 start; shares the process). ``ServerProcess`` runs ``kubeline server`` as a child process (for
 memory measurements, signals and ``kill -9``). Both pick a free port and give ``url``.
+
+Authentication stays on: each server gets an admin service token (``KUBELINE_ADMIN_TOKEN``,
+random unless the settings bring one) in ``token``; ``client()`` and ``http()`` send it, and
+``headers`` is ``{"Authorization": "Bearer ..."}`` for any other HTTP client. ``login_as``
+makes a user with a role (and grants) and gives their personal token.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import asyncio
 import contextlib
 import os
 import pathlib
+import secrets
 import signal
 import subprocess
 import sys
@@ -20,20 +26,67 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import httpx
+import pydantic
 
+from kubeline import client as client_
 from kubeline import server as server_
 from kubeline import settings as settings_
 
 
-class ServerThread:
+def with_admin_token(settings: settings_.Settings) -> settings_.Settings:
+    """These settings with an admin service token (a random one unless they have one)."""
+    if settings.admin_token is not None:
+        return settings
+    return settings.model_copy(update={"admin_token": pydantic.SecretStr(secrets.token_urlsafe(32))})
+
+
+class _Authenticated:
+    url: str
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    def client(self, *, token: str | None = None, **kwargs: Any) -> client_.Client:
+        """A ``kubeline.client.Client`` for this server, as the admin (or with ``token``)."""
+        return client_.Client(self.url, token=token or self.token or None, **kwargs)
+
+    def http(self, *, token: str | None = None, **kwargs: Any) -> httpx.Client:
+        """An ``httpx.Client`` on this server's URL, as the admin (or with ``token``)."""
+        headers = {"Authorization": f"Bearer {token or self.token}"} if (token or self.token) else {}
+        return httpx.Client(base_url=self.url, headers=headers, **kwargs)
+
+    def login_as(self, username: str, role: str, *, grants: list[dict[str, str]] | None = None,
+                 pipelines: list[str] | None = None, password: str | None = None) -> str:
+        """Create user ``username`` with ``role`` (and grants) through the API, log in as them with
+        their password and make a personal token (limited to ``pipelines`` when given): its secret."""
+        password = password or secrets.token_urlsafe(16)
+        with self.http() as admin:
+            admin.post("/api/v1/users", json={"username": username, "role": role, "password": password,
+                                              "grants": grants or []}).raise_for_status()
+        with httpx.Client(base_url=self.url) as browser:
+            me = browser.post("/api/v1/auth/login", json={"username": username, "password": password})
+            me.raise_for_status()
+            made = browser.post("/api/v1/tokens", headers={"X-CSRF-Token": me.json()["csrf_token"]},
+                                json={"name": f"{username} test token", "role": role, "pipelines": pipelines})
+            made.raise_for_status()
+            secret: str = made.json()["secret"]
+            return secret
+
+
+class ServerThread(_Authenticated):
     def __init__(self, settings: settings_.Settings, *, role: server_.Role = "all",
                  host: str = "127.0.0.1", start_timeout: float = 30.0) -> None:
+        settings = with_admin_token(settings) if settings.auth_enabled else settings
+        self.token = settings.admin_token.get_secret_value() if settings.admin_token else ""
         self.settings = settings
         self.role = role
         self.host = host
         self.start_timeout = start_timeout
         self.url = ""
         self.upload_url = ""  # the attempt-upload listener (what pods are given)
+        self.app: Any = None  # the FastAPI app, once started
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._ready = threading.Event()
@@ -69,8 +122,12 @@ class ServerThread:
 
             upload_sock = server_.bind(self.host, 0)
             self.upload_url = server_.url_of(upload_sock)
+
+            def keep(app: Any) -> None:
+                self.app = app
+
             await server_.serve(self.settings, host=self.host, port=0, role=self.role, upload_sock=upload_sock,
-                                started=started, stop=self._stop)
+                                started=started, stop=self._stop, on_app=keep)
 
         try:
             asyncio.run(main())
@@ -80,12 +137,14 @@ class ServerThread:
             self._ready.set()
 
 
-class ServerProcess:
+class ServerProcess(_Authenticated):
     """``kubeline server`` in a child process; ``env`` adds KUBELINE_* settings."""
 
     def __init__(self, *, env: Mapping[str, str], role: server_.Role = "all", port: int | None = None,
                  log_file: pathlib.Path | None = None, start_timeout: float = 60.0) -> None:
         self.env = {**os.environ, **env}
+        self.env.setdefault("KUBELINE_ADMIN_TOKEN", secrets.token_urlsafe(32))
+        self.token = self.env["KUBELINE_ADMIN_TOKEN"]
         self.role = role
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -193,3 +252,13 @@ def http_server(handler: type[Any], **fresh: Any) -> Iterator[tuple[str, type[An
         httpd.shutdown()
         httpd.server_close()
 
+
+
+async def admin_headers(kl: Any, *, role: str = "admin", pipelines: list[str] | None = None) -> dict[str, str]:
+    """``Authorization`` headers of a new service token of an open ``Kubeline`` (for an app served
+    in-process, e.g. through ``httpx.ASGITransport``)."""
+    from kubeline.auth import roles
+
+    _, secret = await kl.auth.create_token(name=f"test {role} token", role=roles.Role.parse(role), kind="service",
+                                           user_id=None, created_by="kubeline.testing", scope=pipelines)
+    return {"Authorization": f"Bearer {secret}"}

@@ -7,6 +7,7 @@ import pathlib
 import textwrap
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from kubeline import client as client_
@@ -54,7 +55,7 @@ def settings(tmp_path: pathlib.Path, database_url: str) -> settings_.Settings:
     root = write_pipelines(tmp_path / "pipelines", mark=tmp_path / "mark")
     return settings_.Settings(home=tmp_path / "home", database_url=database_url, pipelines_dir=root,
                               uv_cache_dir=pathlib.Path("/tmp/kubeline-test-venvs/uv-cache"),
-                              max_request_bytes=64 * 1024)
+                              max_request_bytes=64 * 1024, scripts_enabled=True)
 
 
 @pytest.fixture
@@ -65,5 +66,12 @@ def server(settings: settings_.Settings) -> Iterator[testing.ServerThread]:
 
 @pytest.fixture
 def client(server: testing.ServerThread) -> Iterator[client_.Client]:
-    with client_.Client(server.url) as api:
+    with server.client() as api:
         yield api
+
+
+@pytest.fixture
+def http(server: testing.ServerThread) -> Iterator[httpx.Client]:
+    """Plain HTTP to the server as its admin (``server.headers``)."""
+    with server.http() as session:
+        yield session

@@ -16,7 +16,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def remote_cli(server, tmp_path):  # type: ignore[no-untyped-def]
     env = {k: v for k, v in os.environ.items() if not k.startswith("KUBELINE_")}
-    env.update(KUBELINE_URL=server.url, KUBELINE_HOME=str(tmp_path / "elsewhere"), COLUMNS="200")
+    env.update(KUBELINE_URL=server.url, KUBELINE_HOME=str(tmp_path / "elsewhere"), COLUMNS="200",
+               KUBELINE_TOKEN=server.token)
 
     def cli(*args: str, check: int | None = 0) -> subprocess.CompletedProcess[str]:
         done = subprocess.run([str(KUBELINE), *args], env=env, capture_output=True, text=True, timeout=120)

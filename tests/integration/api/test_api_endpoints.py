@@ -20,7 +20,7 @@ def problem(response: httpx.Response, status: int) -> dict:
     return body
 
 
-def test_pipelines(client, server):
+def test_pipelines(client, server, http):
     names = [p.name for p in client.pipelines()]
     assert names == sorted(names) or set(names) >= {"hello", "slow"}
     hello = client.pipeline("hello")
@@ -28,13 +28,13 @@ def test_pipelines(client, server):
     assert client.pipeline_spec("hello")["stages"][0]["id"] == "greet"
     reloaded = client.reload()
     assert set(reloaded.loaded) >= {"hello", "flaky"} and reloaded.problems == []
-    body = problem(httpx.get(f"{server.url}/api/v1/pipelines/nope"), 404)
+    body = problem(http.get(f"{server.url}/api/v1/pipelines/nope"), 404)
     assert "nope" in body["detail"]
     with pytest.raises(errors.NotFoundError):
         client.pipeline("nope")
 
 
-def test_validate(client, server):
+def test_validate(client, server, http):
     good = client.validate(spec={"stages": [{"id": "a", "type": "shell", "command": "true"}]})
     assert good.valid and good.stages == ["a"]
     bad = client.validate(spec={"stages": [{"id": "a", "type": "shell", "command": "x", "dependsOn": ["b"]}],
@@ -42,13 +42,13 @@ def test_validate(client, server):
     assert not bad.valid and len(bad.problems) >= 2
     folder = client.validate(files={"main.py": "print(1)"}, name="folder-one")
     assert folder.valid and folder.stages == ["main"]
-    problem(httpx.post(f"{server.url}/api/v1/pipelines/validate", json={"files": {"../x": ""}}), 422)
-    problem(httpx.post(f"{server.url}/api/v1/pipelines/validate", json={}), 422)
-    problem(httpx.post(f"{server.url}/api/v1/pipelines/validate", json={"spec": {}, "bogus": 1}), 422)
+    problem(http.post(f"{server.url}/api/v1/pipelines/validate", json={"files": {"../x": ""}}), 422)
+    problem(http.post(f"{server.url}/api/v1/pipelines/validate", json={}), 422)
+    problem(http.post(f"{server.url}/api/v1/pipelines/validate", json={"spec": {}, "bogus": 1}), 422)
 
 
-def test_create_run_and_read_it(client, server):
-    response = httpx.post(f"{server.url}/api/v1/runs", json={"pipeline": "hello", "inputs": {"name": "bo"}})
+def test_create_run_and_read_it(client, server, http):
+    response = http.post(f"{server.url}/api/v1/runs", json={"pipeline": "hello", "inputs": {"name": "bo"}})
     assert response.status_code == 201
     run_id = response.json()["id"]
     assert response.headers["location"] == f"/api/v1/runs/{run_id}"
@@ -65,42 +65,42 @@ def test_create_run_and_read_it(client, server):
     events = client.events(run_id)
     assert events[0].to_state == "queued" and events[-1].to_state == "succeeded"
     assert client.events(run_id, after=events[-2].id) == events[-1:]
-    problem(httpx.get(f"{server.url}/api/v1/runs/{run_id}/attempts/nope"), 404)
-    problem(httpx.get(f"{server.url}/api/v1/runs/{run_id}/logs", params={"stage": "nope"}), 404)
+    problem(http.get(f"{server.url}/api/v1/runs/{run_id}/attempts/nope"), 404)
+    problem(http.get(f"{server.url}/api/v1/runs/{run_id}/logs", params={"stage": "nope"}), 404)
 
 
-def test_run_errors(client, server):
+def test_run_errors(client, server, http):
     url = f"{server.url}/api/v1/runs"
-    assert "nope" in problem(httpx.post(url, json={"pipeline": "nope"}), 404)["detail"]
-    body = problem(httpx.post(url, json={"pipeline": "hello", "inputs": {"count": "many"}}), 422)
+    assert "nope" in problem(http.post(url, json={"pipeline": "nope"}), 404)["detail"]
+    body = problem(http.post(url, json={"pipeline": "hello", "inputs": {"count": "many"}}), 422)
     assert "count" in body["detail"]
-    assert "unknown input" in problem(httpx.post(url, json={"pipeline": "hello", "inputs": {"cnt": 1}}), 422)["detail"]
-    bad_json = problem(httpx.post(url, content=b'{"pipeline": ', headers={"content-type": "application/json"}), 422)
+    assert "unknown input" in problem(http.post(url, json={"pipeline": "hello", "inputs": {"cnt": 1}}), 422)["detail"]
+    bad_json = problem(http.post(url, content=b'{"pipeline": ', headers={"content-type": "application/json"}), 422)
     assert bad_json["errors"]
-    problem(httpx.post(url, json={"pipeline": 5}), 422)
-    problem(httpx.post(url, json=[1, 2]), 422)
-    problem(httpx.get(f"{url}/nope"), 404)
-    problem(httpx.post(f"{url}/nope/cancel"), 404)
-    problem(httpx.get(url, params={"state": "sleeping"}), 422)
-    problem(httpx.get(url, params={"limit": 0}), 422)
+    problem(http.post(url, json={"pipeline": 5}), 422)
+    problem(http.post(url, json=[1, 2]), 422)
+    problem(http.get(f"{url}/nope"), 404)
+    problem(http.post(f"{url}/nope/cancel"), 404)
+    problem(http.get(url, params={"state": "sleeping"}), 422)
+    problem(http.get(url, params={"limit": 0}), 422)
     with pytest.raises(errors.InvalidInputError):
         client.create_run("hello", {"count": "many"})
 
 
-def test_oversized_bodies_are_413(server):
+def test_oversized_bodies_are_413(server, http):
     url = f"{server.url}/api/v1/runs"
     big = json.dumps({"pipeline": "hello", "inputs": {"name": "x" * 100_000}}).encode()
-    body = problem(httpx.post(url, content=big, headers={"content-type": "application/json"}), 413)
+    body = problem(http.post(url, content=big, headers={"content-type": "application/json"}), 413)
     assert "larger than" in body["detail"]
 
     def chunks():  # no Content-Length: counted while streaming
         for _ in range(20):
             yield b" " * 10_000
 
-    problem(httpx.post(url, content=chunks(), headers={"content-type": "application/json"}), 413)
+    problem(http.post(url, content=chunks(), headers={"content-type": "application/json"}), 413)
 
 
-def test_cancel(client, server):
+def test_cancel(client, server, http):
     run = client.create_run("slow")
     for line in client.follow_logs(run.id):
         if line.text == "started":
@@ -108,7 +108,7 @@ def test_cancel(client, server):
     cancelled = client.cancel(run.id)
     assert cancelled.cancel_requested
     assert client.wait(run.id, timeout=60).state.value == "cancelled"
-    body = problem(httpx.post(f"{server.url}/api/v1/runs/{run.id}/cancel"), 409)
+    body = problem(http.post(f"{server.url}/api/v1/runs/{run.id}/cancel"), 409)
     assert "already cancelled" in body["detail"]
     with pytest.raises(errors.ConflictError):
         client.cancel(run.id)
@@ -148,21 +148,21 @@ def test_retry_from_failed_stage(client, settings, tmp_path):
         client.retry(retried.id)
 
 
-def test_secrets(client, server):
+def test_secrets(client, server, http):
     client.set_secret("API_TOKEN", "s3cr3t")
     assert client.secrets() == ["API_TOKEN"]
-    listing = httpx.get(f"{server.url}/api/v1/secrets").text
+    listing = http.get(f"{server.url}/api/v1/secrets").text
     assert "s3cr3t" not in listing
-    assert httpx.get(f"{server.url}/api/v1/secrets/API_TOKEN").status_code in (404, 405)
+    assert http.get(f"{server.url}/api/v1/secrets/API_TOKEN").status_code in (404, 405)
     client.delete_secret("API_TOKEN")
     assert client.secrets() == []
     with pytest.raises(errors.NotFoundError):
         client.delete_secret("API_TOKEN")
-    problem(httpx.put(f"{server.url}/api/v1/secrets/bad-name", json={"value": "x"}), 422)
-    problem(httpx.put(f"{server.url}/api/v1/secrets/OK", json={}), 422)
+    problem(http.put(f"{server.url}/api/v1/secrets/bad-name", json={"value": "x"}), 422)
+    problem(http.put(f"{server.url}/api/v1/secrets/OK", json={}), 422)
 
 
-def test_script_runs(client, server):
+def test_script_runs(client, server, http):
     code = "from kubeline import task\nprint('working on', task.input('n'))\ntask.set_output('n', task.input('n') + 1)\n"
     result = client.run_script(code, {"n": 41}, wait=True, wait_timeout=180)
     assert result.success, result.logs
@@ -173,13 +173,13 @@ def test_script_runs(client, server):
     queued = client.run_script("print(1)")
     assert queued.outputs is None and client.wait(queued.run.id, timeout=180).state.value == "succeeded"
     too_big = "#" * 300_000
-    problem(httpx.post(f"{server.url}/api/v1/scripts", json={"code": too_big}), 413)
-    problem(httpx.post(f"{server.url}/api/v1/scripts", json={"code": ""}), 422)
+    problem(http.post(f"{server.url}/api/v1/scripts", json={"code": too_big}), 413)
+    problem(http.post(f"{server.url}/api/v1/scripts", json={"code": ""}), 422)
 
 
-def test_health_ready_metrics(client, server):
-    assert httpx.get(f"{server.url}/healthz").json()["status"] == "ok"
-    ready = httpx.get(f"{server.url}/readyz")
+def test_health_ready_metrics(client, server, http):
+    assert http.get(f"{server.url}/healthz").json()["status"] == "ok"
+    ready = http.get(f"{server.url}/readyz")
     assert ready.status_code == 200 and ready.json()["checks"]["migrations"] == "current"
     run = client.create_run("hello", {"count": 1})
     client.wait(run.id, timeout=60)
@@ -192,14 +192,14 @@ def test_health_ready_metrics(client, server):
     assert client.ready()
 
 
-def test_openapi_has_examples(server):
-    spec = httpx.get(f"{server.url}/api/v1/openapi.json").json()
+def test_openapi_has_examples(server, http):
+    spec = http.get(f"{server.url}/api/v1/openapi.json").json()
     assert "/api/v1/runs" in spec["paths"] and "/api/v1/runs/{run_id}/logs/stream" in spec["paths"]
     assert spec["components"]["schemas"]["RunCreate"]["examples"]
 
 
 async def test_async_client(server):
-    async with client_.AsyncClient(server.url) as api:
+    async with client_.AsyncClient(server.url, token=server.token) as api:
         run = await api.create_run("hello", {"count": 2, "name": "async"})
         lines = [line.text async for line in api.follow_logs(run.id)]
         assert "hello async 2" in lines

@@ -34,7 +34,7 @@ async def test_fifty_followers_twenty_runs(settings, tmp_path):
     env = {"KUBELINE_HOME": str(settings.home), "KUBELINE_DATABASE_URL": settings.database,
            "KUBELINE_PIPELINES_DIR": str(settings.pipelines_dir), "KUBELINE_MAX_CONCURRENT_ATTEMPTS": "20"}
     with testing.ServerProcess(env=env, log_file=tmp_path / "server.log") as server:
-        async with client_.AsyncClient(server.url) as api:  # httpx allows 100 connections: all followers fit
+        async with client_.AsyncClient(server.url, token=server.token) as api:  # httpx allows 100 connections: all followers fit
             await _round(api)
             after_first = server.rss_bytes()
             await _round(api)

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 import nbformat
 import pytest
 
-from kubeline import client as client_
 from kubeline import settings as settings_
 from kubeline import testing
 from kubeline.domain import errors
@@ -49,7 +48,7 @@ def nb_server(tmp_path: pathlib.Path, database_url: str) -> Iterator[testing.Ser
 
 
 def test_cells_of_a_fastflow_notebook_run(nb_server: testing.ServerThread) -> None:
-    with client_.Client(nb_server.url, timeout=60) as api:
+    with nb_server.client(timeout=60) as api:
         pipeline = api.pipeline("nb")
         assert [(n.location, "not acted on" in n.message) for n in pipeline.notices or []] == [
             ("restart_on_crash", True)]

@@ -33,6 +33,7 @@ def test_openapi_document_matches_the_server(api_server, tmp_path):
     st = pathlib.Path(sys.executable).with_name("st")
     result = subprocess.run(
         [str(st), "--config-file", str(CONFIG), "run", f"{api_server.url}/api/v1/openapi.json",
+         "--header", f"Authorization: Bearer {api_server.token}",
          "--checks", "all", "--max-examples", "8", "--seed", "1", "--no-color", "--workers", "1"],
         cwd=tmp_path, capture_output=True, text=True, timeout=560, check=False)
     report = result.stdout + result.stderr

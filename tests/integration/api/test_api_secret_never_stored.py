@@ -12,7 +12,6 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from kubeline import client as client_
 from kubeline import settings as settings_
 from kubeline import testing
 
@@ -64,18 +63,18 @@ def test_a_secret_written_as_data_never_leaves(tmp_path: pathlib.Path, database_
     config = settings_.Settings(home=home, database_url=database_url, pipelines_dir=folder.parent,
                                 uv_cache_dir=pathlib.Path("/tmp/kubeline-test-venvs/uv-cache"))
     responses: list[str] = []
-    with testing.ServerThread(config) as server, client_.Client(server.url) as api:
+    with testing.ServerThread(config) as server, server.client() as api:
         api.set_secret("TOKEN", SECRET)
         run = api.wait(api.create_run("leaky").id, timeout=120)
         assert run.state.value == "failed" and run.error == "stage 'fail' failed: exited with code 1"
         base = f"{server.url}/api/v1"
         paths = [f"/runs/{run.id}", "/runs", f"/runs/{run.id}/outputs", f"/runs/{run.id}/attempts",
                  f"/runs/{run.id}/events", f"/runs/{run.id}/logs", "/pipelines", "/pipelines/leaky/spec", "/secrets"]
-        attempts = httpx.get(base + f"/runs/{run.id}/attempts").json()["items"]
+        attempts = httpx.get(base + f"/runs/{run.id}/attempts", headers=server.headers).json()["items"]
         paths += [f"/runs/{run.id}/attempts/{a['id']}" for a in attempts]
         paths += [f"/runs/{run.id}/attempts/{a['id']}/outputs" for a in attempts]
         for path in paths:
-            answer = httpx.get(base + path)
+            answer = httpx.get(base + path, headers=server.headers)
             assert answer.status_code == 200, (path, answer.text)
             responses.append(answer.text)
         outputs = {s.stage_id: s.outputs for s in api.run(run.id).stages or []}

@@ -14,7 +14,6 @@ import sys
 import httpx
 import pytest
 
-from kubeline import client as client_
 from kubeline import settings as settings_
 from kubeline import testing
 
@@ -27,11 +26,11 @@ def test_api_webhooks_and_run_commits(tmp_path: pathlib.Path, origin: Origin, da
     first = origin.commit(GOOD)
     repo = {"name": "team", "url": origin.url, "subdir": "pipelines", "interval": 0, "webhook_secret": "HOOK"}
     settings = settings_.Settings(home=tmp_path / "home", database_url=database_url, git_repos=[repo])
-    with testing.ServerThread(settings) as server, client_.Client(server.url, timeout=60) as api:
+    with testing.ServerThread(settings) as server, server.client(timeout=60) as api:
         api.set_secret("HOOK", "hook-secret")
         base = f"{server.url}/api/v1/git"
-        assert httpx.get(base).json()["items"][0]["status"] == "never_synced"
-        state = httpx.post(f"{base}/team/sync", timeout=60).json()
+        assert httpx.get(base, headers=server.headers).json()["items"][0]["status"] == "never_synced"
+        state = httpx.post(f"{base}/team/sync", timeout=60, headers=server.headers).json()
         assert (state["status"], state["good_commit"], state["served_here"]) == ("ok", first, first)
         run = api.wait(api.create_run("hello").id, timeout=120)
         assert (run.state.value, run.git_commit) == ("succeeded", first)
@@ -56,7 +55,7 @@ def test_api_webhooks_and_run_commits(tmp_path: pathlib.Path, origin: Origin, da
         gitlab = httpx.post(f"{base}/team/webhook", json={"ref": "refs/heads/main", "object_kind": "push"},
                             headers={"X-Gitlab-Token": "hook-secret"}, timeout=60).json()
         assert gitlab["state"]["good_commit"] == third
-        assert httpx.post(f"{base}/nope/sync").status_code == 404
+        assert httpx.post(f"{base}/nope/sync", headers=server.headers).status_code == 404
 
 
 def test_cli_git_sync_and_status(tmp_path: pathlib.Path, origin: Origin) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from kubeline import bootstrap, settings
+from kubeline import bootstrap, settings, testing
 from kubeline.api import app as app_
 from kubeline.api.routes import hooks, schedules
 from kubeline.domain import runs, specs
@@ -49,7 +49,8 @@ async def client(tmp_path: pathlib.Path, database_url: str) -> AsyncIterator[htt
         if "/api/v1/schedules" not in paths:
             app.include_router(schedules.router, prefix=app_.API_PREFIX)
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1",
+                                     headers=await testing.admin_headers(kl)) as http:
             http.kl = kl  # type: ignore[attr-defined]
             yield http
         await kl.engine.shutdown()

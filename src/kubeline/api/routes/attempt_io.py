@@ -25,7 +25,7 @@ from typing import Annotated, Any
 import fastapi
 
 from kubeline import bootstrap
-from kubeline.api import deps
+from kubeline.api import access, deps
 from kubeline.domain import errors, runs, states
 from kubeline.logs import masking
 
@@ -82,7 +82,8 @@ def _log_lines(log: Any) -> list[list[Any]]:
     return log
 
 
-@router.put("/{attempt_id}/io", status_code=204, responses=deps.problem_responses(400, 401, 409, 413))
+@router.put("/{attempt_id}/io", status_code=204, responses=deps.problem_responses(400, 401, 409, 413),
+            dependencies=[access.public("the pod proves itself with its per-attempt token", audit=False)])
 async def put_attempt_io(
     attempt_id: Annotated[str, fastapi.Path(max_length=64)],
     request: fastapi.Request,

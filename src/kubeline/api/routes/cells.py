@@ -17,13 +17,15 @@ from typing import Any
 
 import fastapi
 
-from kubeline.api import deps, schemas
+from kubeline.api import access, deps, schemas
+from kubeline.auth import roles
 from kubeline.domain import cells, components, errors, runs, states
 
 router = fastapi.APIRouter(prefix="/runs", tags=["runs"])
 
 
-@router.get("/{run_id}/cells", response_model=schemas.RunCellsOut, responses=deps.problem_responses(404))
+@router.get("/{run_id}/cells", response_model=schemas.RunCellsOut, responses=deps.problem_responses(404),
+            dependencies=[access.requires(roles.Role.viewer, pipeline=access.run_path())])
 async def get_run_cells(run_id: str, kl: deps.KL) -> schemas.RunCellsOut:
     """Every code cell of every notebook stage attempt: state, tries, duration, last error.
 

@@ -15,10 +15,12 @@ from typing import Annotated
 import fastapi
 import pydantic
 
-from kubeline.api import deps
+from kubeline.api import access, deps
+from kubeline.auth import roles
 from kubeline.domain import errors, repos
 from kubeline.gitsync import service
 
+Role = roles.Role
 router = fastapi.APIRouter(prefix="/git", tags=["git"])
 MAX_WEBHOOK_BYTES = 1024 * 1024
 
@@ -71,7 +73,7 @@ def _git(kl: deps.KL) -> service.GitSync:
     return kl.git
 
 
-@router.get("", response_model=SyncList)
+@router.get("", response_model=SyncList, dependencies=[access.requires(Role.viewer)])
 async def list_syncs(kl: deps.KL) -> SyncList:
     """Every configured repository with the commit served and the last sync's outcome."""
     if kl.git is None:
@@ -79,33 +81,38 @@ async def list_syncs(kl: deps.KL) -> SyncList:
     return SyncList(items=[SyncOut.of(s, served_here=kl.git.current(s.name)) for s in await kl.git.states()])
 
 
-@router.get("/{name}", response_model=SyncOut, responses=deps.problem_responses(404))
+@router.get("/{name}", response_model=SyncOut, responses=deps.problem_responses(404),
+            dependencies=[access.requires(Role.viewer)])
 async def get_sync(name: str, kl: deps.KL) -> SyncOut:
     git = _git(kl)
     return SyncOut.of(await git.state(name), served_here=git.current(name))
 
 
-@router.post("/{name}/sync", response_model=SyncOut, responses=deps.problem_responses(404))
+@router.post("/{name}/sync", response_model=SyncOut, responses=deps.problem_responses(404),
+             dependencies=[access.requires(Role.operator)])
 async def sync_now(name: str, kl: deps.KL) -> SyncOut:
     """Fetch, validate and (if valid) serve the branch head now; the status says what happened."""
     git = _git(kl)
     return SyncOut.of(await git.sync(name), served_here=git.current(name))
 
 
-@router.post("/{name}/deploy-key", response_model=KeyOut, status_code=201, responses=deps.problem_responses(404, 409))
+@router.post("/{name}/deploy-key", response_model=KeyOut, status_code=201, responses=deps.problem_responses(404, 409),
+             dependencies=[access.requires(Role.admin)])
 async def generate_deploy_key(name: str, kl: deps.KL) -> KeyOut:
     """Generate an ed25519 key pair: the private key is stored as a secret, the public key returned."""
     git = _git(kl)
     return KeyOut(public_key=await git.generate_key(name), secret=git.spec(name).key_secret_name)
 
 
-@router.get("/{name}/deploy-key", response_model=KeyOut, responses=deps.problem_responses(404))
+@router.get("/{name}/deploy-key", response_model=KeyOut, responses=deps.problem_responses(404),
+            dependencies=[access.requires(Role.viewer)])
 async def get_deploy_key(name: str, kl: deps.KL) -> KeyOut:
     git = _git(kl)
     return KeyOut(public_key=await git.public_key(name), secret=git.spec(name).key_secret_name)
 
 
-@router.post("/{name}/webhook", response_model=HookOut, responses=deps.problem_responses(401, 404, 413))
+@router.post("/{name}/webhook", response_model=HookOut, responses=deps.problem_responses(401, 404, 413),
+             dependencies=[access.public("a push event proves itself with the repository's webhook secret")])
 async def push_webhook(
     name: str, request: fastapi.Request, kl: deps.KL,
     hub_signature: Annotated[str | None, fastapi.Header(alias="X-Hub-Signature-256")] = None,

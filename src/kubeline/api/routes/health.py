@@ -7,18 +7,20 @@ import asyncio
 import fastapi
 
 from kubeline import metrics
-from kubeline.api import deps, schemas
+from kubeline.api import access, deps, schemas
+from kubeline.auth import tokens
 
 router = fastapi.APIRouter(tags=["health"])
 _READY_TIMEOUT = 5.0
 
 
-@router.get("/healthz", response_model=schemas.HealthOut)
+@router.get("/healthz", response_model=schemas.HealthOut, dependencies=[access.public("liveness probe")])
 async def healthz() -> schemas.HealthOut:
     return schemas.HealthOut(status="ok")
 
 
-@router.get("/readyz", response_model=schemas.HealthOut, responses={503: {"model": schemas.HealthOut}})
+@router.get("/readyz", response_model=schemas.HealthOut, responses={503: {"model": schemas.HealthOut}},
+            dependencies=[access.public("readiness probe")])
 async def readyz(kl: deps.KL) -> fastapi.Response:
     """200 when the database answers and its migrations are current; 503 with the failing check."""
     checks: dict[str, str] = {}
@@ -39,8 +41,14 @@ async def readyz(kl: deps.KL) -> fastapi.Response:
 
 
 @router.get("/metrics", response_class=fastapi.responses.PlainTextResponse,
-            responses={200: {"content": {metrics.CONTENT_TYPE: {}}}})
+            responses={200: {"content": {metrics.CONTENT_TYPE: {}}}},
+            dependencies=[access.public("Prometheus; KUBELINE_METRICS_TOKEN makes it ask for that token")])
 async def prometheus_metrics(kl: deps.KL, request: fastapi.Request) -> fastapi.Response:
+    expected = kl.settings.metrics_token
+    if expected is not None and not tokens.same(request.headers.get("authorization", ""),
+                                                f"Bearer {expected.get_secret_value()}"):
+        raise fastapi.HTTPException(401, detail="send Authorization: Bearer <KUBELINE_METRICS_TOKEN> for /metrics",
+                                    headers={"WWW-Authenticate": "Bearer"})
     registry: metrics.Metrics = request.app.state.metrics
     await registry.refresh(store=kl.store, engine=kl.engine)
     return fastapi.Response(registry.render(), media_type=metrics.CONTENT_TYPE)

@@ -9,6 +9,7 @@ import fastapi
 import pydantic
 
 from kubeline import bootstrap
+from kubeline.api import access
 from kubeline.domain import errors, runs
 from kubeline.engine import inputs as inputs_
 from kubeline.scheduler import webhooks
@@ -50,6 +51,7 @@ def _problem(status: int, detail: str) -> dict[str, Any]:
                409: _problem(409, "This delivery was already received (replay)"),
                413: _problem(413, "Body too large"), 422: _problem(422, "Body is not a JSON object of valid inputs"),
                429: _problem(429, "Rate limit of the webhook reached; see Retry-After")},
+    dependencies=[access.public("a webhook proves itself with its HMAC signature")],
 )
 async def fire_hook(
     pipeline: str,

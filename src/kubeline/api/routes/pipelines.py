@@ -3,26 +3,30 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Annotated, Any
 
 import fastapi
 
-from kubeline.api import deps, schemas, services
+from kubeline.api import access, deps, schemas, services
 from kubeline.api import environments as env_schemas
+from kubeline.auth import roles
 from kubeline.domain import errors, runs
 from kubeline.pipelines import loader
 
+Role = roles.Role
 router = fastapi.APIRouter(prefix="/pipelines", tags=["pipelines"])
 
 
 @router.get("", response_model=schemas.PipelineList)
-async def list_pipelines(kl: deps.KL) -> schemas.PipelineList:
+async def list_pipelines(kl: deps.KL, who: Annotated[roles.Principal, access.requires(Role.viewer, filtered=True)],
+                         ) -> schemas.PipelineList:
     """Every known pipeline (loaded from the pipelines dir, or run before)."""
-    items = await kl.store.list_pipelines()
+    items = [p for p in await kl.store.list_pipelines() if access.visible(who, p.name, p.spec.tags)]
     return schemas.PipelineList(items=[schemas.PipelineOut.of(p, environment=_environment(kl, p)) for p in items])
 
 
-@router.post("/reload", response_model=schemas.ReloadOut, responses=deps.problem_responses(404))
+@router.post("/reload", response_model=schemas.ReloadOut, responses=deps.problem_responses(404),
+             dependencies=[access.requires(Role.operator)])
 async def reload_pipelines(kl: deps.KL) -> schemas.ReloadOut:
     """Load every folder of the pipelines dir again; invalid folders are reported, not loaded."""
     found = await services.reload_pipelines(kl)
@@ -31,7 +35,8 @@ async def reload_pipelines(kl: deps.KL) -> schemas.ReloadOut:
                              notices=[schemas.SpecProblem.of(p) for p in found.notices])
 
 
-@router.post("/validate", response_model=schemas.ValidateOut, responses=deps.problem_responses(422))
+@router.post("/validate", response_model=schemas.ValidateOut, responses=deps.problem_responses(422),
+             dependencies=[access.requires(Role.viewer)])
 async def validate_pipeline(body: schemas.ValidateIn) -> schemas.ValidateOut:
     """Check a spec (a ``pipeline.yaml`` mapping) or a folder (``files``) without storing or running it.
 
@@ -43,7 +48,8 @@ async def validate_pipeline(body: schemas.ValidateIn) -> schemas.ValidateOut:
     return schemas.ValidateOut(valid=True, name=pipeline.name, stages=[s.id for s in pipeline.spec.stages])
 
 
-@router.get("/{name}", response_model=schemas.PipelineOut, responses=deps.problem_responses(404))
+@router.get("/{name}", response_model=schemas.PipelineOut, responses=deps.problem_responses(404),
+            dependencies=[access.requires(Role.viewer, pipeline=access.pipeline_path())])
 async def get_pipeline(name: str, kl: deps.KL) -> schemas.PipelineOut:
     """One pipeline, with ``notices``: settings it has that Kubeline reads but does not act on."""
     pipeline = await kl.store.get_pipeline(name)
@@ -51,7 +57,8 @@ async def get_pipeline(name: str, kl: deps.KL) -> schemas.PipelineOut:
                                   environment=_environment(kl, pipeline))
 
 
-@router.get("/{name}/environment", response_model=env_schemas.EnvironmentOut, responses=deps.problem_responses(404))
+@router.get("/{name}/environment", response_model=env_schemas.EnvironmentOut, responses=deps.problem_responses(404),
+            dependencies=[access.requires(Role.viewer, pipeline=access.pipeline_path())])
 async def get_pipeline_environment(name: str, kl: deps.KL) -> env_schemas.EnvironmentOut:
     """Its virtualenvs (one per python version + requirements its stages use), each with its state and,
     when built, the installed packages and versions: what the resolver chose."""
@@ -65,7 +72,8 @@ def _environment(kl: deps.KL, pipeline: runs.Pipeline) -> env_schemas.Environmen
     return env_schemas.EnvironmentSummary.of(kl.environments.state(pipeline))
 
 
-@router.get("/{name}/spec", responses=deps.problem_responses(404))
+@router.get("/{name}/spec", responses=deps.problem_responses(404),
+            dependencies=[access.requires(Role.viewer, pipeline=access.pipeline_path())])
 async def get_pipeline_spec(name: str, kl: deps.KL) -> dict[str, Any]:
     """The full spec as the server sees it (implicit stages filled in), JSON."""
     pipeline = await kl.store.get_pipeline(name)

@@ -6,15 +6,18 @@ from typing import Annotated, Any
 
 import fastapi
 
-from kubeline.api import deps, schemas, services
+from kubeline.api import access, deps, schemas, services
+from kubeline.auth import roles
 from kubeline.domain import errors, runs, states
 
+Role = roles.Role
 router = fastapi.APIRouter(prefix="/runs", tags=["runs"])
 _SCAN_PAGES = 20  # pages read per request when a filter the store cannot apply (trigger) drops runs
 
 
 @router.post("", status_code=201, response_model=schemas.RunOut,
-             responses=deps.problem_responses(404, 409, 422))
+             responses=deps.problem_responses(404, 409, 422),
+             dependencies=[access.requires(Role.operator, pipeline=access.pipeline_body())])
 async def create_run(body: schemas.RunCreate, kl: deps.KL, response: fastapi.Response) -> schemas.RunOut:
     """Queue a run of a pipeline with these inputs (checked against its declared inputs: 422)."""
     run = await services.create_run(kl, pipeline_name=body.pipeline, inputs=body.inputs,
@@ -28,6 +31,7 @@ async def create_run(body: schemas.RunCreate, kl: deps.KL, response: fastapi.Res
 async def list_runs(
     *,
     kl: deps.KL,
+    who: Annotated[roles.Principal, access.requires(Role.viewer, filtered=True)],
     pipeline: Annotated[str | None, fastapi.Query(max_length=128)] = None,
     state: Annotated[list[states.RunState] | None, fastapi.Query()] = None,
     trigger: Annotated[runs.TriggerKind | None, fastapi.Query()] = None,
@@ -41,7 +45,8 @@ async def list_runs(
         page = await kl.store.list_runs(pipeline=pipeline, states_in=state or None, limit=limit, before=before)
         for run in page:
             before = run.id
-            if trigger is None or run.triggered_by.kind is trigger:
+            if (trigger is None or run.triggered_by.kind is trigger) and access.visible(who, run.pipeline,
+                                                                                         run.spec.tags):
                 found.append(run)
                 if len(found) == limit:
                     break
@@ -56,7 +61,8 @@ async def list_runs(
     return schemas.RunList(items=[schemas.RunOut.of(r) for r in found], next=next_cursor)
 
 
-@router.get("/{run_id}", response_model=schemas.RunOut, responses=deps.problem_responses(404))
+@router.get("/{run_id}", response_model=schemas.RunOut, responses=deps.problem_responses(404),
+            dependencies=[access.requires(Role.viewer, pipeline=access.run_path())])
 async def get_run(run_id: str, kl: deps.KL) -> schemas.RunOut:
     """One run with its stages and attempts."""
     run = await kl.store.get_run(run_id)
@@ -64,14 +70,16 @@ async def get_run(run_id: str, kl: deps.KL) -> schemas.RunOut:
                              attempts=await kl.store.list_attempts(run_id))
 
 
-@router.post("/{run_id}/cancel", response_model=schemas.RunOut, responses=deps.problem_responses(404, 409))
+@router.post("/{run_id}/cancel", response_model=schemas.RunOut, responses=deps.problem_responses(404, 409),
+             dependencies=[access.requires(Role.operator, pipeline=access.run_path())])
 async def cancel_run(run_id: str, kl: deps.KL) -> schemas.RunOut:
     """Cancel a queued or running run; 409 when it has already finished."""
     return schemas.RunOut.of(await kl.engine.cancel(run_id))
 
 
 @router.post("/{run_id}/retry", status_code=201, response_model=schemas.RunOut,
-             responses=deps.problem_responses(404, 409))
+             responses=deps.problem_responses(404, 409),
+             dependencies=[access.requires(Role.operator, pipeline=access.run_path())])
 async def retry_run(run_id: str, kl: deps.KL, response: fastapi.Response) -> schemas.RunOut:
     """A new run that keeps the stages that succeeded (with their outputs) and runs the rest again."""
     run = await services.retry_run(kl, run_id)
@@ -79,7 +87,8 @@ async def retry_run(run_id: str, kl: deps.KL, response: fastapi.Response) -> sch
     return schemas.RunOut.of(run)
 
 
-@router.get("/{run_id}/attempts", response_model=schemas.AttemptList, responses=deps.problem_responses(404))
+@router.get("/{run_id}/attempts", response_model=schemas.AttemptList, responses=deps.problem_responses(404),
+            dependencies=[access.requires(Role.viewer, pipeline=access.run_path())])
 async def list_attempts(run_id: str, kl: deps.KL,
                         stage: Annotated[str | None, fastapi.Query(max_length=128)] = None) -> schemas.AttemptList:
     await kl.store.get_run(run_id)
@@ -88,7 +97,8 @@ async def list_attempts(run_id: str, kl: deps.KL,
 
 
 @router.get("/{run_id}/attempts/{attempt_id}", response_model=schemas.AttemptOut,
-            responses=deps.problem_responses(404))
+            responses=deps.problem_responses(404),
+            dependencies=[access.requires(Role.viewer, pipeline=access.run_path())])
 async def get_attempt(run_id: str, attempt_id: str, kl: deps.KL) -> schemas.AttemptOut:
     attempt = await _attempt_of(kl, run_id, attempt_id)
     return schemas.AttemptOut.of(attempt, resources=await _resources(kl, attempt))
@@ -106,12 +116,14 @@ async def _resources(kl: deps.KL, attempt: runs.Attempt) -> dict[str, Any]:
 
 
 @router.get("/{run_id}/attempts/{attempt_id}/outputs", response_model=schemas.OutputsOut,
-            responses=deps.problem_responses(404))
+            responses=deps.problem_responses(404),
+            dependencies=[access.requires(Role.viewer, pipeline=access.run_path())])
 async def get_attempt_outputs(run_id: str, attempt_id: str, kl: deps.KL) -> schemas.OutputsOut:
     return schemas.OutputsOut(outputs=(await _attempt_of(kl, run_id, attempt_id)).outputs)
 
 
-@router.get("/{run_id}/outputs", response_model=schemas.OutputsOut, responses=deps.problem_responses(404))
+@router.get("/{run_id}/outputs", response_model=schemas.OutputsOut, responses=deps.problem_responses(404),
+            dependencies=[access.requires(Role.viewer, pipeline=access.run_path())])
 async def get_run_outputs(run_id: str, kl: deps.KL) -> schemas.OutputsOut:
     return schemas.OutputsOut(outputs=(await kl.store.get_run(run_id)).outputs)
 

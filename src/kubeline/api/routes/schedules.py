@@ -13,10 +13,12 @@ import fastapi
 import pydantic
 
 from kubeline import bootstrap
-from kubeline.api import deps
+from kubeline.api import access, deps
+from kubeline.auth import roles
 from kubeline.domain import errors, runs, schedules
 from kubeline.scheduler import ticker
 
+Role = roles.Role
 router = fastapi.APIRouter(tags=["schedules"])
 
 
@@ -75,12 +77,15 @@ async def _describe(kl: bootstrap.Kubeline, entry: ticker.Entry, *, count: int) 
 
 
 @router.get("/schedules", response_model=list[ScheduleOut], summary="Every schedule of every pipeline")
-async def list_schedules(kl: KL, count: Count = 5) -> list[ScheduleOut]:
-    return [await _describe(kl, e, count=count) for e in await ticker.entries(kl.store)]
+async def list_schedules(kl: KL, who: Annotated[roles.Principal, access.requires(Role.viewer, filtered=True)],
+                         count: Count = 5) -> list[ScheduleOut]:
+    return [await _describe(kl, e, count=count) for e in await ticker.entries(kl.store)
+            if access.visible(who, e.pipeline.name, e.pipeline.spec.tags)]
 
 
 @router.get("/pipelines/{name}/schedules", response_model=list[ScheduleOut], responses=deps.problem_responses(404),
-            summary="The schedules of a pipeline")
+            summary="The schedules of a pipeline",
+            dependencies=[access.requires(Role.viewer, pipeline=access.pipeline_path())])
 async def pipeline_schedules(name: str, kl: KL, count: Count = 5) -> list[ScheduleOut]:
     return [await _describe(kl, e, count=count) for e in await ticker.entries(kl.store, pipeline=name)]
 
@@ -98,13 +103,15 @@ async def _set(kl: bootstrap.Kubeline, name: str, schedule_id: str, enabled: boo
 
 @router.post("/pipelines/{name}/schedules/{schedule_id}/enable", response_model=ScheduleOut,
              responses=deps.problem_responses(404),
-             summary="Enable a schedule (stored; overrides the spec)")
+             summary="Enable a schedule (stored; overrides the spec)",
+             dependencies=[access.requires(Role.operator, pipeline=access.pipeline_path())])
 async def enable_schedule(name: str, schedule_id: str, kl: KL) -> ScheduleOut:
     return await _set(kl, name, schedule_id, True)
 
 
 @router.post("/pipelines/{name}/schedules/{schedule_id}/disable", response_model=ScheduleOut,
              responses=deps.problem_responses(404),
-             summary="Disable a schedule (stored; overrides the spec)")
+             summary="Disable a schedule (stored; overrides the spec)",
+             dependencies=[access.requires(Role.operator, pipeline=access.pipeline_path())])
 async def disable_schedule(name: str, schedule_id: str, kl: KL) -> ScheduleOut:
     return await _set(kl, name, schedule_id, False)

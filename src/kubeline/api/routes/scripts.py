@@ -11,19 +11,24 @@ from typing import Annotated
 
 import fastapi
 
-from kubeline.api import deps, schemas, services
+from kubeline.api import access, deps, schemas, services
+from kubeline.auth import roles
 from kubeline.domain import states
 
+Role = roles.Role
 router = fastapi.APIRouter(prefix="/scripts", tags=["scripts"])
 
 
 @router.post("", status_code=201, response_model=schemas.ScriptOut,
-             responses=deps.problem_responses(413, 422))
+             responses=deps.problem_responses(404, 413, 422), dependencies=[access.requires(Role.operator)])
 async def run_script(
     body: schemas.ScriptIn, kl: deps.KL, response: fastapi.Response,
     wait: Annotated[bool, fastapi.Query(description="Answer when the run has finished")] = False,
     wait_timeout: Annotated[float, fastapi.Query(gt=0, le=3600, description="Seconds to wait at most")] = 300,
 ) -> schemas.ScriptOut:
+    if not kl.settings.scripts_enabled:
+        raise fastapi.HTTPException(404, detail="the script runner is off on this server: start it with "
+                                                "KUBELINE_SCRIPTS_ENABLED=true to serve POST /api/v1/scripts")
     run = await services.run_script(kl, code=body.code, inputs=body.input, requirements=body.requirements,
                                     stage_timeout=body.timeout)
     response.headers["Location"] = f"/api/v1/runs/{run.id}"

@@ -15,12 +15,14 @@ from typing import Annotated
 import fastapi
 from fastapi import responses
 
-from kubeline.api import deps, openapi, schemas, services, sse
+from kubeline.api import access, deps, openapi, schemas, services, sse
+from kubeline.auth import roles
 from kubeline.domain import errors, states
 from kubeline.logs import lines
 from kubeline.storage import wakeups
 
-router = fastapi.APIRouter(prefix="/runs/{run_id}", tags=["logs and events"])
+router = fastapi.APIRouter(prefix="/runs/{run_id}", tags=["logs and events"], dependencies=[
+    access.requires(roles.Role.viewer, pipeline=access.run_path())])
 DELAYED_HEADER = "Kubeline-Log-Delayed"
 _SAFETY_POLL = 5.0  # seconds between store reads when no wake-up came (one may have been lost)
 _CURSOR = r"^.{0,260}/[0-9]{1,18}/[0-9]{1,18}$"  # the length is in the pattern: one rule, not two

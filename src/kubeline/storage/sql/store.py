@@ -20,7 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from kubeline.domain import runs, states
 from kubeline.storage import base, changes
 from kubeline.storage import wakeups as wakeups_
-from kubeline.storage.sql import claims, engines, fencing, listener, migrate, rows, scheduling, stats
+from kubeline.storage.sql import accounts, claims, engines, fencing, listener, migrate, rows, scheduling, stats
 from kubeline.storage.sql import tables as T
 from kubeline.storage.sql import transactions as tx
 
@@ -32,6 +32,7 @@ class SqlStore(scheduling.SchedulingMethods, stats.StatsMethods):
         self.database = database
         self.wakeups: wakeups_.Wakeups = database.wakeups
         self.listener: listener.Listener | None = None
+        self.accounts = accounts.Accounts(database)
 
     @classmethod
     async def open(cls, url: str | sa.URL, *, migrate: bool = True) -> SqlStore:
