@@ -27,7 +27,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from kubeline import client as client_
 from kubeline import settings as settings_
 from kubeline import testing
 
@@ -174,7 +173,7 @@ def test_channels_retries_rate_limit_and_bad_receivers(tmp_path: pathlib.Path, d
             smtp_port=smtp_port, smtp_starttls=True, smtp_username="kube", smtp_password="smtp-pass",  # type: ignore[arg-type]
             smtp_from="kubeline@example.org", smtp_cafile=cert,
             uv_cache_dir=pathlib.Path("/tmp/kubeline-test-venvs/uv-cache"))
-        with testing.ServerThread(settings) as server, client_.Client(server.url, timeout=60) as api:
+        with testing.ServerThread(settings) as server, server.client(timeout=60) as api:
             api.set_secret("HOOK", "hook-key")
             api.set_secret("SLACK_URL", f"{chat_url}/slack")
             api.set_secret("TOKEN", "s3cr3t-value")
@@ -187,7 +186,7 @@ def test_channels_retries_rate_limit_and_bad_receivers(tmp_path: pathlib.Path, d
 
             # the generic webhook answered 500 once: that delivery was retried after the backoff, then sent
             def hook_rows() -> list[dict[str, Any]]:
-                return [n for run in (failed, recovered) for n in api_deliveries(server.url, run.id)
+                return [n for run in (failed, recovered) for n in api_deliveries(server, run.id)
                         if n["channel"] == "webhook"]
             rows = _wait(lambda: (r := hook_rows()) and len(r) == 3 and all(n["state"] == "sent" for n in r) and r,
                          timeout=30)
@@ -222,14 +221,14 @@ def test_channels_retries_rate_limit_and_bad_receivers(tmp_path: pathlib.Path, d
 
             noisy = [api.wait(api.create_run("noisy").id, timeout=60) for _ in range(3)]
             # the notifier may record the three runs' deliveries in any order: whichever comes third is limited
-            rows = _wait(lambda: [d for run in noisy for d in api_deliveries(server.url, run.id)
+            rows = _wait(lambda: [d for run in noisy for d in api_deliveries(server, run.id)
                                   if d["state"] == "suppressed"])
             assert len(rows) == 1 and "rate limited: 2 notifications" in rows[0]["last_error"]
             assert all(n.state.value == "failed" for n in noisy)
 
             hung = api.wait(api.create_run("hangs").id, timeout=60)
             assert hung.state.value == "failed"  # the run never waits for its notifications
-            rows = _wait(lambda: (r := [n for n in api_deliveries(server.url, hung.id) if n["attempts"] >= 1])
+            rows = _wait(lambda: (r := [n for n in api_deliveries(server, hung.id) if n["attempts"] >= 1])
                          and len(r) == 2 and r)
             by_channel = {n["channel"]: n for n in rows}
             assert by_channel["slack"]["last_error"] == "slack receiver did not answer within 1.5s"
@@ -243,8 +242,7 @@ def test_channels_retries_rate_limit_and_bad_receivers(tmp_path: pathlib.Path, d
             assert "done, token ***" in script[0]["body"]["text"]
 
 
-def api_deliveries(url: str, run_id: str) -> list[dict[str, Any]]:
-    import httpx
-
-    items: list[dict[str, Any]] = httpx.get(f"{url}/api/v1/notifications", params={"run": run_id}).json()["items"]
+def api_deliveries(server: testing.ServerThread, run_id: str) -> list[dict[str, Any]]:
+    with server.http() as http:
+        items: list[dict[str, Any]] = http.get("/api/v1/notifications", params={"run": run_id}).json()["items"]
     return items

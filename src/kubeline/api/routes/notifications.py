@@ -8,7 +8,8 @@ from typing import Annotated
 import fastapi
 import pydantic
 
-from kubeline.api import deps
+from kubeline.api import access, deps
+from kubeline.auth import roles
 from kubeline.storage.sql import notifications as outbox
 
 router = fastapi.APIRouter(prefix="/notifications", tags=["notifications"])
@@ -46,7 +47,7 @@ class DeliveryList(pydantic.BaseModel):
     items: list[DeliveryOut]
 
 
-@router.get("", response_model=DeliveryList)
+@router.get("", response_model=DeliveryList, dependencies=[access.requires(roles.Role.viewer)])
 async def list_notifications(
     kl: deps.KL,
     run: Annotated[str | None, fastapi.Query(max_length=64)] = None,
