@@ -156,8 +156,6 @@ class Settings(pydantic_settings.BaseSettings):
         False, description="Serve POST /api/v1/scripts (runs posted code; operators only).")
     metrics_token: pydantic.SecretStr | None = pydantic.Field(
         None, description="When set, /metrics answers only to `Authorization: Bearer <this>`.")
-    public_url: str | None = pydantic.Field(
-        None, description="This server's external URL (OAuth redirect URIs); default: taken from the request.")
     oidc_providers: list[dict[str, Any]] = pydantic.Field(
         default_factory=list, description="OAuth/OIDC login providers as JSON (see kubeline.auth.oidc).")
     audit_retention_days: int = pydantic.Field(365, ge=1, description="Audit rows older than this are deleted.")

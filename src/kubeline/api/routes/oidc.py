@@ -53,7 +53,8 @@ def _client(request: fastapi.Request, name: str) -> oidc.Client:
 
 
 def _redirect_uri(request: fastapi.Request, kl: deps.KL, name: str) -> str:
-    base = (kl.settings.public_url or str(request.base_url)).rstrip("/")
+    base = (kl.settings.public_url if "public_url" in kl.settings.model_fields_set
+            else str(request.base_url)).rstrip("/")
     return f"{base}/api/v1/auth/oidc/{name}/callback"
 
 

@@ -95,7 +95,8 @@ async def create_invitation(body: auth_schemas.InvitationCreate, request: fastap
                               expires_at=now + dt.timedelta(hours=body.expires_in_hours))
     await kl.auth.accounts.create_invitation(item)
     security.note(request, invitation=item.id, role=body.role, email=body.email)
-    base = (kl.settings.public_url or str(request.base_url)).rstrip("/")
+    base = (kl.settings.public_url if "public_url" in kl.settings.model_fields_set
+            else str(request.base_url)).rstrip("/")
     return auth_schemas.InvitationCreated(invitation=auth_schemas.InvitationOut.of(item), token=raw,
                                           link=f"{base}/invite#{raw}")
 
