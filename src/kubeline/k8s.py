@@ -315,9 +315,17 @@ class PipelineClient:
                     yield follow_line(json.loads(data))
 
     def _proxy_get(self, service: str, namespace: str, path: str, *, what: str) -> Any:
-        """GET ``path`` of ``service`` through the API server; the raw (streamable) response."""
+        """GET ``path`` of ``service`` through the API server; the raw (streamable) response.
+
+        The Kubeline API token (KUBELINE_TOKEN, or what ``kubeline login`` stored for
+        ``k8s://NAMESPACE/SERVICE``) travels as ``X-Kubeline-Token``: the API server's proxy keeps
+        ``Authorization`` for itself."""
+        from kubeline import credentials
+
+        token = credentials.token_for(f"k8s://{namespace}/{service}")
+        headers = {"X-Kubeline-Token": token} if token else {}
         return self._call(what, self.core.connect_get_namespaced_service_proxy_with_path, service, namespace,
-                          path, _preload_content=False)
+                          path, _preload_content=False, _headers=headers)
 
 
 class AsyncPipelineClient:

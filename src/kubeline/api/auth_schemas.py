@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 import pydantic
 
-from kubeline.auth import records
+from kubeline.auth import passwords, records
 
 RoleName = Literal["viewer", "operator", "admin"]
 Username = Annotated[str, pydantic.StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$")]
@@ -25,7 +25,7 @@ class LoginIn(Strict):
 
 class PasswordIn(Strict):
     current: str = pydantic.Field(max_length=1024)
-    new: str = pydantic.Field(max_length=1024)
+    new: str = pydantic.Field(min_length=passwords.MIN_LENGTH, max_length=1024)
 
 
 class GrantIO(Strict):
@@ -67,7 +67,8 @@ class UserCreate(Strict):
     username: Username
     role: RoleName = "viewer"
     email: str | None = pydantic.Field(None, max_length=320)
-    password: str | None = pydantic.Field(None, max_length=1024, description="Omit: a one-time password is made.")
+    password: str | None = pydantic.Field(None, min_length=passwords.MIN_LENGTH, max_length=1024,
+                                          description="Omit: a one-time password is made.")
     grants: list[GrantIO] = pydantic.Field(default_factory=list)
 
 
@@ -148,7 +149,7 @@ class InvitationCreated(pydantic.BaseModel):
 class InvitationAcceptLocal(Strict):
     token: str = pydantic.Field(max_length=128)
     username: Username
-    password: str = pydantic.Field(max_length=1024)
+    password: str = pydantic.Field(min_length=passwords.MIN_LENGTH, max_length=1024)
 
 
 class JoinRequestOut(pydantic.BaseModel):

@@ -11,7 +11,9 @@ both read it, so the differences matter:
 - a header or query parameter cannot be ``null`` on the wire, so ``str | None`` parameters are
   documented as the non-null schema (otherwise a client may send the text ``null``);
 - a server-sent event stream documents each event (``event``, ``data``, ``id``), the OpenAPI 3.1
-  way schemathesis and clients read it (see ``sse_events``).
+  way schemathesis and clients read it (see ``sse_events``);
+- every operation that needs a login may answer 401 (no or a revoked credential) and 403 (a role
+  or token scope that does not reach it): the rules live in ``access``, not in each route.
 
 ``install`` replaces ``app.openapi`` with a cached builder that applies these fixes.
 """
@@ -23,6 +25,8 @@ from typing import Any
 
 import fastapi
 from fastapi import openapi as fastapi_openapi
+
+from kubeline.api import access
 
 PROBLEM = "application/problem+json"
 _PROBLEM_REF = {"$ref": "#/components/schemas/ProblemOut"}
@@ -86,6 +90,11 @@ def build(app: fastapi.FastAPI) -> dict[str, Any]:
         for method, operation in path_item.items():
             if isinstance(operation, dict) and "responses" in operation:
                 _fix_operation(operation, method=method)
+    for entry in access.route_table(app):
+        operation = document.get("paths", {}).get(entry.path, {}).get(entry.method.lower())
+        if isinstance(operation, dict) and not (entry.rule is not None and entry.rule.public):
+            for code in (401, 403):
+                operation["responses"].setdefault(str(code), _problem_response(code, None))
     schemas: dict[str, Any] = document.get("components", {}).get("schemas", {})
     text = repr(document["paths"])
     for unused in ("HTTPValidationError", "ValidationError"):

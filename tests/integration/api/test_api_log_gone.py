@@ -47,18 +47,18 @@ def test_deleted_log_answers_410_with_the_reason(server, client, settings) -> No
     assert client.logs(kept)  # the other run's log is untouched below
     shutil.rmtree(settings.home / "logs" / run_id)
 
-    response = httpx.get(f"{server.url}/api/v1/runs/{run_id}/logs")
+    response = httpx.get(f"{server.url}/api/v1/runs/{run_id}/logs", headers=server.headers)
     assert response.status_code == 410
     assert response.headers["content-type"] == "application/problem+json"
     problem = response.json()
     assert problem["status"] == 410 and problem["type"].endswith("/gone")
     assert f"the log of run {run_id} is gone" in problem["detail"] and "greet#1" in problem["detail"]
     assert "data volume was replaced" in problem["detail"]
-    assert httpx.get(f"{server.url}/api/v1/runs/{run_id}/logs?stage=greet").status_code == 410
-    assert httpx.get(f"{server.url}/api/v1/runs/{run_id}/logs/stream").status_code == 410
-    status = httpx.get(f"{server.url}/api/v1/runs/{run_id}/logs/status").json()
+    assert httpx.get(f"{server.url}/api/v1/runs/{run_id}/logs?stage=greet", headers=server.headers).status_code == 410
+    assert httpx.get(f"{server.url}/api/v1/runs/{run_id}/logs/stream", headers=server.headers).status_code == 410
+    status = httpx.get(f"{server.url}/api/v1/runs/{run_id}/logs/status", headers=server.headers).json()
     assert status["state"] == "gone" and "is gone" in status["detail"]
-    assert httpx.get(f"{server.url}/api/v1/runs/{kept}/logs/status").json() == {"state": "available", "detail": ""}
+    assert httpx.get(f"{server.url}/api/v1/runs/{kept}/logs/status", headers=server.headers).json() == {"state": "available", "detail": ""}
     with pytest.raises(errors.GoneError, match="is gone"):
         client.logs(run_id)
 
@@ -80,7 +80,7 @@ def test_a_run_that_wrote_nothing_yet_is_not_gone(server, client) -> None:  # ty
     while "started" not in client.logs(run_id):
         assert time.monotonic() < deadline
         time.sleep(0.1)
-    assert httpx.get(f"{server.url}/api/v1/runs/{run_id}/logs/status").json()["state"] == "available"
+    assert httpx.get(f"{server.url}/api/v1/runs/{run_id}/logs/status", headers=server.headers).json()["state"] == "available"
     client.cancel(run_id)
 
 
@@ -95,8 +95,9 @@ class _ServiceProxy(http.server.BaseHTTPRequestHandler):
         path = urllib.parse.unquote(self.path)
         if path.startswith(self.prefix):
             url = self.target + "/" + path[len(self.prefix):]
+            forwarded = {k: v for k, v in self.headers.items() if k.lower() == "x-kubeline-token"}
             try:
-                with urllib.request.urlopen(url, timeout=30) as answer:
+                with urllib.request.urlopen(urllib.request.Request(url, headers=forwarded), timeout=30) as answer:
                     self._send(answer.status, answer.headers.get("content-type", ""), answer.read())
             except urllib.error.HTTPError as exc:
                 self._send(exc.code, exc.headers.get("content-type", ""), exc.read())
@@ -129,6 +130,7 @@ current-context: x
 """)
         env = {k: v for k, v in os.environ.items() if not k.startswith("KUBELINE_")}
         env["KUBECONFIG"] = str(kubeconfig)
+        env["KUBELINE_TOKEN"] = server.token
         ok = cli(env, "k8s", "logs", run_id, "-n", "team", "--kubeconfig", str(kubeconfig))
         assert ok.returncode == 0 and "hello world 2" in ok.stdout, ok.stderr
         shutil.rmtree(settings.home / "logs" / run_id)

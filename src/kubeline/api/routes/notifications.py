@@ -50,6 +50,7 @@ class DeliveryList(pydantic.BaseModel):
 @router.get("", response_model=DeliveryList, dependencies=[access.requires(roles.Role.viewer)])
 async def list_notifications(
     kl: deps.KL,
+    who: Annotated[roles.Principal, access.requires(roles.Role.viewer, filtered=True)],
     run: Annotated[str | None, fastapi.Query(max_length=64)] = None,
     pipeline: Annotated[str | None, fastapi.Query(max_length=128)] = None,
     limit: Annotated[int, fastapi.Query(ge=1, le=500)] = 100,
@@ -58,4 +59,4 @@ async def list_notifications(
     if kl.notifier is None:
         return DeliveryList(items=[])
     found = await kl.notifier.outbox.list(run_id=run, pipeline=pipeline, limit=limit)
-    return DeliveryList(items=[DeliveryOut.of(d) for d in found])
+    return DeliveryList(items=[DeliveryOut.of(d) for d in found if access.visible(who, d.pipeline)])

@@ -15,7 +15,8 @@ from typing import Annotated
 import fastapi
 import pydantic
 
-from kubeline.api import deps
+from kubeline.api import access, deps
+from kubeline.auth import roles
 from kubeline.domain import states
 
 router = fastapi.APIRouter(tags=["stats"])
@@ -67,7 +68,7 @@ class StatsOut(pydantic.BaseModel):
         description=f"The last {_RECENT} runs of each pipeline in the window, newest first.")
 
 
-@router.get("/stats", response_model=StatsOut)
+@router.get("/stats", dependencies=[access.requires(roles.Role.viewer)], response_model=StatsOut)
 async def get_stats(
     kl: deps.KL, days: Annotated[int, fastapi.Query(ge=1, le=90, description="Days back from today (UTC)")] = 14,
 ) -> StatsOut:

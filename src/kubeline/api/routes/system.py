@@ -12,7 +12,8 @@ import fastapi
 import pydantic
 
 import kubeline
-from kubeline.api import deps
+from kubeline.api import access, deps
+from kubeline.auth import roles
 from kubeline.domain import states
 
 router = fastapi.APIRouter(tags=["system"])
@@ -33,7 +34,7 @@ class SystemOut(pydantic.BaseModel):
     kubernetes_namespace: str | None = pydantic.Field(None, description="When the kubernetes executor is on.")
 
 
-@router.get("/system", response_model=SystemOut)
+@router.get("/system", dependencies=[access.requires(roles.Role.viewer)], response_model=SystemOut)
 async def get_system(kl: deps.KL) -> SystemOut:
     """This server: version, database kind, executors and capabilities, queue depth."""
     url = kl.settings.database_url or "sqlite"

@@ -52,7 +52,8 @@ async def update_user(user_id: Id, body: auth_schemas.UserPatch, request: fastap
                       kl: deps.KL) -> auth_schemas.UserOut:
     """Change the global role, disable or enable (a disabled user's sessions end), or the email."""
     user = await kl.auth.accounts.get_user(user_id)
-    fields = body.model_dump(exclude_unset=True)
+    # null role/disabled mean "unchanged" (the columns are required); a null email clears it
+    fields = {k: v for k, v in body.model_dump(exclude_unset=True).items() if v is not None or k == "email"}
     if (fields.get("role") not in (None, "admin") or fields.get("disabled")) and user.role is Role.admin:
         await _keep_an_admin(kl, user)
     if "role" in fields:
