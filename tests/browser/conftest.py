@@ -163,8 +163,13 @@ def theme(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def page(browser: Any, server: testing.ServerThread) -> Iterator[Any]:
+    """A tab logged in as an admin user (session cookie from the password login, as a person gets)."""
     context = browser.new_context(viewport={"width": 1280, "height": 720}, base_url=server.url)
     context.set_default_timeout(15_000)
+    password = "browser-test-password"
+    server.login_as("ada", "admin", password=password)
+    context.request.post(f"{server.url}/api/v1/auth/login",
+                         data={"username": "ada", "password": password}).dispose()
     tab = context.new_page()
     errors: list[str] = []
     tab.on("pageerror", lambda exc: errors.append(str(exc)))

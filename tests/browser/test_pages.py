@@ -17,7 +17,36 @@ pytestmark = pytest.mark.slow
 
 
 def api(server: Any, method: str, path: str, **kwargs: Any) -> httpx.Response:
-    return httpx.request(method, f"{server.url}/api/v1{path}", timeout=30, **kwargs)
+    return httpx.request(method, f"{server.url}/api/v1{path}", timeout=30, headers=server.headers, **kwargs)
+
+
+def test_log_in_with_a_password_and_out(browser, server):
+    server.login_as("grace", "viewer", password="grace-password-123")
+    context = browser.new_context(viewport={"width": 1280, "height": 720}, base_url=server.url)
+    try:
+        tab = context.new_page()
+        tab.goto("/runs")
+        tab.get_by_role("heading", name="Log in to Kubeline").wait_for()
+        tab.get_by_label("Username").fill("grace")
+        tab.get_by_label("Password").fill("wrong-password-here")
+        tab.get_by_role("button", name="Log in").click()
+        tab.get_by_text("wrong", exact=False).first.wait_for()
+        tab.get_by_label("Password").fill("grace-password-123")
+        tab.get_by_role("button", name="Log in").click()
+        tab.get_by_text("grace (viewer)").wait_for()
+        screenshot(tab, "runs-as-viewer")
+        # a viewer's browser session cannot change anything, whatever the page shows
+        csrf = tab.evaluate("async () => (await (await fetch('/api/v1/auth/me')).json()).csrf_token")
+        status = tab.evaluate("""async (csrf) => (await fetch('/api/v1/runs', {method: 'POST',
+            headers: {'content-type': 'application/json', 'x-csrf-token': csrf},
+            body: JSON.stringify({pipeline: 'etl'})})).status""", csrf)
+        assert status == 403
+        no_csrf = tab.evaluate("""async () => (await fetch('/api/v1/auth/logout', {method: 'POST'})).status""")
+        assert no_csrf == 403  # a state-changing browser call without the CSRF token is refused
+        tab.get_by_role("button", name="Log out").click()
+        tab.get_by_role("heading", name="Log in to Kubeline").wait_for()
+    finally:
+        context.close()
 
 
 def run_and_wait(server: Any, pipeline: str, inputs: dict[str, Any] | None = None, *, timeout: float = 60) -> dict[str, Any]:

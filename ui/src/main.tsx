@@ -4,6 +4,8 @@ import { BrowserRouter, Route, Routes } from "react-router-dom";
 import { Layout } from "./components/Layout";
 import { Loading } from "./components/Common";
 import { Dashboard } from "./pages/Dashboard";
+import { Login } from "./pages/Login";
+import { SessionProvider, useSession } from "./session";
 import "./styles.css";
 
 const Runs = lazy(() => import("./pages/Runs"));
@@ -17,9 +19,11 @@ function NotFound() {
   return <><h1>Not found</h1><p>No page here. Use the navigation above.</p></>;
 }
 
-createRoot(document.getElementById("root")!).render(
-  <StrictMode>
-    <BrowserRouter>
+function App() {
+  const { me, loading } = useSession();
+  if (loading) return <Loading />;
+  if (!me || me.must_change_password) return <Login />;
+  return (
       <Layout>
         <Suspense fallback={<Loading />}>
           <Routes>
@@ -34,6 +38,15 @@ createRoot(document.getElementById("root")!).render(
           </Routes>
         </Suspense>
       </Layout>
+  );
+}
+
+createRoot(document.getElementById("root")!).render(
+  <StrictMode>
+    <BrowserRouter>
+      <SessionProvider>
+        <App />
+      </SessionProvider>
     </BrowserRouter>
   </StrictMode>,
 );

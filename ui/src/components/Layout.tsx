@@ -1,11 +1,13 @@
 import { useEffect, useState, type ReactNode } from "react";
 import { NavLink } from "react-router-dom";
+import { useSession } from "../session";
 
 const LINKS = [
   ["/", "Dashboard"], ["/pipelines", "Pipelines"], ["/runs", "Runs"], ["/secrets", "Secrets"], ["/system", "System"],
 ] as const;
 
 export function Layout({ children }: { children: ReactNode }) {
+  const { me, logout } = useSession();
   const [theme, setTheme] = useState(document.documentElement.dataset.theme || "light");
   useEffect(() => {
     document.documentElement.dataset.theme = theme;
@@ -21,6 +23,8 @@ export function Layout({ children }: { children: ReactNode }) {
         </nav>
         <button type="button" className="theme" onClick={() => setTheme(theme === "dark" ? "light" : "dark")}
                 aria-label={`Switch to ${theme === "dark" ? "light" : "dark"} theme`}>{theme === "dark" ? "☀" : "☾"}</button>
+        {me && <span className="who">{me.name} ({me.role})</span>}
+        {me?.user && <button type="button" onClick={() => void logout()}>Log out</button>}
       </header>
       <main id="main" tabIndex={-1}>{children}</main>
     </>
