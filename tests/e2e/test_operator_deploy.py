@@ -3,6 +3,10 @@ up PostgreSQL and the server (with the operator); a Pipeline applied with kubect
 API; a PipelineRun runs its stages as Jobs and ends Succeeded with its status written back;
 `kubeline k8s logs` prints the stage logs; deleting the Pipeline removes it (finalizer).
 
+The API answers only authenticated callers: the test gives the server a random admin service token
+(KUBELINE_ADMIN_TOKEN from a Secret) and sends it as ``X-Kubeline-Token`` through the API server's
+Service proxy, which keeps ``Authorization`` for itself - as ``kubeline k8s`` does with KUBELINE_TOKEN.
+
 Needs the images kubeline-server:dev and kubeline-postgres:dev and the worker image (built by the
 e2e conftest when missing or built from other sources than this checkout's).
 """
@@ -12,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import secrets
 import subprocess
 import sys
 import time
@@ -27,6 +32,7 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 NS = "kubeline-dev"
 IMAGES = ("kubeline-server:dev", "kubeline-postgres:dev")
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
+ADMIN_TOKEN = secrets.token_urlsafe(32)  # this test run's; never a fixed well-known token
 
 PIPELINE = f"""
 apiVersion: kubeline.dev/v1
@@ -61,6 +67,13 @@ spec: {{pipelineRef: e2e-etl, inputs: {{day: monday}}, timeout: 600}}
 @pytest.fixture(scope="module")
 def deployed(deploy_images: Cluster, kubectl: Kubectl) -> Iterator[Cluster]:
     kubectl("apply", "-k", str(REPO / "deploy" / "overlays" / "dev"))
+    made = kubectl("create", "secret", "generic", "kubeline-e2e-admin", "-n", NS, "-o", "name",
+                   f"--from-literal=KUBELINE_ADMIN_TOKEN={ADMIN_TOKEN}", check=False)
+    if made.returncode != 0:  # left by an earlier run: give it this run's token
+        kubectl("delete", "secret", "kubeline-e2e-admin", "-n", NS)
+        kubectl("create", "secret", "generic", "kubeline-e2e-admin", "-n", NS,
+                f"--from-literal=KUBELINE_ADMIN_TOKEN={ADMIN_TOKEN}")
+    kubectl("set", "env", "deployment/kubeline", "-n", NS, "--from=secret/kubeline-e2e-admin")
     try:
         yield deploy_images
     finally:
@@ -72,10 +85,22 @@ def deployed(deploy_images: Cluster, kubectl: Kubectl) -> Iterator[Cluster]:
 
 
 def _api(kubectl: Kubectl, path: str) -> Any:
-    proc = kubectl("get", "--raw", f"/api/v1/namespaces/{NS}/services/kubeline:http/proxy{path}", check=False)
-    if proc.returncode != 0:
+    """GET ``path`` of the server through the API server's Service proxy, as the admin token; None on an error."""
+    from kubernetes import client, config
+    from kubernetes.client import exceptions
+
+    kubeconfig = kubectl("config", "view", "--raw", "--minify", "-o", "json").stdout
+    api = client.CoreV1Api(config.new_client_from_config_dict(json.loads(kubeconfig)))
+    try:
+        answer = api.connect_get_namespaced_service_proxy_with_path(
+            "kubeline:http", NS, path.lstrip("/"), _preload_content=False, _request_timeout=10,
+            _headers={"X-Kubeline-Token": ADMIN_TOKEN})
+    except exceptions.ApiException:
         return None
-    return proc.stdout if path == "/metrics" else json.loads(proc.stdout)
+    finally:
+        api.api_client.close()
+    text = answer.data.decode("utf-8", "replace")
+    return text if path == "/metrics" else json.loads(text)
 
 
 @pytest.mark.timeout(1500)
@@ -118,7 +143,7 @@ def test_dev_overlay_runs_a_pipelinerun_as_jobs(deployed: Cluster, kubectl: Kube
     printed = kubectl("get", "klpr", "-n", NS).stdout
     assert "e2e-etl-1" in printed and "Succeeded" in printed
 
-    env = {**os.environ, "KUBECONFIG": str(deployed.kubeconfig)}
+    env = {**os.environ, "KUBECONFIG": str(deployed.kubeconfig), "KUBELINE_TOKEN": ADMIN_TOKEN}
     logs = subprocess.run([str(pathlib.Path(sys.executable).parent / "kubeline"), "k8s", "logs", "e2e-etl-1", "-n", NS],
                           capture_output=True, text=True, env=env, timeout=60, check=False)
     assert logs.returncode == 0, logs.stderr
@@ -151,4 +176,7 @@ spec: {{pipelineRef: does-not-exist}}
     restarts = kubectl("get", "pods", "-n", NS, "-l", "app.kubernetes.io/component=server", "-o",
                        "jsonpath={.items[*].status.containerStatuses[*].restartCount}").stdout.split()
     assert all(r == "0" for r in restarts), restarts
+    assert _api(kubectl, "/api/v1/runs") is not None
+    proc = kubectl("get", "--raw", f"/api/v1/namespaces/{NS}/services/kubeline:http/proxy/api/v1/runs", check=False)
+    assert proc.returncode != 0 and "401" in proc.stderr + proc.stdout  # no token: refused
     time.sleep(0)

@@ -65,8 +65,7 @@ def create_app(kl: bootstrap.Kubeline, *, metrics: metrics_.Metrics | None = Non
     app.add_middleware(security.Security)
     app.include_router(health.router, dependencies=[access.GUARD])
     for module in (pipelines, run_feed, runs, cells, git, notifications, retention, streams, secrets, scripts, hooks,
-                   schedules, stats,
-                   system, auth, oidc, tokens, users, audit):
+                   schedules, stats, system, auth, oidc, tokens, users, audit):
         app.include_router(module.router, prefix=API_PREFIX, dependencies=[access.GUARD])
     return app
 

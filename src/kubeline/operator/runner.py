@@ -106,6 +106,15 @@ class _Http(uvicorn.Server):
         yield
 
 
+def _serve_uploads(kl: bootstrap.Kubeline, sock: socket.socket, tasks: list[asyncio.Task[Any]]) -> _Http:
+    """The attempt-upload listener (its own port: the only one stage pods may reach)."""
+    uploads = _Http(uvicorn.Config(app_.create_upload_app(kl), log_config=None, lifespan="off",
+                                   access_log=False, timeout_graceful_shutdown=3))
+    tasks.append(asyncio.create_task(uploads.serve(sockets=[sock]), name="uploads"))
+    log.info("attempt uploads on %s", server.url_of(sock))
+    return uploads
+
+
 async def serve(settings: settings_.Settings, *, host: str = "0.0.0.0", port: int = 8080,  # noqa: S104
                 namespaces: list[str] | None = None, dispatch: bool = False, kubeconfig: str | None = None,
                 lease_namespace: str | None = None, leader_election: bool = True,
@@ -142,12 +151,7 @@ async def serve(settings: settings_.Settings, *, host: str = "0.0.0.0", port: in
         tasks: list[asyncio.Task[Any]] = [asyncio.create_task(http.serve(sockets=[sock]), name="http"),
                  asyncio.create_task(run_operator(ctx, namespaces=namespaces, election=election, stop=stop,
                                                   on_signals=install), name="operator")]
-        uploads = None
-        if upload_sock is not None:
-            uploads = _Http(uvicorn.Config(app_.create_upload_app(kl), log_config=None, lifespan="off",
-                                           access_log=False, timeout_graceful_shutdown=3))
-            tasks.append(asyncio.create_task(uploads.serve(sockets=[upload_sock]), name="uploads"))
-            log.info("attempt uploads on %s", server.url_of(upload_sock))
+        uploads = _serve_uploads(kl, upload_sock, tasks) if upload_sock is not None else None
         if dispatch:
             tasks += [asyncio.create_task(kl.engine.resume(), name="resume"),
                       asyncio.create_task(kl.engine.serve(), name="dispatcher"),

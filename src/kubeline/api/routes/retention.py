@@ -7,10 +7,13 @@ from typing import Annotated
 import fastapi
 import pydantic
 
-from kubeline.api import deps
+from kubeline.api import access, deps
+from kubeline.auth import roles
 from kubeline.cleanup import service
 
-router = fastapi.APIRouter(prefix="/retention", tags=["retention"])
+# Admins only: the plan lists paths on the server, and applying it deletes runs and logs.
+router = fastapi.APIRouter(prefix="/retention", tags=["retention"],
+                           dependencies=[access.requires(roles.Role.admin)])
 
 
 class ItemOut(pydantic.BaseModel):
