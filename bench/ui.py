@@ -94,17 +94,27 @@ def spread(values: list[float]) -> str:
     return f"{statistics.median(values):8.1f} ms  ({min(values):.1f}-{max(values):.1f})"
 
 
+PASSWORD = "bench-ui-password"
+
+
+def logged_in(browser: Any, base: str) -> Any:
+    """A browser context with a session cookie of the bench's admin user (as a person who logged in)."""
+    context = browser.new_context(viewport={"width": 1280, "height": 720})
+    context.request.post(f"{base}/api/v1/auth/login", data={"username": "bench", "password": PASSWORD}).dispose()
+    return context
+
+
 def measure(browser: Any, base: str, run_id: str, log_run: str, lines: int) -> dict[str, float]:
     out: dict[str, float] = {}
     for name, path in (("dashboard", "/"), ("run", f"/runs/{run_id}")):
-        context = browser.new_context(viewport={"width": 1280, "height": 720})
+        context = logged_in(browser, base)
         page = context.new_page()
         page.add_init_script(WATCH)
         page.goto(base + path)
         page.wait_for_function(f"window.__marks['{name}'] !== undefined", timeout=30_000)
         out[f"{name}_paint"] = page.evaluate(f"window.__marks['{name}']")
         context.close()
-    context = browser.new_context(viewport={"width": 1280, "height": 720})
+    context = logged_in(browser, base)
     page = context.new_page()
     page.add_init_script(WATCH)
     page.goto(f"{base}/runs/{log_run}")
@@ -147,13 +157,16 @@ def main() -> None:
         asyncio.run(seed(url, args.runs))
         print(f"seeded {args.runs:,} runs in {time.perf_counter() - t0:.1f}s")
         with testing.ServerProcess(env=env, log_file=pathlib.Path(tmp) / "server.log") as server:
-            some_run = httpx.get(f"{server.url}/api/v1/runs", params={"limit": 1}).json()["items"][0]["id"]
+            server.login_as("bench", "admin", password=PASSWORD)
+            some_run = httpx.get(f"{server.url}/api/v1/runs", params={"limit": 1},
+                                 headers=server.headers).json()["items"][0]["id"]
             results: list[dict[str, float]] = []
             with sync_playwright() as pw:
                 browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
                                              args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"])
                 for _ in range(args.rounds):
-                    log_run = httpx.post(f"{server.url}/api/v1/runs", json={"pipeline": "chatty"}).json()["id"]
+                    log_run = httpx.post(f"{server.url}/api/v1/runs", json={"pipeline": "chatty"},
+                                         headers=server.headers).json()["id"]
                     results.append(measure(browser, server.url, some_run, log_run, args.lines))
                 browser.close()
     print(f"\nheadless Chromium, 1280x720, {args.runs:,} runs in SQLite, {args.rounds} rounds (median, min-max)")

@@ -53,7 +53,8 @@ MAX_NOTEBOOK_BYTES = 32 * 1024 * 1024
 
 
 @router.get("/{run_id}/attempts/{attempt_id}/notebook", response_model=schemas.NotebookOut,
-            responses=deps.problem_responses(404, 413))
+            responses=deps.problem_responses(404, 413),
+            dependencies=[access.requires(roles.Role.viewer, pipeline=access.run_path())])
 async def get_executed_notebook(run_id: str, attempt_id: str, kl: deps.KL) -> schemas.NotebookOut:
     """The executed notebook of a notebook stage's attempt (nbformat 4 JSON with its outputs)."""
     attempt = await kl.store.get_attempt(attempt_id)

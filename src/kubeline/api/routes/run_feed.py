@@ -17,7 +17,8 @@ from typing import Annotated
 import fastapi
 from fastapi import responses
 
-from kubeline.api import deps, openapi, schemas, sse
+from kubeline.api import access, deps, openapi, schemas, sse
+from kubeline.auth import roles
 from kubeline.domain import errors, runs, states
 from kubeline.storage import wakeups
 
@@ -35,21 +36,25 @@ _EVENTS = openapi.sse_events(
 async def follow_runs(
     *,
     kl: deps.KL,
+    who: Annotated[roles.Principal, access.requires(roles.Role.viewer, filtered=True)],
     pipeline: Annotated[str | None, fastapi.Query(max_length=128)] = None,
     state: Annotated[list[states.RunState] | None, fastapi.Query()] = None,
     limit: Annotated[int, fastapi.Query(ge=1, le=500, description="Runs in the snapshot")] = 50,
     heartbeat: Annotated[float, fastapi.Query(ge=1, le=300)] = 15.0,
 ) -> responses.StreamingResponse:
-    """Follow the runs (``snapshot``, ``live``, then a ``run`` event per change)."""
+    """Follow the runs (``snapshot``, ``live``, then a ``run`` event per change); only runs of pipelines the
+    caller may see."""
     wanted = set(state or [])
 
     def matches(run: runs.Run) -> bool:
-        return (pipeline is None or run.pipeline == pipeline) and (not wanted or run.state in wanted)
+        return ((pipeline is None or run.pipeline == pipeline) and (not wanted or run.state in wanted)
+                and access.visible(who, run.pipeline, run.spec.tags))
 
     async def frames() -> AsyncIterator[bytes]:
         seen: dict[str, tuple[states.RunState, bool]] = {}
         async with kl.store.wakeups.subscribe(wakeups.Channel.EVENTS) as changes:
-            first = await kl.store.list_runs(pipeline=pipeline, states_in=state or None, limit=limit)
+            first = [r for r in await kl.store.list_runs(pipeline=pipeline, states_in=state or None, limit=limit)
+                     if matches(r)]
             seen.update({r.id: (r.state, r.cancel_requested) for r in first})
             yield sse.retry_hint()
             snapshot = schemas.RunList(items=[schemas.RunOut.of(r) for r in first], next=None)
