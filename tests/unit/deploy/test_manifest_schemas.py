@@ -132,3 +132,16 @@ def test_every_overlay_object_is_valid_on_1_20_with_its_component(overlay: str, 
 
 def _custom(problem: str) -> bool:
     return problem.startswith(schemas.UNKNOWN) and problem.rsplit(" ", 1)[-1] in CUSTOM
+
+
+def _secret_key_ref(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    server = next(o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "kubeline")
+    env = server["spec"]["template"]["spec"]["containers"][0]["env"]
+    return next(e for e in env if e["name"] == "KUBELINE_SECRET_KEY")["valueFrom"]["secretKeyRef"]
+
+
+def test_production_requires_the_fernet_key_and_dev_may_make_its_own(tmp_path: pathlib.Path) -> None:
+    """Replicas must share one key: production refuses to start a pod without it (the kubelet says which key
+    is missing); one dev pod may make a key of its own on its volume."""
+    assert not _secret_key_ref(_render(tmp_path / "prod", "production", k8s_120=False)).get("optional", False)
+    assert _secret_key_ref(_render(tmp_path / "dev", "dev", k8s_120=True))["optional"] is True
