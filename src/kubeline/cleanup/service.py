@@ -6,7 +6,8 @@ policy that would remove every finished run of a pipeline, the newest included, 
 unless forced (``--force``), since that is more often a typo (``max_age_days: 0.01``) than a
 wish. Log files of finished attempts above ``KUBELINE_LOG_MAX_BYTES`` are cut to their tail
 behind a visible marker line. Virtualenvs unused and git checkouts not served for
-``KUBELINE_PRUNE_AFTER_DAYS`` are deleted.
+``KUBELINE_PRUNE_AFTER_DAYS`` are deleted. Audit rows older than ``KUBELINE_AUDIT_RETENTION_DAYS``
+go too (one plan item with their count: the audit log is kept under the same policy run).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ _LIVE = [s for s in states.RunState if s not in states.FINAL_RUN]
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Item:
-    kind: str  # run | logs | artifacts | log_tail | venv | checkout
+    kind: str  # run | logs | artifacts | log_tail | venv | checkout | audit
     target: str
     pipeline: str = ""
     reason: str = ""
@@ -71,7 +72,19 @@ class Cleanup:
             items += [Item(kind="logs", target=i, pipeline=name, reason=r) for i, r in decision.delete_logs]
             items += [Item(kind="artifacts", target=i, pipeline=name, reason=r) for i, r in decision.delete_artifacts]
         items += await asyncio.to_thread(self._files_plan, await self._live_runs())
+        items += await self._audit_plan(now)
         return Plan(items=items, refused=refused)
+
+    def _audit_cutoff(self, now: dt.datetime) -> dt.datetime:
+        return now - dt.timedelta(days=self.settings.audit_retention_days)
+
+    async def _audit_plan(self, now: dt.datetime) -> list[Item]:
+        cutoff = self._audit_cutoff(now)
+        count = await self.queries.audit_before(cutoff)
+        if not count:
+            return []
+        return [Item(kind="audit", target=cutoff.isoformat(), reason=f"{count} audit row(s) older than "
+                     f"{self.settings.audit_retention_days} days (audit_retention_days)")]
 
     async def apply(self, *, force: bool = False) -> Plan:
         """Plan, then remove it all; returns the plan (what was removed, what was refused)."""
@@ -91,6 +104,8 @@ class Cleanup:
                 await asyncio.to_thread(cap_log, pathlib.Path(item.target), limit=self.settings.log_max_bytes)
             elif item.kind in ("venv", "checkout"):
                 await asyncio.to_thread(shutil.rmtree, pathlib.Path(item.target), True)
+            elif item.kind == "audit":  # the cutoff the plan showed, so apply removes no row it did not count
+                await self.queries.delete_audit(dt.datetime.fromisoformat(item.target))
         for note in plan.refused:
             log.warning("retention refused: %s", note)
         return plan

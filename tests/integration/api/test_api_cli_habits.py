@@ -31,6 +31,7 @@ def cli(server, tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
         if key.startswith("KUBELINE_") or key in ("BROWSER", "DISPLAY", "WAYLAND_DISPLAY"):
             monkeypatch.delenv(key)
     monkeypatch.setenv("KUBELINE_URL", server.url)
+    monkeypatch.setenv("KUBELINE_TOKEN", server.token)
     monkeypatch.setenv("KUBELINE_HOME", str(tmp_path / "cli-home"))
     runner = CliRunner()
 

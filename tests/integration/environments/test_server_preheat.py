@@ -42,7 +42,7 @@ def wait_settled(api: client_.Client, names: list[str], timeout: float = 60.0) -
 def test_server_preheats_and_shows_state_and_packages(tmp_path, database_url, folders, monkeypatch):
     settings = settings_.Settings(home=tmp_path / "home", database_url=database_url, pipelines_dir=folders,
                                   uv_cache_dir=tmp_path / "uv-cache", preheat_concurrency=1)
-    with testing.ServerThread(settings) as server, client_.Client(server.url) as api:
+    with testing.ServerThread(settings) as server, server.client() as api:
         found = wait_settled(api, ["demo", "broken", "builtin"])
         assert found["demo"].environment is not None and found["demo"].environment.state == "ready"
         broken = api.pipeline("broken").environment
@@ -64,6 +64,7 @@ def test_server_preheats_and_shows_state_and_packages(tmp_path, database_url, fo
 
         # The CLI, through the server.
         monkeypatch.setenv("KUBELINE_URL", server.url)
+        monkeypatch.setenv("KUBELINE_TOKEN", server.token)
         shown = CliRunner().invoke(cli.app, ["environment", "demo"])
         assert shown.exit_code == 0, shown.output
         assert "environment: ready" in shown.output and "kl-demo" in shown.output and "1.0" in shown.output

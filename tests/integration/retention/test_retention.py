@@ -4,6 +4,8 @@ checkouts pruned; a dry run lists exactly what apply removes."""
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import json
 import os
 import pathlib
@@ -12,13 +14,12 @@ import sys
 import textwrap
 import time
 
-import httpx
 import pytest
 
-from kubeline import client as client_
 from kubeline import settings as settings_
 from kubeline import testing
-from kubeline.domain import errors
+from kubeline.domain import errors, runs
+from kubeline.storage.sql import store as sql_store
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +45,8 @@ def test_plan_apply_refusal_running_runs_and_log_caps(tmp_path: pathlib.Path, da
     os.utime(old_venv / ".kubeline-ready", (time.time() - 40 * 86400,) * 2)
     settings = settings_.Settings(home=home, database_url=database_url, pipelines_dir=tmp_path / "pipelines",
                                   log_max_bytes=4096, retention={"logs_max_age_days": 30})
-    with testing.ServerThread(settings) as server, client_.Client(server.url, timeout=60) as api:
+    with testing.ServerThread(settings) as server, server.client(timeout=60) as api, server.http(timeout=60) as http:
+        asyncio.run(_audit_rows(database_url, ages_days=[400, 366, 10]))
         kept = [api.wait(api.create_run("keep2").id, timeout=60).id for _ in range(4)]
         wiped = api.wait(api.create_run("wipe").id, timeout=60).id
         busy = api.create_run("busy").id
@@ -54,7 +56,7 @@ def test_plan_apply_refusal_running_runs_and_log_caps(tmp_path: pathlib.Path, da
             time.sleep(0.1)
         time.sleep(1.5)  # 'wipe' is now older than its max_age_days
 
-        plan = httpx.get(f"{server.url}/api/v1/retention/plan", timeout=60).json()
+        plan = http.get("/api/v1/retention/plan").json()
         assert not plan["applied"]
         by_kind: dict[str, list[str]] = {}
         for item in plan["items"]:
@@ -64,8 +66,10 @@ def test_plan_apply_refusal_running_runs_and_log_caps(tmp_path: pathlib.Path, da
         assert [r for r in plan["refused"] if r.startswith("wipe: the policy would delete all 1 finished runs")]
         assert by_kind["log_tail"] == [str(home / "logs" / chatty / "a" / "1.log")]
         assert by_kind["venv"] == [str(old_venv)]
+        audit = [i for i in plan["items"] if i["kind"] == "audit"]
+        assert len(audit) == 1 and audit[0]["reason"].startswith("2 audit row(s) older than 365 days"), audit
 
-        applied = httpx.post(f"{server.url}/api/v1/retention/apply", timeout=60).json()
+        applied = http.post("/api/v1/retention/apply").json()
         assert applied["applied"] and sorted(i["target"] for i in applied["items"] if i["kind"] == "run") \
             == sorted(kept[:2])
         assert [r.id for r in api.runs(pipeline="keep2").items] == kept[:1:-1]
@@ -77,12 +81,25 @@ def test_plan_apply_refusal_running_runs_and_log_caps(tmp_path: pathlib.Path, da
         assert lines[-1].endswith("line 600 of output")
         assert (home / "logs" / chatty / "a" / "1.log").stat().st_size < 4096 + 300
         assert not (home / "logs" / kept[0]).exists()
+        left = http.get("/api/v1/audit", params={"actor": "old-admin"}).json()["items"]
+        assert [e["action"] for e in left if e["actor"] == "old-admin"] == ["test.recent"]  # the 2 old rows went
 
-        forced = httpx.post(f"{server.url}/api/v1/retention/apply", params={"force": "true"}, timeout=60).json()
+        forced = http.post("/api/v1/retention/apply", params={"force": "true"}).json()
         assert [i["target"] for i in forced["items"] if i["kind"] == "run"] == [wiped]
         with pytest.raises(errors.NotFoundError):
             api.run(wiped)
         api.cancel(busy)
+
+
+async def _audit_rows(url: str, *, ages_days: list[int]) -> None:
+    store = await sql_store.SqlStore.open(url)
+    try:
+        for age in ages_days:
+            await store.accounts.append_audit(at=runs.utcnow() - dt.timedelta(days=age), actor="old-admin",
+                                              action="test.old" if age > 365 else "test.recent", target="x",
+                                              outcome=200, ip="127.0.0.1", detail={})
+    finally:
+        await store.close()
 
 
 def test_cli_dry_run_and_bad_policy(tmp_path: pathlib.Path) -> None:

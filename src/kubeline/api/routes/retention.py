@@ -17,7 +17,7 @@ router = fastapi.APIRouter(prefix="/retention", tags=["retention"],
 
 
 class ItemOut(pydantic.BaseModel):
-    kind: str = pydantic.Field(description="run, logs, artifacts, log_tail, venv or checkout.")
+    kind: str = pydantic.Field(description="run, logs, artifacts, log_tail, venv, checkout or audit.")
     target: str = pydantic.Field(description="A run id, or a path on this server.")
     pipeline: str
     reason: str

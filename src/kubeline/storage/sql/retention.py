@@ -1,4 +1,4 @@
-"""Retention queries: finished runs per pipeline, and deleting finished runs with all their rows.
+"""Retention queries: finished runs per pipeline, deleting finished runs with all their rows, old audit rows.
 
 The delete re-checks the state in its own WHERE, so a run that was retried or adopted between
 planning and deleting (no longer final) is never deleted.
@@ -6,6 +6,7 @@ planning and deleting (no longer final) is never deleted.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 
 import sqlalchemy as sa
@@ -34,6 +35,16 @@ class RetentionQueries:
         def read(conn: sa.Connection) -> list[retention.Finished]:
             return [retention.Finished(id=r.id, finished_at=r.finished_at or r.created_at) for r in conn.execute(query)]
         return await self.database.run(read, write=False)
+
+    async def audit_before(self, before: dt.datetime) -> int:
+        """How many audit rows are older than ``before``."""
+        query = sa.select(sa.func.count()).select_from(T.audit_log).where(T.audit_log.c.at < before)
+        return await self.database.run(lambda conn: int(conn.execute(query).scalar_one()), write=False)
+
+    async def delete_audit(self, before: dt.datetime) -> int:
+        """Delete the audit rows older than ``before``; how many went."""
+        statement = sa.delete(T.audit_log).where(T.audit_log.c.at < before)
+        return await self.database.run(lambda conn: int(conn.execute(statement).rowcount or 0), write=True)
 
     async def delete_runs(self, run_ids: list[str]) -> list[str]:
         """Delete these runs if still finished (stages, attempts, events, notifications too); the ids deleted."""
