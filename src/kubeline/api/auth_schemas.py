@@ -79,7 +79,7 @@ class UserCreated(pydantic.BaseModel):
 
 class UserPatch(Strict):
     role: RoleName | None = None
-    disabled: bool | None = None
+    disabled: pydantic.StrictBool | None = None  # 0 or "yes" is refused, not read as a flag
     email: str | None = pydantic.Field(None, max_length=320)
 
 

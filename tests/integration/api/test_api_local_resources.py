@@ -36,7 +36,7 @@ def api(tmp_path: pathlib.Path, database_url: str) -> Iterator[client_.Client]:
     settings = settings_.Settings(home=tmp_path / "home", database_url=database_url,
                                   pipelines_dir=tmp_path / "pipelines",
                                   uv_cache_dir=pathlib.Path("/tmp/kubeline-test-venvs/uv-cache"))
-    with testing.ServerThread(settings) as server, client_.Client(server.url, timeout=60) as running:
+    with testing.ServerThread(settings) as server, server.client(timeout=60) as running:
         yield running
 
 

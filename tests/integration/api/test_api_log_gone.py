@@ -63,9 +63,9 @@ def test_deleted_log_answers_410_with_the_reason(server, client, settings) -> No
         client.logs(run_id)
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("KUBELINE_")}
-    remote = cli({**env, "KUBELINE_URL": server.url, "KUBELINE_HOME": str(settings.home.parent / "else")}, "logs", run_id)
+    remote = cli({**env, "KUBELINE_URL": server.url, "KUBELINE_TOKEN": server.token, "KUBELINE_HOME": str(settings.home.parent / "else")}, "logs", run_id)
     assert remote.returncode == 1 and "is gone" in remote.stderr and remote.stdout == ""
-    followed = cli({**env, "KUBELINE_URL": server.url, "KUBELINE_HOME": str(settings.home.parent / "else")},
+    followed = cli({**env, "KUBELINE_URL": server.url, "KUBELINE_TOKEN": server.token, "KUBELINE_HOME": str(settings.home.parent / "else")},
                    "logs", run_id, "--follow")
     assert followed.returncode == 1 and "is gone" in followed.stderr
     local_env = {**env, "KUBELINE_HOME": str(settings.home), "KUBELINE_DATABASE_URL": settings.database}

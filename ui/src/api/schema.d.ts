@@ -1650,7 +1650,7 @@ export interface components {
         ItemOut: {
             /**
              * Kind
-             * @description run, logs, artifacts, log_tail, venv or checkout.
+             * @description run, logs, artifacts, log_tail, venv, checkout or audit.
              */
             kind: string;
             /** Pipeline */

@@ -110,6 +110,8 @@ class Accounts:
 
     async def update_user(self, user_id: str, **fields: Any) -> records.User:
         values = {k: (v.name if isinstance(v, roles.Role) else v) for k, v in fields.items()}
+        if not values:  # nothing to change (an empty patch): the user as it is, or NotFoundError
+            return await self.get_user(user_id)
         if not await self._exec(sa.update(T.users).where(T.users.c.id == user_id).values(values)):
             raise errors.NotFoundError(f"user {user_id!r} not found")
         return await self.get_user(user_id)
