@@ -125,7 +125,7 @@ async def serve(
             on_app(app)
         server = _http(app)
         uploads = _http(app_.create_upload_app(kl))
-        background = _start_background(kl, role)
+        background = start_background(kl, role)
         bootstrap.settle_heap()
         with _signals_set(stop):
             watcher = asyncio.create_task(_exit_on(stop, server, uploads))
@@ -155,7 +155,8 @@ def _http(app: Any) -> _Server:
                                   timeout_graceful_shutdown=int(GRACE_SECONDS), access_log=False))
 
 
-def _start_background(kl: bootstrap.Kubeline, role: Role) -> list[asyncio.Task[Any]]:
+def start_background(kl: bootstrap.Kubeline, role: Role) -> list[asyncio.Task[Any]]:
+    """The loops a process of ``role`` runs beside its API (``kubeline operator --dispatch`` is ``all``)."""
     tasks: list[asyncio.Task[Any]] = []
     if kl.git is not None:  # every role: each replica checks out the commit the database agreed on
         tasks.append(_task(kl.git.run_forever(), "git-sync"))

@@ -22,7 +22,6 @@ log = logging.getLogger("kubeline.auth")
 FIRST_ADMIN = "admin"
 ADMIN_TOKEN_NAME = "admin (KUBELINE_ADMIN_TOKEN)"  # noqa: S105 - a name
 TOUCH_EVERY = dt.timedelta(seconds=60)  # last-used / last-seen writes at most this often
-PRUNE_EVERY = 1000
 
 
 class Denied(Exception):
@@ -49,7 +48,6 @@ class AuthService:
         self.accounts = accounts
         self.settings = settings
         self.clock = clock
-        self._written = 0
 
     # first start -------------------------------------------------------------------------------
     async def ensure_first_admin(self) -> str | None:
@@ -212,17 +210,10 @@ class AuthService:
     # audit ---------------------------------------------------------------------------------------
     async def audit(self, *, actor: str, action: str, target: str, outcome: int, ip: str = "",
                     detail: dict[str, Any] | None = None) -> None:
-        """One audit row; every ``PRUNE_EVERY`` rows, rows older than the retention are deleted."""
+        """One audit row (rows older than ``audit_retention_days`` go in the retention pass: kubeline.cleanup)."""
         now = self.clock()
         await self.accounts.append_audit(at=now, actor=actor, action=action, target=target, outcome=outcome,
                                          ip=ip, detail=detail or {})
-        self._written += 1
-        if self._written % PRUNE_EVERY == 1:
-            await self.prune_audit()
-
-    async def prune_audit(self) -> int:
-        return await self.accounts.prune_audit(
-            before=self.clock() - dt.timedelta(days=self.settings.audit_retention_days))
 
     # invitations and join requests ---------------------------------------------------------------
     async def accept_invitation(self, raw: str, *, username: str, password: str | None = None,

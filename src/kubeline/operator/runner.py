@@ -152,10 +152,8 @@ async def serve(settings: settings_.Settings, *, host: str = "0.0.0.0", port: in
                  asyncio.create_task(run_operator(ctx, namespaces=namespaces, election=election, stop=stop,
                                                   on_signals=install), name="operator")]
         uploads = _serve_uploads(kl, upload_sock, tasks) if upload_sock is not None else None
-        if dispatch:
-            tasks += [asyncio.create_task(kl.engine.resume(), name="resume"),
-                      asyncio.create_task(kl.engine.serve(), name="dispatcher"),
-                      asyncio.create_task(_scheduler(kl), name="scheduler")]
+        if dispatch:  # what `kubeline server` runs: dispatcher, scheduler, git sync, notifications, retention
+            tasks += server.start_background(kl, "all")
         announce = asyncio.create_task(_announce(http, url, started))
         try:
             await _first(stop.wait(), asyncio.wait([tasks[0], tasks[1]], return_when=asyncio.FIRST_COMPLETED))
@@ -196,12 +194,6 @@ async def _open(stack: contextlib.AsyncExitStack, settings: settings_.Settings, 
         await _first(asyncio.sleep(delay), stop.wait())
         delay = min(delay * 2, 15.0)
     return None
-
-
-async def _scheduler(kl: bootstrap.Kubeline) -> None:
-    from kubeline.scheduler import ticker
-
-    await ticker.run_forever(kl)
 
 
 async def _announce(http: uvicorn.Server, url: str, started: Callable[[str], None] | None) -> None:

@@ -294,6 +294,3 @@ class Accounts:
         if before_id is not None:
             query = query.where(table.c.id < before_id)
         return [records.AuditEntry(**dict(r)) for r in await self._rows(query)]
-
-    async def prune_audit(self, *, before: dt.datetime) -> int:
-        return await self._exec(sa.delete(T.audit_log).where(T.audit_log.c.at < before))
