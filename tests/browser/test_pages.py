@@ -187,13 +187,15 @@ def test_runs_list_filters_and_bulk_cancel(page, server):
     screenshot(page, "runs")
 
 
-PAGES = ["/", "/pipelines", "/pipelines/etl", "/runs", "/run", "/secrets", "/system"]
+PAGES = ["/", "/pipelines", "/pipelines/etl", "/runs", "/run", "/secrets", "/system", "/users", "/tokens", "/audit"]
 
 
 def test_every_page_passes_the_accessibility_scan(page, server, theme):
     finished = run_and_wait(server, "flaky")
     run_and_wait(server, "etl", {"rows": 2})
     api(server, "PUT", "/secrets/API_TOKEN", json={"value": "x"})
+    server.login_as("grace", "operator", grants=[{"target": "etl", "role": "admin"}])  # a user with a grant and a token
+    api(server, "POST", "/invitations", json={"role": "operator", "email": "new@example.com"})
     problems = {}
     for path in PAGES:
         target = f"/runs/{finished['id']}" if path == "/run" else path

@@ -14,6 +14,9 @@ const Pipelines = lazy(() => import("./pages/Pipelines"));
 const PipelineDetail = lazy(() => import("./pages/PipelineDetail"));
 const Secrets = lazy(() => import("./pages/Secrets"));
 const System = lazy(() => import("./pages/System"));
+const Users = lazy(() => import("./pages/Users"));
+const Tokens = lazy(() => import("./pages/Tokens"));
+const Audit = lazy(() => import("./pages/Audit"));
 
 function NotFound() {
   return <><h1>Not found</h1><p>No page here. Use the navigation above.</p></>;
@@ -34,6 +37,9 @@ function App() {
             <Route path="/pipelines/:name" element={<PipelineDetail />} />
             <Route path="/secrets" element={<Secrets />} />
             <Route path="/system" element={<System />} />
+            <Route path="/users" element={<Users />} />
+            <Route path="/tokens" element={<Tokens />} />
+            <Route path="/audit" element={<Audit />} />
             <Route path="*" element={<NotFound />} />
           </Routes>
         </Suspense>

@@ -3,6 +3,7 @@
 // page keeps in memory only. Without a session the app shows the login page.
 import { createContext, useContext, useEffect, useState, type ReactNode } from "react";
 import { api, type Schemas } from "./api/client";
+import { useData } from "./hooks";
 
 export type Me = Schemas["MeOut"];
 
@@ -47,4 +48,53 @@ export function useSession(): SessionState {
 export function can(me: Me | null, role: "viewer" | "operator" | "admin"): boolean {
   const order = ["viewer", "operator", "admin"];
   return !!me && order.indexOf(me.role) >= order.indexOf(role);
+}
+
+export type RoleName = "viewer" | "operator" | "admin";
+const ORDER: RoleName[] = ["viewer", "operator", "admin"];
+
+function matches(target: string, pipeline: string, tags: readonly string[]): boolean {
+  return target.startsWith("tag:") ? tags.includes(target.slice(4)) : target === pipeline;
+}
+
+/** The caller's role on one pipeline, as the server computes it (roles.Principal.role_for): the
+ * global role raised by matching grants; null when a scoped token does not cover the pipeline. */
+export function roleOn(me: Me | null, pipeline: string, tags: readonly string[] = []): RoleName | null {
+  if (!me) return null;
+  if (me.scope && !me.scope.some((t) => matches(t, pipeline, tags))) return null;
+  const raised = (me.user?.grants ?? []).filter((g) => matches(g.target, pipeline, tags)).map((g) => g.role);
+  return [me.role, ...raised].reduce((a, b) => (ORDER.indexOf(b) > ORDER.indexOf(a) ? b : a));
+}
+
+/** Whether a control that needs `role` on `pipeline` is shown (hidden otherwise; the server checks anyway). */
+export function canOn(me: Me | null, role: RoleName, pipeline: string, tags: readonly string[] = []): boolean {
+  const found = roleOn(me, pipeline, tags);
+  return found !== null && ORDER.indexOf(found) >= ORDER.indexOf(role);
+}
+
+/** Whether `role` is reached on some pipeline (globally or by a grant): decides page-wide controls. */
+export function canSomewhere(me: Me | null, role: RoleName): boolean {
+  if (!me) return false;
+  return [me.role, ...(me.user?.grants ?? []).map((g) => g.role)].some((r) => ORDER.indexOf(r) >= ORDER.indexOf(role));
+}
+
+/** Whether the caller's grants or scope name tags, so a pipeline's tags decide its role (else the
+ * name does and no spec needs reading). */
+export function needsTags(me: Me | null): boolean {
+  return !!me && [...(me.user?.grants ?? []).map((g) => g.target), ...(me.scope ?? [])].some((t) => t.startsWith("tag:"));
+}
+
+/** The roles the caller may hand out (tokens, never above one's own). */
+export function rolesUpTo(role: RoleName): RoleName[] {
+  return ORDER.slice(0, ORDER.indexOf(role) + 1);
+}
+
+/** The tags of these pipelines (from their specs), read only when the caller's grants name tags. */
+export function usePipelineTags(me: Me | null, names: readonly string[]): Record<string, string[]> {
+  const wanted = needsTags(me) ? [...new Set(names)].sort() : [];
+  const found = useData(async () => Object.fromEntries(await Promise.all(wanted.map(async (name) => {
+    const { data } = await api.GET("/api/v1/pipelines/{name}/spec", { params: { path: { name } } });
+    return [name, ((data ?? {}) as { tags?: string[] }).tags ?? []] as const;
+  }))), [wanted.join("\n")]);
+  return found.data ?? {};
 }

@@ -2,8 +2,10 @@ import { useEffect, useState, type ReactNode } from "react";
 import { NavLink } from "react-router-dom";
 import { useSession } from "../session";
 
+// Who sees which link: the server refuses the pages' calls to anyone else anyway.
 const LINKS = [
-  ["/", "Dashboard"], ["/pipelines", "Pipelines"], ["/runs", "Runs"], ["/secrets", "Secrets"], ["/system", "System"],
+  ["/", "Dashboard", "any"], ["/pipelines", "Pipelines", "any"], ["/runs", "Runs", "any"], ["/secrets", "Secrets", "any"],
+  ["/system", "System", "any"], ["/tokens", "Tokens", "any"], ["/users", "Users", "admin"], ["/audit", "Audit", "admin"],
 ] as const;
 
 export function Layout({ children }: { children: ReactNode }) {
@@ -19,7 +21,7 @@ export function Layout({ children }: { children: ReactNode }) {
       <header className="topbar">
         <span className="brand" aria-label="Kubeline">◆ Kubeline</span>
         <nav aria-label="Main">
-          {LINKS.map(([to, label]) => <NavLink key={to} to={to} end={to === "/"}>{label}</NavLink>)}
+          {LINKS.filter(([, , who]) => who === "any" || me?.role === "admin").map(([to, label]) => <NavLink key={to} to={to} end={to === "/"}>{label}</NavLink>)}
         </nav>
         <button type="button" className="theme" onClick={() => setTheme(theme === "dark" ? "light" : "dark")}
                 aria-label={`Switch to ${theme === "dark" ? "light" : "dark"} theme`}>{theme === "dark" ? "☀" : "☾"}</button>

@@ -7,6 +7,7 @@ import { Dag } from "../components/Dag";
 import { EnvBadge, EnvironmentView } from "../components/Environment";
 import { Yaml } from "../components/Yaml";
 import { fmtDuration, fmtTime, useData } from "../hooks";
+import { canOn, roleOn, useSession } from "../session";
 
 type Spec = { stages?: { id: string; depends_on?: string[]; dependsOn?: string[] }[]; triggers?: { webhook?: { enabled?: boolean; key?: string | null; secret?: string | null } | null }; tags?: string[] };
 
@@ -72,6 +73,7 @@ function Webhook({ name, spec }: { name: string; spec: Spec }) {
 
 export default function PipelineDetail() {
   const { name = "" } = useParams();
+  const { me } = useSession();
   const pipeline = useData(async () => {
     const { data, error } = await api.GET("/api/v1/pipelines/{name}", { params: { path: { name } } });
     if (error) throw new Error(problemText(error));
@@ -89,7 +91,8 @@ export default function PipelineDetail() {
       <div className="title-row"><h1>{p.name}</h1>{(spec.data?.tags ?? []).map((t) => <span key={t} className="tag">{t}</span>)}</div>
       <p className="muted">{p.description || "No description."} · source {p.source} · {p.stages.length} stages · updated {fmtTime(p.updated_at)} · environment <EnvBadge env={p.environment} /></p>
       <div className="grid2">
-        <Card title="Run this pipeline"><TriggerForm pipeline={p} /></Card>
+        {canOn(me, "operator", p.name, spec.data?.tags ?? []) ? <Card title="Run this pipeline"><TriggerForm pipeline={p} /></Card>
+          : <Card title="Run this pipeline"><p className="muted" data-testid="no-run-rights">You have the {roleOn(me, p.name, spec.data?.tags ?? []) ?? "no"} role on {p.name}: operators start its runs.</p></Card>}
         <Card title="Stages"><Dag dag={dag} label={`Stage graph of ${p.name}`} /></Card>
         <Card title="Schedules">
           {schedules.data?.length ? (

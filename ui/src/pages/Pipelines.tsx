@@ -4,8 +4,10 @@ import { api, problemText } from "../api/client";
 import { ErrorNote, StateBadge } from "../components/Common";
 import { EnvBadge } from "../components/Environment";
 import { fmtTime, useData } from "../hooks";
+import { canOn, useSession } from "../session";
 
 export default function Pipelines() {
+  const { me } = useSession();
   const [query, setQuery] = useState("");
   const [note, setNote] = useState("");
   const pipelines = useData(async () => (await api.GET("/api/v1/pipelines")).data?.items ?? [], [], 10000);
@@ -58,7 +60,7 @@ export default function Pipelines() {
                 <td><EnvBadge env={p.environment} /></td>
                 <td>{next ? fmtTime(next) : <span className="muted">–</span>}</td>
                 <td>{(specs.data?.[p.name]?.tags ?? []).map((t) => <span key={t} className="tag">{t}</span>)}</td>
-                <td>{mine.length ? (
+                <td>{mine.length && !canOn(me, "operator", p.name, specs.data?.[p.name]?.tags ?? []) ? (anyOn ? "on" : "off") : mine.length ? (
                   <label className="switch"><input type="checkbox" checked={anyOn} onChange={() => setSchedules(p.name, !anyOn)}
                          aria-label={`Schedules of ${p.name} ${anyOn ? "enabled" : "disabled"}`} /> {anyOn ? "on" : "off"}</label>
                 ) : <span className="muted">none</span>}</td>

@@ -9,6 +9,7 @@ import { LogView } from "../components/LogView";
 import { Notebook } from "../components/Notebook";
 import { Resources } from "../components/Resources";
 import { fmtDuration, fmtTime, useData, useEvents } from "../hooks";
+import { canOn, usePipelineTags, useSession } from "../session";
 
 /** The failure in words: the run's error, else the first failed stage's attempt error. */
 function failureReason(run: Run): string {
@@ -29,6 +30,7 @@ function failureReason(run: Run): string {
 export default function RunDetail() {
   const { id = "" } = useParams();
   const navigate = useNavigate();
+  const { me } = useSession();
   const [stage, setStage] = useState("");
   const [note, setNote] = useState("");
   const run = useData(async () => {
@@ -42,6 +44,7 @@ export default function RunDetail() {
   }, [run]);
   const r = run.data;
   useEvents(r ? `/api/v1/runs/${encodeURIComponent(id)}/events/stream` : null, { change: refresh, end: refresh });
+  const tags = usePipelineTags(me, r ? [r.pipeline] : []);
 
   const act = async (kind: "cancel" | "retry" | "rerun") => {
     setNote("");
@@ -62,11 +65,11 @@ export default function RunDetail() {
       <div className="title-row">
         <h1><Link to={`/pipelines/${r.pipeline}`}>{r.pipeline}</Link> <span className="mono small">{r.id}</span></h1>
         <StateBadge state={r.state} />
-        <div className="actions">
+        {canOn(me, "operator", r.pipeline, tags[r.pipeline] ?? []) && <div className="actions">
           {!FINAL.has(r.state) && <button type="button" className="danger" onClick={() => act("cancel")}>Cancel run</button>}
           {["failed", "cancelled", "timed_out"].includes(r.state) && <button type="button" onClick={() => act("retry")}>Retry from failed stage</button>}
           {FINAL.has(r.state) && <button type="button" onClick={() => act("rerun")}>Re-run with same inputs</button>}
-        </div>
+        </div>}
       </div>
       {reason && <p className="failure" role="alert" data-testid="failure">{reason}</p>}
       <ErrorNote text={note} />

@@ -2,8 +2,11 @@ import { useState } from "react";
 import { api, problemText } from "../api/client";
 import { Card, ErrorNote } from "../components/Common";
 import { useData } from "../hooks";
+import { useSession } from "../session";
 
 export default function Secrets() {
+  const { me } = useSession();
+  const admin = me?.role === "admin";
   const list = useData(async () => (await api.GET("/api/v1/secrets")).data?.names ?? [], []);
   const [name, setName] = useState("");
   const [value, setValue] = useState("");
@@ -26,7 +29,7 @@ export default function Secrets() {
       <h1>Secrets</h1>
       <p className="muted">Values are write-only: they are encrypted on the server and never sent back, here or in the API.</p>
       <div className="grid2">
-        <Card title="Add or replace a secret">
+        {admin && <Card title="Add or replace a secret">
           <form onSubmit={save} className="form">
             <label>Name <input value={name} onChange={(e) => setName(e.target.value)} required pattern="[A-Za-z_][A-Za-z0-9_]*"
                                placeholder="DB_PASSWORD" autoComplete="off" /></label>
@@ -35,12 +38,12 @@ export default function Secrets() {
           </form>
           <p role="status" className="muted">{note}</p>
           <ErrorNote text={error} />
-        </Card>
+        </Card>}
         <Card title="Stored secrets">
           <ul className="plain" aria-label="Secret names">
             {(list.data ?? []).map((s) => (
               <li key={s}><span className="mono">{s}</span> <span className="muted">••••••</span>{" "}
-                <button type="button" className="link danger" onClick={() => remove(s)} aria-label={`Delete secret ${s}`}>Delete</button></li>
+                {admin && <button type="button" className="link danger" onClick={() => remove(s)} aria-label={`Delete secret ${s}`}>Delete</button>}</li>
             ))}
             {list.data && !list.data.length && <li className="muted">No secrets yet.</li>}
           </ul>
