@@ -72,6 +72,7 @@ def test_an_admin_manages_users_invitations_and_tokens_in_the_pages(page, server
     row.get_by_text("disabled").wait_for()
     row.get_by_role("button", name="Enable lin").click()
     _until(lambda: user_named(server, "lin")["disabled"] is False)
+    row.get_by_text("active").wait_for()
     row.get_by_role("button", name="Edit grants of lin").click()
     row.get_by_label("Grants of lin (PIPELINE=ROLE, comma separated)").fill("etl=admin")
     row.get_by_role("button", name="Save").click()

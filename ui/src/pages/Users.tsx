@@ -241,7 +241,7 @@ export default function Users() {
         {!users.data ? <Loading /> : (
           <table className="table" aria-label="Users">
             <thead><tr><th scope="col">User</th><th scope="col">Role</th><th scope="col">Grants</th><th scope="col">Login</th><th scope="col">State</th><th scope="col">Last login</th><th scope="col"><span className="sr-only">Actions</span></th></tr></thead>
-            <tbody>{users.data.map((u) => <UserRow key={`${u.id}:${u.role}:${u.disabled}:${grantText(u.grants)}`} user={u} self={u.id === me.user?.id} onChange={users.reload} />)}</tbody>
+            <tbody>{users.data.map((u) => <UserRow key={u.id} user={u} self={u.id === me.user?.id} onChange={users.reload} />)}</tbody>
           </table>
         )}
       </Card>
