@@ -44,6 +44,7 @@ class RunDriver:
         self.handles: dict[str, tuple[base.Executor, dict[str, Any]]] = {}
         self.tasks: dict[asyncio.Task[None], str] = {}
         self.starting: set[str] = set()  # stages whose attempt is being recorded, task not yet spawned
+        self.ended: runs.Run | None = None  # the run as its last stage's transaction ended it
         self.maskers: dict[str, masking.Masker] = {}  # per stage: its secrets, masked in what it hands back
 
     @property
@@ -175,7 +176,7 @@ class RunDriver:
         moves.append(storage.NewAttempt(attempt=attempt))
         return _NewAttempt(stage_id=stage_id, attempt=attempt, eff=eff, moves=moves)
 
-    def _recorded(self, new: _NewAttempt, done: list[runs.StageRun | runs.Attempt]) -> None:
+    def _recorded(self, new: _NewAttempt, done: list[runs.StageRun | runs.Attempt | runs.Run]) -> None:
         if len(done) == 2:
             self.stages[new.stage_id] = _as(runs.StageRun, done[0])
         self.stages[new.stage_id] = dataclasses.replace(self.stages[new.stage_id], attempts=new.attempt.number)
@@ -217,13 +218,13 @@ class RunDriver:
         recording.add_done_callback(self._running_recorded)
         await self._wait(executor, attempt, handle=handle, sink=sink, eff=eff, recording=recording)
 
-    def _running_recorded(self, recording: asyncio.Future[list[runs.StageRun | runs.Attempt]]) -> None:
+    def _running_recorded(self, recording: asyncio.Future[list[runs.StageRun | runs.Attempt | runs.Run]]) -> None:
         if not recording.cancelled() and recording.exception() is None:  # else raised where awaited
             self.engine.notify(self.run.id)
 
     async def _wait(self, executor: base.Executor, attempt: runs.Attempt, *, handle: dict[str, Any],
                     sink: base.LogSink, eff: planner.Effective,
-                    recording: asyncio.Future[list[runs.StageRun | runs.Attempt]] | None = None) -> None:
+                    recording: asyncio.Future[list[runs.StageRun | runs.Attempt | runs.Run]] | None = None) -> None:
         self.handles[attempt.id] = (executor, handle)
         try:
             result = await executor.wait(handle)
@@ -310,12 +311,31 @@ class RunDriver:
 
     async def _finish_both(self, attempt_move: storage.AttemptMove, stage_move: storage.StageMove, *,
                            starts: list[_NewAttempt] | None = None) -> None:
-        """The attempt's final state and its stage's next state (and ``starts``), in one transaction."""
-        done = await self._record_and_start([attempt_move, stage_move], starts or [])
+        """The attempt's final state and its stage's next state (and ``starts``), in one transaction;
+        when that stage was the last one left, the run's end too (a transaction less per run)."""
+        end = None if starts else await self._end_with(stage_move)
+        done = await self._record_and_start([attempt_move, stage_move, *([end] if end else [])], starts or [])
         self.stages[stage_move.stage_id] = _as(runs.StageRun, done[1])
+        if end is not None:
+            self.ended = self.run = _as(runs.Run, done[2])
+
+    async def _end_with(self, stage_move: storage.StageMove) -> storage.RunMove | None:
+        """The run's end if ``stage_move`` leaves every stage final, nothing else runs or starts and
+        no cancel is asked (else ``drive`` ends the run as usual, in a transaction of its own)."""
+        stage_id = stage_move.stage_id
+        if (self.cancel_event.is_set() or self.run.cancel_requested or self.starting
+                or any(s != stage_id for s in self.tasks.values())):
+            return None
+        now = self.stages[stage_id]
+        after = {**self.stages, stage_id: dataclasses.replace(
+            now, state=stage_move.to, error=stage_move.fields.get("error", now.error),
+            finished_at=stage_move.fields.get("finished_at"))}  # None: the transaction's time
+        if not all(states.is_final(s.state) for s in after.values()):
+            return None
+        return await self._end(after, cancelled=False)
 
     async def _record_and_start(self, moves: list[storage.Move],
-                                starts: list[_NewAttempt]) -> list[runs.StageRun | runs.Attempt]:
+                                starts: list[_NewAttempt]) -> list[runs.StageRun | runs.Attempt | runs.Run]:
         """``moves`` and the new attempts of ``starts`` in one transaction, then start those;
         the records of ``moves``."""
         self.starting.update(new.stage_id for new in starts)
@@ -413,26 +433,30 @@ class RunDriver:
                                                     failure=states.FailureKind.CANCELLED, error="cancelled")
 
     async def _finish(self) -> runs.Run:
-        final_states = [self.stages[s].state for s in self.graph]
-        if self.cancel_event.is_set() or self.run.cancel_requested:
-            target = states.RunState.CANCELLED
-        else:
-            target = states.run_state_for(final_states)
+        if self.ended is not None:  # with its last stage's end
+            return self.ended
+        end = await self._end(self.stages, cancelled=self.cancel_event.is_set() or self.run.cancel_requested)
+        self.run = await self.store.transition_run(self.run.id, end.to, reason=end.reason, spawn=end.spawn,
+                                                   fence=self.fence, **end.fields)
+        self.engine.notify(self.run.id)
+        return self.run
+
+    async def _end(self, stages: dict[str, runs.StageRun], *, cancelled: bool) -> storage.RunMove:
+        """The run's move to its final state, as ``stages`` (all final) make it."""
+        target = states.RunState.CANCELLED if cancelled else states.run_state_for(
+            [stages[s].state for s in self.graph])
         error = ""
         if target is not states.RunState.SUCCEEDED:
-            failed = [s for s in self.graph if self.stages[s].state not in (S.SUCCEEDED, S.SKIPPED)]
+            failed = [s for s in self.graph if stages[s].state not in (S.SUCCEEDED, S.SKIPPED)]
             if failed:
-                first = self.stages[failed[0]]
+                first = stages[failed[0]]
                 error = f"stage {failed[0]!r} {first.state.value}" + (f": {first.error}" if first.error else "")
         spawn = await self.engine.downstream_of(dataclasses.replace(self.run, state=target, route=self.route))
         # the run ended when its last stage did (not later, when an adopting server noticed)
-        ends = [s.finished_at for s in self.stages.values()]
+        ends = [s.finished_at for s in stages.values()]
         ended = {} if None in ends or not ends else {"finished_at": max(e for e in ends if e is not None)}
-        self.run = await self.store.transition_run(
-            self.run.id, target, reason=error or "all stages succeeded", error=error,
-            outputs=self._run_outputs(), route=self.route, spawn=spawn, fence=self.fence, **ended)
-        self.engine.notify(self.run.id)
-        return self.run
+        return storage.RunMove(run_id=self.run.id, to=target, reason=error or "all stages succeeded", spawn=spawn,
+                               fields={"error": error, "outputs": self._run_outputs(), "route": self.route, **ended})
 
     def _run_outputs(self) -> dict[str, Any]:
         if not self.run.spec.outputs:

@@ -56,8 +56,6 @@ class NewAttempt:
     attempt: runs.Attempt
 
 
-Move = StageMove | AttemptMove | NewAttempt
-
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class NewRun:
@@ -67,6 +65,20 @@ class NewRun:
 
     run: runs.Run
     stages: list[runs.StageRun]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RunMove:
+    """The run's own move (``transition_run``), in the transaction of the stage move that ends it."""
+
+    run_id: str
+    to: states.RunState
+    reason: str = ""
+    fields: dict[str, Any] = dataclasses.field(default_factory=dict)
+    spawn: list[NewRun] = dataclasses.field(default_factory=list)
+
+
+Move = StageMove | AttemptMove | NewAttempt | RunMove
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -240,10 +252,12 @@ class Store(Protocol):
         self, attempt_id: str, to: states.AttemptState, *, reason: str = "", fence: Fence | None = None,
         **fields: Any
     ) -> runs.Attempt: ...
-    async def apply(self, moves: Sequence[Move], *, fence: Fence | None = None) -> list[runs.StageRun | runs.Attempt]:
-        """Several stage/attempt changes in ONE transaction (all or none), same rules and events
-        as the single-change methods; returns the updated records in order. The engine uses it to
-        keep the store's cost per stage low."""
+    async def apply(
+        self, moves: Sequence[Move], *, fence: Fence | None = None
+    ) -> list[runs.StageRun | runs.Attempt | runs.Run]:
+        """Several stage/attempt/run changes in ONE transaction (all or none), same rules and
+        events as the single-change methods; returns the updated records in order. The engine uses
+        it to keep the store's cost per stage low (the last stage's end ends its run too)."""
         ...
     async def list_live_attempts(self) -> list[runs.Attempt]:
         """Attempts pending or running, for reconciliation after a restart."""

@@ -27,6 +27,7 @@ CHILD = textwrap.dedent("""
     from kubeline.domain import runs, specs, states
     from kubeline.engine import engine as engine_
     from kubeline.logs import store as log_store
+    from kubeline.storage import base
     from kubeline.storage.sql import SqlStore
     from kubeline.testing import executors as fake
 
@@ -40,6 +41,12 @@ CHILD = textwrap.dedent("""
             if states.is_final(to):
                 os.kill(os.getpid(), signal.SIGKILL)  # committed; nothing after this runs
             return run
+
+        async def apply(self, moves, **kw):  # the last stage's end ends the run in its transaction
+            done = await super().apply(moves, **kw)
+            if any(isinstance(m, base.RunMove) and states.is_final(m.to) for m in moves):
+                os.kill(os.getpid(), signal.SIGKILL)
+            return done
 
     async def main(url, logs):
         plain = await SqlStore.open(url)

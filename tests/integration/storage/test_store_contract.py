@@ -387,6 +387,33 @@ async def test_apply_is_all_or_nothing(store: base.Store) -> None:
     assert stage.state is states.StageState.PENDING and stage.attempts == 1
 
 
+async def test_apply_ends_the_run_with_its_last_stage_all_or_nothing(store: base.Store) -> None:
+    run = await new_run(store)
+    await store.transition_run(run.id, states.RunState.RUNNING)
+    S = states.StageState
+    child, child_stages = make_run(pipeline="child")
+    ending = [base.StageMove(run_id=run.id, stage_id="fetch", to=S.SKIPPED, reason="not needed"),
+              base.StageMove(run_id=run.id, stage_id="load", to=S.SKIPPED, reason="not needed"),
+              base.RunMove(run_id=run.id, to=states.RunState.SUCCEEDED, reason="all stages succeeded",
+                           fields={"outputs": {"n": 1}}, spawn=[base.NewRun(run=child, stages=child_stages)])]
+    await store.create_run(child, child_stages)  # the spawned run's id is taken: the whole batch fails
+    events_before = await store.list_events(run.id)
+    with pytest.raises(errors.ConflictError, match=child.id):
+        await store.apply(ending)
+    assert [s.state for s in await store.list_stage_runs(run.id)] == [S.WAITING, S.WAITING]
+    assert (await store.get_run(run.id)).state is states.RunState.RUNNING
+    assert await store.list_events(run.id) == events_before
+    child, child_stages = make_run(pipeline="child")
+    done = await store.apply([*ending[:2], dataclasses.replace(
+        ending[2], spawn=[base.NewRun(run=child, stages=child_stages)])])
+    assert [type(d).__name__ for d in done] == ["StageRun", "StageRun", "Run"]
+    ended = await store.get_run(run.id)
+    assert done[2] == ended and (ended.state, ended.outputs) == (states.RunState.SUCCEEDED, {"n": 1})
+    assert (await store.get_run(child.id)).state is states.RunState.QUEUED
+    with pytest.raises(errors.TransitionError):  # a final run does not move again
+        await store.apply([base.RunMove(run_id=run.id, to=states.RunState.FAILED)])
+
+
 async def test_nul_bytes_are_bad_input_not_a_crash(store: base.Store) -> None:
     # PostgreSQL cannot store NUL in text: every backend answers with bad input or not-found, never a crash
     with pytest.raises((errors.InvalidInputError, errors.NotFoundError)):

@@ -30,7 +30,7 @@ class SlowStore(sql_store_.SqlStore):
         self.transactions: list[list[str]] = []
 
     async def apply(self, moves: Sequence[base.Move], *,
-                    fence: base.Fence | None = None) -> list[runs.StageRun | runs.Attempt]:
+                    fence: base.Fence | None = None) -> list[runs.StageRun | runs.Attempt | runs.Run]:
         self.transactions.append([_describe(m) for m in moves])
         await asyncio.sleep(0.01)
         return await super().apply(moves, fence=fence)
@@ -41,6 +41,8 @@ def _describe(move: base.Move) -> str:
         return f"stage {move.stage_id}->{move.to.value}"
     if isinstance(move, base.AttemptMove):
         return f"attempt->{move.to.value}"
+    if isinstance(move, base.RunMove):
+        return f"run->{move.to.value}" + "".join(f" +{new.run.pipeline}" for new in move.spawn)
     return f"new attempt {move.attempt.stage_id}#{move.attempt.number}"
 
 
@@ -86,6 +88,35 @@ async def test_a_chain_records_success_and_next_start_together_in_the_same_order
     assert events[b_pending + 1][:2] == ("attempt", "pending")
     for stage_run in await engine.store.list_stage_runs(final.id):
         assert stage_run.attempts == 1
+
+
+async def test_the_last_stage_ends_its_run_in_the_same_transaction(make_engine):
+    engine, _, store = make_engine({"b": fake.Outcome(exit_code=3)})
+    downstream = pipeline({"stages": [{"id": "x", "type": "shell", "command": "x"}]})
+    downstream = runs.Pipeline(name="after", spec=downstream.spec, source="api")
+    await engine.store.upsert_pipeline(downstream)
+    chain = await engine.submit(pipeline({"downstream": [{"pipeline": "after", "on": "failure"}], "stages": [
+        {"id": "a", "type": "shell", "command": "x"}, {"id": "b", "type": "shell", "command": "x", "dependsOn": ["a"]}]}))
+    store.transactions.clear()
+    final = await engine.execute(chain.id)
+    assert (final.state, final.error) == (states.RunState.FAILED, "stage 'b' failed: exited with code 3")
+    assert store.transactions[-1] == ["attempt->failed", "stage b->failed", "run->failed +after"]
+    events = [(e.entity, e.to_state) for e in await engine.store.list_events(final.id)]
+    assert events[-3:] == [("attempt", "failed"), ("stage", "failed"), ("run", "failed")]
+    stages = await engine.store.list_stage_runs(final.id)
+    assert final.finished_at is not None and final.finished_at >= max(s.finished_at for s in stages if s.finished_at)
+    [after] = await engine.store.list_runs(pipeline="after")
+    assert (after.parent_run_id, after.state) == (final.id, states.RunState.QUEUED)  # spawned with the end
+
+    skipped = await engine.submit(pipeline({"stages": [  # a stage left to skip: the run ends on its own
+        {"id": "a", "type": "shell", "command": "x"}, {"id": "b", "type": "shell", "command": "x", "dependsOn": ["a"]},
+        {"id": "c", "type": "shell", "command": "x", "dependsOn": ["b"]}]}))
+    store.transactions.clear()
+    final = await engine.execute(skipped.id)
+    assert final.state is states.RunState.FAILED
+    assert not any(m.startswith("run->") for t in store.transactions for m in t)
+    assert [s.state for s in await engine.store.list_stage_runs(final.id)] == [
+        states.StageState.SUCCEEDED, states.StageState.FAILED, states.StageState.SKIPPED]
 
 
 async def test_stages_finishing_together_respect_parallelism_and_start_each_once(make_engine):

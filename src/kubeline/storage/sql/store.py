@@ -242,22 +242,26 @@ class SqlStore(scheduling.SchedulingMethods, stats.StatsMethods):
 
     async def apply(
         self, moves: Sequence[base.Move], *, fence: base.Fence | None = None
-    ) -> builtins.list[runs.StageRun | runs.Attempt]:
+    ) -> builtins.list[runs.StageRun | runs.Attempt | runs.Run]:
         for move in moves:
             if isinstance(move, base.StageMove):
                 changes.check_fields(changes.stage_what(move.run_id, move.stage_id), move.fields, changes.STAGE_FIELDS)
             elif isinstance(move, base.AttemptMove):
                 changes.check_fields(changes.attempt_what(move.attempt_id), move.fields, changes.ATTEMPT_FIELDS)
+            elif isinstance(move, base.RunMove):
+                changes.check_fields(changes.run_what(move.run_id), move.fields, changes.RUN_FIELDS)
+                for new in move.spawn:
+                    changes.check_new_run(new.run, new.stages)
             elif move.attempt.state is not states.AttemptState.PENDING:
                 raise changes.must_be_new(changes.attempt_what(move.attempt.id), move.attempt.state.value, "pending")
 
-        def batch(conn: sa.Connection) -> builtins.list[runs.StageRun | runs.Attempt]:
-            done: builtins.list[runs.StageRun | runs.Attempt] = []
+        def batch(conn: sa.Connection) -> builtins.list[runs.StageRun | runs.Attempt | runs.Run]:
+            done: builtins.list[runs.StageRun | runs.Attempt | runs.Run] = []
             with tx.events_batched(conn):
                 apply_moves(conn, done)
             return done
 
-        def apply_moves(conn: sa.Connection, done: builtins.list[runs.StageRun | runs.Attempt]) -> None:
+        def apply_moves(conn: sa.Connection, done: builtins.list[runs.StageRun | runs.Attempt | runs.Run]) -> None:
             for move in moves:
                 if isinstance(move, base.StageMove):
                     done.append(tx.transition_stage(conn, run_id=move.run_id, stage_id=move.stage_id, to=move.to,
@@ -265,6 +269,9 @@ class SqlStore(scheduling.SchedulingMethods, stats.StatsMethods):
                 elif isinstance(move, base.AttemptMove):
                     done.append(tx.transition_attempt(conn, attempt_id=move.attempt_id, to=move.to,
                                                       reason=move.reason, fields=move.fields))
+                elif isinstance(move, base.RunMove):
+                    done.append(tx.transition_run(conn, run_id=move.run_id, to=move.to, reason=move.reason,
+                                                  fields=move.fields, spawn=move.spawn))
                 else:
                     tx.create_attempt(conn, attempt=move.attempt)
                     done.append(move.attempt)
@@ -272,8 +279,11 @@ class SqlStore(scheduling.SchedulingMethods, stats.StatsMethods):
         try:
             return await self.database.run(fencing.guarded(batch, fence), write=True)
         except sa_exc.IntegrityError:
-            raise changes.attempt_exists(next(
-                m.attempt.id for m in moves if isinstance(m, base.NewAttempt))) from None
+            new_ids = [m.attempt.id for m in moves if isinstance(m, base.NewAttempt)]
+            spawned = [new.run.id for m in moves if isinstance(m, base.RunMove) for new in m.spawn]
+            if spawned and not new_ids:
+                raise changes.run_exists(", ".join(spawned)) from None
+            raise changes.attempt_exists(", ".join(new_ids)) from None
 
     async def list_live_attempts(self) -> builtins.list[runs.Attempt]:
         live = [states.AttemptState.PENDING.value, states.AttemptState.RUNNING.value]

@@ -39,6 +39,8 @@ _UPDATE_ATTEMPT = sa.update(T.attempts).where(_ATTEMPT_PK)
 _INSERT_EVENT = sa.insert(T.events)
 _PENDING_EVENTS = "kubeline_pending_events"
 _INSERT_ATTEMPT = sa.insert(T.attempts)
+_INSERT_RUN = sa.insert(T.runs)
+_INSERT_STAGES = sa.insert(T.stage_runs)
 _RUN_EXISTS = sa.select(T.runs.c.id).where(_RUN_PK)
 
 
@@ -118,10 +120,10 @@ def _require_run(conn: sa.Connection, run_id: str) -> None:
 # runs --------------------------------------------------------------------------------------
 def create_run(conn: sa.Connection, *, run: runs.Run, stages: list[runs.StageRun]) -> None:
     """Insert a queued run and its stages (``changes.check_new_run`` was applied by the caller)."""
-    conn.execute(sa.insert(T.runs).values(rows.run_to_row(run)))
+    conn.execute(_INSERT_RUN, rows.run_to_row(run))  # not .values(row): a new statement to compile per run
     if stages:
         stage_rows = [rows.stage_to_row(s, position=i) for i, s in enumerate(stages)]
-        conn.execute(sa.insert(T.stage_runs), stage_rows)
+        conn.execute(_INSERT_STAGES, stage_rows)
     insert_event(conn, run_id=run.id, entity="run", entity_id=run.id, from_state=None,
                  to_state=run.state, reason="", at=run.created_at)
     engines.notice(conn, W.Channel.DISPATCH)
