@@ -1,0 +1,217 @@
+"""Benchmark: runs created through ``POST /api/v1/runs`` by concurrent clients, two server replicas.
+
+    .venv/bin/python bench/api_runs.py [--runs 1000] [--clients 8] [--replicas 2]
+                                       [--backends postgres] [--rounds 5] [--baseline REF]
+
+Per round (``bench/rounds.py``: a fresh process and a fresh database each), ``--replicas`` real
+``kubeline server`` processes on 127.0.0.1 share the database; ``--clients`` HTTP clients (one
+connection each, client ``i`` talks to replica ``i % replicas``) POST ``--runs`` runs of a
+one-stage pipeline (``true`` on the local executor) as fast as the servers answer, while the
+servers dispatch and run them. Figures:
+
+- POST: runs created per second (all clients; first request sent -> last answer), p50/p99 of
+  one request;
+- final: runs final per second (first request -> last run final), every run succeeded;
+- exactly once: attempts per run and "claimed" events per run are checked to be 1 (a round with
+  a run started twice fails), and how many replicas drove runs is shown.
+
+Access: the servers get an admin token (``KUBELINE_ADMIN_TOKEN``) and the clients send it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import pathlib
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import rounds  # bench/rounds.py
+
+PIPELINE = "api-bench"
+CLI = "from kubeline.cli.main import app; app()"  # `kubeline`, from the code on PYTHONPATH (--baseline)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def noop_pipeline(work: pathlib.Path) -> pathlib.Path:
+    """A folder of pipelines holding one: PIPELINE, one ``true`` stage on the local executor."""
+    folder = work / "pipelines" / PIPELINE
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "pipeline.yaml").write_text(
+        f"name: {PIPELINE}\nexecutor: local\nstages:\n  - {{id: noop, type: shell, command: 'true'}}\n")
+    return folder.parent
+
+
+@contextlib.contextmanager
+def servers(url: str, *, count: int, work: pathlib.Path, token: str, pipelines: pathlib.Path) -> Iterator[list[str]]:
+    """``count`` ``kubeline server`` processes on one database (these ``pipelines``), on 127.0.0.1;
+    their base URLs once ready. Stopped (SIGTERM) on the way out."""
+    procs: list[subprocess.Popen[bytes]] = []
+    bases: list[str] = []
+    try:
+        for i in range(count):
+            port = _free_port()
+            env = {**os.environ, "KUBELINE_HOME": str(work / f"home-{i}"), "KUBELINE_DATABASE_URL": url,
+                   "KUBELINE_REPLICA_ID": f"bench-replica-{i}", "KUBELINE_ADMIN_TOKEN": token,
+                   "KUBELINE_PREHEAT_CONCURRENCY": "0", "PYTHONUNBUFFERED": "1"}
+            log = (work / f"server-{i}.log").open("wb")
+            procs.append(subprocess.Popen(
+                [sys.executable, "-c", CLI, "server", "--host", "127.0.0.1", "--port", str(port),
+                 "--upload-port", str(_free_port()), "--pipelines", str(pipelines), "--log-level", "warning"],
+                env=env, stdout=log, stderr=subprocess.STDOUT))
+            bases.append(f"http://127.0.0.1:{port}")
+            if i == 0:  # the first migrates the database: let it finish before the next starts
+                _wait_ready(bases[0], procs[0], work / "server-0.log")
+        for i, (base, proc) in enumerate(zip(bases, procs, strict=True)):
+            _wait_ready(base, proc, work / f"server-{i}.log")
+        yield bases
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _wait_ready(base: str, proc: subprocess.Popen[bytes], log: pathlib.Path, *, within: float = 60.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server {base} exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                return
+        time.sleep(0.2)
+    raise SystemExit(f"server {base} not ready within {within:.0f}s:\n{log.read_text()[-3000:]}")
+
+
+async def post_runs(bases: list[str], *, count: int, clients: int, token: str) -> tuple[float, list[float], list[str]]:
+    """POST ``count`` runs from ``clients`` concurrent clients; wall time, latencies, run ids."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {token}"}
+    left = iter(range(count))
+    latencies: list[float] = []
+    ids: list[str] = []
+
+    async def client(number: int) -> None:
+        async with httpx.AsyncClient(base_url=bases[number % len(bases)], headers=headers, timeout=60,
+                                     limits=httpx.Limits(max_connections=1)) as http:
+            for _ in left:
+                t = time.perf_counter()
+                response = await http.post("/api/v1/runs", json={"pipeline": PIPELINE})
+                latencies.append(time.perf_counter() - t)
+                if response.status_code != 201:
+                    raise SystemExit(f"POST /api/v1/runs: {response.status_code} {response.text[:500]}")
+                ids.append(response.json()["id"])
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client(i) for i in range(clients)))
+    return time.perf_counter() - t0, latencies, ids
+
+
+def _counts(url: str) -> dict[str, Any]:
+    """Run states, attempts per run, claims per run, replicas that drove runs: straight from the tables."""
+    import sqlalchemy as sa
+
+    from kubeline.storage.sql import engines, tables
+
+    engine = sa.create_engine(engines.normalise_url(url))  # psycopg 3 (sync here) or pysqlite
+    try:
+        with engine.connect() as conn:
+            r, a, e = tables.runs, tables.attempts, tables.events
+            states: dict[str, int] = {str(k): int(v) for k, v in conn.execute(
+                sa.select(r.c.state, sa.func.count()).group_by(r.c.state)).all()}
+            per_run = conn.execute(sa.select(a.c.run_id, sa.func.count()).group_by(a.c.run_id)).all()
+            claims = conn.execute(sa.select(e.c.entity_id, sa.func.count()).where(e.c.reason == "claimed")
+                                  .group_by(e.c.entity_id)).all()
+            owners = conn.execute(sa.select(sa.func.count(sa.distinct(r.c.owner)))).scalar_one()
+    finally:
+        engine.dispose()
+    return {"states": states,
+            "attempts": sorted({int(n) for _, n in per_run}), "runs_with_attempts": len(per_run),
+            "claims": sorted({int(n) for _, n in claims}), "runs_claimed": len(claims), "owners": int(owners)}
+
+
+def measure(p: dict[str, Any]) -> dict[str, Any]:
+    work = pathlib.Path(p["work"]) / f"api-{secrets.token_hex(3)}"
+    token = secrets.token_urlsafe(24)
+    count = p["runs"]
+    with servers(p["url"], count=p["replicas"], work=work, token=token, pipelines=noop_pipeline(work)) as bases:
+        t0 = time.perf_counter()
+        post_wall, latencies, ids = asyncio.run(post_runs(bases, count=count, clients=p["clients"], token=token))
+        deadline = time.monotonic() + p["final_timeout"]
+        while True:
+            counts = _counts(p["url"])
+            if counts["states"].get("succeeded", 0) + counts["states"].get("failed", 0) \
+                    + counts["states"].get("cancelled", 0) >= count or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        final_wall = time.perf_counter() - t0
+    assert len(set(ids)) == count, "a POST answered an id twice"
+    return {"runs": count, "post_rate": count / post_wall, "post_p50": rounds.percentile(latencies, 50),
+            "post_p99": rounds.percentile(latencies, 99), "final_rate": count / final_wall,
+            "succeeded": counts["states"].get("succeeded", 0), **{k: counts[k] for k in (
+                "attempts", "runs_with_attempts", "claims", "runs_claimed", "owners")}}
+
+
+FIGURES = [
+    rounds.Figure("post_rate", "POST: runs created/s"),
+    rounds.Figure("post_p50", "POST p50", "ms"),
+    rounds.Figure("post_p99", "POST p99", "ms"),
+    rounds.Figure("final_rate", "runs final/s"),
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=1000)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--replicas", type=int, default=2)
+    parser.add_argument("--final-timeout", type=float, default=300.0, help="seconds to wait for every run to end")
+    rounds.add_arguments(parser, backends="postgres")
+    args = parser.parse_args()
+    if rounds.one_round(args, measure):
+        return
+    print(f"{args.runs} runs POSTed by {args.clients} clients to {args.replicas} server replicas "
+          f"(one 'true' stage, local executor); {args.rounds} interleaved rounds; {rounds.machine_line()}", flush=True)
+    with rounds.variants(args) as chosen:
+        results = rounds.interleave(
+            pathlib.Path(__file__), args=args, chosen=chosen,
+            params=lambda v, url: {"url": url, "runs": args.runs, "clients": args.clients,
+                                   "replicas": args.replicas, "final_timeout": args.final_timeout},
+            show=lambda r: (f"POST {r['post_rate']:.0f}/s p50 {r['post_p50'] * 1000:.0f} ms "
+                            f"p99 {r['post_p99'] * 1000:.0f} ms final {r['final_rate']:.0f}/s "
+                            f"ok {r['succeeded']}/{r['runs']} attempts/run {r['attempts']} "
+                            f"claims/run {r['claims']} replicas driving {r['owners']}"))
+    rounds.report(results, FIGURES)
+    print(rounds.machine_line())
+    bad = [f"{v.label}: {r['succeeded']}/{r['runs']} succeeded, attempts per run {r['attempts']}, "
+           f"claims per run {r['claims']}" for v, rs in results.items() for r in rs
+           if r["succeeded"] != r["runs"] or r["attempts"] != [1] or r["claims"] != [1]
+           or r["runs_with_attempts"] != r["runs"] or r["runs_claimed"] != r["runs"]]
+    if bad:
+        raise SystemExit(f"runs not started exactly once or not succeeded: {bad}")
+
+
+if __name__ == "__main__":
+    main()
