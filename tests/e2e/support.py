@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
@@ -133,3 +134,57 @@ class Pods:
 
         phase = wait_until(ended, timeout=timeout, what=f"pod {namespace}/{name} to finish")
         return PodResult(phase=phase, logs=self.logs(namespace, name))
+
+
+CANARY_SERVER = """
+import http.server, threading
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.end_headers(); self.wfile.write(b"ok")
+    def log_message(self, *args):
+        pass
+servers = [http.server.ThreadingHTTPServer(("0.0.0.0", port), Handler) for port in (8000, 8001)]
+for server in servers[1:]:
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+print("serving", flush=True)
+servers[0].serve_forever()
+"""
+
+CANARY_CLIENT = """
+import json, sys, urllib.request
+def reach(port):
+    try:
+        return urllib.request.urlopen(f"http://{sys.argv[1]}:{port}/", timeout=4).status == 200
+    except Exception:
+        return False
+print(json.dumps({"allowed": reach(8000), "denied": reach(8001)}))
+"""
+
+
+def network_policy_enforced(api_client: Any, pods: Pods, namespace: str) -> bool:
+    """Whether the cluster's network plugin enforces NetworkPolicy (a bridge CNI, as the local
+    cluster's, does not: the objects are accepted and change nothing). A canary: a server pod on
+    ports 8000 and 8001 under a policy that admits 8000 only; a client pod calls both. 8000 must
+    answer (else the probe proves nothing and the test fails); 8001 answering means the policy
+    is not enforced."""
+    from kubernetes import client
+
+    labels = {"app.kubernetes.io/name": "netpol-canary"}
+    client.NetworkingV1Api(api_client).create_namespaced_network_policy(namespace, client.V1NetworkPolicy(
+        metadata=client.V1ObjectMeta(name="netpol-canary"),
+        spec=client.V1NetworkPolicySpec(
+            pod_selector=client.V1LabelSelector(match_labels=labels), policy_types=["Ingress"],
+            ingress=[client.V1NetworkPolicyIngressRule(ports=[client.V1NetworkPolicyPort(port=8000, protocol="TCP")])])))
+    server = pods.start(namespace, name="netpol-canary-server", code=CANARY_SERVER, labels=labels, port=8000)
+    ip = pods.wait_running(namespace, server).status.pod_ip
+    deadline = time.monotonic() + 10  # a plugin that enforces may take a moment to program the policy
+    while True:
+        name = f"netpol-canary-client-{int(time.monotonic() * 1000) % 100000}"
+        code = CANARY_CLIENT.replace("sys.argv[1]", repr(ip))
+        result = pods.run(namespace, name=name, code=code, timeout=60)
+        answer = json.loads(result.logs.strip().splitlines()[-1]) if result.phase == "Succeeded" else {}
+        if not answer.get("allowed"):
+            pytest.fail(f"the NetworkPolicy canary's open port 8000 did not answer ({result.phase}): {result.logs}")
+        if not answer["denied"] or time.monotonic() >= deadline:
+            return not answer["denied"]
+        time.sleep(2)

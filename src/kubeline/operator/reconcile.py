@@ -119,6 +119,9 @@ async def sync_pipeline(ctx: Context, *, namespace: str, name: str, spec: Mappin
         pipeline = await asyncio.to_thread(convert.build_pipeline, name=name, namespace=namespace, spec=parsed,
                                            files=files, home=ctx.kl.settings.home)
         await _check_owner(ctx, pipeline, namespace=namespace)
+        # An executor this server does not run (say `local` in a kubernetes deployment: user code
+        # in the server pod) makes the resource Invalid at once, not each of its runs fail later.
+        ctx.kl.engine.refuse_unknown_executors(pipeline)
         await ctx.kl.store.upsert_pipeline(pipeline)
     except errors.SpecError as exc:
         await _pipeline_failed(ctx, namespace, name, old_status, phase="Invalid", reason="InvalidSpec",
@@ -284,6 +287,8 @@ async def submit_run(ctx: Context, res: RunResource, *, where: str) -> str:
                                                                        detail=detail))
     except errors.InvalidInputError as exc:
         raise GiveUp("InvalidInputs", f"{where}: {exc}") from None
+    except errors.SpecError as exc:  # e.g. an executor this server does not run (stored before it was refused)
+        raise GiveUp("InvalidSpec", f"{where}: {exc}") from None
     log.info("%s: run %s of %s queued", where, run.id, pipeline.name)
     status = {"phase": "Pending", "runId": run.id, "pipeline": pipeline.name,
               "conditions": convert.merge_conditions(list(res.status.get("conditions") or []), [

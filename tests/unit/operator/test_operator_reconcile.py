@@ -138,6 +138,34 @@ async def test_run_for_a_missing_pipeline_waits_then_fails(kl: bootstrap.Kubelin
     assert status["phase"] == "Failed" and "Pipeline team/nope" in status["error"]
 
 
+async def test_a_pipeline_asking_for_an_executor_this_server_does_not_run_is_refused(
+        kl: bootstrap.Kubeline) -> None:
+    executor = fake.FakeExecutor({})
+    ctx, cluster = _ctx(kl, executor)
+    kl.engine.executors = {"kubernetes": executor}  # a server configured for kubernetes only
+    _pipeline(cluster, "inside", {**INLINE, "executor": "local"})
+    with pytest.raises(reconcile.GiveUp) as exc:
+        await _sync(ctx, cluster, "inside")
+    assert exc.value.reason == "InvalidSpec"
+    status = cluster.body("pipelines", "inside")["status"]
+    assert status["phase"] == "Invalid"
+    message = status["conditions"][0]["message"]
+    assert "executor 'local'" in message and "KUBELINE_EXECUTORS" in message, message
+    with pytest.raises(errors.NotFoundError):
+        await kl.store.get_pipeline("inside")
+    # stored while the server still ran `local`: its runs fail with the same reason, not retry for ever
+    kl.engine.executors = {"local": executor}
+    await _sync(ctx, cluster, "inside")
+    kl.engine.executors = {"kubernetes": executor}
+    res = _run(cluster, "inside-1", {"pipelineRef": "inside"})
+    with pytest.raises(reconcile.GiveUp) as run_exc:
+        await reconcile.follow_run(ctx, res, sleep=_no_stop)
+    assert run_exc.value.reason == "InvalidSpec" and "executor 'local'" in run_exc.value.message
+    final = cluster.body("pipelineruns", "inside-1")["status"]
+    assert final["phase"] == "Failed" and "executor 'local'" in str(final["conditions"]), final
+    assert executor.started == []
+
+
 async def test_bad_inputs_and_missing_inputs_source(kl: bootstrap.Kubeline) -> None:
     ctx, cluster = _ctx(kl, fake.FakeExecutor({}))
     _pipeline(cluster, "etl", INLINE)
