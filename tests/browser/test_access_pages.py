@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.browser.conftest import BOTH_DATABASES, screenshot
+from tests.browser.conftest import BOTH_DATABASES, axe_violations, screenshot, set_theme
 from tests.browser.test_pages import api, run_and_wait
 
 pytestmark = pytest.mark.slow
@@ -37,7 +37,7 @@ def _until(check: Any, timeout: float = 15) -> None:
 
 
 @BOTH_DATABASES
-def test_an_admin_manages_users_invitations_and_tokens_in_the_pages(page, server):
+def test_an_admin_manages_users_invitations_and_tokens_in_the_pages(page, server, browser):
     grace_token = server.login_as("grace", "operator")  # a personal token of another user, revoked below
     assert bearer(server, grace_token, "/auth/me") == 200
     page.goto("/users")
@@ -88,13 +88,29 @@ def test_an_admin_manages_users_invitations_and_tokens_in_the_pages(page, server
     invite.get_by_role("button", name="Create invitation link").click()
     link = page.get_by_test_id("invitation-link")
     link.wait_for()
-    token = link.inner_text().split("/invite#", 1)[1]
     (made,) = api(server, "GET", "/invitations").json()
     assert made["role"] == "operator"
-    accepted = httpx.post(f"{server.url}/api/v1/auth/invitations/accept", timeout=30,
-                          json={"token": token, "username": "ivy", "password": "ivy-password-12345"})
-    assert accepted.status_code in (200, 201), accepted.text
+    invitee = browser.new_context(viewport={"width": 1280, "height": 720})  # someone else opens the link
+    try:
+        tab = invitee.new_page()
+        tab.goto(link.inner_text())
+        joining = tab.get_by_role("form", name="Accept the invitation")
+        joining.wait_for()
+        for theme in ("light", "dark"):
+            set_theme(tab, theme)
+            assert axe_violations(tab) == [], theme
+        screenshot(tab, "invitation")
+        joining.get_by_label("Username").fill("ivy")
+        joining.get_by_label("Password (12 characters or more)").fill("ivy-password-12345")
+        joining.get_by_role("button", name="Join").click()
+        tab.get_by_text("ivy (operator)").wait_for()
+        assert tab.url.endswith("/")
+    finally:
+        invitee.close()
     assert user_named(server, "ivy")["role"] == "operator"
+    used = httpx.post(f"{server.url}/api/v1/auth/invitations/accept", timeout=30,
+                      json={"token": link.inner_text().split("#", 1)[1], "username": "ivy2", "password": "ivy-password-12345"})
+    assert used.status_code in (403, 409), used.text
     invite.get_by_role("button", name="Create invitation link").click()
     page.get_by_role("table", name="Invitations").locator("tbody tr").nth(1).wait_for()
     open_one = [i for i in api(server, "GET", "/invitations").json() if not i["used_at"]]

@@ -4,7 +4,7 @@ import { BrowserRouter, Route, Routes } from "react-router-dom";
 import { Layout } from "./components/Layout";
 import { Loading } from "./components/Common";
 import { Dashboard } from "./pages/Dashboard";
-import { Login } from "./pages/Login";
+import { AcceptInvitation, Login } from "./pages/Login";
 import { SessionProvider, useSession } from "./session";
 import "./styles.css";
 
@@ -25,6 +25,7 @@ function NotFound() {
 function App() {
   const { me, loading } = useSession();
   if (loading) return <Loading />;
+  if (!me && window.location.pathname === "/invite") return <AcceptInvitation />;
   if (!me || me.must_change_password) return <Login />;
   return (
       <Layout>
@@ -40,6 +41,7 @@ function App() {
             <Route path="/users" element={<Users />} />
             <Route path="/tokens" element={<Tokens />} />
             <Route path="/audit" element={<Audit />} />
+            <Route path="/invite" element={<p>You are logged in as {me.name}: log out to accept an invitation as someone else.</p>} />
             <Route path="*" element={<NotFound />} />
           </Routes>
         </Suspense>

@@ -1,4 +1,5 @@
 import { useState, type FormEvent } from "react";
+import { useNavigate } from "react-router-dom";
 import { api, problemText } from "../api/client";
 import { ErrorNote } from "../components/Common";
 import { useSession } from "../session";
@@ -52,6 +53,40 @@ export function Login() {
                                onChange={e => setPassword(e.target.value)} required /></label>
         <button type="submit">Log in</button>
       </form>
+      {error && <ErrorNote text={error} />}
+    </main>
+  );
+}
+
+/** The page an invitation link opens (/invite#TOKEN): choose a username and password, which
+ * accepts the invitation once and logs you in. The token stays in the fragment, never sent in a URL. */
+export function AcceptInvitation() {
+  const { refresh } = useSession();
+  const navigate = useNavigate();
+  const [token] = useState(() => decodeURIComponent(window.location.hash.slice(1)));
+  const [username, setUsername] = useState("");
+  const [password, setPassword] = useState("");
+  const [error, setError] = useState("");
+  const accept = async (event: FormEvent) => {
+    event.preventDefault();
+    setError("");
+    const { error: failed } = await api.POST("/api/v1/auth/invitations/accept", { body: { token, username, password } });
+    if (failed) { setError(problemText(failed, "the invitation could not be accepted")); return; }
+    navigate("/", { replace: true });
+    await refresh();
+  };
+  return (
+    <main id="main" className="login">
+      <h1>Join Kubeline</h1>
+      {!token ? <ErrorNote text="This invitation link has no token: open the whole link you were sent." /> : <>
+        <p>You were invited. Choose how you will log in; the link works once.</p>
+        <form onSubmit={accept} aria-label="Accept the invitation">
+          <label>Username <input autoComplete="username" value={username} onChange={e => setUsername(e.target.value)} required /></label>
+          <label>Password (12 characters or more) <input type="password" autoComplete="new-password" minLength={12}
+                 value={password} onChange={e => setPassword(e.target.value)} required /></label>
+          <button type="submit">Join</button>
+        </form>
+      </>}
       {error && <ErrorNote text={error} />}
     </main>
   );
