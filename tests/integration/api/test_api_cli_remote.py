@@ -28,6 +28,7 @@ def remote_cli(server, tmp_path):  # type: ignore[no-untyped-def]
     return cli
 
 
+@pytest.mark.timeout(360)  # eleven CLI processes and four runs in a row: well past 120 s on a loaded CI machine
 def test_run_through_the_server(remote_cli, client, tmp_path):
     done = remote_cli("run", "hello", "-i", "name=cli", "-i", "count=2")
     assert "queued on http://127.0.0.1" in done.stderr and "succeeded" in done.stdout
