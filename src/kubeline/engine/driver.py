@@ -433,7 +433,8 @@ class RunDriver:
                                                     failure=states.FailureKind.CANCELLED, error="cancelled")
 
     async def _finish(self) -> runs.Run:
-        if self.ended is not None:  # with its last stage's end
+        if self.ended is not None:  # with its last stage's end; watchers (metrics, SSE) still hear of the end
+            self.engine.notify(self.run.id)
             return self.ended
         end = await self._end(self.stages, cancelled=self.cancel_event.is_set() or self.run.cancel_requested)
         self.run = await self.store.transition_run(self.run.id, end.to, reason=end.reason, spawn=end.spawn,
