@@ -143,3 +143,13 @@ def test_bundle_errors(tmp_path: pathlib.Path) -> None:
     (tmp_path / "data.bin").write_bytes(os.urandom(4096))
     with pytest.raises(errors.ExecutorError, match="more than the 1 KiB"):
         bundles.pack(tmp_path, limit=1024)
+
+
+def test_a_failed_job_seen_before_its_pods_end_waits_for_the_pods_reason() -> None:
+    failed = {**JOB, "status": {"conditions": [
+        {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "backoff limit"}]}}
+    assert _judge(reasons.Seen(job=failed, pod=_pod(phase="Running", state={"running": {}}))).result is None
+    oom = _judge(reasons.Seen(job=failed, pod=_pod(state={"terminated": {"exitCode": 137, "reason": "OOMKilled"}})))
+    assert oom.result is not None and oom.result.failure is F.OOM
+    unseen = _judge(reasons.Seen(job=failed))
+    assert unseen.result is not None and "BackoffLimitExceeded" in unseen.result.error

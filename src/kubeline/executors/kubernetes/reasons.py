@@ -148,6 +148,10 @@ def judge(  # noqa: PLR0911, PLR0912 - a decision table, read top to bottom
         kind, why, text = condition
         if kind == "Complete":
             return Verdict(result=base.AttemptResult(exit_code=0), started=True)
+        if why == "BackoffLimitExceeded" and "running" in (status.get("state") or {}) and not being_deleted:
+            # the Job controller saw the pod end before our pod watch did: its terminated state
+            # (OOMKilled, exit code, note) is on the way and says more than the Job's condition
+            return Verdict(started=True)
         return _fail(F.EXIT_CODE, f"the Job failed: {why} {text}".strip(), started=started)
     waiting = (status.get("state") or {}).get("waiting") or {}
     missing = any(word in str(waiting.get("message", "")).lower() for word in _MISSING)
