@@ -22,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -137,6 +137,21 @@ class ServerThread(_Authenticated):
             self._ready.set()
 
 
+def stop_processes(processes: Sequence[subprocess.Popen[Any]], *, sig: int = signal.SIGTERM,
+                   timeout: float = 30.0) -> None:
+    """Signal every live process at once (they stop in parallel), then wait for each; one still
+    running after ``timeout`` is killed."""
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(sig)
+    for process in processes:
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 class ServerProcess(_Authenticated):
     """``kubeline server`` in a child process; ``env`` adds KUBELINE_* settings."""
 
@@ -184,13 +199,7 @@ class ServerProcess(_Authenticated):
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
         if self.process is None:
             return None
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_processes([self.process], sig=sig, timeout=timeout)
         if self._log not in (None, subprocess.DEVNULL):
             self._log.close()
         return self.process.returncode

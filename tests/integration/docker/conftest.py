@@ -18,7 +18,6 @@ import itertools
 import os
 import pathlib
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -27,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from kubeline import testing
 from kubeline.executors import base, docker
 from kubeline.logs import LogStore
 
@@ -58,16 +58,6 @@ def _image_tar() -> pathlib.Path:
     return pathlib.Path.home() / ".cache" / "kubeline" / "images" / "kubeline-worker-dev.tar"
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-
-
 @pytest.fixture(scope="session")
 def docker_daemon() -> Iterator[Daemon]:
     def find() -> str | None:
@@ -76,8 +66,6 @@ def docker_daemon() -> Iterator[Daemon]:
 
     dockerd = find()
     if dockerd is None:
-        from kubeline import testing
-
         problem = testing.apt_install("docker.io")  # Debian's dockerd; started below on its own socket
         dockerd = find()
         if dockerd is None:
@@ -124,7 +112,7 @@ def docker_daemon() -> Iterator[Daemon]:
         client.close()
         yield daemon
     finally:
-        _stop(process)
+        testing.stop_processes([process])
         log.close()
         shutil.rmtree(root, ignore_errors=True)
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import os
 import pathlib
-import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
 
 import pytest
+
+from kubeline import testing
 
 SCRIPT = pathlib.Path(__file__).with_name("replica_process.py")
 
@@ -37,14 +38,7 @@ def spawn(tmp_path: pathlib.Path, env: dict[str, str]) -> Iterator[Callable[...,
         return proc
 
     yield _spawn
+    testing.stop_processes(started, timeout=20)
     for proc in started:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in started:
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
