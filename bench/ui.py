@@ -59,6 +59,28 @@ const tick = (t) => { window.__frames.push(t - last); last = t; requestAnimation
 requestAnimationFrame(tick);
 """
 
+# Where a page's time went (Navigation and Resource Timing, ms from navigation start): the HTML,
+# the main script and style, each API call (when it started and when its answer was in).
+BREAKDOWN = """() => {
+  const out = {};
+  const nav = performance.getEntriesByType('navigation')[0];
+  out['html in'] = nav.responseEnd;
+  out['DOMContentLoaded'] = nav.domContentLoadedEventEnd;
+  for (const e of performance.getEntriesByType('resource')) {
+    const url = new URL(e.name);
+    let key = url.pathname;
+    if (key.startsWith('/assets/')) key = key.replace(/-[A-Za-z0-9_-]{8}\\./, '.');
+    else if (!key.startsWith('/api/')) continue;
+    key = key.replace(/\\/[0-9a-f]{22}(?=\\/|$)/, '/{id}');
+    if (out[key + ' start'] !== undefined) continue;
+    out[key + ' start'] = e.startTime;
+    out[key + ' in'] = e.responseEnd;
+  }
+  const fcp = performance.getEntriesByName('first-contentful-paint')[0];
+  if (fcp) out['first contentful paint'] = fcp.startTime;
+  return out;
+}"""
+
 
 async def seed(url: str, count: int) -> None:
     import sqlalchemy as sa
@@ -113,6 +135,8 @@ def measure(browser: Any, base: str, run_id: str, log_run: str, lines: int) -> d
         page.goto(base + path)
         page.wait_for_function(f"window.__marks['{name}'] !== undefined", timeout=30_000)
         out[f"{name}_paint"] = page.evaluate(f"window.__marks['{name}']")
+        for key, value in page.evaluate(BREAKDOWN).items():
+            out[f"{name}:{key}"] = value
         context.close()
     context = logged_in(browser, base)
     page = context.new_page()
@@ -172,6 +196,12 @@ def main() -> None:
     print(f"\nheadless Chromium, 1280x720, {args.runs:,} runs in SQLite, {args.rounds} rounds (median, min-max)")
     print(f"dashboard first meaningful paint   {spread([r['dashboard_paint'] for r in results])}")
     print(f"run page first meaningful paint    {spread([r['run_paint'] for r in results])}")
+    for page in ("dashboard", "run"):
+        print(f"  {page} breakdown (ms from navigation start):")
+        keys = sorted({k for r in results for k in r if k.startswith(page + ":")},
+                      key=lambda k: statistics.median([r.get(k, 0.0) for r in results]))
+        for key in keys:
+            print(f"    {key.split(':', 1)[1]:<40} {spread([r[key] for r in results if key in r])}")
     print(f"log view, {args.lines:,} lines streaming:")
     print(f"  longest task                     {spread([r['longest_task'] for r in results])}")
     print(f"  long tasks (> 50 ms) per round   {statistics.median([r['long_tasks'] for r in results]):8.0f}")

@@ -81,8 +81,15 @@ async def prepare_auth(kl: bootstrap.Kubeline) -> None:
 
 
 def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket for uvicorn.
+
+    The protocol is named (``IPPROTO_TCP``, not 0) because asyncio sets ``TCP_NODELAY`` only on
+    connections of sockets that say they are TCP: without it Nagle's algorithm holds a response's
+    body until the client acknowledges its headers, and every answer on a kept-alive connection
+    (a browser's) waited for the client's delayed ACK, ~40 ms.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(2048)
