@@ -17,6 +17,7 @@ const System = lazy(() => import("./pages/System"));
 const Users = lazy(() => import("./pages/Users"));
 const Tokens = lazy(() => import("./pages/Tokens"));
 const Audit = lazy(() => import("./pages/Audit"));
+const Sources = lazy(() => import("./pages/Sources"));
 
 function NotFound() {
   return <><h1>Not found</h1><p>No page here. Use the navigation above.</p></>;
@@ -41,6 +42,7 @@ function App() {
             <Route path="/users" element={<Users />} />
             <Route path="/tokens" element={<Tokens />} />
             <Route path="/audit" element={<Audit />} />
+            <Route path="/sources" element={<Sources />} />
             <Route path="/invite" element={<p>You are logged in as {me.name}: log out to accept an invitation as someone else.</p>} />
             <Route path="*" element={<NotFound />} />
           </Routes>

@@ -287,6 +287,8 @@ class RunOut(pydantic.BaseModel):
     route: str | None
     git_commit: str | None = pydantic.Field(
         None, description="The commit the run's pipeline was checked out from (git-synced pipelines).")
+    git_source: str | None = pydantic.Field(
+        None, description="The git repository (as /api/v1/git names it) the run's pipeline was synced from.")
     stages: list[StageOut] | None = pydantic.Field(None, description="Present on single-run reads.")
     attempts: list[AttemptOut] | None = pydantic.Field(None, description="Present on single-run reads.")
     dag: dict[str, list[str]] | None = pydantic.Field(
@@ -302,6 +304,7 @@ class RunOut(pydantic.BaseModel):
             duration=run.duration, cancel_requested=run.cancel_requested, error=run.error,
             outputs=run.outputs, parent_run_id=run.parent_run_id, schedule_id=run.schedule_id,
             route=run.route, git_commit=repos.commit_of(run.pipeline_path),
+            git_source=repos.source_of(run.pipeline_path),
             stages=[StageOut.of(s) for s in stages] if stages is not None else None,
             attempts=[AttemptOut.of(a) for a in attempts] if attempts is not None else None,
             dag={s.id: list(s.depends_on) for s in run.spec.stages} if stages is not None else None)

@@ -20,7 +20,7 @@ import pydantic
 from kubeline.domain import specs
 
 OK, INVALID, UNREACHABLE, BRANCH_MISSING, NEVER = "ok", "invalid", "unreachable", "branch_missing", "never_synced"
-_TREE = re.compile(r"/git/[^/]+/trees/(?P<sha>[0-9a-f]{40})(?:/|$)")
+_TREE = re.compile(r"/git/(?P<repo>[^/]+)/trees/(?P<sha>[0-9a-f]{40})(?:/|$)")
 
 
 class RepoSpec(specs.Model):
@@ -99,6 +99,12 @@ def commit_of(pipeline_path: str | None) -> str | None:
     """The commit a pipeline folder was checked out from (its path is ``.../git/<repo>/trees/<sha>/...``)."""
     match = _TREE.search(pipeline_path or "")
     return match["sha"] if match else None
+
+
+def source_of(pipeline_path: str | None) -> str | None:
+    """The name of the repository a pipeline folder was checked out from (``.../git/<repo>/trees/...``)."""
+    match = _TREE.search(pipeline_path or "")
+    return match["repo"] if match else None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -32,8 +32,11 @@ def test_api_webhooks_and_run_commits(tmp_path: pathlib.Path, origin: Origin, da
         assert httpx.get(base, headers=server.headers).json()["items"][0]["status"] == "never_synced"
         state = httpx.post(f"{base}/team/sync", timeout=60, headers=server.headers).json()
         assert (state["status"], state["good_commit"], state["served_here"]) == ("ok", first, first)
+        assert (state["subdir"], state["interval"], state["next_sync_at"], state["ssh"], state["webhook"],
+                state["deploy_key_secret"]) == ("pipelines", 0, None, False, True, None)
+        assert state["last_sync_at"] is not None
         run = api.wait(api.create_run("hello").id, timeout=120)
-        assert (run.state.value, run.git_commit) == ("succeeded", first)
+        assert (run.state.value, run.git_commit, run.git_source) == ("succeeded", first, "team")
 
         second = origin.commit({"pipelines/hello/main.py": "print('second')\n"})
         body = json.dumps({"ref": "refs/heads/main", "after": second}).encode()

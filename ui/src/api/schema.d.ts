@@ -2122,6 +2122,11 @@ export interface components {
              * @description The commit the run's pipeline was checked out from (git-synced pipelines).
              */
             git_commit?: string | null;
+            /**
+             * Git Source
+             * @description The git repository (as /api/v1/git names it) the run's pipeline was synced from.
+             */
+            git_source?: string | null;
             /** Id */
             id: string;
             /** Inputs */
@@ -2607,28 +2612,55 @@ export interface components {
          * @example {
          *       "branch": "main",
          *       "good_commit": "3f2a9c0d1b2e4f56a7b8c9d0e1f2a3b4c5d6e7f8",
+         *       "interval": 60,
+         *       "last_sync_at": "2026-01-01T02:05:00Z",
          *       "message": "serving 3f2a9c0d1b2e",
          *       "name": "team",
+         *       "next_sync_at": "2026-01-01T02:06:00Z",
          *       "problems": [],
          *       "seen_commit": "3f2a9c0d1b2e4f56a7b8c9d0e1f2a3b4c5d6e7f8",
          *       "served_here": "3f2a9c0d1b2e4f56a7b8c9d0e1f2a3b4c5d6e7f8",
+         *       "ssh": false,
          *       "status": "ok",
+         *       "subdir": "pipelines",
          *       "synced_at": "2026-01-01T02:00:00Z",
-         *       "url": "https://git.example.org/team/pipelines.git"
+         *       "url": "https://git.example.org/team/pipelines.git",
+         *       "webhook": true
          *     }
          */
         SyncOut: {
             /** Branch */
             branch: string;
             /**
+             * Deploy Key Secret
+             * @description SSH: the stored secret holding the private deploy key (its value is never returned).
+             */
+            deploy_key_secret?: string | null;
+            /**
              * Good Commit
              * @description The commit every replica serves.
              */
             good_commit: string | null;
+            /**
+             * Interval
+             * @description Seconds between syncs; 0 = only on demand or by webhook.
+             * @default 0
+             */
+            interval: number;
+            /**
+             * Last Sync At
+             * @description When a sync last ran (whatever it found).
+             */
+            last_sync_at?: string | null;
             /** Message */
             message: string;
             /** Name */
             name: string;
+            /**
+             * Next Sync At
+             * @description When the next interval sync is due (none without an interval; soon if never synced).
+             */
+            next_sync_at?: string | null;
             /**
              * Problems
              * @description Why the last commit seen is not served (every problem).
@@ -2645,17 +2677,38 @@ export interface components {
              */
             served_here: string | null;
             /**
+             * Ssh
+             * @description Fetched over SSH with a deploy key.
+             * @default false
+             */
+            ssh: boolean;
+            /**
              * Status
              * @description ok, invalid, unreachable, branch_missing or never_synced.
              */
             status: string;
-            /** Synced At */
+            /**
+             * Subdir
+             * @description Folder of pipelines inside the repository.
+             * @default
+             */
+            subdir: string;
+            /**
+             * Synced At
+             * @description When the served commit last changed.
+             */
             synced_at: string | null;
             /**
              * Url
              * @description Without credentials.
              */
             url: string;
+            /**
+             * Webhook
+             * @description Whether signed push webhooks are accepted.
+             * @default false
+             */
+            webhook: boolean;
         };
         /** SystemOut */
         SystemOut: {

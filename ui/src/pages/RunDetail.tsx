@@ -27,6 +27,16 @@ function failureReason(run: Run): string {
   return parts.filter(Boolean).join(" — ") || `the run ${run.state.replace("_", " ")}`;
 }
 
+/** The commit the run ran, and the git source (name, branch) it was synced from. */
+function GitCommit({ sha, source }: { sha: string; source: string | null | undefined }) {
+  const sync = useData(async () => source
+    ? (await api.GET("/api/v1/git/{name}", { params: { path: { name: source } } })).data ?? null : null, [source]);
+  return (
+    <p className="muted" data-testid="git-commit">Commit <code className="mono">{sha}</code>
+      {source && <> from source <Link to="/sources">{source}</Link>{sync.data ? <> (branch <span className="mono">{sync.data.branch}</span>{sync.data.subdir ? <>, folder <span className="mono">{sync.data.subdir}</span></> : null})</> : null}</>}</p>
+  );
+}
+
 export default function RunDetail() {
   const { id = "" } = useParams();
   const navigate = useNavigate();
@@ -75,6 +85,7 @@ export default function RunDetail() {
       <ErrorNote text={note} />
       <p className="muted">Triggered by {r.triggered_by.kind}{r.triggered_by.detail ? ` (${r.triggered_by.detail})` : ""} · created {fmtTime(r.created_at)} · duration {fmtDuration(r.duration)}
         {r.parent_run_id && <> · retry of <Link to={`/runs/${r.parent_run_id}`}>{r.parent_run_id}</Link></>}</p>
+      {r.git_commit && <GitCommit sha={r.git_commit} source={r.git_source} />}
       <div className="grid2">
         <Card title="Stages">
           <Dag dag={r.dag ?? {}} states={states} selected={stage} onSelect={(s) => setStage(s === stage ? "" : s)} label="Stage graph, coloured by state" />

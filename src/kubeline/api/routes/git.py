@@ -7,6 +7,7 @@ and GitLab's (``X-Gitlab-Token: <secret>``), with the secret stored under the re
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
 import json
@@ -31,7 +32,9 @@ class SyncOut(pydantic.BaseModel):
         "good_commit": "3f2a9c0d1b2e4f56a7b8c9d0e1f2a3b4c5d6e7f8",
         "seen_commit": "3f2a9c0d1b2e4f56a7b8c9d0e1f2a3b4c5d6e7f8",
         "served_here": "3f2a9c0d1b2e4f56a7b8c9d0e1f2a3b4c5d6e7f8", "status": "ok", "message": "serving 3f2a9c0d1b2e",
-        "problems": [], "synced_at": "2026-01-01T02:00:00Z"}]})
+        "problems": [], "synced_at": "2026-01-01T02:00:00Z", "subdir": "pipelines", "interval": 60.0,
+        "last_sync_at": "2026-01-01T02:05:00Z", "next_sync_at": "2026-01-01T02:06:00Z", "ssh": False,
+        "deploy_key_secret": None, "webhook": True}]})
 
     name: str
     url: str = pydantic.Field(description="Without credentials.")
@@ -42,14 +45,31 @@ class SyncOut(pydantic.BaseModel):
     status: str = pydantic.Field(description="ok, invalid, unreachable, branch_missing or never_synced.")
     message: str
     problems: list[str] = pydantic.Field(description="Why the last commit seen is not served (every problem).")
-    synced_at: str | None
+    synced_at: str | None = pydantic.Field(description="When the served commit last changed.")
+    subdir: str = pydantic.Field("", description="Folder of pipelines inside the repository.")
+    interval: float = pydantic.Field(0, description="Seconds between syncs; 0 = only on demand or by webhook.")
+    last_sync_at: dt.datetime | None = pydantic.Field(None, description="When a sync last ran (whatever it found).")
+    next_sync_at: dt.datetime | None = pydantic.Field(
+        None, description="When the next interval sync is due (none without an interval; soon if never synced).")
+    ssh: bool = pydantic.Field(False, description="Fetched over SSH with a deploy key.")
+    deploy_key_secret: str | None = pydantic.Field(
+        None, description="SSH: the stored secret holding the private deploy key (its value is never returned).")
+    webhook: bool = pydantic.Field(False, description="Whether signed push webhooks are accepted.")
 
     @classmethod
-    def of(cls, state: repos.SyncState, *, served_here: str | None) -> SyncOut:
+    def of(cls, state: repos.SyncState, *, served_here: str | None, spec: repos.RepoSpec) -> SyncOut:
+        ran = state.updated_at if state.status != repos.NEVER else None
+        due = (ran or dt.datetime.now(dt.UTC)) + dt.timedelta(seconds=spec.interval) if spec.interval else None
         return cls(name=state.name, url=state.url, branch=state.branch, good_commit=state.good_commit,
                    seen_commit=state.seen_commit, served_here=served_here, status=state.status,
                    message=state.message, problems=state.problems,
-                   synced_at=state.synced_at.isoformat() if state.synced_at else None)
+                   synced_at=state.synced_at.isoformat() if state.synced_at else None,
+                   subdir=spec.subdir, interval=spec.interval, last_sync_at=ran, next_sync_at=due, ssh=spec.is_ssh,
+                   deploy_key_secret=spec.key_secret_name if spec.is_ssh else None, webhook=bool(spec.webhook_secret))
+
+
+def _out(git: service.GitSync, state: repos.SyncState) -> SyncOut:
+    return SyncOut.of(state, served_here=git.current(state.name), spec=git.spec(state.name))
 
 
 class SyncList(pydantic.BaseModel):
@@ -78,14 +98,14 @@ async def list_syncs(kl: deps.KL) -> SyncList:
     """Every configured repository with the commit served and the last sync's outcome."""
     if kl.git is None:
         return SyncList(items=[])
-    return SyncList(items=[SyncOut.of(s, served_here=kl.git.current(s.name)) for s in await kl.git.states()])
+    return SyncList(items=[_out(kl.git, s) for s in await kl.git.states()])
 
 
 @router.get("/{name}", response_model=SyncOut, responses=deps.problem_responses(404),
             dependencies=[access.requires(Role.viewer)])
 async def get_sync(name: str, kl: deps.KL) -> SyncOut:
     git = _git(kl)
-    return SyncOut.of(await git.state(name), served_here=git.current(name))
+    return _out(git, await git.state(name))
 
 
 @router.post("/{name}/sync", response_model=SyncOut, responses=deps.problem_responses(404),
@@ -93,7 +113,7 @@ async def get_sync(name: str, kl: deps.KL) -> SyncOut:
 async def sync_now(name: str, kl: deps.KL) -> SyncOut:
     """Fetch, validate and (if valid) serve the branch head now; the status says what happened."""
     git = _git(kl)
-    return SyncOut.of(await git.sync(name), served_here=git.current(name))
+    return _out(git, await git.sync(name))
 
 
 @router.post("/{name}/deploy-key", response_model=KeyOut, status_code=201, responses=deps.problem_responses(404, 409),
@@ -145,4 +165,4 @@ async def push_webhook(
     if ref != f"refs/heads/{spec.branch}":
         return HookOut(synced=False, reason=f"push to {ref!r}, not refs/heads/{spec.branch}: ignored")
     state = await git.sync(name)
-    return HookOut(synced=True, state=SyncOut.of(state, served_here=git.current(name)))
+    return HookOut(synced=True, state=_out(git, state))
