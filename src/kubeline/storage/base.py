@@ -18,7 +18,7 @@ from kubeline.storage import wakeups as wakeups_
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class RunFacts:
-    """The few columns of a run the dashboard's aggregates need (``Store.run_facts``)."""
+    """The few columns of a run the dashboard shows (``RunStats.recent``)."""
 
     id: str
     pipeline: str
@@ -32,6 +32,39 @@ class RunFacts:
         if self.started_at is None or self.finished_at is None:
             return None
         return (self.finished_at - self.started_at).total_seconds()
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class HourCount:
+    """How many runs created in this UTC hour are in ``state`` now."""
+
+    hour: dt.datetime
+    state: states.RunState
+    count: int
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PipelineDurations:
+    """Finished runs of a pipeline that have a duration: how many, their mean and longest."""
+
+    pipeline: str
+    runs: int
+    mean_seconds: float
+    max_seconds: float
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RunStats:
+    """The dashboard's aggregates as the database counted them (``Store.run_stats``)."""
+
+    hours: list[HourCount]
+    """Runs created in the window, by UTC hour and state (hours without runs left out)."""
+    slowest: list[PipelineDurations]
+    """Pipelines by mean duration of their finished runs in the window, slowest first."""
+    recent: list[RunFacts]
+    """The last runs of each pipeline in the window, by pipeline, newest first."""
+    by_state: dict[states.RunState, int]
+    """All runs (not only the window's) per state."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -173,8 +206,10 @@ class Store(Protocol):
     ) -> list[runs.Run]:
         """Newest first; ``before`` is a run id cursor (runs created before it)."""
         ...
-    async def run_facts(self, *, since: dt.datetime, limit: int) -> list[RunFacts]:
-        """Runs created at or after ``since``, newest first, at most ``limit``: only the aggregates' columns."""
+    async def run_stats(self, *, since: dt.datetime, recent: int, slowest: int) -> RunStats:
+        """Aggregates of the runs created at or after ``since``, counted by the database: a few
+        hundred rows however many runs there are; ``recent`` runs per pipeline, the ``slowest``
+        pipelines."""
         ...
     async def transition_run(
         self, run_id: str, to: states.RunState, *, reason: str = "", spawn: Sequence[NewRun] = (),

@@ -19,7 +19,7 @@ def test_stats_count_runs_by_day_outcome_and_hour(client, server):
     bad = client.wait(httpx.post(headers=server.headers, url=f"{server.url}/api/v1/runs", json={"pipeline": "flaky"}).json()["id"], timeout=60)
     assert ok.state.value == "succeeded" and bad.state.value == "failed"
     stats = httpx.get(headers=server.headers, url=f"{server.url}/api/v1/stats", params={"days": 3}).json()
-    assert stats["total"] == 2 and not stats["truncated"]
+    assert stats["total"] == 2 and "truncated" not in stats
     assert stats["failure_rate"] == 0.5
     assert len(stats["days"]) == 3 and stats["days"][-1]["succeeded"] == 1 and stats["days"][-1]["failed"] == 1
     assert sum(map(sum, stats["heatmap"])) == 2 and len(stats["heatmap"]) == 7

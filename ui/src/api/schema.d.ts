@@ -2550,8 +2550,7 @@ export interface components {
          *       "running": 1,
          *       "since": "2025-01-01T00:00:00Z",
          *       "slowest": [],
-         *       "total": 3,
-         *       "truncated": false
+         *       "total": 3
          *     }
          */
         StatsOut: {
@@ -2596,11 +2595,6 @@ export interface components {
              * @description Runs created in the window.
              */
             total: number;
-            /**
-             * Truncated
-             * @description The window holds more than 50000 runs; older ones are left out.
-             */
-            truncated: boolean;
         };
         /** SyncList */
         SyncList: {
