@@ -157,6 +157,25 @@ def worker_pools(settings: settings_.Settings) -> list[pools.PoolSpec]:
     return found
 
 
+def pool_controller(kl: Kubeline) -> Any:
+    """The worker pools' controller (scaling, ``WorkerPool`` status) of a server whose executors
+    include ``kubernetes-pool``, else None. One replica acts: the Lease ``kubeline-worker-pools``
+    in the executor's namespace."""
+    executor = kl.executors.get(pools.EXECUTOR)
+    if executor is None:
+        return None
+    from kubeline.executors import kubernetes_pool, kubernetes_pool_controller
+    from kubeline.operator import leader
+
+    assert isinstance(executor, kubernetes_pool.PoolExecutor)
+    leases = leader.KubernetesLeases(api_client=executor.kube.api, namespace=executor.defaults.namespace,
+                                     name=kubernetes_pool_controller.LEASE_NAME)
+    election = leader.LeaderElection(leases=leases, identity=replica_id(kl.settings))
+    return kubernetes_pool_controller.PoolController(
+        executor=executor, store=kl.store, default_executor=kl.engine.default_executor, election=election,
+        interval=kl.settings.kubernetes_pool_interval)
+
+
 def git_sync(settings: settings_.Settings, *, store: sql.SqlStore,
              secrets: secret_service.SecretService) -> gitsync_service.GitSync | None:
     """The git sync of ``KUBELINE_GIT_REPOS``; ``SpecError`` names a bad entry and its field."""

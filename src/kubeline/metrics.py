@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import prometheus_client
 
-from kubeline.domain import runs, states
+from kubeline.domain import pool_scaling, pools, runs, states
 
 if TYPE_CHECKING:
     from kubeline.engine import engine as engine_
@@ -50,6 +50,11 @@ class Metrics:
             "kubeline_pool_attempts", "Attempts this process has on a worker pool: waiting for a pod slot, or "
             "running (sum over replicas / the pool's slots = the pods it needs: an HPA's metric).",
             ["pool", "state"], registry=r)
+        self.pool_demand = prometheus_client.Gauge(
+            "kubeline_pool_demand", "Attempts a worker pool is asked for: on it (running or waiting for a slot) "
+            "plus the first stages of the runs queued for it. Read from the database, so every replica "
+            "exports the same value: aggregate with max, not sum (demand / slots = the pods it needs).",
+            ["pool"], registry=r)
         self.scheduler_lag = prometheus_client.Gauge(
             "kubeline_scheduler_lag_seconds", "How late the last schedule fire was started.", registry=r)
         self._stages_seen: collections.OrderedDict[tuple[str, str], None] = collections.OrderedDict()
@@ -93,6 +98,19 @@ class Metrics:
                 for pool, counts in (load() if load is not None else {}).items():
                     for state, count in counts.items():
                         self.pool_attempts.labels(pool=pool, state=state).set(count)
+            await self._refresh_pool_demand(store=store, engine=engine)
+
+    async def _refresh_pool_demand(self, *, store: storage.Store, engine: engine_.Engine) -> None:
+        specs = getattr(engine.executors.get(pools.EXECUTOR), "pool_specs", None)
+        self.pool_demand.clear()
+        if specs is None:
+            return
+        counts = await store.executor_demand(executor=pools.EXECUTOR)  # GROUP BY, never the rows
+        found = pool_scaling.attribute(queued_runs=counts.queued_runs, held=counts.held, unsent=counts.unsent,
+                                       pipelines={n: p.spec for n, p in counts.pipelines.items()},
+                                       pools_=specs(), default_executor=engine.default_executor)
+        for pool, demand in found.items():
+            self.pool_demand.labels(pool=pool).set(demand.total)
 
     def render(self) -> bytes:
         return prometheus_client.generate_latest(self.registry)

@@ -171,6 +171,9 @@ def start_background(kl: bootstrap.Kubeline, role: Role) -> list[asyncio.Task[An
         tasks.append(_task(kl.notifier.run_forever(), "notifications"))
     if kl.cleanup is not None and role in ("all", "scheduler"):  # deletes re-check; replicas may overlap
         tasks.append(_task(kl.cleanup.run_forever(), "retention"))
+    controller = bootstrap.pool_controller(kl) if role != "api" else None
+    if controller is not None:  # one replica acts (a Lease): scales worker pools, writes their status
+        tasks.append(_task(controller.run_forever(), "worker-pools"))
     if role in ("all", "worker"):
         tasks.append(_task(kl.engine.resume(), "resume"))
         tasks.append(_task(kl.engine.serve(), "dispatcher"))

@@ -94,6 +94,9 @@ class Settings(pydantic_settings.BaseSettings):
     kubernetes_pool_connect: Literal["proxy", "pod-ip"] = pydantic.Field(
         "proxy", description="How the server reaches pool pods: through the API server's pod proxy (works from "
                              "a laptop with a kubeconfig) or straight to the pod IPs (a server in the cluster).")
+    kubernetes_pool_interval: float = pydantic.Field(
+        2.0, gt=0, le=300, description="Seconds between rounds of the worker pools' controller (one server "
+                                       "replica: scaling pools with autoscale, WorkerPool status).")
 
     git_repos: list[dict[str, Any]] = pydantic.Field(
         default_factory=list,

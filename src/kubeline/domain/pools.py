@@ -17,6 +17,29 @@ import pydantic
 from kubeline.domain import specs
 
 ANY = "*"
+EXECUTOR = "kubernetes-pool"
+
+
+class Autoscale(specs.Model):
+    """The server's own scaler (opt-in): pods = ceil(demand / slots) within [min, max], where the
+    demand is the pool's attempts running or waiting for a slot plus the first stages of the runs
+    still queued for it. One server replica (the leader) applies it to the pool's Deployment;
+    without it, the Deployment's replicas are left to an HPA or KEDA (or to you)."""
+
+    min_replicas: int = pydantic.Field(1, ge=0, le=1000, alias="minReplicas",
+                                       description="Pods kept when there is no demand (0: none).")
+    max_replicas: int = pydantic.Field(ge=1, le=1000, alias="maxReplicas", description="Pods at most.")
+    scale_down_delay: int = pydantic.Field(
+        120, ge=0, le=86400, alias="scaleDownDelay",
+        description="Seconds the demand must stay lower before pods are removed (the highest "
+                    "recommendation of that window wins, as an HPA's stabilization window).")
+
+    @pydantic.model_validator(mode="after")
+    def _ordered(self) -> Autoscale:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"autoscale: minReplicas ({self.min_replicas}) is above maxReplicas "
+                             f"({self.max_replicas}); lower minReplicas or raise maxReplicas")
+        return self
 
 
 class PoolSpec(specs.Model):
@@ -39,6 +62,8 @@ class PoolSpec(specs.Model):
     drain_seconds: int = pydantic.Field(
         600, ge=1, le=86400, alias="drainSeconds",
         description="How long a pod being removed (scale-down, rollout) waits for its attempts.")
+    autoscale: Autoscale | None = pydantic.Field(
+        None, description="Scale the pool's pods on its demand (server-side); unset: replicas stay as set.")
 
     @pydantic.model_validator(mode="after")
     def _serves_something(self) -> PoolSpec:
@@ -46,6 +71,13 @@ class PoolSpec(specs.Model):
             raise ValueError(f"pool {self.name!r} names no pipelines and no tags, so it would serve nothing: "
                              "add pipelines: [NAME, ...] (or ['*'] for every pipeline) or tags: [TAG, ...]")
         return self
+
+    @property
+    def initial_replicas(self) -> int:
+        """Pods of a new Deployment: ``replicas``, within the autoscale bounds when there are some."""
+        if self.autoscale is None:
+            return self.replicas
+        return min(max(self.replicas, self.autoscale.min_replicas), self.autoscale.max_replicas)
 
     def serves(self, *, pipeline: str, tags: tuple[str, ...] | list[str]) -> bool:
         return ANY in self.pipelines or pipeline in self.pipelines or bool(set(tags) & set(self.tags))
@@ -74,3 +106,39 @@ def choose(pools: list[PoolSpec], *, pipeline: str, tags: tuple[str, ...] | list
     raise ValueError(f"no worker pool serves pipeline {pipeline!r} (pools: "
                      + ", ".join(f"{p.name} serves {p.pipelines + [f'tag {t}' for t in p.tags]}" for p in pools)
                      + "); name it in a pool's pipelines or tags, or run it with executor: kubernetes")
+
+
+def describe_invalid(exc: Exception) -> str:
+    """A WorkerPool spec's validation error in one line: ``spec.FIELD: what is wrong`` for each."""
+    if isinstance(exc, pydantic.ValidationError):
+        return "; ".join(
+            "spec" + "".join(f".{part}" for part in error["loc"]) + ": " + error["msg"].removeprefix("Value error, ")
+            for error in exc.errors())
+    return f"spec: {exc}"
+
+
+class Condition(specs.Model):
+    type: str = pydantic.Field(description="Ready or Invalid.")
+    status: str = pydantic.Field(description="True, False or Unknown.")
+    reason: str = pydantic.Field(description="One CamelCase word: PodsReady, Unschedulable, InvalidSpec ...")
+    message: str = ""
+    last_transition_time: str | None = pydantic.Field(None, alias="lastTransitionTime")
+
+
+class AttemptCounts(specs.Model):
+    running: int = pydantic.Field(0, description="On a pod of the pool.")
+    waiting: int = pydantic.Field(0, description="Handed to the pool, waiting for a free slot or a pod.")
+    queued: int = pydantic.Field(0, description="First stages of queued runs served by the pool, not yet started.")
+
+
+class PoolStatus(specs.Model):
+    """``.status`` of a ``WorkerPool`` resource, written by the server replica that scales pools."""
+
+    observed_generation: int | None = pydantic.Field(None, alias="observedGeneration")
+    replicas: int = pydantic.Field(0, description="Pods the pool's Deployment asks for.")
+    ready_replicas: int = pydantic.Field(0, alias="readyReplicas", description="Pods ready to take attempts.")
+    desired_replicas: int | None = pydantic.Field(
+        None, alias="desiredReplicas", description="What the autoscaler recommends now (with autoscale).")
+    slots: int = pydantic.Field(0, description="Attempts the ready pods can run at once (ready pods x slots).")
+    attempts: AttemptCounts = AttemptCounts()
+    conditions: list[Condition] = pydantic.Field(default_factory=list)

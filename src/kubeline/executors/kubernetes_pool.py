@@ -89,9 +89,11 @@ class PoolExecutor:
         self._tracked: dict[str, _Tracked] = {}
         self._files = pool_manifests.worker_files()
         self._background: set[asyncio.Task[Any]] = set()
-        self._configured = set(self.pools)  # from settings; the rest come from WorkerPool resources
+        self.configured = set(self.pools)  # from settings; the rest come from WorkerPool resources
         self._resources_read = -_RESOURCES_REFRESH
         self._resources_said = ""
+        self.resources: dict[str, dict[str, Any]] = {}  # WorkerPool name -> the resource as last read
+        self.invalid: dict[str, str] = {}  # WorkerPool name -> why its spec is not valid
 
     @classmethod
     def from_settings(cls, settings: Any, *, pools_: list[pools.PoolSpec]) -> PoolExecutor:
@@ -102,11 +104,12 @@ class PoolExecutor:
                    pending_timeout=settings.kubernetes_pending_timeout, log_line_limit=settings.log_line_limit)
 
     # pools ------------------------------------------------------------------------------
-    async def read_resources(self) -> None:
-        """Add the ``WorkerPool`` resources of the executor's namespace (at most every
-        ``_RESOURCES_REFRESH`` s); settings win on a name clash. A cluster without the CRD, or a
-        ServiceAccount that may not list them, leaves the settings' pools (said once in the log)."""
-        if time.monotonic() - self._resources_read < _RESOURCES_REFRESH:
+    async def read_resources(self, *, every: float = _RESOURCES_REFRESH) -> None:
+        """Add the ``WorkerPool`` resources of the executor's namespace (at most every ``every`` s);
+        settings win on a name clash. A cluster without the CRD, or a ServiceAccount that may not
+        list them, leaves the settings' pools (said once in the log). A resource deleted since is
+        no longer served; an invalid one is kept in ``invalid`` (its status says why)."""
+        if time.monotonic() - self._resources_read < every:
             return
         self._resources_read = time.monotonic()
         namespace = self.defaults.namespace
@@ -119,20 +122,35 @@ class PoolExecutor:
                          namespace, said)
                 self._resources_said = said
             return
-        for item in listed.get("items") or []:
-            name = item.get("metadata", {}).get("name", "")
-            if name in self._configured:
+        items = {item.get("metadata", {}).get("name", ""): item for item in listed.get("items") or []}
+        self.resources = items
+        for gone in [n for n in self.pools if n not in self.configured and n not in items]:
+            del self.pools[gone]
+        for name, item in items.items():
+            if name in self.configured:
                 continue
             try:
                 found = pools.PoolSpec.model_validate({**(item.get("spec") or {}), "name": name,
                                                        "namespace": (item.get("spec") or {}).get("namespace")
                                                        or item["metadata"].get("namespace")})
             except (ValueError, KeyError) as exc:
-                log.warning("WorkerPool %s/%s is not valid, not used: %s", namespace, name, exc)
+                said = pools.describe_invalid(exc)
+                if self.invalid.get(name) != said:
+                    log.warning("WorkerPool %s/%s is not valid, not used: %s", namespace, name, said)
+                self.invalid[name] = said
+                self.pools.pop(name, None)
                 continue
+            self.invalid.pop(name, None)
             current = self.pools.get(name)
             if current is None or current.spec != found:
                 self.pools[name] = _Pool(spec=found, namespace=pool_manifests.namespace_for(found, self.defaults))
+
+    def pool_specs(self) -> list[pools.PoolSpec]:
+        return [p.spec for p in self.pools.values()]
+
+    async def list_pods(self, name: str) -> list[dict[str, Any]]:
+        """The pods of pool ``name``, listed now."""
+        return await self._pods(self.pools[name], fresh=True)
 
     def pool_for(self, spec: base.AttemptSpec) -> _Pool:
         try:

@@ -125,18 +125,26 @@ def last_termination(pod: dict[str, Any]) -> str:
     return "no reason given"
 
 
-def why_not_ready(pool: str, pods: list[dict[str, Any]]) -> str:
-    """Why no pod of ``pool`` can take an attempt, in words (the scheduler's or kubelet's reason)."""
+def not_ready_reason(pods: list[dict[str, Any]]) -> tuple[str, str]:
+    """(reason, message) of the first pod the scheduler or kubelet holds back, else ``PodsStarting``."""
     if not pods:
-        return f"waiting for a pod of worker pool {pool!r}: it has none yet (scaled to 0, or not created)"
+        return "NoPods", "it has none yet (scaled to 0, or not created)"
     for pod in pods:
         for condition in pod.get("status", {}).get("conditions") or []:
             if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
-                return (f"waiting for a pod of worker pool {pool!r}: {condition.get('reason', 'Unschedulable')}: "
-                        f"{condition.get('message', '')}".rstrip(": "))
+                return condition.get("reason") or "Unschedulable", condition.get("message", "")
         for status in pod.get("status", {}).get("containerStatuses") or []:
             waiting = (status.get("state") or {}).get("waiting")
             if waiting and waiting.get("reason") not in (None, "ContainerCreating"):
-                return (f"waiting for a pod of worker pool {pool!r}: {waiting.get('reason')}: "
-                        f"{waiting.get('message', '')}".rstrip(": "))
-    return f"waiting for a pod of worker pool {pool!r} to become ready"
+                return waiting["reason"], waiting.get("message", "")
+    return "PodsStarting", "to become ready"
+
+
+def why_not_ready(pool: str, pods: list[dict[str, Any]]) -> str:
+    """Why no pod of ``pool`` can take an attempt, in words (the scheduler's or kubelet's reason)."""
+    reason, message = not_ready_reason(pods)
+    if reason == "NoPods":
+        return f"waiting for a pod of worker pool {pool!r}: {message}"
+    if reason == "PodsStarting":
+        return f"waiting for a pod of worker pool {pool!r} {message}"
+    return f"waiting for a pod of worker pool {pool!r}: {reason}: {message}".rstrip(": ")

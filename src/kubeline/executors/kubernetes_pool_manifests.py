@@ -132,7 +132,7 @@ def deployment(pool: pools.PoolSpec, *, defaults: manifests.Defaults, files: dic
     meta = {"name": name, "namespace": namespace_for(pool, defaults), "labels": labels(pool),
             "annotations": {HASH_ANNOTATION: digest}}
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": {
-        "replicas": pool.replicas,
+        "replicas": pool.initial_replicas,
         "selector": {"matchLabels": {POOL_LABEL: pool.name}},
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
         "template": {"metadata": {"labels": labels(pool), "annotations": {HASH_ANNOTATION: digest}},

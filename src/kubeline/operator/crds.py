@@ -165,12 +165,22 @@ def workerpool_crd() -> dict[str, Any]:
     return _crd(
         kind="WorkerPool", plural="workerpools", short=["klwp"],
         spec=_schema(pools.PoolSpec, drop=("name",)),
-        status={"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+        status=_schema(pools.PoolStatus),
         description="Warm worker pods that run attempts of the pipelines it names (executor kubernetes-pool).",
         columns=[
-            {"name": "Replicas", "type": "integer", "jsonPath": ".spec.replicas"},
-            {"name": "Slots", "type": "integer", "jsonPath": ".spec.slots"},
-            {"name": "Pipelines", "type": "string", "jsonPath": ".spec.pipelines"},
+            {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
+            {"name": "Pods", "type": "integer", "jsonPath": ".status.readyReplicas",
+             "description": "Pods ready to take attempts."},
+            {"name": "Want", "type": "integer", "jsonPath": ".status.replicas",
+             "description": "Pods the pool's Deployment asks for."},
+            {"name": "Slots", "type": "integer", "jsonPath": ".status.slots",
+             "description": "Attempts the ready pods can run at once."},
+            {"name": "Running", "type": "integer", "jsonPath": ".status.attempts.running"},
+            {"name": "Waiting", "type": "integer", "jsonPath": ".status.attempts.waiting"},
+            {"name": "Queued", "type": "integer", "jsonPath": ".status.attempts.queued"},
+            {"name": "Reason", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].reason'},
+            {"name": "Pipelines", "type": "string", "jsonPath": ".spec.pipelines", "priority": 1},
+            {"name": "Tags", "type": "string", "jsonPath": ".spec.tags", "priority": 1},
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         ])
 

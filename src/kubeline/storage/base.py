@@ -17,6 +17,18 @@ from kubeline.storage import wakeups as wakeups_
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class ExecutorDemand:
+    """Counts of the work waiting for, or held by, one executor (``Store.executor_demand``): what a
+    worker pool's scaler attributes to pools (``domain.pool_scaling``). Only counts and the specs of
+    the pipelines they name are read, never the runs' rows."""
+
+    queued_runs: dict[str, int]  # pipeline -> runs queued (any executor: a stage may name another)
+    held: dict[str, int]  # handle["pool"] -> attempts handed to the executor, not final
+    unsent: dict[tuple[str, str], int]  # (pipeline, stage) -> attempts recorded, not yet handed over
+    pipelines: dict[str, runs.Pipeline]  # the pipelines named above (their specs say which pool)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class RunFacts:
     """The few columns of a run the dashboard shows (``RunStats.recent``)."""
 
@@ -226,6 +238,9 @@ class Store(Protocol):
         ...
     async def count_runs(self) -> dict[states.RunState, int]:
         """How many runs are in each state (one ``GROUP BY``; for gauges)."""
+        ...
+    async def executor_demand(self, *, executor: str) -> ExecutorDemand:
+        """Queued runs per pipeline, and ``executor``'s live attempts per pool / per stage (``GROUP BY``)."""
         ...
     async def request_cancel(self, run_id: str) -> runs.Run:
         """Flag a run for cancellation (its driver acts on it); error if the run is final."""

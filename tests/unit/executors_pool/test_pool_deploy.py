@@ -74,9 +74,12 @@ def test_the_worker_pool_component_is_valid_and_wires_the_executor(k8s_120: bool
     role = next(r for r in by_kind["Role"] if r["metadata"]["name"] == "kubeline")
     assert {"apiGroups": ["apps"], "resources": ["deployments"],
             "verbs": ["create", "get", "list", "watch", "patch", "update", "delete"]} in role["rules"]
+    assert {"apiGroups": ["kubeline.dev"], "resources": ["workerpools/status"],
+            "verbs": ["get", "patch", "update"]} in role["rules"]
+    assert any("coordination.k8s.io" in r["apiGroups"] and "leases" in r["resources"] for r in role["rules"])
     hpa = next(h for h in by_kind["HorizontalPodAutoscaler"] if h["metadata"]["name"] == "kl-pool-default")
     assert hpa["apiVersion"] == ("autoscaling/v2beta2" if k8s_120 else "autoscaling/v2")
-    assert hpa["spec"]["metrics"][0]["external"]["metric"]["name"] == "kubeline_pool_attempts"
+    assert hpa["spec"]["metrics"][0]["external"]["metric"]["name"] == "kubeline_pool_demand"
     assert hpa["spec"]["metrics"][0]["external"]["target"]["averageValue"] == str(pool["spec"]["slots"])
     server_policy = next(p for p in by_kind["NetworkPolicy"] if p["metadata"]["name"] == "kubeline-server")
     assert {"key": "kubeline.dev/pool", "operator": "DoesNotExist"} in \
@@ -88,5 +91,5 @@ def test_the_keda_example_scales_the_same_pool_on_the_same_metric() -> None:
     hpa = yaml.safe_load((REPO / "deploy" / "components" / "worker-pool" / "hpa.yaml").read_text())
     assert keda["spec"]["scaleTargetRef"] == hpa["spec"]["scaleTargetRef"]
     (trigger,) = keda["spec"]["triggers"]
-    assert trigger["metadata"]["query"] == 'sum(kubeline_pool_attempts{pool="default"})'
+    assert trigger["metadata"]["query"] == 'max(kubeline_pool_demand{pool="default"})'
     assert trigger["metadata"]["threshold"] == hpa["spec"]["metrics"][0]["external"]["target"]["averageValue"]

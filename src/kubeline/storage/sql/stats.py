@@ -28,7 +28,7 @@ import sqlalchemy as sa
 
 from kubeline.domain import states
 from kubeline.storage import base
-from kubeline.storage.sql import engines
+from kubeline.storage.sql import engines, rows
 from kubeline.storage.sql import tables as T
 
 _BATCH = 200
@@ -48,6 +48,32 @@ class StatsMethods:
                 recent=_recent(conn, since=since, sqlite=sqlite, limit=recent),
                 by_state=_by_state(conn),
             )
+
+        return await self.database.run(read, write=False)
+
+    async def executor_demand(self, *, executor: str) -> base.ExecutorDemand:
+        r, a = T.runs.c, T.attempts.c
+        queued = (sa.select(r.pipeline, sa.func.count()).where(r.state == states.RunState.QUEUED.value)
+                  .group_by(r.pipeline))
+        pool = a.handle["pool"].as_string()
+        held = (sa.select(pool, sa.func.count())
+                .where(a.executor == executor, a.state == states.AttemptState.RUNNING.value).group_by(pool))
+        unsent = (sa.select(r.pipeline, a.stage_id, sa.func.count())
+                  .select_from(T.attempts.join(T.runs, r.id == a.run_id))
+                  .where(a.executor == executor, a.state == states.AttemptState.PENDING.value)
+                  .group_by(r.pipeline, a.stage_id))
+
+        def read(conn: sa.Connection) -> base.ExecutorDemand:
+            by_pipeline = {str(p): int(n) for p, n in conn.execute(queued)}
+            by_stage = {(str(p), str(s)): int(n) for p, s, n in conn.execute(unsent)}
+            names = set(by_pipeline) | {p for p, _ in by_stage}
+            found = {}
+            if names:
+                for row in conn.execute(sa.select(T.pipelines).where(T.pipelines.c.name.in_(sorted(names)))):
+                    found[row.name] = rows.pipeline_from_row(row._mapping)
+            return base.ExecutorDemand(
+                queued_runs=by_pipeline, unsent=by_stage, pipelines=found,
+                held={str(p): int(n) for p, n in conn.execute(held) if p is not None})
 
         return await self.database.run(read, write=False)
 
