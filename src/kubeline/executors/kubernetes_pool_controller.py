@@ -64,7 +64,8 @@ class PoolController:
                 try:
                     await self.tick()
                 except (kube.ApiError, OSError, errors.KubelineError) as exc:
-                    log.warning("worker pools: this round failed, the next one retries: %s", exc)
+                    said = kube.describe(exc) if isinstance(exc, kube.ApiError) else str(exc)
+                    log.warning("worker pools: this round failed, the next one retries: %s", said)
                 await asyncio.sleep(self.interval)
         finally:
             if self.election is not None:
@@ -139,7 +140,8 @@ class PoolController:
             replicas=replicas, ready_replicas=ready, desired_replicas=desired, slots=ready * spec.slots,
             attempts=pools.AttemptCounts(running=running, waiting=waiting, queued=demand.queued),
             conditions=[pools.Condition(type="Ready", status=status, reason=reason, message=message),
-                        pools.Condition(type="Invalid", status="False", reason="SpecValid")])
+                        pools.Condition(type="Invalid", status="False", reason="SpecValid",
+                                        message="the spec is a valid pool")])
 
     async def _write_statuses(self, observed: dict[str, Observed]) -> None:
         namespace = self.executor.defaults.namespace
@@ -167,21 +169,25 @@ class PoolController:
                     "PATCH", f"{kubernetes_pool.WORKERPOOLS.format(namespace=namespace)}/{name}/status",
                     content_type="application/merge-patch+json", body={"status": body})
             except kube.ApiError as exc:
-                if exc.status != 404:  # deleted meanwhile
-                    raise
+                if exc.status != 404:  # 404: deleted meanwhile; else one pool's status does not stop the others'
+                    log.warning("worker pools: cannot write the status of WorkerPool %s/%s: %s", namespace, name,
+                                kube.describe(exc))
+                continue
             item["status"] = body
 
 
 def _with_times(status: pools.PoolStatus, *, generation: int | None, before: dict[str, Any]) -> dict[str, Any]:
     """The status as the resource stores it: a condition keeps its transition time while its
-    status stays the same (so an unchanged pool is not written again)."""
+    status stays the same (so an unchanged pool is not written again). An empty message would
+    reach the API server as null (seen on 1.20: 422), so a condition always says something."""
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     previous = {c.get("type"): c for c in before.get("conditions") or []}
     conditions = []
     for condition in status.conditions:
         old = previous.get(condition.type) or {}
         at = old.get("lastTransitionTime") if old.get("status") == condition.status else None
-        conditions.append(condition.model_copy(update={"last_transition_time": at or now}))
+        conditions.append(condition.model_copy(update={"last_transition_time": at or now,
+                                                       "message": condition.message or condition.reason}))
     return status.model_copy(update={"observed_generation": generation, "conditions": conditions}).model_dump(
         by_alias=True, exclude_none=True, mode="json")
 

@@ -153,3 +153,21 @@ async def test_the_store_counts_queued_runs_and_live_attempts_per_pool_and_metri
     final = await sql_store.get_run(driven.id)
     assert final.state is states.RunState.CANCELLED
     assert (await sql_store.executor_demand(executor="kubernetes-pool")).held == {}
+
+
+def test_a_status_condition_keeps_its_transition_time_while_its_status_stays() -> None:
+    from kubeline.executors import kubernetes_pool_controller as controller
+
+    def status(ready: str) -> pools.PoolStatus:
+        return pools.PoolStatus(conditions=[pools.Condition(type="Ready", status=ready, reason="PodsReady"),
+                                            pools.Condition(type="Invalid", status="False", reason="SpecValid")])
+
+    before = {"conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"},
+                             {"type": "Invalid", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}
+    body = controller._with_times(status("True"), generation=3, before=before)
+    ready, invalid = body["conditions"]
+    assert body["observedGeneration"] == 3
+    assert ready["lastTransitionTime"] == "2026-01-01T00:00:00Z"  # unchanged: the same status is not rewritten
+    assert invalid["lastTransitionTime"] != "2026-01-01T00:00:00Z"  # True -> False: now
+    assert all(c["message"] for c in body["conditions"])  # never empty (an empty one reaches the API as null)
+    assert "desiredReplicas" not in body
