@@ -18,6 +18,8 @@ const Users = lazy(() => import("./pages/Users"));
 const Tokens = lazy(() => import("./pages/Tokens"));
 const Audit = lazy(() => import("./pages/Audit"));
 const Sources = lazy(() => import("./pages/Sources"));
+const Notifications = lazy(() => import("./pages/Notifications"));
+const Cleanup = lazy(() => import("./pages/Cleanup"));
 
 function NotFound() {
   return <><h1>Not found</h1><p>No page here. Use the navigation above.</p></>;
@@ -43,6 +45,8 @@ function App() {
             <Route path="/tokens" element={<Tokens />} />
             <Route path="/audit" element={<Audit />} />
             <Route path="/sources" element={<Sources />} />
+            <Route path="/notifications" element={<Notifications />} />
+            <Route path="/cleanup" element={<Cleanup />} />
             <Route path="/invite" element={<p>You are logged in as {me.name}: log out to accept an invitation as someone else.</p>} />
             <Route path="*" element={<NotFound />} />
           </Routes>

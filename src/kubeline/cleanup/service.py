@@ -38,6 +38,7 @@ class Item:
     target: str
     pipeline: str = ""
     reason: str = ""
+    bytes: int | None = None  # on this server's disk; None where unknown (S3 logs, audit rows)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -73,7 +74,31 @@ class Cleanup:
             items += [Item(kind="artifacts", target=i, pipeline=name, reason=r) for i, r in decision.delete_artifacts]
         items += await asyncio.to_thread(self._files_plan, await self._live_runs())
         items += await self._audit_plan(now)
-        return Plan(items=items, refused=refused)
+        return Plan(items=await asyncio.to_thread(self._with_sizes, items), refused=refused)
+
+    def _with_sizes(self, items: list[Item]) -> list[Item]:
+        """Each item with the bytes it frees (what the plan shows people before they apply it)."""
+        files = self.logs if isinstance(self.logs, log_store.LogStore) else None
+
+        def logs(run_id: str) -> int | None:
+            return sum(_size(p) for p in files.run_files(run_id)) if files is not None else None
+
+        def sized(item: Item) -> Item:
+            if item.kind == "run":
+                found = logs(item.target)
+                size = None if found is None else found + _size(self._artifacts(item.target))
+            elif item.kind == "logs":
+                size = logs(item.target)
+            elif item.kind == "artifacts":
+                size = _size(self._artifacts(item.target))
+            elif item.kind == "log_tail":
+                size = max(0, _size(pathlib.Path(item.target)) - (self.settings.log_max_bytes or 0))
+            elif item.kind in ("venv", "checkout"):
+                size = _size(pathlib.Path(item.target))
+            else:
+                return item
+            return dataclasses.replace(item, bytes=size)
+        return [sized(i) for i in items]
 
     def _audit_cutoff(self, now: dt.datetime) -> dt.datetime:
         return now - dt.timedelta(days=self.settings.audit_retention_days)
@@ -159,6 +184,16 @@ class Cleanup:
 
 
 MARKER = "[kubeline] log truncated:"
+
+
+def _size(path: pathlib.Path) -> int:
+    """Bytes of a file, or of every file under a folder (symlinks not followed); 0 when absent."""
+    try:
+        if not path.is_dir():
+            return path.lstat().st_size if path.exists() else 0
+        return sum(p.lstat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+    except OSError:  # removed while counted (a concurrent apply)
+        return 0
 
 
 def _already_capped(path: pathlib.Path, limit: int) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import re
+import urllib.parse
 from typing import Any, Literal
 
 import pydantic
@@ -56,6 +57,17 @@ class NotificationSpec(pydantic.BaseModel):
 
 def _without_query(url: str) -> str:
     return url.split("?", 1)[0]
+
+
+def masked(target: str) -> str:
+    """A target as the API shows it: an http(s) URL keeps its scheme and host only, since incoming
+    webhook URLs (Slack, Teams) carry their secret in the path; recipients and ``secret:NAME`` stay."""
+    parts = urllib.parse.urlsplit(target)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return target
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    base = f"{parts.scheme}://{host}{f':{parts.port}' if parts.port else ''}"
+    return f"{base}/***" if parts.path.strip("/") or parts.query else base
 
 
 def events_for(*, state: str, previous: str | None) -> list[str]:

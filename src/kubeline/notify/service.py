@@ -167,7 +167,7 @@ class Notifier:
         retry = self.backoff(attempt) if error and attempt < notifications.MAX_ATTEMPTS else None
         if error:
             log.warning("notification %s (%s to %s) attempt %d failed: %s", delivery.id, delivery.channel,
-                        delivery.target, attempt, error)
+                        notifications.masked(delivery.target), attempt, error)  # a webhook URL's path is a secret
         await self.outbox.finish(delivery.id, error=error, retry_in=retry)
 
     async def run_forever(self, *, poll: float = 1.0) -> None:

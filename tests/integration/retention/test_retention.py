@@ -68,6 +68,10 @@ def test_plan_apply_refusal_running_runs_and_log_caps(tmp_path: pathlib.Path, da
         assert by_kind["venv"] == [str(old_venv)]
         audit = [i for i in plan["items"] if i["kind"] == "audit"]
         assert len(audit) == 1 and audit[0]["reason"].startswith("2 audit row(s) older than 365 days"), audit
+        sizes = {i["target"]: i["bytes"] for i in plan["items"]}
+        assert all(sizes[r] > 0 for r in kept[:2]), plan  # their log files
+        assert sizes[str(home / "logs" / chatty / "a" / "1.log")] > 4000  # ~10 kB of output over the 4 kB cap
+        assert sizes[str(old_venv)] == 1 and audit[0]["bytes"] is None
 
         applied = http.post("/api/v1/retention/apply").json()
         assert applied["applied"] and sorted(i["target"] for i in applied["items"] if i["kind"] == "run") \

@@ -36,3 +36,15 @@ def test_targets_never_carry_secrets_and_messages_carry_the_run():
     assert message.text().splitlines() == ["p: run r1 failed", "Run: https://k/api/v1/runs/r1",
                                            "Failed stage: load", "Reason: exit 1", "Commit: aaaaaaaaaaaa", "",
                                            "Last log lines:", "[stderr] boom"]
+
+
+@pytest.mark.parametrize(("target", "shown"), [
+    ("https://hooks.slack.com/services/T000/B000/XXXXSECRET", "https://hooks.slack.com/***"),
+    ("http://user:pw@127.0.0.1:8080/hook?sig=1", "http://127.0.0.1:8080/***"),
+    ("https://receiver.example.org", "https://receiver.example.org"),
+    ("http://[::1]:9/x", "http://[::1]:9/***"),
+    ("secret:SLACK_URL", "secret:SLACK_URL"),
+    ("ops@example.org,dev@example.org", "ops@example.org,dev@example.org"),
+])
+def test_targets_shown_by_the_api_hide_webhook_url_paths(target, shown):
+    assert notifications.masked(target) == shown

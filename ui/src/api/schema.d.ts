@@ -405,6 +405,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/notifications/rules": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Rules
+         * @description The rules in effect: the server's global ones and each visible pipeline's, secrets masked.
+         */
+        get: operations["list_rules_api_v1_notifications_rules_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/pipelines": {
         parameters: {
             query?: never;
@@ -1406,9 +1426,25 @@ export interface components {
             state: string;
             /**
              * Target
-             * @description Recipients, or the URL without query, or secret:<name>.
+             * @description Recipients, or the URL's scheme and host only, or secret:<name>.
              */
             target: string;
+        };
+        /** EmailOut */
+        EmailOut: {
+            /** Host */
+            host: string;
+            /**
+             * Login
+             * @description Whether a username and password are set (never returned).
+             */
+            login: boolean;
+            /** Port */
+            port: number;
+            /** Sender */
+            sender: string;
+            /** Starttls */
+            starttls: boolean;
         };
         /**
          * EnvironmentOut
@@ -1649,6 +1685,11 @@ export interface components {
         /** ItemOut */
         ItemOut: {
             /**
+             * Bytes
+             * @description Bytes it frees on the server; none where unknown.
+             */
+            bytes?: number | null;
+            /**
              * Kind
              * @description run, logs, artifacts, log_tail, venv, checkout or audit.
              */
@@ -1860,12 +1901,30 @@ export interface components {
              */
             updated_at: string;
         };
+        /** PipelineRulesOut */
+        PipelineRulesOut: {
+            /**
+             * Expected Duration
+             * @description Seconds; a run still running after it is 'slow'.
+             */
+            expected_duration: number | null;
+            /** Pipeline */
+            pipeline: string;
+            /**
+             * Rate Limit
+             * @description Notifications per channel per hour; more are suppressed.
+             */
+            rate_limit: number;
+            /** Rules */
+            rules: components["schemas"]["RuleOut"][];
+        };
         /**
          * PlanOut
          * @example {
          *       "applied": false,
          *       "items": [
          *         {
+         *           "bytes": 48213,
          *           "kind": "run",
          *           "pipeline": "nightly",
          *           "reason": "beyond the newest 100 runs (max_runs)",
@@ -1992,6 +2051,82 @@ export interface components {
              * @default
              */
             reason: string;
+        };
+        /** RuleOut */
+        RuleOut: {
+            /**
+             * Channel
+             * @description email, slack, teams or webhook.
+             */
+            channel: string;
+            /**
+             * On
+             * @description Events that notify: failure, success, recovery, slow.
+             */
+            on: string[];
+            /**
+             * Signed With
+             * @description webhook: the stored secret signing the body (name).
+             */
+            signed_with?: string | null;
+            /**
+             * Target
+             * @description Recipients, the URL's scheme and host only, or secret:<name>.
+             */
+            target: string;
+        };
+        /**
+         * RulesOut
+         * @example {
+         *       "email": {
+         *         "host": "smtp.example.org",
+         *         "login": true,
+         *         "port": 587,
+         *         "sender": "kubeline@example.org",
+         *         "starttls": true
+         *       },
+         *       "global_rules": [
+         *         {
+         *           "channel": "slack",
+         *           "on": [
+         *             "failure"
+         *           ],
+         *           "target": "secret:SLACK_URL"
+         *         }
+         *       ],
+         *       "pipelines": [
+         *         {
+         *           "expected_duration": 600,
+         *           "pipeline": "nightly",
+         *           "rate_limit": 10,
+         *           "rules": [
+         *             {
+         *               "channel": "webhook",
+         *               "on": [
+         *                 "failure",
+         *                 "recovery"
+         *               ],
+         *               "signed_with": "HOOK_KEY",
+         *               "target": "https://hooks.example.org/***"
+         *             }
+         *           ]
+         *         }
+         *       ]
+         *     }
+         */
+        RulesOut: {
+            /** @description The SMTP server email rules use; none when unset. */
+            email: components["schemas"]["EmailOut"] | null;
+            /**
+             * Global Rules
+             * @description KUBELINE_NOTIFICATIONS: every pipeline's runs.
+             */
+            global_rules: components["schemas"]["RuleOut"][];
+            /**
+             * Pipelines
+             * @description Pipelines with rules of their own.
+             */
+            pipelines: components["schemas"]["PipelineRulesOut"][];
         };
         /**
          * RunCellsOut
@@ -4321,6 +4456,44 @@ export interface operations {
             };
             /** @description Invalid request (field errors in `errors`) */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+        };
+    };
+    list_rules_api_v1_notifications_rules_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RulesOut"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOut"];
+                };
+            };
+            /** @description Not allowed for this role */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -5,7 +5,8 @@ import { useSession } from "../session";
 // Who sees which link: the server refuses the pages' calls to anyone else anyway.
 const LINKS = [
   ["/", "Dashboard", "any"], ["/pipelines", "Pipelines", "any"], ["/runs", "Runs", "any"], ["/secrets", "Secrets", "any"],
-  ["/sources", "Sources", "any"], ["/system", "System", "any"], ["/tokens", "Tokens", "any"], ["/users", "Users", "admin"], ["/audit", "Audit", "admin"],
+  ["/sources", "Sources", "any"], ["/notifications", "Notifications", "any"], ["/system", "System", "any"], ["/tokens", "Tokens", "any"], ["/users", "Users", "admin"], ["/audit", "Audit", "admin"],
+  ["/cleanup", "Cleanup", "admin"],
 ] as const;
 
 export function Layout({ children }: { children: ReactNode }) {

@@ -1,4 +1,6 @@
-"""``/api/v1/notifications``: every delivery with its state, attempts and last error."""
+"""``/api/v1/notifications``: every delivery with its state, attempts and last error, and the
+rules in effect (``/rules``). No secret leaves: webhook URLs show their host only (Slack and Teams
+put the secret in the path), stored secrets by name, SMTP's password as whether one is set."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import pydantic
 
 from kubeline.api import access, deps
 from kubeline.auth import roles
+from kubeline.domain import notifications
 from kubeline.storage.sql import notifications as outbox
 
 router = fastapi.APIRouter(prefix="/notifications", tags=["notifications"])
@@ -27,7 +30,7 @@ class DeliveryOut(pydantic.BaseModel):
     pipeline: str
     event: str
     channel: str
-    target: str = pydantic.Field(description="Recipients, or the URL without query, or secret:<name>.")
+    target: str = pydantic.Field(description="Recipients, or the URL's scheme and host only, or secret:<name>.")
     state: str = pydantic.Field(description="pending, sending, sent, failed (after every retry) or suppressed "
                                             "(rate limited).")
     attempts: int
@@ -38,7 +41,8 @@ class DeliveryOut(pydantic.BaseModel):
 
     @classmethod
     def of(cls, d: outbox.Delivery) -> DeliveryOut:
-        return cls(id=d.id, run_id=d.run_id, pipeline=d.pipeline, event=d.event, channel=d.channel, target=d.target,
+        return cls(id=d.id, run_id=d.run_id, pipeline=d.pipeline, event=d.event, channel=d.channel,
+                   target=notifications.masked(d.target),
                    state=d.state, attempts=d.attempts, next_at=d.next_at, last_error=d.last_error,
                    created_at=d.created_at, sent_at=d.sent_at)
 
@@ -60,3 +64,63 @@ async def list_notifications(
         return DeliveryList(items=[])
     found = await kl.notifier.outbox.list(run_id=run, pipeline=pipeline, limit=limit)
     return DeliveryList(items=[DeliveryOut.of(d) for d in found if access.visible(who, d.pipeline)])
+
+
+class RuleOut(pydantic.BaseModel):
+    channel: str = pydantic.Field(description="email, slack, teams or webhook.")
+    on: list[str] = pydantic.Field(description="Events that notify: failure, success, recovery, slow.")
+    target: str = pydantic.Field(description="Recipients, the URL's scheme and host only, or secret:<name>.")
+    signed_with: str | None = pydantic.Field(None, description="webhook: the stored secret signing the body (name).")
+
+    @classmethod
+    def of(cls, spec: notifications.NotificationSpec) -> RuleOut:
+        return cls(channel=spec.channel, on=list(spec.on), target=notifications.masked(spec.target),
+                   signed_with=spec.secret)
+
+
+class PipelineRulesOut(pydantic.BaseModel):
+    pipeline: str
+    rules: list[RuleOut]
+    expected_duration: float | None = pydantic.Field(description="Seconds; a run still running after it is 'slow'.")
+    rate_limit: int = pydantic.Field(description="Notifications per channel per hour; more are suppressed.")
+
+
+class EmailOut(pydantic.BaseModel):
+    host: str
+    port: int
+    starttls: bool
+    sender: str
+    login: bool = pydantic.Field(description="Whether a username and password are set (never returned).")
+
+
+class RulesOut(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(json_schema_extra={"examples": [{
+        "global_rules": [{"channel": "slack", "on": ["failure"], "target": "secret:SLACK_URL", "signed_with": None}],
+        "pipelines": [{"pipeline": "nightly", "expected_duration": 600.0, "rate_limit": 10, "rules": [
+            {"channel": "webhook", "on": ["failure", "recovery"], "target": "https://hooks.example.org/***",
+             "signed_with": "HOOK_KEY"}]}],
+        "email": {"host": "smtp.example.org", "port": 587, "starttls": True, "sender": "kubeline@example.org",
+                  "login": True}}]})
+
+    global_rules: list[RuleOut] = pydantic.Field(description="KUBELINE_NOTIFICATIONS: every pipeline's runs.")
+    pipelines: list[PipelineRulesOut] = pydantic.Field(description="Pipelines with rules of their own.")
+    email: EmailOut | None = pydantic.Field(description="The SMTP server email rules use; none when unset.")
+
+
+@router.get("/rules", response_model=RulesOut)
+async def list_rules(
+    kl: deps.KL, who: Annotated[roles.Principal, access.requires(roles.Role.viewer, filtered=True)],
+) -> RulesOut:
+    """The rules in effect: the server's global ones and each visible pipeline's, secrets masked."""
+    config = kl.settings
+    email = EmailOut(host=config.smtp_host, port=config.smtp_port, starttls=config.smtp_starttls,
+                     sender=config.smtp_from, login=bool(config.smtp_username and config.smtp_password)) \
+        if config.smtp_host else None
+    found = [p for p in await kl.store.list_pipelines()
+             if p.spec.notifications and access.visible(who, p.name, p.spec.tags)]
+    return RulesOut(
+        global_rules=[RuleOut.of(s) for s in (kl.notifier.global_specs if kl.notifier else [])],
+        pipelines=[PipelineRulesOut(pipeline=p.name, rules=[RuleOut.of(s) for s in p.spec.notifications],
+                                    expected_duration=p.spec.expected_duration, rate_limit=p.spec.notify_rate_limit)
+                   for p in sorted(found, key=lambda p: p.name)],
+        email=email)

@@ -21,12 +21,13 @@ class ItemOut(pydantic.BaseModel):
     target: str = pydantic.Field(description="A run id, or a path on this server.")
     pipeline: str
     reason: str
+    bytes: int | None = pydantic.Field(None, description="Bytes it frees on the server; none where unknown.")
 
 
 class PlanOut(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(json_schema_extra={"examples": [{"applied": False, "items": [
         {"kind": "run", "target": "0190a1b2c3d4e5f6a7b8c9", "pipeline": "nightly",
-         "reason": "beyond the newest 100 runs (max_runs)"}], "refused": []}]})
+         "reason": "beyond the newest 100 runs (max_runs)", "bytes": 48213}], "refused": []}]})
 
     applied: bool
     items: list[ItemOut]
@@ -35,7 +36,8 @@ class PlanOut(pydantic.BaseModel):
     @classmethod
     def of(cls, plan: service.Plan, *, applied: bool) -> PlanOut:
         return cls(applied=applied, refused=plan.refused, items=[
-            ItemOut(kind=i.kind, target=i.target, pipeline=i.pipeline, reason=i.reason) for i in plan.items])
+            ItemOut(kind=i.kind, target=i.target, pipeline=i.pipeline, reason=i.reason, bytes=i.bytes)
+            for i in plan.items])
 
 
 def _cleanup(kl: deps.KL) -> service.Cleanup:
