@@ -93,7 +93,7 @@ def test_sources_show_status_problems_and_sync_now_and_a_run_shows_its_commit(pa
     # an invalid commit: not served, the last good one stays, every problem is listed
     bad = origin.commit(BAD)
     team.get_by_role("button", name="Sync now: team").click()
-    team.get_by_text("invalid commit").wait_for()
+    team.get_by_test_id("source-status").get_by_text("invalid commit").wait_for()
     problems = team.get_by_role("list", name="Problems of team")
     assert problems.locator("li").count() == 2, problems.inner_text()
     assert "unknown stage type 'shel'" in problems.inner_text() and "61 * * * *" in problems.inner_text()
@@ -104,14 +104,16 @@ def test_sources_show_status_problems_and_sync_now_and_a_run_shows_its_commit(pa
     private = source_card(page, "private")
     assert "every 3600 s" in private.inner_text()
     private.get_by_role("button", name="Sync now: private").click()
-    private.get_by_text("unreachable", exact=True).wait_for()
+    private.get_by_test_id("source-status").get_by_text("unreachable").wait_for()
     assert private.get_by_test_id("source-url").inner_text() == "https://127.0.0.1:9/team/p.git"
 
     # SSH: generate the deploy key; the public key is shown with a copy button, the private one never
     deploy = source_card(page, "deploy")
     deploy.get_by_text("No deploy key yet").wait_for()
     deploy.get_by_role("button", name="Sync now: deploy").click()
-    deploy.get_by_text("no host key is pinned").wait_for()
+    deploy.get_by_test_id("source-status").get_by_text("unreachable").wait_for()
+    assert "no host key is pinned" in deploy.inner_text()
+    deploy.get_by_role("status").get_by_text("Sync of deploy done").wait_for()
     deploy.get_by_role("button", name="Generate deploy key").click()
     shown = deploy.get_by_test_id("deploy-key")
     shown.wait_for()

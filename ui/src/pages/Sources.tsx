@@ -63,7 +63,7 @@ function SourceCard({ source, operator, admin, onSynced }: { source: Source; ope
     const { data, error } = await api.POST("/api/v1/git/{name}/sync", { params: { path: { name: source.name } } });
     setBusy(false);
     if (error) { setNote(problemText(error)); return; }
-    setNote(`Synced: ${data.message}`);
+    setNote(`Sync of ${source.name} done at ${fmtTime(new Date().toISOString())}: ${(STATUS[data.status] ?? [data.status])[0]}.`);
     onSynced();
   };
   const behind = source.seen_commit && source.seen_commit !== source.good_commit;
