@@ -10,6 +10,7 @@ with another names a pool of its own, or runs as Jobs (the ``kubernetes`` execut
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import pydantic
@@ -62,6 +63,10 @@ class PoolSpec(specs.Model):
     drain_seconds: int = pydantic.Field(
         600, ge=1, le=86400, alias="drainSeconds",
         description="How long a pod being removed (scale-down, rollout) waits for its attempts.")
+    requirements: list[str] = pydantic.Field(
+        default_factory=list,
+        description="Packages (requirements.txt lines) the pods install once at start (uv, into an emptyDir); "
+                    "a pipeline with requirements runs here only when its requirements are the same.")
     autoscale: Autoscale | None = pydantic.Field(
         None, description="Scale the pool's pods on its demand (server-side); unset: replicas stay as set.")
 
@@ -71,6 +76,20 @@ class PoolSpec(specs.Model):
             raise ValueError(f"pool {self.name!r} names no pipelines and no tags, so it would serve nothing: "
                              "add pipelines: [NAME, ...] (or ['*'] for every pipeline) or tags: [TAG, ...]")
         return self
+
+    @pydantic.field_validator("requirements")
+    @classmethod
+    def _plain_requirements(cls, value: list[str]) -> list[str]:
+        for line in value:
+            if not line.strip() or line.strip().startswith("-"):
+                raise ValueError(f"requirements: {line!r} is not a package requirement (e.g. 'six==1.16.0'); "
+                                 "options and files (-r, --index-url) are not accepted in a pool's list")
+        return value
+
+    @property
+    def requirements_hash(self) -> str | None:
+        """The identity of the pool's packages (None: it installs none)."""
+        return requirements_hash("\n".join(self.requirements)) if self.requirements else None
 
     @property
     def initial_replicas(self) -> int:
@@ -83,10 +102,17 @@ class PoolSpec(specs.Model):
         return ANY in self.pipelines or pipeline in self.pipelines or bool(set(tags) & set(self.tags))
 
 
+def requirements_hash(text: str) -> str:
+    """A requirements file's identity: its requirement lines (comments, blanks and order aside)."""
+    lines = sorted({line.split("#", 1)[0].strip() for line in text.splitlines()} - {""})
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:12]
+
+
 def choose(pools: list[PoolSpec], *, pipeline: str, tags: tuple[str, ...] | list[str],
-           asked: str | None) -> PoolSpec:
+           asked: str | None, requirements: str | None = None) -> PoolSpec:
     """The pool of an attempt: the one asked for (``kubernetes.pool``) if it serves the pipeline,
-    else the first that does. ``ValueError`` says why none fits and what to change."""
+    else the first that does and installs the same ``requirements`` (a hash), else the first that
+    does. ``ValueError`` says why none fits and what to change."""
     if not pools:
         raise ValueError("no worker pools are configured: declare one in KUBELINE_KUBERNETES_POOLS "
                          '(e.g. [{"name": "fast", "pipelines": ["' + pipeline + '"]}]) or as a WorkerPool '
@@ -100,9 +126,11 @@ def choose(pools: list[PoolSpec], *, pipeline: str, tags: tuple[str, ...] | list
             raise ValueError(f"pool {asked!r} does not serve pipeline {pipeline!r}: add it to the pool's "
                              "pipelines (or one of its tags to the pipeline), or choose another pool")
         return pool
-    for pool in pools:
-        if pool.serves(pipeline=pipeline, tags=tags):
-            return pool
+    serving = [pool for pool in pools if pool.serves(pipeline=pipeline, tags=tags)]
+    if requirements is not None:
+        serving = [p for p in serving if p.requirements_hash == requirements] + serving
+    if serving:
+        return serving[0]
     raise ValueError(f"no worker pool serves pipeline {pipeline!r} (pools: "
                      + ", ".join(f"{p.name} serves {p.pipelines + [f'tag {t}' for t in p.tags]}" for p in pools)
                      + "); name it in a pool's pipelines or tags, or run it with executor: kubernetes")

@@ -155,7 +155,7 @@ class PoolExecutor:
     def pool_for(self, spec: base.AttemptSpec) -> _Pool:
         try:
             chosen = pools.choose([p.spec for p in self.pools.values()], pipeline=spec.pipeline,
-                                  tags=spec.tags, asked=spec.kubernetes.pool)
+                                  tags=spec.tags, asked=spec.kubernetes.pool, requirements=_requirements_hash(spec))
         except ValueError as exc:
             raise errors.ExecutorError(f"stage {spec.stage_id}: {exc}") from None
         return self.pools[chosen.name]
@@ -258,7 +258,7 @@ class PoolExecutor:
     async def start(self, spec: base.AttemptSpec, sink: base.LogSink) -> dict[str, Any]:
         await self.read_resources()
         pool = self.pool_for(spec)
-        script = _script_argv(spec)
+        script = _script_argv(spec, pool=pool.spec)
         await self.ensure(pool)
         code: bytes | None = None
         if spec.folder is not None:
@@ -457,7 +457,13 @@ class PoolExecutor:
         self.kube.close()
 
 
-def _script_argv(spec: base.AttemptSpec) -> list[str]:
+def _requirements_hash(spec: base.AttemptSpec) -> str | None:
+    if spec.requirements is None or not spec.requirements.is_file():
+        return None
+    return pools.requirements_hash(spec.requirements.read_text(encoding="utf-8", errors="replace"))
+
+
+def _script_argv(spec: base.AttemptSpec, *, pool: pools.PoolSpec) -> list[str]:
     """``[script, *args]`` of a python stage a pool pod can fork; ``ExecutorError`` otherwise."""
     argv = list(spec.argv)
     rest = argv[1:] if argv[:1] == ["python"] else []
@@ -468,10 +474,18 @@ def _script_argv(spec: base.AttemptSpec) -> list[str]:
         raise errors.ExecutorError(
             f"stage {spec.stage_id}: a worker pool runs python scripts only (this is a {spec.stage_type} "
             "stage); run it with executor: kubernetes")
-    if (spec.requirements is not None and spec.requirements.is_file()) or spec.extra_packages:
+    if spec.extra_packages:
         raise errors.ExecutorError(
-            f"stage {spec.stage_id}: a worker pool runs on its image's Python and cannot install requirements "
-            "per attempt; bake them into the pool's image (a pool of its own) or run it with executor: kubernetes")
+            f"stage {spec.stage_id}: a worker pool cannot install packages per attempt "
+            f"({', '.join(spec.extra_packages)}); run it with executor: kubernetes")
+    wanted = _requirements_hash(spec)
+    if wanted is not None and wanted != pool.requirements_hash:
+        assert spec.requirements is not None
+        has = f"installs requirements with hash {pool.requirements_hash}" if pool.requirements else "installs none"
+        raise errors.ExecutorError(
+            f"stage {spec.stage_id}: its requirements ({spec.requirements.name}, hash {wanted}) are not those of "
+            f"worker pool {pool.name!r}, which {has}: give the pool the same requirements (requirements: [...] in "
+            "its spec, the lines of the file), use a pool that has them, or run it with executor: kubernetes")
     if spec.env_from:
         raise errors.ExecutorError(f"stage {spec.stage_id}: valueFrom env is not available on a worker pool; "
                                    "store the value as a Kubeline secret, or run it with executor: kubernetes")

@@ -133,10 +133,20 @@ def not_ready_reason(pods: list[dict[str, Any]]) -> tuple[str, str]:
         for condition in pod.get("status", {}).get("conditions") or []:
             if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
                 return condition.get("reason") or "Unschedulable", condition.get("message", "")
+        for status in pod.get("status", {}).get("initContainerStatuses") or []:  # the requirements' install
+            state = status.get("state") or {}
+            failed = (state.get("terminated") or {}).get("exitCode") or (
+                (status.get("lastState") or {}).get("terminated") or {}).get("exitCode")
+            if failed:
+                return ("RequirementsFailed", f"installing the pool's requirements failed (exit {failed}): "
+                        f"kubectl logs {pod['metadata'].get('name', '')} -c {status.get('name', '')}")
+            waiting = state.get("waiting")
+            if waiting and waiting.get("reason") not in (None, "PodInitializing"):
+                return waiting["reason"], waiting.get("message") or ""
         for status in pod.get("status", {}).get("containerStatuses") or []:
             waiting = (status.get("state") or {}).get("waiting")
-            if waiting and waiting.get("reason") not in (None, "ContainerCreating"):
-                return waiting["reason"], waiting.get("message", "")
+            if waiting and waiting.get("reason") not in (None, "ContainerCreating", "PodInitializing"):
+                return waiting["reason"], waiting.get("message") or ""
     return "PodsStarting", "to become ready"
 
 

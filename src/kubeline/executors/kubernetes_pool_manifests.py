@@ -26,6 +26,9 @@ POOL_LABEL = manifests.LABEL_PREFIX + "pool"
 HASH_ANNOTATION = manifests.LABEL_PREFIX + "pool-hash"
 CONTAINER = "worker"
 CODE_DIR = "/kubeline/pool"
+PACKAGES_DIR = "/kubeline/packages"  # emptyDir: the pool's requirements, installed once per pod
+REQUIREMENTS_FILE = "requirements.txt"
+REQUIREMENTS_ANNOTATION = manifests.LABEL_PREFIX + "requirements-hash"
 TOKEN_KEY = "token"  # noqa: S105 - a key name
 
 
@@ -49,10 +52,43 @@ def labels(pool: pools.PoolSpec) -> dict[str, str]:
             "app.kubernetes.io/component": "worker-pool"}
 
 
+def pool_files(pool: pools.PoolSpec, files: dict[str, str]) -> dict[str, str]:
+    """The worker's files, and the pool's requirements when it has some."""
+    if not pool.requirements:
+        return dict(files)
+    return {**files, REQUIREMENTS_FILE: "\n".join(pool.requirements) + "\n"}
+
+
 def config_map(pool: pools.PoolSpec, *, defaults: manifests.Defaults, files: dict[str, str]) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": name_for(pool), "namespace": namespace_for(pool, defaults), "labels": labels(pool)},
-            "data": dict(files)}
+            "data": pool_files(pool, files)}
+
+
+_HARDENED = {
+    "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000,
+    "capabilities": {"drop": ["ALL"]}, "privileged": False,
+}
+
+
+def _installer(pool: pools.PoolSpec, *, image: str) -> dict[str, Any]:
+    """The init container that installs the pool's requirements into the packages emptyDir (uv,
+    the image's Python); the worker then has them on PYTHONPATH, and so has every forked attempt."""
+    return {
+        "name": "requirements",
+        "image": image,
+        "imagePullPolicy": pool.image_pull_policy,
+        "command": ["uv", "pip", "install", "--quiet", "--python", "python3", "--target", PACKAGES_DIR,
+                    "-r", f"{CODE_DIR}/{REQUIREMENTS_FILE}"],
+        "env": [{"name": "HOME", "value": manifests.TMP_DIR},
+                {"name": "UV_CACHE_DIR", "value": f"{manifests.TMP_DIR}/uv-cache"}],
+        "resources": _resources(pool),
+        "securityContext": dict(_HARDENED),
+        "volumeMounts": [{"name": "code", "mountPath": CODE_DIR, "readOnly": True},
+                         {"name": "packages", "mountPath": PACKAGES_DIR},
+                         {"name": "tmp", "mountPath": manifests.TMP_DIR}],
+    }
 
 
 def secret(pool: pools.PoolSpec, *, defaults: manifests.Defaults, token: str) -> dict[str, Any]:
@@ -103,15 +139,14 @@ def deployment(pool: pools.PoolSpec, *, defaults: manifests.Defaults, files: dic
         "lifecycle": {"preStop": {"exec": {"command": [
             "python3", f"{CODE_DIR}/worker.py", "drain", str(pool.drain_seconds)]}}},
         "resources": _resources(pool),
-        "securityContext": {
-            "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000,
-            "capabilities": {"drop": ["ALL"]}, "privileged": False,
-        },
+        "securityContext": dict(_HARDENED),
         "volumeMounts": [{"name": "code", "mountPath": CODE_DIR, "readOnly": True},
                          {"name": "work", "mountPath": manifests.WORK_DIR},
                          {"name": "tmp", "mountPath": manifests.TMP_DIR}],
     }
+    if pool.requirements:
+        container["env"].append({"name": "PYTHONPATH", "value": PACKAGES_DIR})
+        container["volumeMounts"].append({"name": "packages", "mountPath": PACKAGES_DIR, "readOnly": True})
     pod_spec: dict[str, Any] = {
         "enableServiceLinks": False,
         "automountServiceAccountToken": service_account is not None,
@@ -122,15 +157,19 @@ def deployment(pool: pools.PoolSpec, *, defaults: manifests.Defaults, files: dic
         "volumes": [{"name": "code", "configMap": {"name": name, "defaultMode": 0o444}},
                     {"name": "work", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}],
     }
+    if pool.requirements:
+        pod_spec["initContainers"] = [_installer(pool, image=container["image"])]
+        pod_spec["volumes"].append({"name": "packages", "emptyDir": {}})
     if service_account:
         pod_spec["serviceAccountName"] = service_account
     if pool.node_selector:
         pod_spec["nodeSelector"] = dict(pool.node_selector)
     if pool.tolerations:
         pod_spec["tolerations"] = [dict(t) for t in pool.tolerations]
-    digest = hashlib.sha256(json.dumps([pod_spec, files], sort_keys=True).encode()).hexdigest()[:16]
+    digest = hashlib.sha256(json.dumps([pod_spec, pool_files(pool, files)], sort_keys=True).encode()).hexdigest()[:16]
     meta = {"name": name, "namespace": namespace_for(pool, defaults), "labels": labels(pool),
-            "annotations": {HASH_ANNOTATION: digest}}
+            "annotations": {HASH_ANNOTATION: digest,
+                            REQUIREMENTS_ANNOTATION: pool.requirements_hash or "none"}}
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": {
         "replicas": pool.initial_replicas,
         "selector": {"matchLabels": {POOL_LABEL: pool.name}},
