@@ -77,6 +77,7 @@ async def test_workerpool_status_says_what_each_pool_is_doing_and_why_not(
           tags: [nowhere]
           nodeSelector: {kubeline.dev/no-such-node: "x"}
           autoscale: {minReplicas: 1, maxReplicas: 1}
+          requirements: ["six==1.16.0"]   # accepted by the CRD; never installed (no node)
         ---
         apiVersion: kubeline.dev/v1
         kind: WorkerPool

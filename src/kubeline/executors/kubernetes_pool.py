@@ -247,7 +247,7 @@ class PoolExecutor:
 
     def pool_load(self) -> dict[str, dict[str, int]]:
         """Per pool, attempts of this process waiting for a pod slot and running (``/metrics``:
-        ``kubeline_pool_attempts``, what an HPA scales a pool on)."""
+        ``kubeline_pool_attempts``; pools scale on ``kubeline_pool_demand``, which sees the queue too)."""
         load = {name: {"waiting": 0, "running": 0} for name in self.pools}
         for tracked in list(self._tracked.values()):
             counts = load.setdefault(tracked.pool.spec.name, {"waiting": 0, "running": 0})

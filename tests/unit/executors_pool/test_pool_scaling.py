@@ -171,3 +171,19 @@ def test_a_status_condition_keeps_its_transition_time_while_its_status_stays() -
     assert invalid["lastTransitionTime"] != "2026-01-01T00:00:00Z"  # True -> False: now
     assert all(c["message"] for c in body["conditions"])  # never empty (an empty one reaches the API as null)
     assert "desiredReplicas" not in body
+
+
+async def test_only_the_replica_holding_the_lease_acts(sql_store: sql_store_.SqlStore) -> None:
+    """The second replica's round stops at the Lease: it reads nothing and scales nothing (its
+    executor is never touched: None here would fail at the first use)."""
+    from kubeline.executors import kubernetes_pool_controller as controller
+    from kubeline.operator import leader
+    from kubeline.testing import leases
+
+    shared = leases.MemoryLeases()
+    first = leader.LeaderElection(leases=shared, identity="replica-1")
+    assert await first.try_acquire_or_renew()
+    second = controller.PoolController(executor=None, store=sql_store, default_executor="kubernetes-pool",  # type: ignore[arg-type]
+                                       election=leader.LeaderElection(leases=shared, identity="replica-2"))
+    assert await second.tick() is False
+    assert second.observed == {}
