@@ -33,7 +33,7 @@ from fastapi import params, routing
 
 from kubeline import bootstrap
 from kubeline.auth import roles, service
-from kubeline.domain import errors
+from kubeline.domain import errors, runs
 
 Role = roles.Role
 SESSION_COOKIE = "kubeline_session"
@@ -161,7 +161,7 @@ def public(reason: str, *, audit: bool = True, audit_reads: bool = False) -> Any
 def pipeline_path(param: str = "name") -> Locator:
     async def locate(request: fastapi.Request, kl: bootstrap.Kubeline) -> tuple[str, list[str]] | None:
         name = request.path_params.get(param)
-        return None if name is None else await _with_tags(kl, str(name))
+        return None if name is None else await _with_tags(request, kl, str(name))
 
     return locate
 
@@ -172,6 +172,7 @@ def run_path(param: str = "run_id") -> Locator:
             run = await kl.store.get_run(str(request.path_params.get(param)))
         except errors.NotFoundError:
             return None
+        request.state.located_run = run
         return run.pipeline, list(run.spec.tags)
 
     return locate
@@ -184,16 +185,31 @@ def pipeline_body(field: str = "pipeline") -> Locator:
         except ValueError:
             return None
         name = body.get(field) if isinstance(body, dict) else None
-        return await _with_tags(kl, name) if isinstance(name, str) else None
+        return await _with_tags(request, kl, name) if isinstance(name, str) else None
 
     return locate
 
 
-async def _with_tags(kl: bootstrap.Kubeline, name: str) -> tuple[str, list[str]]:
+async def _with_tags(request: fastapi.Request, kl: bootstrap.Kubeline, name: str) -> tuple[str, list[str]]:
     try:
-        return name, list((await kl.store.get_pipeline(name)).spec.tags)
+        pipeline = await kl.store.get_pipeline(name)
     except errors.NotFoundError:
         return name, []
+    request.state.located_pipeline = pipeline
+    return name, list(pipeline.spec.tags)
+
+
+def located_run(request: fastapi.Request, run_id: str) -> runs.Run | None:
+    """The run ``run_id`` as the access check read it for this request, or None."""
+    found = getattr(request.state, "located_run", None)
+    return found if isinstance(found, runs.Run) and found.id == run_id else None
+
+
+def located_pipeline(request: fastapi.Request, name: str) -> runs.Pipeline | None:
+    """The stored pipeline ``name`` as the access check loaded it for this request (a route
+    reuses it instead of reading it again: one query less per call), or None."""
+    found = getattr(request.state, "located_pipeline", None)
+    return found if isinstance(found, runs.Pipeline) and found.name == name else None
 
 
 def visible(who: roles.Principal, pipeline: str, tags: list[str] | tuple[str, ...] = ()) -> bool:

@@ -44,15 +44,23 @@ async def reload_pipelines(kl: bootstrap.Kubeline) -> loader.Discovery:
     return found
 
 
-async def current_pipeline(kl: bootstrap.Kubeline, name: str) -> runs.Pipeline:
-    """The stored pipeline, reloaded from its folder when that still exists (edits take effect)."""
-    pipeline = await kl.store.get_pipeline(name)
-    if pipeline.source == "folder" and pipeline.path and await asyncio.to_thread(pathlib.Path(pipeline.path).is_dir):
-        fresh = await asyncio.to_thread(loader.load_folder, pathlib.Path(pipeline.path), name=name)
+async def current_pipeline(kl: bootstrap.Kubeline, name: str, *, stored: runs.Pipeline | None = None) -> runs.Pipeline:
+    """The stored pipeline (``stored`` when the caller read it already), reloaded from its folder
+    when that still exists (edits take effect)."""
+    pipeline = stored if stored is not None and stored.name == name else await kl.store.get_pipeline(name)
+    if pipeline.source == "folder" and pipeline.path:
+        fresh = await asyncio.to_thread(_reload, pathlib.Path(pipeline.path), name=name)
+        if fresh is None:
+            return pipeline
         if fresh.spec_hash != pipeline.spec_hash:
             await kl.store.upsert_pipeline(fresh)
         return fresh
     return pipeline
+
+
+def _reload(folder: pathlib.Path, *, name: str) -> runs.Pipeline | None:
+    """The folder's pipeline, or None when the folder is gone (one thread hop for both)."""
+    return loader.load_folder(folder, name=name) if folder.is_dir() else None
 
 
 async def environment_of(kl: bootstrap.Kubeline, pipeline: runs.Pipeline) -> env_schemas.EnvironmentOut:
@@ -126,8 +134,10 @@ def _validate_files(files: dict[str, str], *, name: str | None) -> runs.Pipeline
 
 # runs -----------------------------------------------------------------------------------------
 async def create_run(kl: bootstrap.Kubeline, *, pipeline_name: str, inputs: dict[str, Any],
-                     schedule_id: str | None, trigger: runs.TriggeredBy) -> runs.Run:
-    pipeline = await current_pipeline(kl, pipeline_name)
+                     schedule_id: str | None, trigger: runs.TriggeredBy,
+                     stored: runs.Pipeline | None = None) -> runs.Run:
+    """Queue a run; ``stored``: the pipeline as already read for this request (not read again)."""
+    pipeline = await current_pipeline(kl, pipeline_name, stored=stored)
     return await kl.engine.submit(pipeline, inputs=inputs, triggered_by=trigger, schedule_id=schedule_id)
 
 

@@ -18,11 +18,13 @@ _SCAN_PAGES = 20  # pages read per request when a filter the store cannot apply 
 @router.post("", status_code=201, response_model=schemas.RunOut,
              responses=deps.problem_responses(404, 409, 422),
              dependencies=[access.requires(Role.operator, pipeline=access.pipeline_body())])
-async def create_run(body: schemas.RunCreate, kl: deps.KL, response: fastapi.Response) -> schemas.RunOut:
+async def create_run(body: schemas.RunCreate, kl: deps.KL, request: fastapi.Request,
+                     response: fastapi.Response) -> schemas.RunOut:
     """Queue a run of a pipeline with these inputs (checked against its declared inputs: 422)."""
     run = await services.create_run(kl, pipeline_name=body.pipeline, inputs=body.inputs,
                                     schedule_id=body.schedule_id,
-                                    trigger=runs.TriggeredBy(kind=runs.TriggerKind.API))
+                                    trigger=runs.TriggeredBy(kind=runs.TriggerKind.API),
+                                    stored=access.located_pipeline(request, body.pipeline))
     response.headers["Location"] = f"/api/v1/runs/{run.id}"
     return schemas.RunOut.of(run)
 
@@ -63,9 +65,9 @@ async def list_runs(
 
 @router.get("/{run_id}", response_model=schemas.RunOut, responses=deps.problem_responses(404),
             dependencies=[access.requires(Role.viewer, pipeline=access.run_path())])
-async def get_run(run_id: str, kl: deps.KL) -> schemas.RunOut:
+async def get_run(run_id: str, kl: deps.KL, request: fastapi.Request) -> schemas.RunOut:
     """One run with its stages and attempts."""
-    run = await kl.store.get_run(run_id)
+    run = access.located_run(request, run_id) or await kl.store.get_run(run_id)
     return schemas.RunOut.of(run, stages=await kl.store.list_stage_runs(run_id),
                              attempts=await kl.store.list_attempts(run_id))
 

@@ -3,7 +3,14 @@
 The store writes every transaction as a plain function of a SQLAlchemy ``Connection``;
 ``Database.run`` executes it in one transaction and awaits the result.
 
-- PostgreSQL: an async engine (psycopg 3); the function runs through ``run_sync`` on it.
+- PostgreSQL: an async engine (psycopg 3); the function runs through ``run_sync`` on it. Round
+  trips are most of a transaction's cost there, so: a read (``write=False``) runs in autocommit,
+  without the ``BEGIN`` and ``COMMIT`` round trips (under READ COMMITTED, PostgreSQL's default,
+  each statement of a transaction takes its own snapshot anyway: a read of several statements
+  sees nothing less consistent); and a pooled connection is not pinged before each use
+  (``pool_pre_ping`` was one more round trip per transaction): a connection the server dropped
+  fails its first statement, SQLAlchemy then invalidates the pool, and the transaction runs
+  again on a new connection (below), while ``pool_recycle`` retires connections that idled long.
 - SQLite: a sync pysqlite engine. A write to a file database first runs right on the calling
   (event loop) thread on a connection that never waits for a lock: the transaction is a few
   hundred microseconds of work, while a hop to another thread costs that again and, worse, makes
@@ -63,6 +70,7 @@ BUSY_TIMEOUT_MS = 30_000
 READER_THREADS = 4
 POOL_SIZE = 20  # PostgreSQL connections kept open per process
 POOL_OVERFLOW = 20  # and opened for a burst beyond them
+POOL_RECYCLE = 1800  # seconds: connections older than this are replaced (idle-killing proxies, failovers)
 
 _T = TypeVar("_T")
 _NOTICES = "kubeline_notices"
@@ -144,8 +152,9 @@ class AsyncDatabase:
         # A pool as wide as the transactions one process runs at once (a driver per run, up to
         # the engine's concurrency): with SQLAlchemy's default 5 + 10 overflow, every connection
         # past 5 was opened and closed per transaction (a new PostgreSQL backend each time).
-        self.engine = sa_asyncio.create_async_engine(url, pool_pre_ping=True, pool_size=POOL_SIZE,
-                                                     max_overflow=POOL_OVERFLOW)
+        self.engine = sa_asyncio.create_async_engine(url, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW,
+                                                     pool_recycle=POOL_RECYCLE)
+        self.reads = self.engine.execution_options(isolation_level="AUTOCOMMIT")  # same pool
         self.dialect = self.engine.dialect.name
         self.wakeups = wakeups_.Wakeups()
 
@@ -156,7 +165,7 @@ class AsyncDatabase:
         # transaction completes (commits or rolls back) as a whole, as on SQLite, and the caller
         # is cancelled once it has.
         abandoned = asyncio.Event()  # the caller was cancelled: no more retries
-        transaction = asyncio.ensure_future(self._transaction(fn, abandoned=abandoned))
+        transaction = asyncio.ensure_future(self._transaction(fn, write=write, abandoned=abandoned))
         cancelled = False
         while not transaction.done():
             try:
@@ -173,12 +182,15 @@ class AsyncDatabase:
             self.wakeups.deliver(notices)
         return result
 
-    async def _transaction(self, fn: Callable[[sa.Connection], _T], *,
+    async def _transaction(self, fn: Callable[[sa.Connection], _T], *, write: bool,
                            abandoned: asyncio.Event) -> tuple[_T, Notices]:
         loop = asyncio.get_running_loop()
         give_up = loop.time() + self.reconnect_within
         for tries in itertools.count():
             try:
+                if not write:
+                    async with self.reads.connect() as conn:
+                        return await conn.run_sync(_with_notices(fn))
                 async with self.engine.begin() as conn:
                     return await conn.run_sync(_with_notices(fn))
             except sa_exc.DataError as exc:
