@@ -64,3 +64,44 @@ async def test_runs_on_a_pool_with_only_the_pool_role(cluster: Cluster, namespac
     assert run.state is states.RunState.FAILED
     assert first.failure is states.FailureKind.START_FAILED
     assert "refused the request to pool pod" in first.error and "needs pods/proxy" in first.error
+
+
+async def test_the_pool_controller_scales_and_writes_status_with_only_the_pool_role(
+        cluster: Cluster, namespace: str, worker_image: str, api_client: Any, kubectl: Any,
+        tmp_path: pathlib.Path) -> None:
+    """A server's pool controller (the Lease, autoscale, WorkerPool status) needs nothing more."""
+    import asyncio
+
+    from kubeline import bootstrap
+    from kubeline.operator import crds
+
+    assert cluster.kubeconfig is not None
+    kubectl("apply", "-f", "-", input=crds.render()["workerpools.yaml"])
+    kubectl("wait", "--for=condition=Established", "crd/workerpools.kubeline.dev", "--timeout=60s")
+    kubectl("apply", "-n", namespace, "-f", str(RBAC))  # as shipped (the test above narrows it)
+    kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump({
+        "apiVersion": "kubeline.dev/v1", "kind": "WorkerPool", "metadata": {"name": "scaled"},
+        "spec": {"tags": ["scaled"], "autoscale": {"minReplicas": 1, "maxReplicas": 2}}}))
+    kubeconfig = _token_kubeconfig(api_client, namespace, cluster.kubeconfig, tmp_path / "pool.kubeconfig")
+    custom = client.CustomObjectsApi(api_client)
+
+    def ready_reason() -> str | None:
+        found = custom.get_namespaced_custom_object("kubeline.dev", "v1", namespace, "workerpools", "scaled")
+        return next((c["reason"] for c in (found.get("status") or {}).get("conditions") or []
+                     if c["type"] == "Ready"), None)
+
+    async with kubeline(cluster, namespace, tmp_path / "home3", worker_image, kubernetes_kubeconfig=kubeconfig,
+                        pools=[], kubernetes_pool_interval=0.5) as kl:
+        controller = bootstrap.pool_controller(kl)
+        assert controller is not None
+        acting = asyncio.create_task(controller.run_forever())
+        try:
+            await asyncio.to_thread(wait_until, lambda: ready_reason() == "PodsReady", timeout=120,
+                                    what="WorkerPool scaled: its pod ready, written by the controller")
+        finally:
+            acting.cancel()
+            await asyncio.gather(acting, return_exceptions=True)
+    lease = client.CoordinationV1Api(api_client).read_namespaced_lease("kubeline-worker-pools", namespace)
+    assert lease.spec.holder_identity is None  # released at shutdown, so another replica need not wait
+    deployment = client.AppsV1Api(api_client).read_namespaced_deployment("kl-pool-scaled", namespace)
+    assert deployment.spec.replicas == 1
