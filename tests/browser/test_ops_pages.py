@@ -184,8 +184,15 @@ def plain_server(tmp_path: pathlib.Path) -> Iterator[testing.ServerThread]:
         yield running
 
 
-def test_no_sources_configured_says_how_to_add_one(tab_as, plain_server):
+def test_empty_states_say_what_to_configure(tab_as, plain_server):
     tab = tab_as(plain_server, "ada", "admin")
     tab.goto("/sources")
     tab.get_by_test_id("no-sources").wait_for()
     assert "KUBELINE_GIT_REPOS" in tab.get_by_test_id("no-sources").inner_text()
+    tab.goto("/notifications")
+    tab.get_by_test_id("no-deliveries").wait_for()
+    assert "KUBELINE_NOTIFICATIONS" in tab.get_by_test_id("no-rules").inner_text()
+    assert "no SMTP server" in tab.get_by_test_id("smtp").inner_text()
+    tab.goto("/cleanup")
+    tab.get_by_test_id("nothing").wait_for()
+    assert tab.get_by_role("button", name="Apply cleanup…").count() == 0

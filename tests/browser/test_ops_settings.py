@@ -118,6 +118,14 @@ def test_notifications_show_rules_masked_and_deliveries_with_their_errors(page, 
     assert "MISSING_SLACK_URL" in text and "not found" in text  # the slack URL secret was never stored
     assert "SMTP 127.0.0.1:9 unreachable" in text
     assert failed["id"] in text
+
+    # an admin sends a test through one rule and sees the outcome in place
+    before = len(Receiver.seen)
+    rules.get_by_role("button", name="Send test: alerting rule 1 (webhook)").click()
+    rules.get_by_role("status").get_by_text("sent", exact=True).wait_for()
+    assert len(Receiver.seen) == before + 1
+    rules.get_by_role("button", name="Send test: alerting rule 2 (slack)").click()
+    rules.get_by_role("status").filter(has_text="MISSING_SLACK_URL").wait_for()
     content = page.content()
     assert "path-token-of-the-hook" not in content and SMTP_PASSWORD not in content
     for theme in ("light", "dark"):
@@ -179,6 +187,7 @@ def test_a_viewer_reads_notifications_and_cannot_clean_up(tab_as, server):  # no
     nav = tab.get_by_role("navigation", name="Main")
     assert nav.get_by_role("link", name="Notifications").count() == 1
     assert nav.get_by_role("link", name="Cleanup").count() == 0
+    assert tab.get_by_role("button", name="Send test").count() == 0
     tab.goto("/cleanup")
     tab.get_by_role("alert").filter(has_text="admin").wait_for()
     assert tab.get_by_role("button", name="Apply cleanup…").count() == 0
@@ -195,6 +204,8 @@ def test_pipeline_pages_show_environment_ready_or_failed_with_the_reason(page, s
     state.get_by_text("failed", exact=True).wait_for(timeout=60_000)  # the section follows the build
     reason = api(server, "GET", "/pipelines/oldpy/environment").json()["reason"]
     assert "3.2" in reason and state.inner_text().endswith(reason)
+    title_line = page.get_by_test_id("env-state").first  # the pipeline's summary line follows the build too
+    title_line.get_by_text("failed", exact=True).wait_for(timeout=30_000)
     page.goto("/pipelines/pyjob")
     deps = page.get_by_role("region", name="Environment and dependencies")
     deps.get_by_test_id("env-state").get_by_text("ready", exact=True).wait_for(timeout=120_000)

@@ -146,21 +146,11 @@ class Notifier:
         return len(due)
 
     async def _deliver(self, delivery: outbox_.Delivery) -> None:
-        error = ""
         try:
             spec = notifications.NotificationSpec.model_validate(delivery.spec)
-            url = await self.secrets.get(spec.url_secret) if spec.url_secret else spec.url
-            key = await self.secrets.get(spec.secret) if spec.secret else None
             message = notifications.Message(**{**delivery.message, "at": dt.datetime.fromisoformat(
                 delivery.message["at"])})
-            await channels.send(spec=spec, message=message, url=url, hmac_key=key, settings=self.settings,
-                                limit=self.timeout)
-        except channels.DeliveryError as exc:
-            error = str(exc)
-        except (errors.NotFoundError, errors.SecretError) as exc:
-            error = f"secret for the notification: {exc}"
-        except TimeoutError:
-            error = f"{delivery.channel} delivery did not finish in time"
+            error = await self._send(spec, message)
         except Exception as exc:  # a notification never takes the loop down; the error is recorded
             error = f"{type(exc).__name__}: {exc}"
         attempt = delivery.attempts + 1
@@ -169,6 +159,32 @@ class Notifier:
             log.warning("notification %s (%s to %s) attempt %d failed: %s", delivery.id, delivery.channel,
                         notifications.masked(delivery.target), attempt, error)  # a webhook URL's path is a secret
         await self.outbox.finish(delivery.id, error=error, retry_in=retry)
+
+    async def _send(self, spec: notifications.NotificationSpec, message: notifications.Message) -> str:
+        """Send ``message`` through ``spec`` once; why it failed in words, or '' when it was sent."""
+        try:
+            url = await self.secrets.get(spec.url_secret) if spec.url_secret else spec.url
+            key = await self.secrets.get(spec.secret) if spec.secret else None
+            await channels.send(spec=spec, message=message, url=url, hmac_key=key, settings=self.settings,
+                                limit=self.timeout)
+        except channels.DeliveryError as exc:
+            return str(exc)
+        except (errors.NotFoundError, errors.SecretError) as exc:
+            return f"secret for the notification: {exc}"
+        except TimeoutError:
+            return f"{spec.channel} delivery did not finish in time"
+        return ""
+
+    async def send_test(self, spec: notifications.NotificationSpec, *, pipeline: str) -> str:
+        """Send a test message through one rule now, outside the outbox (nothing is recorded or
+        retried: an admin checking a channel sees the outcome at once). The error, or ''."""
+        message = notifications.Message(
+            event="test", pipeline=pipeline, run_id="-", state="test", link=self.settings.public_url,
+            title=f"{pipeline}: test notification from Kubeline", reason="sent from the Notifications page")
+        try:
+            return await self._send(spec, message)
+        except Exception as exc:  # an admin's check reports whatever broke instead of a 500
+            return f"{type(exc).__name__}: {exc}"
 
     async def run_forever(self, *, poll: float = 1.0) -> None:
         while True:

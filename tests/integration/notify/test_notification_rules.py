@@ -4,8 +4,11 @@ SMTP password never returned; deliveries listed with the same masking."""
 
 from __future__ import annotations
 
+import http.server
+import json
 import pathlib
 import textwrap
+import threading
 import time
 from typing import Any
 
@@ -103,3 +106,52 @@ def test_deliveries_show_the_masked_target_and_the_last_error(server: Any) -> No
         listed = http.get("/api/v1/notifications").text
     for secret in ("slack-path-secret", "hook-path-secret", "query-secret"):
         assert secret not in listed
+
+
+class _Receiver(http.server.BaseHTTPRequestHandler):
+    seen: list[tuple[str, dict[str, str], dict[str, Any]]] = []
+
+    def do_POST(self) -> None:  # the http.server hook
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+        _Receiver.seen.append((self.path, dict(self.headers), body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_an_admin_sends_a_test_through_one_rule(server: Any) -> None:
+    _Receiver.seen.clear()
+    receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    try:
+        with server.http() as admin:
+            admin.put("/api/v1/secrets/GLOBAL_HOOK",
+                      json={"value": f"http://127.0.0.1:{receiver.server_address[1]}/in/hook-secret"}).raise_for_status()
+            for name in ("GLOBAL_SIGN", "SIGN_KEY"):
+                admin.put(f"/api/v1/secrets/{name}", json={"value": "sign"}).raise_for_status()
+            sent = admin.post("/api/v1/notifications/rules/test", json={"index": 1})
+            assert sent.json() == {"sent": True, "channel": "webhook", "target": "secret:GLOBAL_HOOK", "error": ""}
+            path, headers, body = _Receiver.seen[-1]
+            assert path == "/in/hook-secret" and headers["X-Kubeline-Signature"].startswith("sha256=")
+            assert (body["event"], body["title"]) == ("test", "(global): test notification from Kubeline")
+
+            refused = admin.post("/api/v1/notifications/rules/test", json={"pipeline": "alpha", "index": 0}).json()
+            assert refused["sent"] is False and refused["target"] == "http://127.0.0.1:9/***"
+            assert refused["error"] == "webhook receiver unreachable: ConnectError"
+            missing = admin.post("/api/v1/notifications/rules/test", json={"pipeline": "quiet", "index": 0})
+            assert missing.status_code == 404
+            assert "pipeline 'quiet' has 0 notification rule(s); there is no rule 0" in missing.json()["detail"]
+            assert admin.post("/api/v1/notifications/rules/test", json={"pipeline": "nope", "index": 0}).status_code == 404
+            assert admin.post("/api/v1/notifications/rules/test", json={"index": -1}).status_code == 422
+        operator = server.login_as("opa", "operator")
+        denied = httpx.post(f"{server.url}/api/v1/notifications/rules/test", json={"index": 1}, timeout=30,
+                            headers={"Authorization": f"Bearer {operator}"})
+        assert denied.status_code == 403
+        assert len(_Receiver.seen) == 1  # nothing recorded or retried: the outbox holds no test
+        assert not [d for d in httpx.get(f"{server.url}/api/v1/notifications", headers=server.headers,
+                                         timeout=30).json()["items"] if d["event"] == "test"]
+    finally:
+        receiver.shutdown()
+        receiver.server_close()

@@ -78,7 +78,7 @@ export default function PipelineDetail() {
     const { data, error } = await api.GET("/api/v1/pipelines/{name}", { params: { path: { name } } });
     if (error) throw new Error(problemText(error));
     return data;
-  }, [name]);
+  }, [name], 10000);  // the environment state in the title line follows a build
   const spec = useData(async () => (await api.GET("/api/v1/pipelines/{name}/spec", { params: { path: { name } } })).data as Spec | undefined, [name]);
   const schedules = useData(async () => (await api.GET("/api/v1/pipelines/{name}/schedules", { params: { path: { name }, query: { count: 3 } } })).data ?? [], [name], 30000);
   const runs = useData(async () => (await api.GET("/api/v1/runs", { params: { query: { pipeline: name, limit: 50 } } })).data?.items ?? [], [name], 5000);

@@ -12,7 +12,7 @@ import pydantic
 
 from kubeline.api import access, deps
 from kubeline.auth import roles
-from kubeline.domain import notifications
+from kubeline.domain import errors, notifications
 from kubeline.storage.sql import notifications as outbox
 
 router = fastapi.APIRouter(prefix="/notifications", tags=["notifications"])
@@ -124,3 +124,35 @@ async def list_rules(
                                     expected_duration=p.spec.expected_duration, rate_limit=p.spec.notify_rate_limit)
                    for p in sorted(found, key=lambda p: p.name)],
         email=email)
+
+
+class TestIn(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    pipeline: str | None = pydantic.Field(None, description="The pipeline whose rule to test; none: a global rule.")
+    index: int = pydantic.Field(ge=0, description="The rule's position in that list (as /rules lists them).")
+
+
+class TestOut(pydantic.BaseModel):
+    sent: bool
+    channel: str
+    target: str = pydantic.Field(description="As /rules shows it (no secret).")
+    error: str = pydantic.Field(description="Why the channel refused or did not answer; empty when sent.")
+
+
+@router.post("/rules/test", response_model=TestOut, responses=deps.problem_responses(404),
+             dependencies=[access.requires(roles.Role.admin)])
+async def send_test(body: TestIn, kl: deps.KL) -> TestOut:
+    """Send a test message through one rule now and say how it went (not recorded, not retried)."""
+    if kl.notifier is None:
+        raise errors.NotFoundError("notifications are not set up on this server")
+    if body.pipeline is None:
+        found, where = kl.notifier.global_specs, "KUBELINE_NOTIFICATIONS"
+    else:
+        found, where = (await kl.store.get_pipeline(body.pipeline)).spec.notifications, f"pipeline {body.pipeline!r}"
+    if body.index >= len(found):
+        raise errors.NotFoundError(f"{where} has {len(found)} notification rule(s); there is no rule {body.index} "
+                                   "(count from 0, as GET /api/v1/notifications/rules lists them)")
+    spec = found[body.index]
+    error = await kl.notifier.send_test(spec, pipeline=body.pipeline or "(global)")
+    return TestOut(sent=not error, channel=spec.channel, target=notifications.masked(spec.target), error=error)
