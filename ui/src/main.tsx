@@ -1,25 +1,26 @@
-import { StrictMode, Suspense, lazy } from "react";
+import { StrictMode, Suspense } from "react";
 import { createRoot } from "react-dom/client";
 import { BrowserRouter, Route, Routes } from "react-router-dom";
 import { Layout } from "./components/Layout";
+import { firstPage, lazy } from "./lazyPage";
 import { Loading } from "./components/Common";
 import { Dashboard } from "./pages/Dashboard";
 import { AcceptInvitation, Login } from "./pages/Login";
 import { SessionProvider, useSession } from "./session";
 import "./styles.css";
 
-const Runs = lazy(() => import("./pages/Runs"));
-const RunDetail = lazy(() => import("./pages/RunDetail"));
-const Pipelines = lazy(() => import("./pages/Pipelines"));
-const PipelineDetail = lazy(() => import("./pages/PipelineDetail"));
-const Secrets = lazy(() => import("./pages/Secrets"));
-const System = lazy(() => import("./pages/System"));
-const Users = lazy(() => import("./pages/Users"));
-const Tokens = lazy(() => import("./pages/Tokens"));
-const Audit = lazy(() => import("./pages/Audit"));
-const Sources = lazy(() => import("./pages/Sources"));
-const Notifications = lazy(() => import("./pages/Notifications"));
-const Cleanup = lazy(() => import("./pages/Cleanup"));
+const Runs = lazy(() => import("./pages/Runs"), "/runs");
+const RunDetail = lazy(() => import("./pages/RunDetail"), "/runs/:id");
+const Pipelines = lazy(() => import("./pages/Pipelines"), "/pipelines");
+const PipelineDetail = lazy(() => import("./pages/PipelineDetail"), "/pipelines/:name");
+const Secrets = lazy(() => import("./pages/Secrets"), "/secrets");
+const System = lazy(() => import("./pages/System"), "/system");
+const Users = lazy(() => import("./pages/Users"), "/users");
+const Tokens = lazy(() => import("./pages/Tokens"), "/tokens");
+const Audit = lazy(() => import("./pages/Audit"), "/audit");
+const Sources = lazy(() => import("./pages/Sources"), "/sources");
+const Notifications = lazy(() => import("./pages/Notifications"), "/notifications");
+const Cleanup = lazy(() => import("./pages/Cleanup"), "/cleanup");
 
 function NotFound() {
   return <><h1>Not found</h1><p>No page here. Use the navigation above.</p></>;
@@ -55,7 +56,8 @@ function App() {
   );
 }
 
-createRoot(document.getElementById("root")!).render(
+// Rendered once the opened page's code is here (see lazyPage.ts): a few ms, saving a fallback.
+void firstPage().then(() => createRoot(document.getElementById("root")!).render(
   <StrictMode>
     <BrowserRouter>
       <SessionProvider>
@@ -63,4 +65,4 @@ createRoot(document.getElementById("root")!).render(
       </SessionProvider>
     </BrowserRouter>
   </StrictMode>,
-);
+));

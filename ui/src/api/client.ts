@@ -13,6 +13,25 @@ export type Problem = Schemas["ProblemOut"];
 
 export const api = createClient<paths>({ baseUrl: "" });
 
+// Answers index.html asked for before the bundle ran, by path and query: the first GET of the
+// same URL takes one (once) if it is fresh and succeeded; anything else (a 401 before login, an
+// error, an answer older than a few seconds) goes to the server again.
+const EARLY_FRESH_MS = 5000;
+const early: Record<string, Promise<Response> | undefined> =
+  (window as unknown as { __prefetch?: Record<string, Promise<Response>> }).__prefetch ?? {};
+api.use({
+  async onRequest({ request }) {
+    if (request.method !== "GET") return undefined;
+    const url = new URL(request.url);
+    const found = early[url.pathname + url.search];
+    if (!found) return undefined;
+    delete early[url.pathname + url.search];
+    if (performance.now() > EARLY_FRESH_MS) return undefined;
+    const response = await found.catch(() => undefined);
+    return response?.ok ? response : undefined;
+  },
+});
+
 /** The problem's detail, for showing an error in words. */
 export function problemText(error: unknown, fallback = "request failed"): string {
   if (error && typeof error === "object" && "detail" in error) {

@@ -22,6 +22,7 @@ from kubeline.domain import states
 router = fastapi.APIRouter(tags=["stats"])
 _RECENT = 10
 _SLOWEST = 5
+_KINDS = ("succeeded", "failed", "cancelled", "other")
 _FAILED = {states.RunState.FAILED, states.RunState.TIMED_OUT}
 
 
@@ -74,18 +75,17 @@ async def get_stats(
     today = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     since = today - dt.timedelta(days=days - 1)
     found = await kl.store.run_stats(since=since, recent=_RECENT, slowest=_SLOWEST)
-    per_day = {(since + dt.timedelta(days=i)).date(): DayOut(day=(since + dt.timedelta(days=i)).date())
-               for i in range(days)}
+    dates = [(since + dt.timedelta(days=i)).date() for i in range(days)]
+    per_day: dict[dt.date, dict[str, int]] = {day: dict.fromkeys(_KINDS, 0) for day in dates}
     heatmap = [[0] * 24 for _ in range(7)]
     total = finished = failed = 0
     for group in found.hours:
         kind = _kind(group.state)
         total += group.count
         heatmap[group.hour.weekday()][group.hour.hour] += group.count
-        day = per_day.get(group.hour.date())
-        if day is not None:
-            setattr(day, kind, getattr(day, kind) + group.count)
-        if states.is_final(group.state):
+        if (day := per_day.get(group.hour.date())) is not None:
+            day[kind] += group.count
+        if group.state in states.FINAL_RUN:
             finished += group.count
             failed += group.count if kind == "failed" else 0
     recent: dict[str, list[RecentRunOut]] = {}
@@ -97,7 +97,8 @@ async def get_stats(
     return StatsOut(since=since, total=total, failure_rate=failed / finished if finished else None,
                     queued=found.by_state.get(states.RunState.QUEUED, 0),
                     running=found.by_state.get(states.RunState.RUNNING, 0),
-                    days=list(per_day.values()), heatmap=heatmap, slowest=slowest, recent=recent)
+                    days=[DayOut(day=day, **per_day[day]) for day in dates], heatmap=heatmap, slowest=slowest,
+                    recent=recent)
 
 
 def _kind(state: states.RunState) -> str:
