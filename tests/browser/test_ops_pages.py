@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from tests.browser.conftest import axe_violations, screenshot, set_theme
+from tests.browser.conftest import BOTH_DATABASES, axe_violations, screenshot, set_theme
 from tests.browser.test_pages import api, run_and_wait
 
 from kubeline import settings as settings_
@@ -79,6 +79,7 @@ def source_card(page: Any, name: str) -> Any:
     return page.get_by_role("region", name=f"Source {name}")
 
 
+@BOTH_DATABASES
 def test_sources_show_status_problems_and_sync_now_and_a_run_shows_its_commit(page, server, origin):
     first = origin.commit(GOOD)
     page.goto("/sources")
