@@ -18,7 +18,7 @@ from sqlalchemy import exc as sa_exc
 
 from kubeline.auth import records, roles
 from kubeline.domain import errors
-from kubeline.storage.sql import engines
+from kubeline.storage.sql import audit_rows, engines
 from kubeline.storage.sql import tables as T
 
 
@@ -52,6 +52,7 @@ def _values(record: Any, table: sa.Table) -> dict[str, Any]:
 class Accounts:
     def __init__(self, database: engines.Database) -> None:
         self.database = database
+        self.audit_writer = audit_rows.AuditWriter(database)
 
     async def _rows(self, query: Any) -> builtins.list[sa.RowMapping]:
         return await self.database.run(lambda conn: list(conn.execute(query).mappings()), write=False)
@@ -273,9 +274,8 @@ class Accounts:
     # audit -------------------------------------------------------------------------------------
     async def append_audit(self, *, at: dt.datetime, actor: str, action: str, target: str, outcome: int,
                            ip: str, detail: dict[str, Any]) -> None:
-        stmt = sa.insert(T.audit_log).values(at=at, actor=actor[:200], action=action[:64], target=target,
-                                             outcome=outcome, ip=ip[:64], detail=detail)
-        await self.database.run(lambda conn: conn.execute(stmt), write=True)
+        await self.audit_writer.append({"at": at, "actor": actor[:200], "action": action[:64], "target": target,
+                                        "outcome": outcome, "ip": ip[:64], "detail": detail})
 
     async def list_audit(self, *, actor: str | None = None, action: str | None = None, target: str | None = None,
                          since: dt.datetime | None = None, until: dt.datetime | None = None,
