@@ -153,11 +153,17 @@ def test_cleanup_plan_refusal_confirmation_and_force(page, server):
         assert axe_violations(page) == [], theme
         screenshot(page, f"cleanup-{theme}")
 
-    # apply needs an explicit confirmation; "keep everything" leaves it all
-    page.get_by_role("button", name="Apply cleanup…").click()
+    # apply needs an explicit confirmation; by keyboard, the safe choice has the focus and the
+    # focus comes back to the button that opened it
+    focused = "() => document.activeElement && document.activeElement.textContent"
+    page.get_by_role("button", name="Apply cleanup…").focus()
+    page.keyboard.press("Enter")
     confirm = page.get_by_role("group", name="Confirm cleanup")
-    confirm.get_by_role("button", name="Keep everything").click()
+    confirm.wait_for()
+    assert page.evaluate(focused) == "Keep everything"
+    page.keyboard.press("Enter")
     confirm.wait_for(state="detached")
+    assert page.evaluate(focused) == "Apply cleanup…"
     assert len(api(server, "GET", "/runs", params={"pipeline": "keep2"}).json()["items"]) == 3
     page.get_by_role("button", name="Apply cleanup…").click()
     confirm.get_by_role("button", name="Delete 1 item").click()

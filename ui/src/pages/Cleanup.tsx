@@ -2,7 +2,7 @@
 // pipeline and kind with counts and sizes; applying it needs an explicit confirmation. A policy
 // that would remove every finished run of a pipeline is refused by the server unless forced: the
 // page says which pipelines and why, and forcing is a separate, named choice.
-import { useState } from "react";
+import { useEffect, useRef, useState } from "react";
 import { api, problemText, type Schemas } from "../api/client";
 import { Card, ErrorNote, Loading } from "../components/Common";
 import { useData } from "../hooks";
@@ -66,6 +66,12 @@ export default function Cleanup() {
   const [busy, setBusy] = useState(false);
   const [result, setResult] = useState<Plan | null>(null);
   const [error, setError] = useState("");
+  const applyButton = useRef<HTMLButtonElement>(null);
+  const wasConfirming = useRef(false);
+  useEffect(() => {  // keyboard users land back on the button that opened the confirmation
+    if (wasConfirming.current && !confirming) applyButton.current?.focus();
+    wasConfirming.current = confirming;
+  }, [confirming]);
   const plan = useData(async () => {
     const { data, error } = await api.GET("/api/v1/retention/plan", { params: { query: { force } } });
     if (error) throw new Error(problemText(error));
@@ -96,11 +102,11 @@ export default function Cleanup() {
         {admin && <div>
           {(p.refused.length > 0 || force) && <label><input type="checkbox" checked={force} onChange={(e) => { setForce(e.target.checked); setConfirming(false); }} />{" "}
             Force: also delete every finished run of the refused pipelines</label>}
-          {!confirming && p.items.length > 0 && <p><button type="button" className="danger" onClick={() => setConfirming(true)}>Apply cleanup…</button></p>}
+          {!confirming && p.items.length > 0 && <p><button type="button" ref={applyButton} className="danger" onClick={() => setConfirming(true)}>Apply cleanup…</button></p>}
           {confirming && <div role="group" aria-label="Confirm cleanup" className="card">
             <p><strong>Delete {p.items.length} item{p.items.length === 1 ? "" : "s"} ({fmtBytes(sum(p.items))}) now?</strong> This cannot be undone{force ? ", and includes every finished run of the pipelines listed above" : ""}.</p>
             <button type="button" className="danger" disabled={busy} onClick={() => void apply()}>Delete {p.items.length} item{p.items.length === 1 ? "" : "s"}</button>{" "}
-            <button type="button" onClick={() => setConfirming(false)}>Keep everything</button>
+            <button type="button" autoFocus onClick={() => setConfirming(false)}>Keep everything</button>
           </div>}
         </div>}
         <ErrorNote text={error} />
