@@ -116,3 +116,63 @@ def test_cli_dry_run_and_bad_policy(tmp_path: pathlib.Path) -> None:
     bad = subprocess.run([str(kubeline), "retention", "apply"], env=env, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "KUBELINE_RETENTION" in bad.stdout + bad.stderr
     assert "max_runs" in bad.stdout + bad.stderr
+
+
+def _finished_runs(url: str, pipeline: str, count: int) -> list[str]:
+    """``count`` finished runs of ``pipeline`` in the database at ``url``, oldest first."""
+    from kubeline.domain import specs, states
+
+    async def seed() -> list[str]:
+        store = await sql_store.SqlStore.open(url)
+        made = []
+        try:
+            spec = specs.PipelineSpec.model_validate({"stages": [{"id": "a", "type": "shell", "command": "true"}]})
+            for _ in range(count):
+                run = runs.Run(id=runs.new_id(), pipeline=pipeline, spec=spec)
+                await store.create_run(run, [runs.StageRun(run_id=run.id, stage_id="a")])
+                await store.transition_run(run.id, states.RunState.RUNNING)
+                await store.transition_run(run.id, states.RunState.SUCCEEDED)
+                made.append(run.id)
+                await asyncio.sleep(0.002)  # ids order by the millisecond
+        finally:
+            await store.close()
+        return made
+    return asyncio.run(seed())
+
+
+def test_cli_plan_output_formats(tmp_path: pathlib.Path) -> None:
+    """``retention plan|apply -o table|wide|json|yaml``: JSON/YAML are the API's PlanOut object."""
+    import yaml
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBELINE_")}
+    url = f"sqlite+aiosqlite:///{tmp_path / 'kubeline.db'}"
+    env.update(KUBELINE_HOME=str(tmp_path / "home"), KUBELINE_DATABASE_URL=url,
+               KUBELINE_RETENTION=json.dumps({"max_runs": 1}))
+    made = _finished_runs(url, "keep1", 3)
+    kubeline = pathlib.Path(sys.executable).with_name("kubeline")
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(kubeline), "retention", *args], env=env, capture_output=True, text=True,
+                              timeout=120)
+
+    as_json = cli("plan", "-o", "json")
+    assert as_json.returncode == 0, as_json.stderr
+    plan = json.loads(as_json.stdout)
+    assert plan["applied"] is False and plan["refused"] == []
+    runs_gone = [i for i in plan["items"] if i["kind"] == "run"]
+    assert sorted(i["target"] for i in runs_gone) == sorted(made[:2])
+    assert set(runs_gone[0]) == {"kind", "target", "pipeline", "reason", "bytes"}
+    assert runs_gone[0]["pipeline"] == "keep1" and "max_runs" in runs_gone[0]["reason"]
+    assert yaml.safe_load(cli("plan", "-o", "yaml").stdout) == plan
+    table = cli("plan")
+    assert table.returncode == 0 and "TARGET" in table.stdout and "BYTES" not in table.stdout
+    assert all(run_id in table.stdout for run_id in made[:2]) and made[2] not in table.stdout
+    assert f"{len(plan['items'])} item(s) would remove" in table.stdout
+    assert "BYTES" in cli("plan", "-o", "wide").stdout
+    bad = cli("plan", "-o", "xml")
+    assert bad.returncode == 2 and "xml" in bad.stderr
+    applied = json.loads(cli("apply", "-o", "json").stdout)
+    assert applied["applied"] is True and sorted(i["target"] for i in applied["items"] if i["kind"] == "run") \
+        == sorted(made[:2])
+    assert json.loads(cli("plan", "-o", "json").stdout)["items"] == [
+        i for i in plan["items"] if i["kind"] not in ("run", "logs", "artifacts")]
