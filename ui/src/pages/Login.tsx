@@ -2,6 +2,7 @@ import { useState, type FormEvent } from "react";
 import { useNavigate } from "react-router-dom";
 import { api, problemText } from "../api/client";
 import { ErrorNote } from "../components/Common";
+import { useData } from "../hooks";
 import { useSession } from "../session";
 
 /** Password login, then the forced change of a one-time password. */
@@ -11,6 +12,7 @@ export function Login() {
   const [password, setPassword] = useState("");
   const [fresh, setFresh] = useState("");
   const [error, setError] = useState("");
+  const providers = useData(async () => (await api.GET("/api/v1/auth/providers")).data ?? [], []);
 
   const login = async (event: FormEvent) => {
     event.preventDefault();
@@ -54,6 +56,11 @@ export function Login() {
         <button type="submit">Log in</button>
       </form>
       {error && <ErrorNote text={error} />}
+      {!!providers.data?.length && (
+        <nav aria-label="Other ways to log in" className="providers">
+          {providers.data.map((p) => <a key={p.name} className="button" href={p.login_url}>Log in with {p.label}</a>)}
+        </nav>
+      )}
     </main>
   );
 }
