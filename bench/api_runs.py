@@ -13,7 +13,12 @@ servers dispatch and run them. Figures:
   one request;
 - final: runs final per second (first request -> last run final), every run succeeded;
 - exactly once: attempts per run and "claimed" events per run are checked to be 1 (a round with
-  a run started twice fails), and how many replicas drove runs is shown.
+  a run started twice fails), and how many replicas drove runs is shown;
+- server CPU per POST: the replicas' CPU time while the POSTs ran, divided by the runs (with the
+  default ``--role all`` it includes dispatching and running the runs that started meanwhile).
+
+``--role api`` starts the replicas as API-only servers (no dispatcher): the POSTs' own cost, with
+nothing else competing for the CPU; runs stay queued, so there is no "final" figure then.
 
 Access: the servers get an admin token (``KUBELINE_ADMIN_TOKEN``) and the clients send it.
 """
@@ -56,7 +61,8 @@ def noop_pipeline(work: pathlib.Path) -> pathlib.Path:
 
 
 @contextlib.contextmanager
-def servers(url: str, *, count: int, work: pathlib.Path, token: str, pipelines: pathlib.Path) -> Iterator[list[str]]:
+def servers(url: str, *, count: int, work: pathlib.Path, token: str, pipelines: pathlib.Path,
+            role: str = "all", pids: list[int] | None = None) -> Iterator[list[str]]:
     """``count`` ``kubeline server`` processes on one database (these ``pipelines``), on 127.0.0.1;
     their base URLs once ready. Stopped (SIGTERM) on the way out."""
     procs: list[subprocess.Popen[bytes]] = []
@@ -70,8 +76,11 @@ def servers(url: str, *, count: int, work: pathlib.Path, token: str, pipelines: 
             log = (work / f"server-{i}.log").open("wb")
             procs.append(subprocess.Popen(
                 [sys.executable, "-c", CLI, "server", "--host", "127.0.0.1", "--port", str(port),
-                 "--upload-port", str(_free_port()), "--pipelines", str(pipelines), "--log-level", "warning"],
+                 "--upload-port", str(_free_port()), "--pipelines", str(pipelines), "--log-level", "warning",
+                 *(["--role", role] if role != "all" else [])],
                 env=env, stdout=log, stderr=subprocess.STDOUT))
+            if pids is not None:
+                pids.append(procs[-1].pid)
             bases.append(f"http://127.0.0.1:{port}")
             if i == 0:  # the first migrates the database: let it finish before the next starts
                 _wait_ready(bases[0], procs[0], work / "server-0.log")
@@ -152,13 +161,32 @@ def _counts(url: str) -> dict[str, Any]:
             "claims": sorted({int(n) for _, n in claims}), "runs_claimed": len(claims), "owners": int(owners)}
 
 
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes so far (Linux ``/proc``)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / ticks
+
+
 def measure(p: dict[str, Any]) -> dict[str, Any]:
     work = pathlib.Path(p["work"]) / f"api-{secrets.token_hex(3)}"
     token = secrets.token_urlsafe(24)
     count = p["runs"]
-    with servers(p["url"], count=p["replicas"], work=work, token=token, pipelines=noop_pipeline(work)) as bases:
+    role = p.get("role", "all")
+    pids: list[int] = []
+    with servers(p["url"], count=p["replicas"], work=work, token=token, pipelines=noop_pipeline(work),
+                 role=role, pids=pids) as bases:
         t0 = time.perf_counter()
+        cpu0 = _cpu_seconds(pids)
         post_wall, latencies, ids = asyncio.run(post_runs(bases, count=count, clients=p["clients"], token=token))
+        cpu_per_post = (_cpu_seconds(pids) - cpu0) / count
+        if role != "all":  # nothing dispatches: the runs stay queued
+            assert len(set(ids)) == count, "a POST answered an id twice"
+            return {"runs": count, "post_rate": count / post_wall, "post_p50": rounds.percentile(latencies, 50),
+                    "post_p99": rounds.percentile(latencies, 99), "cpu_per_post": cpu_per_post}
         deadline = time.monotonic() + p["final_timeout"]
         while True:
             counts = _counts(p["url"])
@@ -170,6 +198,7 @@ def measure(p: dict[str, Any]) -> dict[str, Any]:
     assert len(set(ids)) == count, "a POST answered an id twice"
     return {"runs": count, "post_rate": count / post_wall, "post_p50": rounds.percentile(latencies, 50),
             "post_p99": rounds.percentile(latencies, 99), "final_rate": count / final_wall,
+            "cpu_per_post": cpu_per_post,
             "succeeded": counts["states"].get("succeeded", 0), **{k: counts[k] for k in (
                 "attempts", "runs_with_attempts", "claims", "runs_claimed", "owners")}}
 
@@ -179,7 +208,9 @@ FIGURES = [
     rounds.Figure("post_p50", "POST p50", "ms"),
     rounds.Figure("post_p99", "POST p99", "ms"),
     rounds.Figure("final_rate", "runs final/s"),
+    rounds.Figure("cpu_per_post", "server CPU per POST", "ms", 2),
 ]
+API_ONLY_FIGURES = [f for f in FIGURES if f.key != "final_rate"]
 
 
 def main() -> None:
@@ -188,29 +219,40 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--replicas", type=int, default=2)
     parser.add_argument("--final-timeout", type=float, default=300.0, help="seconds to wait for every run to end")
+    parser.add_argument("--role", choices=["all", "api"], default="all",
+                        help="api: API-only replicas (no dispatcher), the POSTs' own cost")
     rounds.add_arguments(parser, backends="postgres")
     args = parser.parse_args()
     if rounds.one_round(args, measure):
         return
+    what = "one 'true' stage, local executor" if args.role == "all" else "API-only replicas: runs stay queued"
     print(f"{args.runs} runs POSTed by {args.clients} clients to {args.replicas} server replicas "
-          f"(one 'true' stage, local executor); {args.rounds} interleaved rounds; {rounds.machine_line()}", flush=True)
+          f"({what}); {args.rounds} interleaved rounds; {rounds.machine_line()}", flush=True)
     with rounds.variants(args) as chosen:
         results = rounds.interleave(
             pathlib.Path(__file__), args=args, chosen=chosen,
             params=lambda v, url: {"url": url, "runs": args.runs, "clients": args.clients,
-                                   "replicas": args.replicas, "final_timeout": args.final_timeout},
-            show=lambda r: (f"POST {r['post_rate']:.0f}/s p50 {r['post_p50'] * 1000:.0f} ms "
-                            f"p99 {r['post_p99'] * 1000:.0f} ms final {r['final_rate']:.0f}/s "
-                            f"ok {r['succeeded']}/{r['runs']} attempts/run {r['attempts']} "
-                            f"claims/run {r['claims']} replicas driving {r['owners']}"))
-    rounds.report(results, FIGURES)
+                                   "replicas": args.replicas, "final_timeout": args.final_timeout, "role": args.role},
+            show=_show)
+    rounds.report(results, FIGURES if args.role == "all" else API_ONLY_FIGURES)
     print(rounds.machine_line())
+    if args.role != "all":
+        return
     bad = [f"{v.label}: {r['succeeded']}/{r['runs']} succeeded, attempts per run {r['attempts']}, "
            f"claims per run {r['claims']}" for v, rs in results.items() for r in rs
            if r["succeeded"] != r["runs"] or r["attempts"] != [1] or r["claims"] != [1]
            or r["runs_with_attempts"] != r["runs"] or r["runs_claimed"] != r["runs"]]
     if bad:
         raise SystemExit(f"runs not started exactly once or not succeeded: {bad}")
+
+
+def _show(r: dict[str, Any]) -> str:
+    line = (f"POST {r['post_rate']:.0f}/s p50 {r['post_p50'] * 1000:.0f} ms p99 {r['post_p99'] * 1000:.0f} ms "
+            f"CPU/POST {r['cpu_per_post'] * 1000:.2f} ms")
+    if "final_rate" not in r:
+        return line
+    return (f"{line} final {r['final_rate']:.0f}/s ok {r['succeeded']}/{r['runs']} attempts/run {r['attempts']} "
+            f"claims/run {r['claims']} replicas driving {r['owners']}")
 
 
 if __name__ == "__main__":
