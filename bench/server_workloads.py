@@ -10,11 +10,15 @@ is a Python stage on ``--executor`` (``local-warm``: a fork of a warm worker).
 Per round (``bench/rounds.py``: a fresh process and database each) one ``kubeline server`` runs on
 127.0.0.1 with the workloads as its pipelines folder; per workload one warm-up run (the warm worker
 starts), then ``--runs`` runs one after the other, each ``POST /api/v1/runs`` then
-``GET /api/v1/runs/{id}`` every 5 ms until it is final. Figures per workload (the round's median
-of its runs, then median and spread over rounds):
+``GET /api/v1/runs/{id}`` every 5 ms until it is final, and as many runs, alternating with those,
+that wait as ``kubeline.client`` does instead: following the run's event stream (SSE, pushed by
+the server) until its end. Figures per workload (the round's median of its runs, then median and
+spread over rounds):
 
-- observed: the client's time from sending the POST to seeing the run final;
-- queued -> end: the run's ``finished_at - created_at`` as the server recorded them.
+- observed: the client's time from sending the POST to seeing the run final (polling; "sse":
+  following the events);
+- queued -> end: the run's ``finished_at - created_at`` as the server recorded them (the polls
+  cost the server CPU too: compare with the SSE runs' figure).
 
 Every run must succeed and every attempt must have run on ``--executor`` (a round that fell back
 to another executor fails). Access: the server gets an admin token; requests send it.
@@ -51,13 +55,23 @@ def pipeline_name(workload: workloads.Workload, executor: str) -> str:
     return f"{workload.name.replace('_', '-')}-{executor}"  # as workloads.kubeline_pipeline names it
 
 
-async def run_once(http: Any, name: str) -> tuple[float, float, dict[str, Any]]:
+async def run_once(http: Any, name: str, *, sse: bool = False) -> tuple[float, float, dict[str, Any]]:
     """One run through the API: observed seconds, queued -> end seconds, the final run."""
     t0 = time.perf_counter()
     response = await http.post("/api/v1/runs", json={"pipeline": name})
     if response.status_code != 201:
         raise SystemExit(f"POST /api/v1/runs {name}: {response.status_code} {response.text[:500]}")
     run_id = response.json()["id"]
+    if sse:  # as kubeline.client's wait(): the run's events until the stream's end, then the run
+        async with http.stream("GET", f"/api/v1/runs/{run_id}/events/stream",
+                               headers={"Accept": "text/event-stream"}) as stream:
+            async for line in stream.aiter_lines():
+                if line.strip() == "event: end":
+                    break
+        observed = time.perf_counter() - t0
+        run = (await http.get(f"/api/v1/runs/{run_id}")).json()
+        took = (dt.datetime.fromisoformat(run["finished_at"]) - dt.datetime.fromisoformat(run["created_at"]))
+        return observed, took.total_seconds(), run
     while True:
         run = (await http.get(f"/api/v1/runs/{run_id}")).json()
         if run["state"] in ("succeeded", "failed", "cancelled"):
@@ -77,21 +91,24 @@ async def drive(base: str, *, token: str, chosen: list[workloads.Workload], exec
         for workload in chosen:
             name = pipeline_name(workload, executor)
             await run_once(http, name)  # warm-up: the warm worker starts
-            observed: list[float] = []
-            server: list[float] = []
+            observed: dict[bool, list[float]] = {False: [], True: []}
+            server: dict[bool, list[float]] = {False: [], True: []}
             used: set[str] = set()
             states: list[str] = []
             for _ in range(runs):
-                seen, took, run = await run_once(http, name)
-                observed.append(seen)
-                server.append(took)
-                states.append(run["state"])
-                used.update(a["executor"] for a in run.get("attempts") or [])
+                for sse in (False, True):
+                    seen, took, run = await run_once(http, name, sse=sse)
+                    observed[sse].append(seen)
+                    server[sse].append(took)
+                    states.append(run["state"])
+                    used.update(a["executor"] for a in run.get("attempts") or [])
             if set(states) != {"succeeded"} or used != {executor}:
                 raise SystemExit(f"{workload.name}: runs {states}, executors used {sorted(used)} "
                                  f"(expected all succeeded on {executor})")
-            figures[f"{workload.name}_observed"] = statistics.median(observed)
-            figures[f"{workload.name}_server"] = statistics.median(server)
+            figures[f"{workload.name}_observed"] = statistics.median(observed[False])
+            figures[f"{workload.name}_server"] = statistics.median(server[False])
+            figures[f"{workload.name}_observed_sse"] = statistics.median(observed[True])
+            figures[f"{workload.name}_server_sse"] = statistics.median(server[True])
     return figures
 
 
@@ -118,7 +135,9 @@ def main() -> None:
     chosen = pick(args.workloads)
     figures = [f for w in chosen for f in (
         rounds.Figure(f"{w.name}_observed", f"{w.name}: observed (s)", "", 3),
-        rounds.Figure(f"{w.name}_server", f"{w.name}: queued->end (s)", "", 3))]
+        rounds.Figure(f"{w.name}_server", f"{w.name}: queued->end (s)", "", 3),
+        rounds.Figure(f"{w.name}_observed_sse", f"{w.name}: observed, sse (s)", "", 3),
+        rounds.Figure(f"{w.name}_server_sse", f"{w.name}: queued->end, sse (s)", "", 3))]
     print(f"{', '.join(w.title for w in chosen)}: through one `kubeline server` ({args.executor}), 1 warm-up + "
           f"{args.runs} runs each per round (median of the round), {args.rounds} interleaved rounds; "
           f"{rounds.machine_line()}", flush=True)
