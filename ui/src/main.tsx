@@ -6,7 +6,7 @@ import { firstPage, lazy } from "./lazyPage";
 import { Loading } from "./components/Common";
 import { Dashboard } from "./pages/Dashboard";
 import { AcceptInvitation, Login } from "./pages/Login";
-import { SessionProvider, useSession } from "./session";
+import { loadSession, SessionProvider, useSession } from "./session";
 import "./styles.css";
 
 const Runs = lazy(() => import("./pages/Runs"), "/runs");
@@ -56,11 +56,12 @@ function App() {
   );
 }
 
-// Rendered once the opened page's code is here (see lazyPage.ts): a few ms, saving a fallback.
-void firstPage().then(() => createRoot(document.getElementById("root")!).render(
+// Rendered once the opened page's code and who is logged in are here (index.html asked for the
+// latter before this script ran; lazyPage.ts explains the former): the first render is the page.
+void Promise.all([loadSession().catch(() => undefined), firstPage()]).then(([me]) => createRoot(document.getElementById("root")!).render(
   <StrictMode>
     <BrowserRouter>
-      <SessionProvider>
+      <SessionProvider initial={me}>
         <App />
       </SessionProvider>
     </BrowserRouter>

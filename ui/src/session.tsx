@@ -22,13 +22,20 @@ const SessionContext = createContext<SessionState>({
   me: null, loading: true, refresh: async () => {}, logout: async () => {},
 });
 
-export function SessionProvider({ children }: { children: ReactNode }) {
-  const [me, setMe] = useState<Me | null>(null);
-  const [loading, setLoading] = useState(true);
+/** Who is logged in (null: nobody), asked once; keeps the session's CSRF token for later changes. */
+export async function loadSession(): Promise<Me | null> {
+  const { data } = await api.GET("/api/v1/auth/me");
+  csrf = data?.csrf_token ?? null;
+  return data ?? null;
+}
+
+/** `initial`: the identity main.tsx loaded before the first render (the app then starts on its
+ * page instead of "Loading…"); without it the provider asks itself. */
+export function SessionProvider({ children, initial }: { children: ReactNode; initial?: Me | null }) {
+  const [me, setMe] = useState<Me | null>(initial ?? null);
+  const [loading, setLoading] = useState(initial === undefined);
   const refresh = async () => {
-    const { data } = await api.GET("/api/v1/auth/me");
-    csrf = data?.csrf_token ?? null;
-    setMe(data ?? null);
+    setMe(await loadSession());
     setLoading(false);
   };
   const logout = async () => {
@@ -36,7 +43,7 @@ export function SessionProvider({ children }: { children: ReactNode }) {
     csrf = null;
     setMe(null);
   };
-  useEffect(() => { void refresh(); }, []);
+  useEffect(() => { if (initial === undefined) void refresh(); }, []);
   return <SessionContext.Provider value={{ me, loading, refresh, logout }}>{children}</SessionContext.Provider>;
 }
 
