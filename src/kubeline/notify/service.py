@@ -17,6 +17,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import urllib.parse
 from collections.abc import Callable
 
 from kubeline import settings as settings_
@@ -112,7 +113,7 @@ class Notifier:
             reason = f"running for {int(run.duration or 0)}s, expected {run.spec.expected_duration:g}s"
         return notifications.Message(
             event=event, pipeline=run.pipeline, run_id=run.id, state=run.state.value,
-            link=f"{self.settings.public_url.rstrip('/')}/api/v1/runs/{run.id}",
+            link=f"{self.settings.public_url.rstrip('/')}/runs/{urllib.parse.quote(run.id, safe='')}",
             title=notifications.title(event=event, pipeline=run.pipeline, run_id=run.id, state=run.state.value),
             reason=reason, failed_stage=failed, log_tail=tail, git_commit=repos.commit_of(run.pipeline_path))
 

@@ -198,7 +198,7 @@ def test_channels_retries_rate_limit_and_bad_receivers(tmp_path: pathlib.Path, d
             assert signed["headers"]["X-Kubeline-Signature"] == "sha256=" + hmac.new(
                 b"hook-key", stamp.encode() + b"." + raw, hashlib.sha256).hexdigest()
             body = signed["body"]
-            assert body["link"] == f"https://kubeline.example.org/api/v1/runs/{failed.id}"
+            assert body["link"] == f"https://kubeline.example.org/runs/{failed.id}"
             assert body["failed_stage"] == "check" and "exit" in body["reason"].lower()
             assert "[stdout] checking the mark" in body["log_tail"]
             assert "[stdout] token ***" in body["log_tail"] and "s3cr3t" not in json.dumps(hook.seen)
@@ -210,7 +210,7 @@ def test_channels_retries_rate_limit_and_bad_receivers(tmp_path: pathlib.Path, d
             assert teams[0]["body"]["@type"] == "MessageCard" and "recovered" in teams[0]["body"]["title"]
             mail = _wait(lambda: mailbox.messages)
             assert mail[0][0] == ["ops@example.org"]
-            assert f"Run: https://kubeline.example.org/api/v1/runs/{failed.id}" in mail[0][1]
+            assert f"Run: https://kubeline.example.org/runs/{failed.id}" in mail[0][1]
             assert "Failed stage: check" in mail[0][1] and "s3cr3t" not in mail[0][1]
 
             slow = api.create_run("slow")
