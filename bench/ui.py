@@ -1,6 +1,6 @@
 """Web UI speed in headless Chromium against a real server holding 10,000 runs.
 
-    .venv/bin/python bench/ui.py [--runs 10000] [--rounds 5] [--lines 200000]
+    .venv/bin/python bench/ui.py [--runs 10000] [--rounds 5] [--lines 200000] [--baseline REF]
 
 Setup: a SQLite database gets ``--runs`` finished runs over the last 14 days (rows made by
 ``storage.sql.rows.run_to_row``, 20 pipelines, ~90 % succeeded), then ``kubeline server`` (a
@@ -17,6 +17,12 @@ Measured per round (rounds interleaved, a fresh browser context each, so nothing
 Printed: median and spread (min-max) over rounds. Targets (issue 15): first paint < 300 ms, no
 long task > 50 ms in the log view.
 
+``--baseline REF``: before and after in one invocation. ``git archive REF src ui`` is unpacked
+aside, its UI built there (``npm ci`` + ``npm run build``), and a second server runs that code
+(its ``src`` first on ``PYTHONPATH``: the server and the UI of REF) on a copy of the same seeded
+database. Every round measures both, in alternating order, with the same browser and this
+file's measurements, so the machine's load (2 shared cores) hits both alike.
+
 Needs Debian's chromium (``apt-get install chromium``) and the built UI (``scripts/bootstrap``).
 """
 
@@ -24,10 +30,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import dataclasses
 import datetime as dt
+import os
 import pathlib
 import random
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -43,6 +54,7 @@ from kubeline.storage.sql import tables
 from kubeline.ui import serve
 
 CHROMIUM = "/usr/bin/chromium"
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 WATCH = """
 window.__marks = {};
 const want = {dashboard: '[data-testid="tiles"]', run: '[data-stage]'};
@@ -159,41 +171,34 @@ def measure(browser: Any, base: str, run_id: str, log_run: str, lines: int) -> d
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--runs", type=int, default=10_000)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--lines", type=int, default=200_000)
-    args = parser.parse_args()
-    if not pathlib.Path(CHROMIUM).exists() or not serve.is_built():
-        sys.exit("needs /usr/bin/chromium (apt-get install chromium) and the built UI (scripts/bootstrap)")
-    from playwright.sync_api import sync_playwright
+@dataclasses.dataclass
+class Variant:
+    label: str
+    src: pathlib.Path | None = None  # PYTHONPATH for that code (None: this tree)
+    results: list[dict[str, float]] = dataclasses.field(default_factory=list)
 
-    with tempfile.TemporaryDirectory(prefix="kubeline-bench-ui-") as tmp:
-        home, pipes = pathlib.Path(tmp) / "home", pathlib.Path(tmp) / "pipelines"
-        (pipes / "chatty").mkdir(parents=True)
-        (pipes / "chatty" / "pipeline.yaml").write_text(
-            "stages:\n  - {id: talk, type: shell, command: 'seq 1 " + str(args.lines) + " | sed \"s/^/log line /\"'}\n")
-        url = f"sqlite+aiosqlite:///{home / 'kubeline.db'}"
-        home.mkdir()
-        env = {"KUBELINE_HOME": str(home), "KUBELINE_DATABASE_URL": url, "KUBELINE_PIPELINES_DIR": str(pipes)}
-        t0 = time.perf_counter()
-        asyncio.run(seed(url, args.runs))
-        print(f"seeded {args.runs:,} runs in {time.perf_counter() - t0:.1f}s")
-        with testing.ServerProcess(env=env, log_file=pathlib.Path(tmp) / "server.log") as server:
-            server.login_as("bench", "admin", password=PASSWORD)
-            some_run = httpx.get(f"{server.url}/api/v1/runs", params={"limit": 1},
-                                 headers=server.headers).json()["items"][0]["id"]
-            results: list[dict[str, float]] = []
-            with sync_playwright() as pw:
-                browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                             args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"])
-                for _ in range(args.rounds):
-                    log_run = httpx.post(f"{server.url}/api/v1/runs", json={"pipeline": "chatty"},
-                                         headers=server.headers).json()["id"]
-                    results.append(measure(browser, server.url, some_run, log_run, args.lines))
-                browser.close()
-    print(f"\nheadless Chromium, 1280x720, {args.runs:,} runs in SQLite, {args.rounds} rounds (median, min-max)")
+
+def build_baseline(ref: str, folder: pathlib.Path) -> pathlib.Path:
+    """``ref``'s src and ui unpacked in ``folder``, its UI built there; its src folder."""
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "src", "ui"], capture_output=True, check=False)
+    if archive.returncode != 0:
+        sys.exit(f"--baseline {ref}: git archive failed: {archive.stderr.decode()[-300:]}")
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, check=True)
+    t0 = time.perf_counter()
+    for command in (["npm", "ci", "--prefer-offline", "--no-audit", "--no-fund", "--loglevel=error"],
+                    ["npm", "run", "--silent", "build"]):
+        done = subprocess.run(command, cwd=folder / "ui", capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            sys.exit(f"--baseline {ref}: {' '.join(command)} failed:\n{(done.stdout + done.stderr)[-2000:]}")
+    if not serve.is_built(folder / "src" / "kubeline" / "ui" / "static"):
+        sys.exit(f"--baseline {ref}: its UI build left no index.html")
+    print(f"built the UI of {ref} in {time.perf_counter() - t0:.0f}s")
+    return folder / "src"
+
+
+def show(variant: Variant, lines: int) -> None:
+    results = variant.results
+    print(f"\n[{variant.label}]")
     print(f"dashboard first meaningful paint   {spread([r['dashboard_paint'] for r in results])}")
     print(f"run page first meaningful paint    {spread([r['run_paint'] for r in results])}")
     for page in ("dashboard", "run"):
@@ -202,12 +207,78 @@ def main() -> None:
                       key=lambda k: statistics.median([r.get(k, 0.0) for r in results]))
         for key in keys:
             print(f"    {key.split(':', 1)[1]:<40} {spread([r[key] for r in results if key in r])}")
-    print(f"log view, {args.lines:,} lines streaming:")
+    print(f"log view, {lines:,} lines streaming:")
     print(f"  longest task                     {spread([r['longest_task'] for r in results])}")
     print(f"  long tasks (> 50 ms) per round   {statistics.median([r['long_tasks'] for r in results]):8.0f}")
     print(f"  frame interval p50               {spread([r['frame_p50'] for r in results])}")
     print(f"  frame interval p99               {spread([r['frame_p99'] for r in results])}")
     print(f"  stream wall time                 {statistics.median([r['stream_seconds'] for r in results]):8.1f} s")
+
+
+def load() -> str:
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--lines", type=int, default=200_000)
+    parser.add_argument("--baseline", metavar="REF", default="",
+                        help="also measure the server and UI of this git ref, interleaved with this tree")
+    args = parser.parse_args()
+    if not pathlib.Path(CHROMIUM).exists() or not serve.is_built():
+        sys.exit("needs /usr/bin/chromium (apt-get install chromium) and the built UI (scripts/bootstrap)")
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory(prefix="kubeline-bench-ui-") as tmp, contextlib.ExitStack() as stack:
+        work = pathlib.Path(tmp)
+        variants = [Variant("this tree")]
+        if args.baseline:
+            (work / "baseline").mkdir()
+            variants.insert(0, Variant(f"@{args.baseline}", build_baseline(args.baseline, work / "baseline")))
+        pipes = work / "pipelines"
+        (pipes / "chatty").mkdir(parents=True)
+        (pipes / "chatty" / "pipeline.yaml").write_text(
+            "stages:\n  - {id: talk, type: shell, command: 'seq 1 " + str(args.lines) + " | sed \"s/^/log line /\"'}\n")
+        seeded = work / "seeded.db"
+        t0 = time.perf_counter()
+        asyncio.run(seed(f"sqlite+aiosqlite:///{seeded}", args.runs))
+        print(f"seeded {args.runs:,} runs in {time.perf_counter() - t0:.1f}s")
+        servers = {}
+        for number, variant in enumerate(variants):
+            home = work / f"home-{number}"
+            home.mkdir()
+            shutil.copy(seeded, home / "kubeline.db")
+            env = {"KUBELINE_HOME": str(home), "KUBELINE_DATABASE_URL": f"sqlite+aiosqlite:///{home / 'kubeline.db'}",
+                   "KUBELINE_PIPELINES_DIR": str(pipes)}
+            if variant.src is not None:
+                env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(variant.src), os.environ.get("PYTHONPATH", "")]))
+            server = stack.enter_context(testing.ServerProcess(env=env, log_file=home / "server.log"))
+            server.login_as("bench", "admin", password=PASSWORD)
+            servers[variant.label] = server
+        some_run = httpx.get(f"{servers['this tree'].url}/api/v1/runs", params={"limit": 1},
+                             headers=servers["this tree"].headers).json()["items"][0]["id"]
+        print(f"{args.rounds} interleaved rounds; load average {load()} ({os.cpu_count()} CPUs, shared)", flush=True)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                         args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"])
+            for number in range(args.rounds):
+                for variant in variants if number % 2 == 0 else variants[::-1]:
+                    server = servers[variant.label]
+                    log_run = httpx.post(f"{server.url}/api/v1/runs", json={"pipeline": "chatty"},
+                                         headers=server.headers).json()["id"]
+                    r = measure(browser, server.url, some_run, log_run, args.lines)
+                    variant.results.append(r)
+                    print(f"round {number + 1}/{args.rounds} {variant.label:<16} "
+                          f"dashboard {r['dashboard_paint']:6.0f} ms  run {r['run_paint']:6.0f} ms  "
+                          f"longest task {r['longest_task']:4.0f} ms"
+                          f"  (load {load()})", flush=True)
+            browser.close()
+    print(f"\nheadless Chromium, 1280x720, {args.runs:,} runs in SQLite, {args.rounds} rounds (median, min-max); "
+          f"load average at the end {load()}")
+    for variant in variants:
+        show(variant, args.lines)
 
 
 if __name__ == "__main__":
