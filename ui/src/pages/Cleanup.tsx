@@ -2,7 +2,7 @@
 // pipeline and kind with counts and sizes; applying it needs an explicit confirmation. A policy
 // that would remove every finished run of a pipeline is refused by the server unless forced: the
 // page says which pipelines and why, and forcing is a separate, named choice.
-import { useEffect, useRef, useState } from "react";
+import { useLayoutEffect, useRef, useState } from "react";
 import { api, problemText, type Schemas } from "../api/client";
 import { Card, ErrorNote, Loading } from "../components/Common";
 import { useData } from "../hooks";
@@ -67,9 +67,14 @@ export default function Cleanup() {
   const [result, setResult] = useState<Plan | null>(null);
   const [error, setError] = useState("");
   const applyButton = useRef<HTMLButtonElement>(null);
+  const keepButton = useRef<HTMLButtonElement>(null);
   const wasConfirming = useRef(false);
-  useEffect(() => {  // keyboard users land back on the button that opened the confirmation
-    if (wasConfirming.current && !confirming) applyButton.current?.focus();
+  // The confirmation opens on its safe choice, and keyboard users land back on the button that
+  // opened it. A layout effect: the focus moves in the same task as the change, before the next
+  // key press can arrive (and the HTML autofocus attribute is not applied to inserted elements).
+  useLayoutEffect(() => {
+    if (confirming) keepButton.current?.focus();
+    else if (wasConfirming.current) applyButton.current?.focus();
     wasConfirming.current = confirming;
   }, [confirming]);
   const plan = useData(async () => {
@@ -106,7 +111,7 @@ export default function Cleanup() {
           {confirming && <div role="group" aria-label="Confirm cleanup" className="card">
             <p><strong>Delete {p.items.length} item{p.items.length === 1 ? "" : "s"} ({fmtBytes(sum(p.items))}) now?</strong> This cannot be undone{force ? ", and includes every finished run of the pipelines listed above" : ""}.</p>
             <button type="button" className="danger" disabled={busy} onClick={() => void apply()}>Delete {p.items.length} item{p.items.length === 1 ? "" : "s"}</button>{" "}
-            <button type="button" autoFocus onClick={() => setConfirming(false)}>Keep everything</button>
+            <button type="button" ref={keepButton} onClick={() => setConfirming(false)}>Keep everything</button>
           </div>}
         </div>}
         <ErrorNote text={error} />
