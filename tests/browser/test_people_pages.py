@@ -114,11 +114,25 @@ def provider_login(browser: Any, server: testing.ServerThread, provider: Any, wh
     return context, tab
 
 
+def refused_on_the_login_page(tab: Any, server: testing.ServerThread) -> str:
+    """The refusal of a provider login, as the login page shows it: in words, not a problem document."""
+    tab.get_by_role("heading", name="Log in to Kubeline").wait_for()
+    alert = tab.get_by_role("alert")
+    alert.wait_for()
+    assert tab.url.rstrip("/") == server.url.rstrip("/")
+    body = tab.locator("body").inner_text()
+    assert '"detail"' not in body and "{" not in body, body
+    assert not tab.evaluate("document.cookie")  # the reason was read once and removed
+    text: str = alert.inner_text()
+    return text
+
+
 def test_an_admin_approves_one_join_request_and_rejects_another(browser, server, provider, page):
     for who in ("bob", "eve"):
         context, tab = provider_login(browser, server, provider, who)
         try:
-            assert "waits for an admin" in tab.content(), tab.content()
+            said = refused_on_the_login_page(tab, server)
+            assert said.startswith(f"'{who}' is not a user here yet") and "waits for an admin" in said, said
         finally:
             context.close()
 
@@ -148,6 +162,7 @@ def test_an_admin_approves_one_join_request_and_rejects_another(browser, server,
         context.close()
     context, tab = provider_login(browser, server, provider, "eve")
     try:
+        assert "eve" in refused_on_the_login_page(tab, server)
         assert "eve (" not in tab.content()
         assert tab.evaluate("async () => (await fetch('/api/v1/auth/me')).status") == 401
     finally:

@@ -5,13 +5,24 @@ import { ErrorNote } from "../components/Common";
 import { useData } from "../hooks";
 import { useSession } from "../session";
 
+const PROVIDER_PROBLEM = "kubeline_login_problem";
+
+/** Why a provider login was just refused, in words: the server's callback sends the browser back
+ * here with the reason in a short-lived cookie (api/routes/oidc.py), read once and removed. */
+function takeProviderProblem(): string {
+  const found = new RegExp(`(?:^|; )${PROVIDER_PROBLEM}=([^;]*)`).exec(document.cookie);
+  if (!found) return "";
+  document.cookie = `${PROVIDER_PROBLEM}=; Max-Age=0; Path=/`;
+  try { return decodeURIComponent(found[1]); } catch { return ""; }
+}
+
 /** Password login, then the forced change of a one-time password. */
 export function Login() {
   const { me, refresh } = useSession();
   const [username, setUsername] = useState("");
   const [password, setPassword] = useState("");
   const [fresh, setFresh] = useState("");
-  const [error, setError] = useState("");
+  const [error, setError] = useState(takeProviderProblem);
   const providers = useData(async () => (await api.GET("/api/v1/auth/providers")).data ?? [], []);
 
   const login = async (event: FormEvent) => {

@@ -12,6 +12,8 @@ a session; an invitation or the role mapping makes the user; anyone else becomes
 from __future__ import annotations
 
 import datetime as dt
+import html
+import urllib.parse
 from typing import Annotated
 
 import fastapi
@@ -24,6 +26,7 @@ from kubeline.auth import oidc, records, service, tokens
 
 router = fastapi.APIRouter(prefix="/auth", tags=["auth"])
 STATE_COOKIE = "kubeline_oauth"
+LOGIN_PROBLEM_COOKIE = "kubeline_login_problem"  # ui/src/pages/Login.tsx reads it
 STATE_TTL = dt.timedelta(minutes=10)
 Name = Annotated[str, fastapi.Path(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
 
@@ -94,7 +97,37 @@ async def oidc_callback(  # noqa: PLR0917 - query parameters
     state: Annotated[str | None, fastapi.Query(max_length=256)] = None,
     error: Annotated[str | None, fastapi.Query(max_length=256)] = None,
 ) -> fastapi.Response:
-    """Finish a provider login: a session cookie and a redirect to ``/``, or why not."""
+    """Finish a provider login: a session cookie and a redirect to ``/``, or why not.
+
+    The browser arrives here by a navigation (the provider's redirect): a refusal then goes back
+    to the login page, which says why in words (``_back_to_login``), instead of a problem+json
+    document shown raw. Other clients get the problem as usual. The status stays the refusal's,
+    so the audit record keeps the outcome.
+    """
+    try:
+        return await _finish(provider, request, kl, code=code, state=state, error=error)
+    except fastapi.HTTPException as exc:
+        if request.headers.get("sec-fetch-mode") != "navigate":
+            raise
+        return _back_to_login(request, kl, status=exc.status_code, detail=str(exc.detail))
+
+
+def _back_to_login(request: fastapi.Request, kl: deps.KL, *, status: int, detail: str) -> fastapi.Response:
+    """An answer with the refusal's status that sends the browser to the login page, which reads
+    the reason from a short-lived cookie (LOGIN_PROBLEM_COOKIE, not HttpOnly: the page shows it
+    and removes it) and shows it; without the refresh, this page says it itself."""
+    text = html.escape(detail)
+    page = ('<!doctype html><html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="0;url=/">'
+            f'<title>Login refused</title></head><body><p>{text}</p><p><a href="/">Back to the login page</a></p>'
+            '</body></html>')
+    answer = responses.HTMLResponse(page, status_code=status)
+    answer.set_cookie(LOGIN_PROBLEM_COOKIE, urllib.parse.quote(detail), max_age=60, path="/", samesite="lax",
+                      secure=auth_routes.cookie_secure(request, kl))
+    return answer
+
+
+async def _finish(provider: str, request: fastapi.Request, kl: deps.KL, *,
+                  code: str | None, state: str | None, error: str | None) -> fastapi.Response:
     client = _client(request, provider)
     security.note(request, provider=provider)
     if error:
