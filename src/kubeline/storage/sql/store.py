@@ -20,7 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from kubeline.domain import runs, states
 from kubeline.storage import base, changes
 from kubeline.storage import wakeups as wakeups_
-from kubeline.storage.sql import accounts, claims, engines, fencing, listener, migrate, rows, scheduling, stats
+from kubeline.storage.sql import accounts, claims, engines, listener, migrate, rows, scheduling, stats, tails
 from kubeline.storage.sql import tables as T
 from kubeline.storage.sql import transactions as tx
 
@@ -64,7 +64,7 @@ class SqlStore(scheduling.SchedulingMethods, stats.StatsMethods):
         return await self.current_revision() == migrate.head_revision()
 
     async def _write(self, fn: Callable[..., _T], /, *, fence: base.Fence | None = None, **kwargs: Any) -> _T:
-        return await self.database.run(fencing.guarded(functools.partial(fn, **kwargs), fence), write=True)
+        return await self.database.run(tails.deferred(functools.partial(fn, **kwargs), fence), write=True)
 
     async def _rows(self, query: sa.Select[Any]) -> builtins.list[sa.RowMapping]:
         return await self.database.run(
@@ -257,8 +257,7 @@ class SqlStore(scheduling.SchedulingMethods, stats.StatsMethods):
 
         def batch(conn: sa.Connection) -> builtins.list[runs.StageRun | runs.Attempt | runs.Run]:
             done: builtins.list[runs.StageRun | runs.Attempt | runs.Run] = []
-            with tx.events_batched(conn):
-                apply_moves(conn, done)
+            apply_moves(conn, done)
             return done
 
         def apply_moves(conn: sa.Connection, done: builtins.list[runs.StageRun | runs.Attempt | runs.Run]) -> None:
@@ -277,7 +276,7 @@ class SqlStore(scheduling.SchedulingMethods, stats.StatsMethods):
                     done.append(move.attempt)
 
         try:
-            return await self.database.run(fencing.guarded(batch, fence), write=True)
+            return await self.database.run(tails.deferred(batch, fence), write=True)
         except sa_exc.IntegrityError:
             new_ids = [m.attempt.id for m in moves if isinstance(m, base.NewAttempt)]
             spawned = [new.run.id for m in moves if isinstance(m, base.RunMove) for new in m.spawn]

@@ -1,16 +1,22 @@
 """The store's transactions, each a plain function of one ``Connection`` (see ``engines``).
 
-A state change reads the row (``FOR UPDATE`` on PostgreSQL; under SQLite's ``BEGIN IMMEDIATE``
-the write lock is already ours), checks the move with ``domain.states.check``, updates it and
-inserts one ``events`` row, all before the transaction commits. Nothing here awaits, so a
-transaction is one round trip to the database thread (SQLite) or one greenlet (PostgreSQL).
+A state change checks the move with ``domain.states.check``, updates the row and adds one
+``events`` row, all before the transaction commits. On SQLite it reads the row first (under
+``BEGIN IMMEDIATE`` the write lock is already ours), then updates it. On PostgreSQL it is one
+statement, ``UPDATE ... FROM (SELECT ... FOR UPDATE) AS old ... RETURNING``: the row is locked,
+its state must be one the rules allow a move from (``_sources``, made from ``domain.states``),
+and the old state comes back for the event; when nothing matched, the row is read to say why.
+Events wait for the end of the transaction (``tails``: one INSERT, or on PostgreSQL one
+statement with the fence check and the wake-ups) when the caller set that up. Nothing here
+awaits, so a transaction is one round trip to the database thread (SQLite) or one greenlet
+(PostgreSQL).
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-from collections.abc import Iterator, Sequence
+import functools
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -18,7 +24,7 @@ import sqlalchemy as sa
 from kubeline.domain import runs, states
 from kubeline.storage import base, changes
 from kubeline.storage import wakeups as W
-from kubeline.storage.sql import claims, engines, rows
+from kubeline.storage.sql import claims, engines, rows, tails
 from kubeline.storage.sql import tables as T
 
 # Statements built once: the engine runs a handful per stage, and building a statement and its
@@ -37,7 +43,6 @@ _UPDATE_RUN = sa.update(T.runs).where(_RUN_PK)
 _UPDATE_STAGE = sa.update(T.stage_runs).where(_STAGE_PK)
 _UPDATE_ATTEMPT = sa.update(T.attempts).where(_ATTEMPT_PK)
 _INSERT_EVENT = sa.insert(T.events)
-_PENDING_EVENTS = "kubeline_pending_events"
 _INSERT_ATTEMPT = sa.insert(T.attempts)
 _INSERT_RUN = sa.insert(T.runs)
 _INSERT_STAGES = sa.insert(T.stage_runs)
@@ -48,6 +53,44 @@ def _locked(conn: sa.Connection, stmt: sa.Select[Any], **pk: str) -> dict[str, A
     """The row, locked for this transaction (``FOR UPDATE``; SQLite ignores the clause)."""
     row = conn.execute(stmt, pk).mappings().first()
     return None if row is None else dict(row)
+
+
+def _move_statement(table: sa.Table, pk: sa.ColumnElement[bool]) -> sa.Update:
+    """PostgreSQL: move the row at ``pk`` if its state is in ``:sources``; returns the new row and
+    ``old_state``. The locking sub-select reads the row's latest version, so ``old_state`` is the
+    state the move replaced even when another transaction changed the row just before."""
+    old = sa.select(*table.primary_key.columns, table.c.state).where(pk).with_for_update().subquery("old")
+    return (
+        sa.update(table)
+        .where(*[column == old.c[column.key] for column in table.primary_key.columns],
+               old.c.state.in_(sa.bindparam("sources", expanding=True)))
+        .returning(old.c.state.label("old_state"), *table.c)
+    )
+
+
+_MOVE_RUN = _move_statement(T.runs, _RUN_PK)
+_MOVE_STAGE = _move_statement(T.stage_runs, _STAGE_PK)
+_MOVE_ATTEMPT = _move_statement(T.attempts, _ATTEMPT_PK)
+_COUNT_ATTEMPT = sa.update(T.stage_runs).where(_STAGE_PK).values(attempts=T.stage_runs.c.attempts + 1)
+
+
+@functools.cache
+def _sources(to: states.State) -> list[str]:
+    """The states a move to ``to`` may start from (``domain.states``' rules)."""
+    return [s.value for s in type(to) if states.allowed(s, to)]
+
+
+def _moved(conn: sa.Connection, stmt: sa.Update, to: states.State, values: dict[str, Any],
+           pk: dict[str, str]) -> tuple[str, dict[str, Any]] | None:
+    """PostgreSQL: the old state and the new row of a one-statement move (None: nothing matched,
+    or SQLite: the caller reads the row to move it, or to say why it cannot)."""
+    if conn.dialect.name != "postgresql":
+        return None
+    found = conn.execute(stmt, {**values, **pk, "sources": _sources(to)}).mappings().first()
+    if found is None:
+        return None
+    row = dict(found)
+    return row.pop("old_state"), row
 
 
 def insert_event(
@@ -64,26 +107,16 @@ def insert_event(
     row = event_row(run_id=run_id, entity=entity, entity_id=entity_id, from_state=from_state,
                     to_state=to_state, reason=reason, at=at)
     engines.notice(conn, W.Channel.EVENTS, run_id)
-    pending = conn.info.get(_PENDING_EVENTS)
+    add_events(conn, [row])
+
+
+def add_events(conn: sa.Connection, rows_: list[dict[str, Any]]) -> None:
+    """Insert these ``event_row``s now, or at the end of the transaction when ``tails`` runs it."""
+    pending: list[dict[str, Any]] | None = conn.info.get(tails.PENDING_EVENTS)
     if pending is None:
-        conn.execute(_INSERT_EVENT, row)
+        conn.execute(_INSERT_EVENT, rows_)
     else:
-        pending.append(row)
-
-
-@contextlib.contextmanager
-def events_batched(conn: sa.Connection) -> Iterator[None]:
-    """Inside: the events of every change go in one multi-row INSERT at the end (same order,
-    same transaction), instead of one statement per change."""
-    pending: list[dict[str, Any]] = []
-    info = conn.info  # once: see engines._with_notices
-    info[_PENDING_EVENTS] = pending
-    try:
-        yield
-    finally:
-        del info[_PENDING_EVENTS]
-    if pending:
-        conn.execute(_INSERT_EVENT, pending)
+        pending.extend(rows_)
 
 
 def event_row(
@@ -133,21 +166,25 @@ def transition_run(
     conn: sa.Connection, *, run_id: str, to: states.RunState, reason: str, fields: dict[str, Any],
     spawn: Sequence[base.NewRun] = (),
 ) -> runs.Run:
-    row = _locked(conn, _LOCK_RUN, pk_id=run_id)
-    if row is None:
-        raise changes.run_not_found(run_id)
-    current = states.RunState(row["state"])
-    states.check(current, to, what=changes.run_what(run_id))
     now = runs.utcnow()
     values = _changes(to, now, fields)
-    conn.execute(_UPDATE_RUN, {**values, "pk_id": run_id})
+    moved = _moved(conn, _MOVE_RUN, to, values, {"pk_id": run_id})
+    if moved is None:
+        row = _locked(conn, _LOCK_RUN, pk_id=run_id)
+        if row is None:
+            raise changes.run_not_found(run_id)
+        states.check(states.RunState(row["state"]), to, what=changes.run_what(run_id))
+        conn.execute(_UPDATE_RUN, {**values, "pk_id": run_id})
+        moved = row["state"], {**row, **values}
+    current = states.RunState(moved[0])
+    states.check(current, to, what=changes.run_what(run_id))
     insert_event(conn, run_id=run_id, entity="run", entity_id=run_id, from_state=current,
                  to_state=to, reason=reason, at=now)
     if states.is_final(to):
         engines.notice(conn, W.Channel.DISPATCH)  # a slot of its pipeline (and the caps) is free
     for new in spawn:
         create_run(conn, run=new.run, stages=new.stages)
-    return rows.run_from_row({**row, **values})
+    return rows.run_from_row(moved[1])
 
 
 def request_cancel(conn: sa.Connection, *, run_id: str) -> runs.Run:
@@ -176,7 +213,7 @@ def claim_queued_runs(
         return []
     for run_id in claimed:
         engines.notice(conn, W.Channel.EVENTS, run_id)
-    conn.execute(_INSERT_EVENT, [
+    add_events(conn, [
         event_row(run_id=run_id, entity="run", entity_id=run_id,
                   from_state=states.RunState.QUEUED, to_state=states.RunState.RUNNING,
                   reason="claimed", at=now)
@@ -234,24 +271,29 @@ def transition_stage(
     reason: str,
     fields: dict[str, Any],
 ) -> runs.StageRun:
-    row = _locked_stage(conn, run_id, stage_id)
-    current = states.StageState(row["state"])
-    states.check(current, to, what=changes.stage_what(run_id, stage_id))
     now = runs.utcnow()
     values = _changes(to, now, fields)
-    conn.execute(_UPDATE_STAGE, {**values, "pk_run_id": run_id, "pk_stage_id": stage_id})
+    pk = {"pk_run_id": run_id, "pk_stage_id": stage_id}
+    moved = _moved(conn, _MOVE_STAGE, to, values, pk)
+    if moved is None:
+        row = _locked_stage(conn, run_id, stage_id)
+        states.check(states.StageState(row["state"]), to, what=changes.stage_what(run_id, stage_id))
+        conn.execute(_UPDATE_STAGE, {**values, **pk})
+        moved = row["state"], {**row, **values}
+    current = states.StageState(moved[0])
+    states.check(current, to, what=changes.stage_what(run_id, stage_id))
     insert_event(conn, run_id=run_id, entity="stage", entity_id=stage_id, from_state=current,
                  to_state=to, reason=reason, at=now)
-    return rows.stage_from_row({**row, **values})
+    return rows.stage_from_row(moved[1])
 
 
 # attempts ----------------------------------------------------------------------------------
 def create_attempt(conn: sa.Connection, *, attempt: runs.Attempt) -> None:
-    row = _locked_stage(conn, attempt.run_id, attempt.stage_id)
+    counted = conn.execute(_COUNT_ATTEMPT, {"pk_run_id": attempt.run_id, "pk_stage_id": attempt.stage_id})
+    if counted.rowcount != 1:  # the UPDATE locked the stage's row, if there is one
+        _require_run(conn, attempt.run_id)
+        raise changes.stage_not_found(attempt.run_id, attempt.stage_id)
     conn.execute(_INSERT_ATTEMPT, rows.attempt_to_row(attempt))
-    conn.execute(_UPDATE_STAGE, {
-        "attempts": row["attempts"] + 1, "pk_run_id": attempt.run_id, "pk_stage_id": attempt.stage_id,
-    })
     insert_event(conn, run_id=attempt.run_id, entity="attempt", entity_id=attempt.id,
                  from_state=None, to_state=attempt.state, reason="", at=attempt.created_at)
 
@@ -275,17 +317,21 @@ def transition_attempt(
     reason: str,
     fields: dict[str, Any],
 ) -> runs.Attempt:
-    row = _locked(conn, _LOCK_ATTEMPT, pk_id=attempt_id)
-    if row is None:
-        raise changes.attempt_not_found(attempt_id)
-    current = states.AttemptState(row["state"])
-    states.check(current, to, what=changes.attempt_what(attempt_id))
     now = runs.utcnow()
     values = _changes(to, now, fields)
-    conn.execute(_UPDATE_ATTEMPT, {**values, "pk_id": attempt_id})
-    insert_event(conn, run_id=row["run_id"], entity="attempt", entity_id=attempt_id,
+    moved = _moved(conn, _MOVE_ATTEMPT, to, values, {"pk_id": attempt_id})
+    if moved is None:
+        row = _locked(conn, _LOCK_ATTEMPT, pk_id=attempt_id)
+        if row is None:
+            raise changes.attempt_not_found(attempt_id)
+        states.check(states.AttemptState(row["state"]), to, what=changes.attempt_what(attempt_id))
+        conn.execute(_UPDATE_ATTEMPT, {**values, "pk_id": attempt_id})
+        moved = row["state"], {**row, **values}
+    current = states.AttemptState(moved[0])
+    states.check(current, to, what=changes.attempt_what(attempt_id))
+    insert_event(conn, run_id=moved[1]["run_id"], entity="attempt", entity_id=attempt_id,
                  from_state=current, to_state=to, reason=reason, at=now)
-    return rows.attempt_from_row({**row, **values})
+    return rows.attempt_from_row(moved[1])
 
 
 # events ------------------------------------------------------------------------------------
