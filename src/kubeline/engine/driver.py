@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from kubeline.engine.engine import Engine
 
 log = logging.getLogger(__name__)
+QUICK_END = 0.05  # seconds: a stage that ends within this has its start and end in one transaction
+QUICK_TURNS = 8  # and within this many turns of the event loop (see _quick)
 S = states.StageState
 A = states.AttemptState
 
@@ -210,13 +212,29 @@ class RunDriver:
         if self.stages[stage_id].state is S.PENDING:
             moves.append(storage.StageMove(run_id=self.run.id, stage_id=stage_id, to=S.RUNNING,
                                            reason=f"attempt {attempt.number} started"))
-        # Recording "running" (with the handle a restarted server adopts it by) overlaps the
-        # attempt: a short stage is often done before the transaction is. The result is recorded
-        # only after it (the state machine needs running first); a write that is still going on
-        # when this task is cancelled completes on its own.
+        # A stage that ends within QUICK_END has its start and its end recorded in one transaction
+        # (a transaction less per stage). Else recording "running" (with the handle a restarted
+        # server adopts it by) overlaps the attempt: the result is recorded only after it (the
+        # state machine needs running first); a write that is still going on when this task is
+        # cancelled completes on its own.
+        self.handles[attempt.id] = (executor, handle)  # a cancel reaches it from now on
+        ending = asyncio.ensure_future(executor.wait(handle))
+        try:
+            await _quick(ending)
+        except asyncio.CancelledError:
+            self.handles.pop(attempt.id, None)
+            self._record_running(moves)  # the attempt runs on, to be adopted by its handle
+            raise
+        if ending.done() and not ending.cancelled() and ending.exception() is None:
+            await self._wait(executor, attempt, handle=handle, sink=sink, eff=eff, ending=ending, started=moves)
+            return
+        recording = self._record_running(moves)
+        await self._wait(executor, attempt, handle=handle, sink=sink, eff=eff, recording=recording, ending=ending)
+
+    def _record_running(self, moves: list[storage.Move]) -> asyncio.Future[list[_Record]]:
         recording = asyncio.ensure_future(self.store.apply(moves, fence=self.fence))
         recording.add_done_callback(self._running_recorded)
-        await self._wait(executor, attempt, handle=handle, sink=sink, eff=eff, recording=recording)
+        return recording
 
     def _running_recorded(self, recording: asyncio.Future[list[runs.StageRun | runs.Attempt | runs.Run]]) -> None:
         if not recording.cancelled() and recording.exception() is None:  # else raised where awaited
@@ -224,10 +242,14 @@ class RunDriver:
 
     async def _wait(self, executor: base.Executor, attempt: runs.Attempt, *, handle: dict[str, Any],
                     sink: base.LogSink, eff: planner.Effective,
-                    recording: asyncio.Future[list[runs.StageRun | runs.Attempt | runs.Run]] | None = None) -> None:
+                    recording: asyncio.Future[list[runs.StageRun | runs.Attempt | runs.Run]] | None = None,
+                    ending: asyncio.Future[base.AttemptResult] | None = None,
+                    started: list[storage.Move] | None = None) -> None:
+        """Wait for the attempt's end and record it (``started``: with the moves that record its
+        start, not recorded yet; ``ending``: ``executor.wait(handle)`` already awaited elsewhere)."""
         self.handles[attempt.id] = (executor, handle)
         try:
-            result = await executor.wait(handle)
+            result = await (executor.wait(handle) if ending is None else ending)
             if recording is not None:
                 done = await asyncio.shield(recording)
                 if len(done) == 2:
@@ -240,7 +262,7 @@ class RunDriver:
         if not result.succeeded:
             sink.write("system", f"attempt {attempt.number} {result.failure}: {result.error}")
         sink.close()
-        await self._finish_attempt(attempt, result=result, eff=eff)
+        await self._finish_attempt(attempt, result=result, eff=eff, started=started or [])
         keeper = base.recoverable(executor)
         if keeper is not None:  # only now: a crash before the result was stored leaves it to adopt
             await keeper.release(handle)
@@ -268,13 +290,16 @@ class RunDriver:
                               fields={"error": error}))
 
     async def _finish_attempt(self, attempt: runs.Attempt, *, result: base.AttemptResult,
-                              eff: planner.Effective) -> None:
+                              eff: planner.Effective, started: list[storage.Move] | None = None) -> None:
+        """Record the attempt's end and its stage's next state (``started``: after these moves, in
+        the same transaction: the attempt's start, when it ended before that was recorded)."""
+        first = started or []
         stage_id = attempt.stage_id
         result = self._masked(stage_id, result)
         # an attempt that ended while no server ran (adopted since) keeps its real end time
         ended: dict[str, Any] = {} if result.ended_at is None else {
             "finished_at": dt.datetime.fromtimestamp(min(result.ended_at, time.time()), dt.UTC)}
-        if self.stages[stage_id].state is S.PENDING:  # adopted attempts may not have marked it
+        if self.stages[stage_id].state is S.PENDING and not first:  # adopted attempts may not have marked it
             await self._set_stage(stage_id, S.RUNNING, reason="attempt adopted")
         if result.succeeded:
             self.outputs[stage_id] = result.outputs
@@ -290,7 +315,7 @@ class RunDriver:
                 storage.StageMove(run_id=self.run.id, stage_id=stage_id, to=S.SUCCEEDED,
                                   reason=f"attempt {attempt.number} succeeded",
                                   fields={"outputs": result.outputs, **ended}),
-                starts=starts)
+                starts=starts, first=first)
             return
         failure = result.failure or states.FailureKind.EXIT_CODE
         attempt_move = storage.AttemptMove(
@@ -302,22 +327,25 @@ class RunDriver:
             retry_at = runs.utcnow() + dt.timedelta(seconds=delay)
             await self._finish_both(attempt_move, storage.StageMove(
                 run_id=self.run.id, stage_id=stage_id, to=S.RETRYING, reason=f"{result.error}; retry in {delay:g}s",
-                fields={"retry_at": retry_at, "error": result.error}))
+                fields={"retry_at": retry_at, "error": result.error}), first=first)
             return
         final = S.CANCELLED if cancelling else states.stage_state_for(failure)
         await self._finish_both(attempt_move, storage.StageMove(
             run_id=self.run.id, stage_id=stage_id, to=final, reason=result.error,
-            fields={"error": result.error, **ended}))
+            fields={"error": result.error, **ended}), first=first)
 
     async def _finish_both(self, attempt_move: storage.AttemptMove, stage_move: storage.StageMove, *,
-                           starts: list[_NewAttempt] | None = None) -> None:
-        """The attempt's final state and its stage's next state (and ``starts``), in one transaction;
-        when that stage was the last one left, the run's end too (a transaction less per run)."""
+                           starts: list[_NewAttempt] | None = None, first: list[storage.Move] | None = None) -> None:
+        """The attempt's final state and its stage's next state (and ``starts``), in one transaction
+        (after ``first``); when that stage was the last one left, the run's end too (a transaction
+        less per run)."""
+        first = first or []
         end = None if starts else await self._end_with(stage_move)
-        done = await self._record_and_start([attempt_move, stage_move, *([end] if end else [])], starts or [])
-        self.stages[stage_move.stage_id] = _as(runs.StageRun, done[1])
+        done = await self._record_and_start([*first, attempt_move, stage_move, *([end] if end else [])],
+                                            starts or [])
+        self.stages[stage_move.stage_id] = _as(runs.StageRun, done[len(first) + 1])
         if end is not None:
-            self.ended = self.run = _as(runs.Run, done[2])
+            self.ended = self.run = _as(runs.Run, done[len(first) + 2])
 
     async def _end_with(self, stage_move: storage.StageMove) -> storage.RunMove | None:
         """The run's end if ``stage_move`` leaves every stage final, nothing else runs or starts and
@@ -474,7 +502,22 @@ class RunDriver:
         return result
 
 
+async def _quick(ending: asyncio.Future[Any]) -> None:
+    """Until ``ending`` is done, for at least QUICK_TURNS turns of the event loop and QUICK_END
+    seconds: on a busy loop (many runs at once) a turn can take longer than QUICK_END, and an
+    attempt that ends at once (a fake, a cached result) needs a few turns to say so."""
+    deadline = asyncio.get_running_loop().time() + QUICK_END
+    for _ in range(QUICK_TURNS):
+        if ending.done():
+            return
+        await asyncio.sleep(0)
+    left = deadline - asyncio.get_running_loop().time()
+    if left > 0 and not ending.done():
+        await asyncio.wait([ending], timeout=left)
+
+
 _T = TypeVar("_T")
+_Record = runs.StageRun | runs.Attempt | runs.Run
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

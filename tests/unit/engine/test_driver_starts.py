@@ -1,4 +1,5 @@
-"""The driver records the stages a success lets start in the same transaction as that success.
+"""The driver records the stages a success lets start in the same transaction as that success
+(and, for a stage that ended at once, that stage's start too).
 
 These pin what must not change with that shortcut: the order of events, one attempt per start,
 the parallelism limit when several stages finish at once, and no new starts once cancelled.
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 
 from kubeline.domain import runs, specs, states
+from kubeline.engine import driver
 from kubeline.engine import engine as engine_
 from kubeline.logs import store as log_store
 from kubeline.storage import base
@@ -79,8 +81,9 @@ async def test_a_chain_records_success_and_next_start_together_in_the_same_order
     final = await engine.execute((await engine.submit(pipeline(spec))).id)
     assert final.state is states.RunState.SUCCEEDED
     assert [s.stage_id for s in executor.started] == ["a", "b", "c"]
-    assert ["attempt->succeeded", "stage a->succeeded", "stage b->pending", "new attempt b#1"] \
-        in store.transactions
+    # a stage that ended at once: its start, its end and the next start in one transaction
+    assert ["attempt->running", "stage a->running", "attempt->succeeded", "stage a->succeeded", "stage b->pending",
+            "new attempt b#1"] in store.transactions
     events = [(e.entity, e.to_state, e.reason) for e in await engine.store.list_events(final.id)
               if e.entity in ("stage", "attempt")]
     b_pending = events.index(("stage", "pending", "dependencies succeeded"))
@@ -100,7 +103,8 @@ async def test_the_last_stage_ends_its_run_in_the_same_transaction(make_engine):
     store.transactions.clear()
     final = await engine.execute(chain.id)
     assert (final.state, final.error) == (states.RunState.FAILED, "stage 'b' failed: exited with code 3")
-    assert store.transactions[-1] == ["attempt->failed", "stage b->failed", "run->failed +after"]
+    assert store.transactions[-1] == ["attempt->running", "stage b->running", "attempt->failed", "stage b->failed",
+                                      "run->failed +after"]
     events = [(e.entity, e.to_state) for e in await engine.store.list_events(final.id)]
     assert events[-3:] == [("attempt", "failed"), ("stage", "failed"), ("run", "failed")]
     stages = await engine.store.list_stage_runs(final.id)
@@ -117,6 +121,21 @@ async def test_the_last_stage_ends_its_run_in_the_same_transaction(make_engine):
     assert not any(m.startswith("run->") for t in store.transactions for m in t)
     assert [s.state for s in await engine.store.list_stage_runs(final.id)] == [
         states.StageState.SUCCEEDED, states.StageState.FAILED, states.StageState.SKIPPED]
+
+
+async def test_a_stage_longer_than_quick_end_is_recorded_running_before_it_ends(make_engine):
+    engine, executor, store = make_engine({"a": fake.Outcome(duration=driver.QUICK_END * 4)})
+    run = await engine.submit(pipeline({"stages": [{"id": "a", "type": "shell", "command": "x"}]}))
+    execution = asyncio.create_task(engine.execute(run.id))
+    while not executor.running:
+        await asyncio.sleep(0.002)
+    await asyncio.sleep(driver.QUICK_END * 2)
+    [attempt] = await engine.store.list_attempts(run.id)
+    assert attempt.state is states.AttemptState.RUNNING and attempt.handle  # adoptable by its handle meanwhile
+    final = await execution
+    assert final.state is states.RunState.SUCCEEDED
+    assert store.transactions[-2:] == [["attempt->running", "stage a->running"],
+                                       ["attempt->succeeded", "stage a->succeeded", "run->succeeded"]]
 
 
 async def test_stages_finishing_together_respect_parallelism_and_start_each_once(make_engine):
