@@ -1,8 +1,10 @@
 // Live logs of a run over SSE, virtualised: a worker follows and parses the stream, lines live in
 // a plain array (never in React state), arriving batches are appended once per animation frame,
 // and only the rows in view are rendered, so 200,000 lines stream without blocking the page.
-import { useVirtualizer } from "@tanstack/react-virtual";
-import { useEffect, useMemo, useRef, useState } from "react";
+// Rows have one fixed height, so the rows in view follow from the scroll offset alone: the work
+// per frame does not grow with the log (a general virtualiser lays out every row again each time
+// the count changes: 200,000 per frame at the end of a big log).
+import { useEffect, useLayoutEffect, useMemo, useRef, useState } from "react";
 import { AnsiText } from "./Ansi";
 
 import { SEP } from "./logFormat";
@@ -15,6 +17,7 @@ function logLine(l: Line): [string, string, string, string, number] {
   return [l.slice(0, a), l.slice(a + 1, b), l.slice(d + 1), l.slice(b + 1, c), Number(l.slice(c + 1, d))];
 }
 const ROW = 18;
+const OVERSCAN = 15;
 const ERROR = /error|exception|traceback|fail/i;
 
 export function LogView({ runId, stages, stage, onStage }: {
@@ -29,6 +32,8 @@ export function LogView({ runId, stages, stage, onStage }: {
   const [follow, setFollow] = useState(true);
   const [hit, setHit] = useState(-1);
   const scroller = useRef<HTMLDivElement>(null);
+  const [scrolled, setScrolled] = useState(0);
+  const [height, setHeight] = useState(420);  // .log-scroll's, until measured
 
   useEffect(() => {
     lines.current = []; pending.current = []; setCount(0); setEnded(false);
@@ -77,15 +82,29 @@ export function LogView({ runId, stages, stage, onStage }: {
     return out;
   }, [query, viewLength, view]);
 
-  const virtualizer = useVirtualizer({
-    count: viewLength, getScrollElement: () => scroller.current, estimateSize: () => ROW, overscan: 15,
-  });
-
   useEffect(() => {
-    if (follow && viewLength) virtualizer.scrollToIndex(viewLength - 1, { align: "end" });
-  }, [viewLength, follow, virtualizer]);
+    const el = scroller.current;
+    if (!el) return;
+    const observer = new ResizeObserver(() => setHeight(el.clientHeight));
+    observer.observe(el);
+    return () => observer.disconnect();
+  }, []);
+  // Following: the view is the log's end, in the same render as the new lines.
+  const top = follow ? Math.max(0, viewLength * ROW - height) : scrolled;
+  useLayoutEffect(() => {
+    if (follow && scroller.current && scroller.current.scrollTop !== top) scroller.current.scrollTop = top;
+  }, [follow, top]);
+  const scrollTo = (offset: number) => {
+    const el = scroller.current;
+    if (el) el.scrollTop = offset;
+    setScrolled(el ? el.scrollTop : offset);
+  };
+  // While following, the scroll offset is ours (top): only a paused view tracks the scroll events.
+  const pause = () => { setScrolled(scroller.current?.scrollTop ?? 0); setFollow(false); };
+  const first = Math.max(0, Math.floor(top / ROW) - OVERSCAN);
+  const last = Math.min(viewLength, Math.ceil((top + height) / ROW) + OVERSCAN);
 
-  const jump = (row: number) => { setFollow(false); setHit(row); virtualizer.scrollToIndex(row, { align: "center" }); };
+  const jump = (row: number) => { setFollow(false); setHit(row); scrollTo(row * ROW - (height - ROW) / 2); };
   const jumpToError = () => {
     const row = view.findIndex((li) => { const l = logLine(lines.current[li]); return l[1] === "stderr" || ERROR.test(l[2]); });
     if (row >= 0) jump(row);
@@ -119,19 +138,20 @@ export function LogView({ runId, stages, stage, onStage }: {
         <span className="muted" aria-live="polite">{query ? `${matches.length} matches` : ""}</span>
         <button type="button" onClick={() => nextMatch(-1)} disabled={!matches.length} aria-label="Previous match">↑</button>
         <button type="button" onClick={() => nextMatch(1)} disabled={!matches.length} aria-label="Next match">↓</button>
-        <button type="button" onClick={() => setFollow(!follow)} aria-pressed={follow}>{follow ? "Pause" : "Follow"}</button>
+        <button type="button" onClick={() => (follow ? pause() : setFollow(true))} aria-pressed={follow}>{follow ? "Pause" : "Follow"}</button>
         <button type="button" onClick={jumpToError}>Jump to error</button>
         <a className="button" href={download} download>Download</a>
         <span className="muted" data-testid="log-count">{viewLength.toLocaleString()} lines{ended ? "" : " · live"}</span>
       </div>
       <div ref={scroller} className="log-scroll" tabIndex={0} role="log" aria-label="Log lines"
-           onWheel={() => setFollow(false)}>
-        <div style={{ height: virtualizer.getTotalSize(), position: "relative" }}>
-          {virtualizer.getVirtualItems().map((item) => {
-            const l = logLine(lines.current[view[item.index]]);
+           onWheel={() => { if (follow) pause(); }} onScroll={(e) => { if (!follow) setScrolled(e.currentTarget.scrollTop); }}>
+        <div style={{ height: viewLength * ROW, position: "relative" }}>
+          {Array.from({ length: last - first }, (_, k) => {
+            const row = first + k;
+            const l = logLine(lines.current[view[row]]);
             return (
-              <div key={item.key} className={`log-line${l[1] === "stderr" ? " stderr" : ""}${item.index === hit ? " hit" : ""}`}
-                   style={{ transform: `translateY(${item.start}px)`, height: ROW }}>
+              <div key={row} className={`log-line${l[1] === "stderr" ? " stderr" : ""}${row === hit ? " hit" : ""}`}
+                   style={{ transform: `translateY(${row * ROW}px)`, height: ROW }}>
                 <span className="log-meta">{l[0].slice(11, 23)} {l[3]}#{l[4]}</span>
                 <AnsiText text={l[2]} highlight={query} />
               </div>
