@@ -1,12 +1,16 @@
 import { useCallback, useEffect, useRef, useState } from "react";
 
-/** Load data with `load`, again every `everyMs` (never faster than every few seconds), and on `reload()`. */
-export function useData<T>(load: () => Promise<T>, deps: unknown[], everyMs = 0) {
-  const [data, setData] = useState<T | undefined>(undefined);
+/** Load data with `load`, again every `everyMs` (never faster than every few seconds), and on
+ * `reload()`. `initial`: data the first render already has (api/client.ts `earlyData`), so the
+ * first load is skipped. */
+export function useData<T>(load: () => Promise<T>, deps: unknown[], everyMs = 0, initial?: T) {
+  const [data, setData] = useState<T | undefined>(initial);
   const [error, setError] = useState<string>("");
   const [tick, setTick] = useState(0);
   const reload = useCallback(() => setTick((t) => t + 1), []);
+  const given = useRef(initial !== undefined);
   useEffect(() => {
+    if (given.current) { given.current = false; return; }
     let alive = true;
     load().then(
       (value) => { if (alive) { setData(value); setError(""); } },

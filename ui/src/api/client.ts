@@ -19,6 +19,29 @@ export const api = createClient<paths>({ baseUrl: "" });
 const EARLY_FRESH_MS = 5000;
 const early: Record<string, Promise<Response> | undefined> =
   (window as unknown as { __prefetch?: Record<string, Promise<Response>> }).__prefetch ?? {};
+const read: Record<string, unknown> = {};
+
+/** Waits (at most `ms`) for index.html's early answers and reads those that succeeded, so the
+ * opened page renders with its data the first time (`earlyData`) instead of placeholders, a
+ * paint, an effect that asks, and a second render. Answers still on their way stay for api.GET. */
+export async function settleEarly(ms: number): Promise<void> {
+  const reads = Object.entries(early).map(async ([url, answer]) => {
+    try {
+      const response = await answer;
+      if (response?.ok && early[url] === answer) read[url] = await response.clone().json();
+    } catch { /* taken by api.GET meanwhile, or not JSON: the page asks as usual */ }
+  });
+  await Promise.race([Promise.all(reads), new Promise((done) => setTimeout(done, ms))]);
+}
+
+/** The early answer of `url` read by `settleEarly` (once, while fresh), for a page's first render. */
+export function earlyData<T>(url: string): T | undefined {
+  if (!(url in read)) return undefined;
+  const data = read[url] as T;
+  delete read[url];
+  delete early[url];
+  return performance.now() > EARLY_FRESH_MS ? undefined : data;
+}
 api.use({
   async onRequest({ request }) {
     if (request.method !== "GET") return undefined;
