@@ -1,4 +1,31 @@
+import { readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { brotliCompressSync, constants, gzipSync } from "node:zlib";
 import { defineConfig, type Plugin } from "vite";
+
+/** Writes a .br and a .gz beside every built text file of 1 kB or more, compressed once at their
+ * best levels; the server hands a browser the variant it accepts (kubeline/ui/serve.py). */
+function precompress(): Plugin {
+  let outDir = "";
+  const walk = (dir: string): string[] => readdirSync(dir).flatMap((name) => {
+    const path = join(dir, name);
+    return statSync(path).isDirectory() ? walk(path) : [path];
+  });
+  return {
+    name: "kubeline-precompress",
+    apply: "build",
+    configResolved(config) { outDir = resolve(config.root, config.build.outDir); },
+    closeBundle() {
+      for (const file of walk(outDir)) {
+        if (!/\.(js|css|html|svg|json|map)$/.test(file) || statSync(file).size < 1024) continue;
+        const data = readFileSync(file);
+        writeFileSync(`${file}.gz`, gzipSync(data, { level: 9 }));
+        writeFileSync(`${file}.br`, brotliCompressSync(data, { params: {
+          [constants.BROTLI_PARAM_QUALITY]: 11, [constants.BROTLI_PARAM_SIZE_HINT]: data.length } }));
+      }
+    },
+  };
+}
 
 /** Fills index.html's PAGE_CHUNKS: for each lazy page (src/pages/X.tsx), the files of its chunk
  * and of the chunks it imports, but not the main script; index.html preloads the opened page's. */
@@ -36,7 +63,7 @@ function pageChunks(): Plugin {
 // the same API in ~15 kB instead of react-dom's ~180 kB), which is most of the first paint's
 // script: parsing and running the bundle was the largest share of it.
 export default defineConfig({
-  plugins: [pageChunks()],
+  plugins: [pageChunks(), precompress()],
   resolve: {
     alias: [
       { find: /^react-dom\/client$/, replacement: "preact/compat/client" },

@@ -1,7 +1,13 @@
-"""Serve the built UI from the package, with a fallback to ``index.html`` for browser routes."""
+"""Serve the built UI from the package, with a fallback to ``index.html`` for browser routes.
+
+The build writes each text file also compressed (``.br``, ``.gz``: ui/vite.config.ts); a browser
+that accepts one of them gets that file as is, so nothing is compressed while serving. Assets have
+hashed names and are cached for a year; ``index.html`` is revalidated every time.
+"""
 
 from __future__ import annotations
 
+import mimetypes
 import pathlib
 
 import fastapi
@@ -18,6 +24,22 @@ NOT_BUILT = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title
 npm run build</code>, then reload this page. Wheels built after that include it.</p></body></html>"""
 
 
+ENCODINGS = (("br", ".br"), ("gzip", ".gz"))  # preferred first
+
+
+def encoded(file: pathlib.Path, scope: types.Scope) -> tuple[pathlib.Path, str]:
+    """The precompressed variant of ``file`` the request accepts and the build made, and its
+    Content-Encoding; else ``file`` itself and ''."""
+    accepted = {part.split(";")[0].strip().lower()
+                for name, value in scope.get("headers", []) if name == b"accept-encoding"
+                for part in value.decode("latin-1").split(",")}
+    for encoding, suffix in ENCODINGS:
+        variant = file.with_name(file.name + suffix)
+        if encoding in accepted and variant.is_file():
+            return variant, encoding
+    return file, ""
+
+
 def is_built(static: pathlib.Path = STATIC) -> bool:
     return (static / "index.html").is_file()
 
@@ -31,10 +53,22 @@ def mount(app: fastapi.FastAPI, *, static: pathlib.Path = STATIC) -> None:
 
 class _Assets(staticfiles.StaticFiles):
     async def get_response(self, path: str, scope: types.Scope) -> responses.Response:
-        response = await super().get_response(path, scope)
-        if response.status_code == 200:
+        assert self.directory is not None
+        wanted = pathlib.Path(self.directory) / path
+        variant, encoding = encoded(wanted, scope) if wanted.suffix not in (".br", ".gz") else (wanted, "")
+        response = await super().get_response(path + variant.name[len(wanted.name):], scope)
+        if response.status_code in (200, 304):
             response.headers["Cache-Control"] = "public, max-age=31536000, immutable"
+            response.headers["Vary"] = "Accept-Encoding"
+            if encoding:
+                response.headers["Content-Encoding"] = encoding
+                response.headers["Content-Type"] = _media_type(wanted)
         return response
+
+
+def _media_type(file: pathlib.Path) -> str:
+    found = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+    return f"{found}; charset=utf-8" if found.startswith("text/") or found.endswith("javascript") else found
 
 
 class _Fallback:
@@ -54,6 +88,8 @@ class _Fallback:
         if not index.is_file():
             result: responses.Response = responses.HTMLResponse(NOT_BUILT, status_code=503)
         else:
-            result = responses.FileResponse(index, media_type="text/html",
-                                            headers={"Cache-Control": "no-cache"})
+            file, encoding = encoded(index, scope)
+            result = responses.FileResponse(file, media_type="text/html", headers={
+                "Cache-Control": "no-cache", "Vary": "Accept-Encoding",
+                **({"Content-Encoding": encoding} if encoding else {})})
         await result(scope, receive, send)

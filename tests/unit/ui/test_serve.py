@@ -47,3 +47,30 @@ async def test_without_a_build_the_page_says_how_to_build_it(tmp_path):
         assert page.status_code == 503
         assert "scripts/bootstrap" in page.text and "npm run build" in page.text
         assert (await client.get("/api/v1/thing")).status_code == 200
+
+
+async def test_precompressed_files_go_to_browsers_that_accept_them(tmp_path):
+    import gzip
+
+    (tmp_path / "assets").mkdir()
+    (tmp_path / "index.html").write_text('<div id="root"></div>')
+    (tmp_path / "index.html.gz").write_bytes(gzip.compress(b'<div id="root">gz</div>'))
+    (tmp_path / "assets" / "app-1.js").write_text("console.log(1)")
+    (tmp_path / "assets" / "app-1.js.gz").write_bytes(gzip.compress(b"console.log('gz')"))
+    (tmp_path / "assets" / "app-1.js.br").write_bytes(b"not really brotli")
+    (tmp_path / "assets" / "plain-1.css").write_text("p{}")
+    async with client_of(app_with(tmp_path)) as client:
+        zipped = await client.get("/assets/app-1.js", headers={"Accept-Encoding": "gzip"})
+        assert zipped.text == "console.log('gz')"  # httpx undid the gzip the header announced
+        assert zipped.headers["content-encoding"] == "gzip" and zipped.headers["vary"] == "Accept-Encoding"
+        assert zipped.headers["content-type"].startswith("text/javascript") and "immutable" in zipped.headers["cache-control"]
+        async with client.stream("GET", "/assets/app-1.js", headers={"Accept-Encoding": "gzip, br;q=1"}) as brotli:
+            assert brotli.headers["content-encoding"] == "br"  # preferred when accepted
+            assert b"".join([chunk async for chunk in brotli.aiter_raw()]) == b"not really brotli"
+        plain = await client.get("/assets/app-1.js", headers={"Accept-Encoding": "identity"})
+        assert plain.text == "console.log(1)" and "content-encoding" not in plain.headers
+        css = await client.get("/assets/plain-1.css", headers={"Accept-Encoding": "gzip, br"})
+        assert css.text == "p{}" and "content-encoding" not in css.headers  # no variant built: as is
+        page = await client.get("/runs/abc", headers={"Accept-Encoding": "gzip"})
+        assert page.text == '<div id="root">gz</div>' and page.headers["content-encoding"] == "gzip"
+        assert page.headers["cache-control"] == "no-cache" and page.headers["content-type"].startswith("text/html")
