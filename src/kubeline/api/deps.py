@@ -10,7 +10,9 @@ from kubeline import bootstrap
 from kubeline.api import schemas
 
 
-def get_kubeline(request: fastapi.Request) -> bootstrap.Kubeline:
+async def get_kubeline(request: fastapi.Request) -> bootstrap.Kubeline:
+    """``async``: FastAPI runs a plain ``def`` dependency in its thread pool, one thread hop per
+    request (and GIL contention with the loop) for an attribute read."""
     kl: bootstrap.Kubeline = request.app.state.kubeline
     return kl
 

@@ -29,7 +29,7 @@ class HookRunOut(pydantic.BaseModel):
         "triggered_by": "webhook:default", "schedule_id": None}]})
 
 
-def _kubeline(request: fastapi.Request) -> bootstrap.Kubeline:
+async def _kubeline(request: fastapi.Request) -> bootstrap.Kubeline:
     kl: bootstrap.Kubeline = request.app.state.kubeline
     return kl
 

@@ -50,7 +50,7 @@ class ScheduleOut(pydantic.BaseModel):
         "last_run_id": "018cc0a1b2c3d4e5f6a7b8"}]})
 
 
-def _kubeline(request: fastapi.Request) -> bootstrap.Kubeline:
+async def _kubeline(request: fastapi.Request) -> bootstrap.Kubeline:
     kl: bootstrap.Kubeline = request.app.state.kubeline
     return kl
 
