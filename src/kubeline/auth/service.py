@@ -7,21 +7,27 @@ allowed, 429 locked) and a message that says what to do.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from kubeline import settings as settings_
 from kubeline.auth import passwords, records, roles, tokens
 from kubeline.domain import errors
+from kubeline.storage import wakeups
 from kubeline.storage.sql import accounts as accounts_
 
 log = logging.getLogger("kubeline.auth")
 FIRST_ADMIN = "admin"
 ADMIN_TOKEN_NAME = "admin (KUBELINE_ADMIN_TOKEN)"  # noqa: S105 - a name
 TOUCH_EVERY = dt.timedelta(seconds=60)  # last-used / last-seen writes at most this often
+TOKEN_CACHE_SECONDS = 5.0  # a token's rows are read again after this long at the latest
+TOKEN_CACHE_SIZE = 10_000  # entries; the cache starts over past it
 
 
 class Denied(Exception):
@@ -33,6 +39,16 @@ class Denied(Exception):
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+@dataclasses.dataclass
+class _Known:
+    """A token's rows as last read (keyed by the token's digest, never the token itself)."""
+
+    token: records.ApiToken
+    owner: records.User | None
+    read_at: float  # monotonic
+    touched_at: dt.datetime | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +64,15 @@ class AuthService:
         self.accounts = accounts
         self.settings = settings
         self.clock = clock
+        # Who a token is, without two reads per request. Revocation and changes of the owner
+        # (role, grants, disabled, deleted) are honoured at once: those writes publish
+        # ``Channel.ACCOUNTS`` (NOTIFY on PostgreSQL, to every replica; in process on SQLite) and
+        # the cache is dropped when one arrived; a lost LISTEN connection wakes every waiter on
+        # reconnect. Expiry is checked on every request. Entries older than TOKEN_CACHE_SECONDS
+        # are read again whatever happens.
+        self._known: dict[str, _Known] = {}
+        self._changes: wakeups.Waiter | None = None
+        self._watch = contextlib.AsyncExitStack()
 
     # first start -------------------------------------------------------------------------------
     async def ensure_first_admin(self) -> str | None:
@@ -78,10 +103,12 @@ class AuthService:
 
     # who is asking -----------------------------------------------------------------------------
     async def principal_for_token(self, raw: str) -> roles.Principal:
-        token = await self.accounts.find_token(tokens.digest(raw.strip()))
+        digest = tokens.digest(raw.strip())
+        known = await self._known_token(digest)
         now = self.clock()
-        if token is None:
+        if known is None:
             raise Denied(401, "unknown API token: create one with `kubeline login` or POST /api/v1/tokens")
+        token, owner = known.token, known.owner
         if token.revoked_at is not None:
             raise Denied(401, f"API token {token.name!r} was revoked: create a new one")
         if token.expires_at is not None and token.expires_at <= now:
@@ -90,19 +117,49 @@ class AuthService:
         role, name = token.role, token.name
         grants: tuple[roles.Grant, ...] = ()
         if token.user_id is not None:
-            try:
-                owner = await self.accounts.get_user(token.user_id)
-            except errors.NotFoundError:
-                raise Denied(401, f"the owner of API token {token.name!r} was deleted") from None
+            if owner is None:
+                raise Denied(401, f"the owner of API token {token.name!r} was deleted")
             if owner.disabled:
                 raise Denied(401, f"user {owner.username!r} is disabled; their tokens do not work")
             role = min(role, owner.role)
             grants = tuple(roles.Grant(g.target, min(g.role, token.role)) for g in owner.grants)
             name = f"{owner.username}/{token.name}"
-        if token.last_used_at is None or now - token.last_used_at > TOUCH_EVERY:
+        if known.touched_at is None or now - known.touched_at > TOUCH_EVERY:
+            known.touched_at = now
             await self.accounts.touch_token(token.id, now)
         return roles.Principal(name=name, kind="token", role=role, user_id=token.user_id, token_id=token.id,
                                grants=grants, scope=token.scope)
+
+    async def _known_token(self, digest: str) -> _Known | None:
+        """The token with this digest and its owner, from the cache when still good (see __init__)."""
+        if self._changes is None or self._changes.loop is not asyncio.get_running_loop():
+            await self._watch.aclose()  # a waiter of a loop that ended is woken no more
+            self._known.clear()
+            self._watch = contextlib.AsyncExitStack()
+            self._changes = await self._watch.enter_async_context(
+                self.accounts.database.wakeups.subscribe(wakeups.Channel.ACCOUNTS))
+        if self._changes.take():
+            self._known.clear()
+        known = self._known.get(digest)
+        if known is not None and time.monotonic() - known.read_at < TOKEN_CACHE_SECONDS:
+            return known
+        token = await self.accounts.find_token(digest)
+        if token is None:
+            self._known.pop(digest, None)
+            return None
+        owner = None
+        if token.user_id is not None:
+            with contextlib.suppress(errors.NotFoundError):
+                owner = await self.accounts.get_user(token.user_id)
+        fresh = _Known(token=token, owner=owner, read_at=time.monotonic(),
+                       touched_at=known.touched_at if known is not None else token.last_used_at)
+        if self._changes.take():  # changed while we read: good for this request, not to keep
+            self._known.clear()
+            return fresh
+        if len(self._known) >= TOKEN_CACHE_SIZE:
+            self._known.clear()
+        self._known[digest] = fresh
+        return fresh
 
     async def principal_for_session(self, raw_id: str) -> tuple[roles.Principal, records.Session]:
         session = await self.accounts.get_session(tokens.digest(raw_id))

@@ -36,6 +36,7 @@ class Channel(enum.StrEnum):
     EVENTS = "kubeline_events"  # key: run id; a state change of the run was recorded
     UPLOAD = "kubeline_upload"  # key: attempt id; an attempt's upload (outputs, log) arrived
     LOGS = "kubeline_logs"  # key: chosen by the log store; log lines were written elsewhere
+    ACCOUNTS = "kubeline_accounts"  # a token was revoked, a user changed: identities cached by auth are stale
 
 
 class Waiter:
@@ -51,6 +52,14 @@ class Waiter:
     def _wake(self, key: str) -> None:
         self._keys.add(key)
         self._event.set()
+
+    def take(self) -> set[str]:
+        """The keys published since the last ``wait`` or ``take``, without waiting (often empty)."""
+        if not self._event.is_set():
+            return set()
+        keys, self._keys = self._keys, set()
+        self._event.clear()
+        return keys or {""}
 
     async def wait(self, *, within: float) -> set[str]:
         """The keys published since the last call; empty after ``within`` s without any."""

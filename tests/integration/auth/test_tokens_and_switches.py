@@ -170,3 +170,33 @@ def test_insecure_no_auth_on_loopback_says_so(auth_settings, capfd) -> None:
     with testing.ServerThread(no_auth, role="api") as server:
         assert "AUTHENTICATION IS DISABLED" in capfd.readouterr().err
         assert httpx.get(f"{server.url}/api/v1/secrets").status_code == 200
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)  # replicas share PostgreSQL
+def test_another_replica_honours_a_revocation_and_an_owner_change_at_once(auth_settings) -> None:
+    """Replicas cache who a token is (a few seconds); a revocation or a change of the owner made
+    through another replica reaches them by NOTIFY, well before that cache would expire."""
+    import time
+
+    def answers(url: str, token: str, *, want: int) -> int:
+        deadline = time.monotonic() + 1.0  # NOTIFY latency, far below the cache's TOKEN_CACHE_SECONDS
+        while True:
+            status = httpx.post(f"{url}/api/v1/runs", json={"pipeline": "hello"}, headers=_bearer(token)).status_code
+            if status == want or time.monotonic() > deadline:
+                return status
+            time.sleep(0.05)
+
+    with testing.ServerThread(auth_settings, role="api") as one, \
+            testing.ServerThread(auth_settings, role="api") as two:
+        token = one.login_as("rita", "operator")
+        assert answers(two.url, token, want=201) == 201  # two has it cached now
+        with one.http() as admin:
+            user = next(u for u in admin.get("/api/v1/users").json() if u["username"] == "rita")
+            admin.patch(f"/api/v1/users/{user['id']}", json={"role": "viewer"}).raise_for_status()
+            assert answers(two.url, token, want=403) == 403
+            admin.patch(f"/api/v1/users/{user['id']}", json={"role": "operator"}).raise_for_status()
+            assert answers(two.url, token, want=201) == 201
+        with httpx.Client(base_url=one.url, headers=_bearer(token)) as rita:
+            own = next(t for t in rita.get("/api/v1/tokens").json() if t["name"] == "rita test token")
+            assert rita.delete(f"/api/v1/tokens/{own['id']}").status_code == 204
+        assert answers(two.url, token, want=401) == 401

@@ -18,6 +18,7 @@ from sqlalchemy import exc as sa_exc
 
 from kubeline.auth import records, roles
 from kubeline.domain import errors
+from kubeline.storage import wakeups
 from kubeline.storage.sql import audit_rows, engines
 from kubeline.storage.sql import tables as T
 
@@ -40,6 +41,9 @@ def _token(row: sa.RowMapping) -> records.ApiToken:
         last_used_at=row["last_used_at"], revoked_at=row["revoked_at"])
 
 
+_LOGIN_BOOKKEEPING = frozenset({"failed_logins", "locked_until", "last_login_at"})  # no identity changes
+
+
 def _values(record: Any, table: sa.Table) -> dict[str, Any]:
     names = {c.name for c in table.columns}
     out = {k: getattr(record, k) for k in names if hasattr(record, k)}
@@ -57,8 +61,15 @@ class Accounts:
     async def _rows(self, query: Any) -> builtins.list[sa.RowMapping]:
         return await self.database.run(lambda conn: list(conn.execute(query).mappings()), write=False)
 
-    async def _exec(self, stmt: Any) -> int:
-        return await self.database.run(lambda conn: conn.execute(stmt).rowcount, write=True)
+    async def _exec(self, stmt: Any, *, identities: bool = False) -> int:
+        """``identities``: the change alters who a token or user is (role, grants, revoked,
+        disabled): every process's cached identities are dropped when it commits."""
+        def run(conn: sa.Connection) -> int:
+            if identities:
+                engines.notice(conn, wakeups.Channel.ACCOUNTS)
+            return int(conn.execute(stmt).rowcount)
+
+        return await self.database.run(run, write=True)
 
     # users -------------------------------------------------------------------------------------
     async def create_user(self, user: records.User) -> records.User:
@@ -113,7 +124,8 @@ class Accounts:
         values = {k: (v.name if isinstance(v, roles.Role) else v) for k, v in fields.items()}
         if not values:  # nothing to change (an empty patch): the user as it is, or NotFoundError
             return await self.get_user(user_id)
-        if not await self._exec(sa.update(T.users).where(T.users.c.id == user_id).values(values)):
+        stmt = sa.update(T.users).where(T.users.c.id == user_id).values(values)
+        if not await self._exec(stmt, identities=not values.keys() <= _LOGIN_BOOKKEEPING):
             raise errors.NotFoundError(f"user {user_id!r} not found")
         return await self.get_user(user_id)
 
@@ -132,6 +144,7 @@ class Accounts:
 
     async def delete_user(self, user_id: str) -> None:
         def delete(conn: sa.Connection) -> int:
+            engines.notice(conn, wakeups.Channel.ACCOUNTS)
             for table in (T.grants, T.sessions, T.api_tokens):
                 conn.execute(sa.delete(table).where(table.c.user_id == user_id))
             return conn.execute(sa.delete(T.users).where(T.users.c.id == user_id)).rowcount
@@ -141,6 +154,7 @@ class Accounts:
 
     async def set_grants(self, user_id: str, grants: Sequence[roles.Grant]) -> records.User:
         def replace(conn: sa.Connection) -> None:
+            engines.notice(conn, wakeups.Channel.ACCOUNTS)
             conn.execute(sa.delete(T.grants).where(T.grants.c.user_id == user_id))
             for grant in grants:
                 conn.execute(sa.insert(T.grants).values(user_id=user_id, target=grant.target, role=grant.role.name))
@@ -178,7 +192,7 @@ class Accounts:
     async def revoke_token(self, token_id: str, at: dt.datetime) -> None:
         table = T.api_tokens
         await self._exec(sa.update(table).where(table.c.id == token_id, table.c.revoked_at.is_(None))
-                         .values(revoked_at=at))
+                         .values(revoked_at=at), identities=True)
 
     # sessions ----------------------------------------------------------------------------------
     async def create_session(self, session: records.Session) -> None:
