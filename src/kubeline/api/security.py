@@ -3,7 +3,9 @@ that changes state.
 
 The audit record is written here, after the route answered, so no route can forget it: the
 actor is the principal ``access`` put on the request, the action the route's name, the outcome
-its status. Routes add details (never secret values) through ``note``.
+its status. Routes add details (never secret values) through ``note``. A route may instead write
+the row together with its own change (``audit_entry`` then ``audited``: ``POST /api/v1/runs``
+writes the run and its audit row in one statement), so neither exists without the other.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ HEADERS = [
     (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
 ]
 _HSTS = (b"strict-transport-security", b"max-age=31536000; includeSubDomains")
+_AUDITED = "audit_written"
 
 
 def note(request: fastapi.Request, **detail: Any) -> None:
@@ -65,21 +68,36 @@ class Security:
             await self._audit(scope, status or 500)
 
     async def _audit(self, scope: types.Scope, status: int) -> None:
-        route = scope.get("route")
-        rule = access.rule_of(route) if route is not None else None
-        if route is None or (rule is not None and not rule.audit):
+        entry = audit_entry(scope, status)
+        if entry is None:
             return
-        if scope.get("method", "GET") in access.SAFE_METHODS and not (rule is not None and rule.audit_reads):
-            return
-        state = scope.get("state") or {}
-        who = state.get("principal")
-        actor = who.actor if isinstance(who, roles.Principal) else "anonymous"
-        detail = dict(state.get("audit_detail") or {})
         app = scope.get("app")
         try:
             kl = app.state.kubeline  # type: ignore[union-attr]
-            await kl.auth.audit(actor=actor, action=getattr(route, "name", "") or "request",
-                                target=f"{scope.get('method')} {scope.get('path')}", outcome=status,
-                                ip=client_ip(scope), detail=detail)
+            await kl.auth.audit(**entry)
         except Exception:  # the answer is sent; a failed audit write must be seen, not crash
             log.exception("could not write the audit record of %s %s", scope.get("method"), scope.get("path"))
+
+
+def audit_entry(scope: types.Scope, status: int) -> dict[str, Any] | None:
+    """What the audit row of this request says (``AuthService.audit``'s arguments), or None when
+    the request is not audited (a read, a route that opts out, or a route that wrote it already)."""
+    route = scope.get("route")
+    rule = access.rule_of(route) if route is not None else None
+    if route is None or (rule is not None and not rule.audit):
+        return None
+    if scope.get("method", "GET") in access.SAFE_METHODS and not (rule is not None and rule.audit_reads):
+        return None
+    state = scope.get("state") or {}
+    if state.get(_AUDITED):
+        return None
+    who = state.get("principal")
+    return {"actor": who.actor if isinstance(who, roles.Principal) else "anonymous",
+            "action": getattr(route, "name", "") or "request", "target": f"{scope.get('method')} {scope.get('path')}",
+            "outcome": status, "ip": client_ip(scope), "detail": dict(state.get("audit_detail") or {})}
+
+
+def audited(request: fastapi.Request) -> None:
+    """The route wrote this request's audit row itself, with its change (``audit_entry`` then
+    ``create_run_audited``): the middleware writes none."""
+    setattr(request.state, _AUDITED, True)

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import pathlib
 import tempfile
+import time
 from typing import Any
 
 import pydantic
@@ -49,13 +50,52 @@ async def current_pipeline(kl: bootstrap.Kubeline, name: str, *, stored: runs.Pi
     when that still exists (edits take effect)."""
     pipeline = stored if stored is not None and stored.name == name else await kl.store.get_pipeline(name)
     if pipeline.source == "folder" and pipeline.path:
-        fresh = await asyncio.to_thread(_reload, pathlib.Path(pipeline.path), name=name)
+        fresh = await _folder_pipeline(pathlib.Path(pipeline.path), name=name)
         if fresh is None:
             return pipeline
         if fresh.spec_hash != pipeline.spec_hash:
             await kl.store.upsert_pipeline(fresh)
         return fresh
     return pipeline
+
+
+FOLDER_RECHECK_SECONDS = 1.0
+_FOLDER_FILES = (*loader.SPEC_FILES, *loader.REQUIREMENT_FILES, *loader.MAIN_FILES.values())
+_folders: dict[tuple[str, str], tuple[float, tuple[tuple[int, int, int], ...], runs.Pipeline | None]] = {}
+
+
+async def _folder_pipeline(folder: pathlib.Path, *, name: str) -> runs.Pipeline | None:
+    """The folder's pipeline as ``_reload`` gives it, loaded again only when the folder changed.
+
+    Every run created through the API reloaded its folder (a thread hop, the spec file parsed and
+    validated, its hash computed: a good part of a request's CPU). The load is kept while the folder
+    and its spec, requirements and main files stat the same (checked on every call: a few ``stat``
+    calls, no thread), and at most ``FOLDER_RECHECK_SECONDS`` for what those stats cannot see (a
+    file a stage names, in a subfolder, removed or added).
+    """
+    key = (str(folder), name)
+    signature = _folder_signature(folder)
+    kept = _folders.get(key)
+    now = time.monotonic()
+    if kept is not None and kept[1] == signature and now - kept[0] < FOLDER_RECHECK_SECONDS:
+        return kept[2]
+    fresh = await asyncio.to_thread(_reload, folder, name=name)
+    if len(_folders) > 1_000:
+        _folders.clear()
+    _folders[key] = (now, signature, fresh)
+    return fresh
+
+
+def _folder_signature(folder: pathlib.Path) -> tuple[tuple[int, int, int], ...]:
+    found = []
+    for path in (folder, *(folder / f for f in _FOLDER_FILES)):
+        try:
+            st = path.stat()
+        except OSError:
+            found.append((0, 0, 0))
+        else:
+            found.append((st.st_mtime_ns, st.st_size, st.st_ino))
+    return tuple(found)
 
 
 def _reload(folder: pathlib.Path, *, name: str) -> runs.Pipeline | None:
@@ -135,10 +175,16 @@ def _validate_files(files: dict[str, str], *, name: str | None) -> runs.Pipeline
 # runs -----------------------------------------------------------------------------------------
 async def create_run(kl: bootstrap.Kubeline, *, pipeline_name: str, inputs: dict[str, Any],
                      schedule_id: str | None, trigger: runs.TriggeredBy,
-                     stored: runs.Pipeline | None = None) -> runs.Run:
-    """Queue a run; ``stored``: the pipeline as already read for this request (not read again)."""
+                     stored: runs.Pipeline | None = None, audit: dict[str, Any] | None = None) -> runs.Run:
+    """Queue a run; ``stored``: the pipeline as already read for this request (not read again);
+    ``audit``: the request's audit row (``AuthService.audit_row``), written with the run."""
     pipeline = await current_pipeline(kl, pipeline_name, stored=stored)
-    return await kl.engine.submit(pipeline, inputs=inputs, triggered_by=trigger, schedule_id=schedule_id)
+    if audit is None:
+        return await kl.engine.submit(pipeline, inputs=inputs, triggered_by=trigger, schedule_id=schedule_id)
+    new = kl.engine.prepare(pipeline, inputs=inputs, triggered_by=trigger, schedule_id=schedule_id)
+    run = await kl.store.create_run_audited(new.run, new.stages, audit=audit)
+    kl.engine.notify(run.id)
+    return run
 
 
 async def retry_run(kl: bootstrap.Kubeline, run_id: str) -> runs.Run:

@@ -272,6 +272,12 @@ class AuthService:
         await self.accounts.append_audit(at=now, actor=actor, action=action, target=target, outcome=outcome,
                                          ip=ip, detail=detail or {})
 
+    def audit_row(self, *, actor: str, action: str, target: str, outcome: int, ip: str = "",
+                  detail: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The row ``audit`` would write, for a store method that writes it with its own change."""
+        return accounts_.audit_row(at=self.clock(), actor=actor, action=action, target=target, outcome=outcome,
+                                   ip=ip, detail=detail or {})
+
     # invitations and join requests ---------------------------------------------------------------
     async def accept_invitation(self, raw: str, *, username: str, password: str | None = None,
                                 provider: str | None = None, subject: str | None = None,

@@ -200,3 +200,27 @@ def test_another_replica_honours_a_revocation_and_an_owner_change_at_once(auth_s
             own = next(t for t in rita.get("/api/v1/tokens").json() if t["name"] == "rita test token")
             assert rita.delete(f"/api/v1/tokens/{own['id']}").status_code == 204
         assert answers(two.url, token, want=401) == 401
+
+
+def test_each_run_created_has_exactly_one_audit_row_written_with_it(api_server, auth_settings) -> None:
+    """POST /api/v1/runs writes the run and its audit row together (one statement on PostgreSQL);
+    a refused POST still gets its row from the middleware, and no run."""
+    operator = api_server.login_as("abe", "operator")
+    viewer = api_server.login_as("vic", "viewer")
+    with httpx.Client(base_url=api_server.url, headers=_bearer(operator)) as http:
+        made = [http.post("/api/v1/runs", json={"pipeline": "hello"}) for _ in range(3)]
+        assert [r.status_code for r in made] == [201, 201, 201]
+        bad = http.post("/api/v1/runs", json={"pipeline": "hello", "schedule_id": "nope"})
+        assert bad.status_code == 404
+    assert httpx.post(f"{api_server.url}/api/v1/runs", json={"pipeline": "hello"},
+                      headers=_bearer(viewer)).status_code == 403
+    audit = [r for r in _table(auth_settings.database, "audit_log") if r["action"] == "create_run"]
+    by_actor = {actor: [(r["outcome"], r["target"], r["ip"]) for r in audit if r["actor"] == actor]
+                for actor in ("token:abe/abe test token", "token:vic/vic test token")}
+    assert sorted(by_actor["token:abe/abe test token"]) == [(201, "POST /api/v1/runs", "127.0.0.1")] * 3 + [
+        (404, "POST /api/v1/runs", "127.0.0.1")]
+    assert by_actor["token:vic/vic test token"] == [(403, "POST /api/v1/runs", "127.0.0.1")]
+    run_ids = {r["id"] for r in _table(auth_settings.database, "runs")}
+    assert {r.json()["id"] for r in made} <= run_ids and len(run_ids) == 3
+    events = _table(auth_settings.database, "events")
+    assert sorted(e["entity_id"] for e in events if e["to_state"] == "queued") == sorted(run_ids)

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import fastapi
 
-from kubeline.api import access, deps, schemas, services
+from kubeline.api import access, deps, schemas, security, services
 from kubeline.auth import roles
 from kubeline.domain import errors, runs, states
 
@@ -21,10 +21,14 @@ _SCAN_PAGES = 20  # pages read per request when a filter the store cannot apply 
 async def create_run(body: schemas.RunCreate, kl: deps.KL, request: fastapi.Request,
                      response: fastapi.Response) -> schemas.RunOut:
     """Queue a run of a pipeline with these inputs (checked against its declared inputs: 422)."""
+    entry = security.audit_entry(request.scope, 201)  # written with the run (one statement on PostgreSQL)
     run = await services.create_run(kl, pipeline_name=body.pipeline, inputs=body.inputs,
                                     schedule_id=body.schedule_id,
                                     trigger=runs.TriggeredBy(kind=runs.TriggerKind.API),
-                                    stored=access.located_pipeline(request, body.pipeline))
+                                    stored=access.located_pipeline(request, body.pipeline),
+                                    audit=kl.auth.audit_row(**entry) if entry is not None else None)
+    if entry is not None:
+        security.audited(request)
     response.headers["Location"] = f"/api/v1/runs/{run.id}"
     return schemas.RunOut.of(run)
 

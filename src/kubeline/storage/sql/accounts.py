@@ -53,6 +53,13 @@ def _values(record: Any, table: sa.Table) -> dict[str, Any]:
     return out
 
 
+def audit_row(*, at: dt.datetime, actor: str, action: str, target: str, outcome: int, ip: str,
+              detail: dict[str, Any]) -> dict[str, Any]:
+    """The ``audit_log`` row (written by ``append_audit``, or with the change itself: ``create_run_audited``)."""
+    return {"at": at, "actor": actor[:200], "action": action[:64], "target": target, "outcome": outcome,
+            "ip": ip[:64], "detail": detail}
+
+
 class Accounts:
     def __init__(self, database: engines.Database) -> None:
         self.database = database
@@ -288,8 +295,8 @@ class Accounts:
     # audit -------------------------------------------------------------------------------------
     async def append_audit(self, *, at: dt.datetime, actor: str, action: str, target: str, outcome: int,
                            ip: str, detail: dict[str, Any]) -> None:
-        await self.audit_writer.append({"at": at, "actor": actor[:200], "action": action[:64], "target": target,
-                                        "outcome": outcome, "ip": ip[:64], "detail": detail})
+        await self.audit_writer.append(audit_row(at=at, actor=actor, action=action, target=target, outcome=outcome,
+                                                 ip=ip, detail=detail))
 
     async def list_audit(self, *, actor: str | None = None, action: str | None = None, target: str | None = None,
                          since: dt.datetime | None = None, until: dt.datetime | None = None,

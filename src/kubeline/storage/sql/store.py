@@ -20,7 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from kubeline.domain import runs, states
 from kubeline.storage import base, changes
 from kubeline.storage import wakeups as wakeups_
-from kubeline.storage.sql import accounts, claims, engines, listener, migrate, rows, scheduling, stats, tails
+from kubeline.storage.sql import accounts, claims, engines, intake, listener, migrate, rows, scheduling, stats, tails
 from kubeline.storage.sql import tables as T
 from kubeline.storage.sql import transactions as tx
 
@@ -107,6 +107,22 @@ class SqlStore(scheduling.SchedulingMethods, stats.StatsMethods):
         changes.check_new_run(run, stages)
         try:
             await self._write(tx.create_run, run=run, stages=stages)
+        except sa_exc.IntegrityError:
+            raise changes.run_exists(run.id) from None
+        return run
+
+    async def create_run_audited(self, run: runs.Run, stages: builtins.list[runs.StageRun], *,
+                                 audit: dict[str, Any]) -> runs.Run:
+        """``create_run`` and the audit row of the request that made it, together (``intake``)."""
+        changes.check_new_run(run, stages)
+        try:
+            if self.database.dialect == "postgresql" and intake.one_statement(stages):
+                # one statement, atomic in autocommit: no BEGIN and COMMIT round trips
+                await self.database.run(functools.partial(intake.create_run_pg, run=run, stages=stages, audit=audit),
+                                        write=False)
+                self.database.wakeups.deliver([(wakeups_.Channel.DISPATCH, "")])
+            else:
+                await self._write(intake.create_run_tx, run=run, stages=stages, audit=audit)
         except sa_exc.IntegrityError:
             raise changes.run_exists(run.id) from None
         return run
