@@ -111,6 +111,10 @@ export interface paths {
         /**
          * Oidc Callback
          * @description Finish a provider login: a session cookie and a redirect to ``/``, or why not.
+         *
+         *     A browser arrives here by a navigation (the provider's redirect): a refusal then sends it
+         *     back to the login page, which says why in words, instead of showing a problem+json document
+         *     raw; the answer keeps the refusal's status. Other clients get the problem as usual.
          */
         get: operations["oidc_callback_api_v1_auth_oidc__provider__callback_get"];
         put?: never;

@@ -99,10 +99,9 @@ async def oidc_callback(  # noqa: PLR0917 - query parameters
 ) -> fastapi.Response:
     """Finish a provider login: a session cookie and a redirect to ``/``, or why not.
 
-    The browser arrives here by a navigation (the provider's redirect): a refusal then goes back
-    to the login page, which says why in words (``_back_to_login``), instead of a problem+json
-    document shown raw. Other clients get the problem as usual. The status stays the refusal's,
-    so the audit record keeps the outcome.
+    A browser arrives here by a navigation (the provider's redirect): a refusal then sends it
+    back to the login page, which says why in words, instead of showing a problem+json document
+    raw; the answer keeps the refusal's status. Other clients get the problem as usual.
     """
     try:
         return await _finish(provider, request, kl, code=code, state=state, error=error)
