@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 QUICK_END = 0.05  # seconds: a stage that ends within this has its start and end in one transaction
-QUICK_TURNS = 8  # and within this many turns of the event loop (see _quick)
+QUICK_TURNS = 8  # and within this many turns of the event loop (see _quick: only these for most executors)
 S = states.StageState
 A = states.AttemptState
 
@@ -220,7 +220,7 @@ class RunDriver:
         self.handles[attempt.id] = (executor, handle)  # a cancel reaches it from now on
         ending = asyncio.ensure_future(executor.wait(handle))
         try:
-            await _quick(ending)
+            await _quick(ending, within=QUICK_END if base.recoverable(executor) is not None else 0.0)
         except asyncio.CancelledError:
             self.handles.pop(attempt.id, None)
             self._record_running(moves)  # the attempt runs on, to be adopted by its handle
@@ -502,11 +502,15 @@ class RunDriver:
         return result
 
 
-async def _quick(ending: asyncio.Future[Any]) -> None:
-    """Until ``ending`` is done, for at least QUICK_TURNS turns of the event loop and QUICK_END
+async def _quick(ending: asyncio.Future[Any], *, within: float) -> None:
+    """Until ``ending`` is done, for at least QUICK_TURNS turns of the event loop and ``within``
     seconds: on a busy loop (many runs at once) a turn can take longer than QUICK_END, and an
-    attempt that ends at once (a fake, a cached result) needs a few turns to say so."""
-    deadline = asyncio.get_running_loop().time() + QUICK_END
+    attempt that ends at once (a fake, a cached result) needs a few turns to say so.
+
+    ``within`` is QUICK_END only for a ``Recoverable`` executor (it finds an attempt by its id
+    after a restart, handle stored or not); for the others the handle must reach the store as
+    soon as before (a few turns), or a restart in between would start the attempt again."""
+    deadline = asyncio.get_running_loop().time() + within
     for _ in range(QUICK_TURNS):
         if ending.done():
             return

@@ -124,7 +124,8 @@ async def test_the_last_stage_ends_its_run_in_the_same_transaction(make_engine):
 
 
 async def test_a_stage_longer_than_quick_end_is_recorded_running_before_it_ends(make_engine):
-    engine, executor, store = make_engine({"a": fake.Outcome(duration=driver.QUICK_END * 4)})
+    engine, executor, store = make_engine({"a": fake.Outcome(duration=driver.QUICK_END * 4)})  # not Recoverable:
+    # its handle is recorded after a few turns of the loop, well within QUICK_END
     run = await engine.submit(pipeline({"stages": [{"id": "a", "type": "shell", "command": "x"}]}))
     execution = asyncio.create_task(engine.execute(run.id))
     while not executor.running:
