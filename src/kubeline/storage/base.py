@@ -337,6 +337,9 @@ class Store(Protocol):
     async def list_fires(self, schedule_key: str, *, limit: int = 50) -> list[ScheduleFire]:
         """Newest first."""
         ...
+    async def latest_fire(self) -> ScheduleFire | None:
+        """The newest fire of any schedule (by fire time), or None before the first."""
+        ...
 
     # webhooks ------------------------------------------------------------------------------
     async def accept_delivery(

@@ -37,6 +37,8 @@ def test_system_names_executors_and_never_the_database_url(server, settings):
     assert "local" in {e["name"] for e in system["executors"]}
     assert all(isinstance(v, bool) for e in system["executors"] for v in e["capabilities"].values())
     assert str(settings.database_url) not in json.dumps(system)
+    assert system["queued"] == 0 and system["running"] == 0  # counted by GROUP BY, not by loading runs
+    assert "scheduler_lag" in system and "last_fire_at" in system
 
 
 def test_a_single_run_carries_its_dag(client, server):

@@ -158,6 +158,7 @@ async def test_schedule_states(store: Any) -> None:
 
 async def test_each_fire_is_claimed_once(store: Any) -> None:
     fire = T0 + dt.timedelta(hours=2)
+    assert await store.latest_fire() is None
     assert await store.claim_fire("p/s", fire)
     assert not await store.claim_fire("p/s", fire)
     assert await store.claim_fire("p/other", fire)
@@ -167,6 +168,9 @@ async def test_each_fire_is_claimed_once(store: Any) -> None:
     assert await store.last_fire_times() == {"p/s": fire + dt.timedelta(hours=1), "p/other": fire}
     fires = await store.list_fires("p/s")
     assert [(f.fire_time, f.run_id) for f in fires] == [(fire + dt.timedelta(hours=1), None), (fire, "r1")]
+    newest = await store.latest_fire()  # of any schedule: what the System page's scheduler lag reads
+    assert (newest.schedule_key, newest.fire_time) == ("p/s", fire + dt.timedelta(hours=1))
+    assert newest.created_at >= newest.fire_time  # recorded now, due in 2024
 
 
 async def test_a_fire_whose_claimer_died_can_be_taken_over(store: Any) -> None:

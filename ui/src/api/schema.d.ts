@@ -1082,7 +1082,7 @@ export interface paths {
         };
         /**
          * Get System
-         * @description This server: version, database kind, executors and capabilities, queue depth.
+         * @description This server: version, database kind, executors and capabilities, queue depth, scheduler lag.
          */
         get: operations["get_system_api_v1_system_get"];
         put?: never;
@@ -2880,15 +2880,25 @@ export interface components {
              */
             kubernetes_namespace?: string | null;
             /**
+             * Last Fire At
+             * @description The newest schedule fire's due time.
+             */
+            last_fire_at?: string | null;
+            /**
              * Queued
-             * @description Queued runs (up to 1000 counted).
+             * @description Queued runs.
              */
             queued: number;
             /**
              * Running
-             * @description Running runs (up to 1000 counted).
+             * @description Running runs.
              */
             running: number;
+            /**
+             * Scheduler Lag
+             * @description Seconds between the newest schedule fire's due time and the moment a scheduler recorded it (any replica); null before the first fire.
+             */
+            scheduler_lag?: number | null;
             /** Version */
             version: string;
         };

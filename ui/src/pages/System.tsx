@@ -18,6 +18,8 @@ export default function System() {
               <dt>Database</dt><dd>{s.database}</dd>
               <dt>Readiness</dt><dd>{ready.data ? `${ready.data.status} (${Object.entries(ready.data.checks).map(([k, v]) => `${k}: ${v}`).join(", ")})` : "…"}</dd>
               <dt>Queue depth</dt><dd>{s.queued} queued, {s.running} running</dd>
+              <dt>Scheduler lag</dt><dd>{s.scheduler_lag == null ? "no schedule has fired yet"
+                : `${s.scheduler_lag.toFixed(3)} s (fire due ${new Date(s.last_fire_at ?? "").toLocaleString()})`}</dd>
               <dt>Default executor</dt><dd>{s.default_executor}</dd>
               <dt>Kubernetes</dt><dd>{s.kubernetes_namespace ? `namespace ${s.kubernetes_namespace}` : "not connected (no kubernetes executor)"}</dd>
             </dl>

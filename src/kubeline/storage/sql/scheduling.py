@@ -158,6 +158,18 @@ class SchedulingMethods:
             base.ScheduleFire(schedule_key=r["schedule_key"], fire_time=r["fire_time"], run_id=r["run_id"],
                               created_at=r["created_at"]) for r in conn.execute(query).mappings()])
 
+    async def latest_fire(self) -> base.ScheduleFire | None:
+        table = T.schedule_fires
+        query = sa.select(table).order_by(table.c.fire_time.desc()).limit(1)  # ix_schedule_fires_fire_time
+
+        def read(conn: sa.Connection) -> base.ScheduleFire | None:
+            row = conn.execute(query).mappings().first()
+            return None if row is None else base.ScheduleFire(
+                schedule_key=row["schedule_key"], fire_time=row["fire_time"], run_id=row["run_id"],
+                created_at=row["created_at"])
+
+        return await self._read(read)
+
     async def accept_delivery(
         self, hook_key: str, delivery_id: str, *, now: dt.datetime, rate_limit: int, keep: float,
         run: base.NewRun | None = None,

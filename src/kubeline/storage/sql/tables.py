@@ -171,6 +171,7 @@ schedule_fires = sa.Table(
     sa.Column("fire_time", UTCDateTime, primary_key=True),
     sa.Column("run_id", ID, nullable=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Index(None, "fire_time"),  # the newest fire of any schedule (the System page's scheduler lag)
 )
 
 # Schedule state kept across restarts and replicas: the enable/disable override of the API
