@@ -14,9 +14,10 @@ awaits, so a transaction is one round trip to the database thread (SQLite) or on
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -91,6 +92,38 @@ def _moved(conn: sa.Connection, stmt: sa.Update, to: states.State, values: dict[
         return None
     row = dict(found)
     return row.pop("old_state"), row
+
+
+@dataclasses.dataclass(frozen=True)
+class _Statements:
+    """One table's statements for a state move: the one-statement move (PostgreSQL), and the
+    locked read and the update of the read-then-update (SQLite, and to say why a move cannot)."""
+
+    move: sa.Update
+    lock: sa.Select[Any]
+    update: sa.Update
+
+
+_RUN_ROWS = _Statements(_MOVE_RUN, _LOCK_RUN, _UPDATE_RUN)
+_STAGE_ROWS = _Statements(_MOVE_STAGE, _LOCK_STAGE, _UPDATE_STAGE)
+_ATTEMPT_ROWS = _Statements(_MOVE_ATTEMPT, _LOCK_ATTEMPT, _UPDATE_ATTEMPT)
+
+
+def _move(conn: sa.Connection, rows_: _Statements, *, to: states.State, values: dict[str, Any],
+          pk: dict[str, str], what: str, missing: Callable[[], Exception]) -> tuple[Any, dict[str, Any]]:
+    """Move the row at ``pk`` to ``to`` with ``values``: its old state (``to``'s type) and new row.
+    Raises ``missing()`` without the row, and ``states.check``'s error when the move is not allowed."""
+    moved = _moved(conn, rows_.move, to, values, pk)
+    if moved is None:
+        row = _locked(conn, rows_.lock, **pk)
+        if row is None:
+            raise missing()
+        states.check(type(to)(row["state"]), to, what=what)
+        conn.execute(rows_.update, {**values, **pk})
+        moved = row["state"], {**row, **values}
+    current = type(to)(moved[0])
+    states.check(current, to, what=what)
+    return current, moved[1]
 
 
 def insert_event(
@@ -168,23 +201,15 @@ def transition_run(
 ) -> runs.Run:
     now = runs.utcnow()
     values = _changes(to, now, fields)
-    moved = _moved(conn, _MOVE_RUN, to, values, {"pk_id": run_id})
-    if moved is None:
-        row = _locked(conn, _LOCK_RUN, pk_id=run_id)
-        if row is None:
-            raise changes.run_not_found(run_id)
-        states.check(states.RunState(row["state"]), to, what=changes.run_what(run_id))
-        conn.execute(_UPDATE_RUN, {**values, "pk_id": run_id})
-        moved = row["state"], {**row, **values}
-    current = states.RunState(moved[0])
-    states.check(current, to, what=changes.run_what(run_id))
+    current, moved = _move(conn, _RUN_ROWS, to=to, values=values, pk={"pk_id": run_id},
+                           what=changes.run_what(run_id), missing=lambda: changes.run_not_found(run_id))
     insert_event(conn, run_id=run_id, entity="run", entity_id=run_id, from_state=current,
                  to_state=to, reason=reason, at=now)
     if states.is_final(to):
         engines.notice(conn, W.Channel.DISPATCH)  # a slot of its pipeline (and the caps) is free
     for new in spawn:
         create_run(conn, run=new.run, stages=new.stages)
-    return rows.run_from_row(moved[1])
+    return rows.run_from_row(moved)
 
 
 def request_cancel(conn: sa.Connection, *, run_id: str) -> runs.Run:
@@ -254,12 +279,10 @@ def list_stage_runs(conn: sa.Connection, *, run_id: str) -> list[runs.StageRun]:
     return [rows.stage_from_row(r) for r in found]
 
 
-def _locked_stage(conn: sa.Connection, run_id: str, stage_id: str) -> dict[str, Any]:
-    row = _locked(conn, _LOCK_STAGE, pk_run_id=run_id, pk_stage_id=stage_id)
-    if row is None:
-        _require_run(conn, run_id)
-        raise changes.stage_not_found(run_id, stage_id)
-    return row
+def _stage_missing(conn: sa.Connection, run_id: str, stage_id: str) -> Exception:
+    """The error for a stage row that is not there: its run's (raised) when the run is missing too."""
+    _require_run(conn, run_id)
+    return changes.stage_not_found(run_id, stage_id)
 
 
 def transition_stage(
@@ -274,17 +297,11 @@ def transition_stage(
     now = runs.utcnow()
     values = _changes(to, now, fields)
     pk = {"pk_run_id": run_id, "pk_stage_id": stage_id}
-    moved = _moved(conn, _MOVE_STAGE, to, values, pk)
-    if moved is None:
-        row = _locked_stage(conn, run_id, stage_id)
-        states.check(states.StageState(row["state"]), to, what=changes.stage_what(run_id, stage_id))
-        conn.execute(_UPDATE_STAGE, {**values, **pk})
-        moved = row["state"], {**row, **values}
-    current = states.StageState(moved[0])
-    states.check(current, to, what=changes.stage_what(run_id, stage_id))
+    current, moved = _move(conn, _STAGE_ROWS, to=to, values=values, pk=pk, what=changes.stage_what(run_id, stage_id),
+                           missing=lambda: _stage_missing(conn, run_id, stage_id))
     insert_event(conn, run_id=run_id, entity="stage", entity_id=stage_id, from_state=current,
                  to_state=to, reason=reason, at=now)
-    return rows.stage_from_row(moved[1])
+    return rows.stage_from_row(moved)
 
 
 # attempts ----------------------------------------------------------------------------------
@@ -319,19 +336,11 @@ def transition_attempt(
 ) -> runs.Attempt:
     now = runs.utcnow()
     values = _changes(to, now, fields)
-    moved = _moved(conn, _MOVE_ATTEMPT, to, values, {"pk_id": attempt_id})
-    if moved is None:
-        row = _locked(conn, _LOCK_ATTEMPT, pk_id=attempt_id)
-        if row is None:
-            raise changes.attempt_not_found(attempt_id)
-        states.check(states.AttemptState(row["state"]), to, what=changes.attempt_what(attempt_id))
-        conn.execute(_UPDATE_ATTEMPT, {**values, "pk_id": attempt_id})
-        moved = row["state"], {**row, **values}
-    current = states.AttemptState(moved[0])
-    states.check(current, to, what=changes.attempt_what(attempt_id))
-    insert_event(conn, run_id=moved[1]["run_id"], entity="attempt", entity_id=attempt_id,
+    current, moved = _move(conn, _ATTEMPT_ROWS, to=to, values=values, pk={"pk_id": attempt_id},
+                           what=changes.attempt_what(attempt_id), missing=lambda: changes.attempt_not_found(attempt_id))
+    insert_event(conn, run_id=moved["run_id"], entity="attempt", entity_id=attempt_id,
                  from_state=current, to_state=to, reason=reason, at=now)
-    return rows.attempt_from_row(moved[1])
+    return rows.attempt_from_row(moved)
 
 
 # events ------------------------------------------------------------------------------------
