@@ -42,6 +42,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import h11
 import rounds  # bench/rounds.py
 
 PIPELINE = "api-bench"
@@ -117,35 +118,48 @@ def _wait_ready(base: str, proc: subprocess.Popen[bytes], log: pathlib.Path, *, 
 
 
 class _Connection:
-    """One kept-alive HTTP/1.1 connection that POSTs JSON: the load generator shares the 2 cores
-    with the servers, and httpx spent ~2 ms of CPU per request here (as much as a third of a
-    replica's), so the figure measured the client as much as the servers. This sends the bytes a
-    client sends and reads a ``Content-Length`` answer; nothing else is needed here."""
+    """One kept-alive HTTP/1.1 connection that POSTs JSON, spoken with h11 (httpx's own protocol
+    layer) over asyncio streams: the load generator shares the 2 cores with the servers, and
+    httpx's client machinery cost ~2 ms of CPU per request here (as much as a third of a
+    replica's), so the figure measured the client as much as the servers."""
 
     def __init__(self, base: str, *, token: str) -> None:
         host_port = base.removeprefix("http://")
         self.host, _, port = host_port.partition(":")
         self.port = int(port)
-        self.head = (f"Host: {host_port}\r\nAuthorization: Bearer {token}\r\n"
-                     "Content-Type: application/json\r\nAccept: application/json\r\n")
+        self.headers = [("Host", host_port), ("Authorization", f"Bearer {token}"),
+                        ("Content-Type", "application/json"), ("Accept", "application/json")]
+        self.protocol = h11.Connection(our_role=h11.CLIENT)
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
     async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+            self.protocol = h11.Connection(our_role=h11.CLIENT)
         assert self.reader is not None
-        self.writer.write(f"POST {path} HTTP/1.1\r\n{self.head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split(" ", 2)[1])
-        headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
-        if "content-length" not in headers:
-            raise SystemExit(f"POST {path}: an answer without Content-Length ({headers})")
-        answer = await self.reader.readexactly(int(headers["content-length"]))
-        if headers.get("connection", "").lower() == "close":
+        request = h11.Request(method="POST", target=path,
+                              headers=[*self.headers, ("Content-Length", str(len(body)))])
+        self.writer.write(b"".join(self.protocol.send(event) for event in
+                                   (request, h11.Data(data=body), h11.EndOfMessage())))
+        status, answer = 0, bytearray()
+        while True:
+            event = self.protocol.next_event()
+            if event is h11.NEED_DATA:
+                self.protocol.receive_data(await self.reader.read(65536))
+            elif isinstance(event, h11.Response):
+                status = event.status_code
+            elif isinstance(event, h11.Data):
+                answer += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                break
+            elif isinstance(event, h11.ConnectionClosed):
+                raise SystemExit(f"POST {path}: the server closed the connection before answering")
+        if self.protocol.our_state is h11.DONE and self.protocol.their_state is h11.DONE:
+            self.protocol.start_next_cycle()
+        else:  # the server asked to close (Connection: close): a new connection next time
             await self.close()
-        return status, answer
+        return status, bytes(answer)
 
     async def close(self) -> None:
         if self.writer is not None:
