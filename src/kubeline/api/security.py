@@ -99,5 +99,5 @@ def audit_entry(scope: types.Scope, status: int) -> dict[str, Any] | None:
 
 def audited(request: fastapi.Request) -> None:
     """The route wrote this request's audit row itself, with its change (``audit_entry`` then
-    ``create_run_audited``): the middleware writes none."""
+    ``Store.create_run(audit=...)``): the middleware writes none."""
     setattr(request.state, _AUDITED, True)

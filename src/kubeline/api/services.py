@@ -179,12 +179,7 @@ async def create_run(kl: bootstrap.Kubeline, *, pipeline_name: str, inputs: dict
     """Queue a run; ``stored``: the pipeline as already read for this request (not read again);
     ``audit``: the request's audit row (``AuthService.audit_row``), written with the run."""
     pipeline = await current_pipeline(kl, pipeline_name, stored=stored)
-    if audit is None:
-        return await kl.engine.submit(pipeline, inputs=inputs, triggered_by=trigger, schedule_id=schedule_id)
-    new = kl.engine.prepare(pipeline, inputs=inputs, triggered_by=trigger, schedule_id=schedule_id)
-    run = await kl.store.create_run_audited(new.run, new.stages, audit=audit)
-    kl.engine.notify(run.id)
-    return run
+    return await kl.engine.submit(pipeline, inputs=inputs, triggered_by=trigger, schedule_id=schedule_id, audit=audit)
 
 
 async def retry_run(kl: bootstrap.Kubeline, run_id: str) -> runs.Run:

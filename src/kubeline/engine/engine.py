@@ -124,11 +124,13 @@ class Engine:
         triggered_by: runs.TriggeredBy | None = None,
         schedule_id: str | None = None,
         parent_run_id: str | None = None,
+        audit: dict[str, Any] | None = None,
     ) -> runs.Run:
-        """Queue a run of ``pipeline``; inputs are validated (``InvalidInputError``) before anything is stored."""
+        """Queue a run of ``pipeline``; inputs are validated (``InvalidInputError``) before anything is stored.
+        ``audit``: the audit row of the request that makes it, stored with the run (``Store.create_run``)."""
         new = self.prepare(pipeline, inputs=inputs, triggered_by=triggered_by, schedule_id=schedule_id,
                            parent_run_id=parent_run_id)
-        run = await self.store.create_run(new.run, new.stages)  # wakes the dispatchers
+        run = await self.store.create_run(new.run, new.stages, audit=audit)  # wakes the dispatchers
         self.notify(run.id)
         return run
 

@@ -204,13 +204,11 @@ class Store(Protocol):
     async def delete_pipeline(self, name: str) -> None: ...
 
     # runs ----------------------------------------------------------------------------------
-    async def create_run(self, run: runs.Run, stages: list[runs.StageRun]) -> runs.Run:
-        """Insert the run (queued) and its stage rows, plus a 'queued' event, in one transaction."""
-        ...
-    async def create_run_audited(self, run: runs.Run, stages: list[runs.StageRun], *,
-                                 audit: dict[str, Any]) -> runs.Run:
-        """``create_run`` with the audit row (``accounts.audit_row``) of the request that makes it,
-        in the same transaction (a run is never created without its audit row, nor the reverse)."""
+    async def create_run(self, run: runs.Run, stages: list[runs.StageRun], *,
+                         audit: dict[str, Any] | None = None) -> runs.Run:
+        """Insert the run (queued) and its stage rows, plus a 'queued' event, in one transaction;
+        with ``audit``, also the audit row (``accounts.audit_row``) of the request that makes it
+        (a run is never created without its audit row, nor the reverse)."""
         ...
     async def get_run(self, run_id: str) -> runs.Run: ...
     async def list_runs(

@@ -55,7 +55,7 @@ def _values(record: Any, table: sa.Table) -> dict[str, Any]:
 
 def audit_row(*, at: dt.datetime, actor: str, action: str, target: str, outcome: int, ip: str,
               detail: dict[str, Any]) -> dict[str, Any]:
-    """The ``audit_log`` row (written by ``append_audit``, or with the change itself: ``create_run_audited``)."""
+    """The ``audit_log`` row (written by ``append_audit``, or with the change itself: ``create_run(audit=...)``)."""
     return {"at": at, "actor": actor[:200], "action": action[:64], "target": target, "outcome": outcome,
             "ip": ip[:64], "detail": detail}
 

@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql
 
 from kubeline.domain import runs
 from kubeline.storage import wakeups
-from kubeline.storage.sql import engines, rows
+from kubeline.storage.sql import rows
 from kubeline.storage.sql import tables as T
 from kubeline.storage.sql import transactions as tx
 
@@ -81,7 +81,6 @@ def create_run_pg(conn: sa.Connection, *, run: runs.Run, stages: list[runs.Stage
 
 
 def create_run_tx(conn: sa.Connection, *, run: runs.Run, stages: list[runs.StageRun], audit: dict[str, Any]) -> None:
-    """Any database, in a transaction: ``transactions.create_run`` and the audit row."""
+    """Any database, in a transaction: ``transactions.create_run`` (its wake-up too) and the audit row."""
     tx.create_run(conn, run=run, stages=stages)
     conn.execute(sa.insert(T.audit_log), [audit])
-    engines.notice(conn, wakeups.Channel.DISPATCH)

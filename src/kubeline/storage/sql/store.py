@@ -103,20 +103,13 @@ class SqlStore(scheduling.SchedulingMethods, stats.StatsMethods):
             raise changes.pipeline_not_found(name)
 
     # runs ----------------------------------------------------------------------------------
-    async def create_run(self, run: runs.Run, stages: builtins.list[runs.StageRun]) -> runs.Run:
+    async def create_run(self, run: runs.Run, stages: builtins.list[runs.StageRun], *,
+                         audit: dict[str, Any] | None = None) -> runs.Run:
         changes.check_new_run(run, stages)
         try:
-            await self._write(tx.create_run, run=run, stages=stages)
-        except sa_exc.IntegrityError:
-            raise changes.run_exists(run.id) from None
-        return run
-
-    async def create_run_audited(self, run: runs.Run, stages: builtins.list[runs.StageRun], *,
-                                 audit: dict[str, Any]) -> runs.Run:
-        """``create_run`` and the audit row of the request that made it, together (``intake``)."""
-        changes.check_new_run(run, stages)
-        try:
-            if self.database.dialect == "postgresql" and intake.one_statement(stages):
+            if audit is None:
+                await self._write(tx.create_run, run=run, stages=stages)
+            elif self.database.dialect == "postgresql" and intake.one_statement(stages):
                 # one statement, atomic in autocommit: no BEGIN and COMMIT round trips
                 await self.database.run(functools.partial(intake.create_run_pg, run=run, stages=stages, audit=audit),
                                         write=False)
