@@ -239,8 +239,9 @@ class Store(Protocol):
         method below that takes one.
         """
         ...
-    async def count_runs(self) -> dict[states.RunState, int]:
-        """How many runs are in each state (one ``GROUP BY``; for gauges)."""
+    async def count_runs(self, *, states_in: Sequence[states.RunState] | None = None) -> dict[states.RunState, int]:
+        """How many runs are in each state (one ``GROUP BY``; for gauges); ``states_in``: only those
+        states, read from the index on ``state`` (a gauge of the queue reads no finished run)."""
         ...
     async def executor_demand(self, *, executor: str) -> ExecutorDemand:
         """Queued runs per pipeline, and ``executor``'s live attempts per pool / per stage (``GROUP BY``)."""

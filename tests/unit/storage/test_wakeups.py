@@ -67,6 +67,8 @@ async def test_count_runs_groups_by_state(sql_store: sql_store_.SqlStore) -> Non
         await sql_store.create_run(*_run())
     await sql_store.claim_queued_runs(limit=1)
     assert await sql_store.count_runs() == {states.RunState.QUEUED: 2, states.RunState.RUNNING: 1}
+    assert await sql_store.count_runs(states_in=[states.RunState.QUEUED]) == {states.RunState.QUEUED: 2}
+    assert await sql_store.count_runs(states_in=[states.RunState.SUCCEEDED]) == {}
 
 
 async def test_a_cancel_that_meets_a_wake_up_is_never_lost() -> None:

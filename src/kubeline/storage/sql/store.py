@@ -158,8 +158,10 @@ class SqlStore(scheduling.SchedulingMethods, stats.StatsMethods):
         except sa_exc.IntegrityError:
             raise changes.run_exists(", ".join(new.run.id for new in spawn)) from None
 
-    async def count_runs(self) -> dict[states.RunState, int]:
+    async def count_runs(self, *, states_in: Sequence[states.RunState] | None = None) -> dict[states.RunState, int]:
         query = sa.select(T.runs.c.state, sa.func.count()).group_by(T.runs.c.state)
+        if states_in is not None:
+            query = query.where(T.runs.c.state.in_([s.value for s in states_in]))
         found = await self.database.run(lambda conn: conn.execute(query).all(), write=False)
         return {states.RunState(state): int(count) for state, count in found}
 
