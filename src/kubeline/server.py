@@ -28,8 +28,8 @@ import uvicorn
 
 from kubeline import bootstrap
 from kubeline import settings as settings_
+from kubeline.api import access, services
 from kubeline.api import app as app_
-from kubeline.api import services
 from kubeline.auth import addresses
 from kubeline.ui import serve as ui_serve
 
@@ -127,7 +127,7 @@ async def serve(
         for problem in found.problems:
             log.warning("pipeline not loaded: %s", problem)
         app = app_.create_app(kl)
-        ui_serve.mount(app)
+        ui_serve.mount(app, session_cookie=access.SESSION_COOKIE)
         if on_app is not None:
             on_app(app)
         server = _http(app)

@@ -7,7 +7,6 @@ import { Loading } from "./components/Common";
 import { Dashboard } from "./pages/Dashboard";
 import { AcceptInvitation, Login } from "./pages/Login";
 import { loadSession, SessionProvider, useSession } from "./session";
-import { settleEarly } from "./api/client";
 import "./styles.css";
 
 const Runs = lazy(() => import("./pages/Runs"), "/runs");
@@ -57,11 +56,10 @@ function App() {
   );
 }
 
-// Rendered once the opened page's code and who is logged in are here (index.html asked for the
-// latter before this script ran; lazyPage.ts explains the former): the first render is the page,
-// with the data index.html asked for if it comes within EARLY_WAIT_MS (api/client.ts settleEarly).
-const EARLY_WAIT_MS = 250;
-void Promise.all([loadSession().catch(() => undefined), firstPage(), settleEarly(EARLY_WAIT_MS)]).then(([me]) => createRoot(document.getElementById("root")!).render(
+// Rendered once the opened page's code and who is logged in are here (lazyPage.ts explains the
+// former; the latter, like the page's first data, is inside index.html for a browser that logged
+// in: api/client.ts): the first render is the page, with its data.
+void Promise.all([loadSession().catch(() => undefined), firstPage()]).then(([me]) => createRoot(document.getElementById("root")!).render(
   <StrictMode>
     <BrowserRouter>
       <SessionProvider initial={me}>

@@ -3,16 +3,24 @@
 The build writes each text file also compressed (``.br``, ``.gz``: ui/vite.config.ts); a browser
 that accepts one of them gets that file as is, so nothing is compressed while serving. Assets have
 hashed names and are cached for a year; ``index.html`` is revalidated every time.
+
+A browser that logged in gets ``index.html`` with the opened page's first data inside it
+(``kubeline.ui.first``): streamed, uncompressed, never cached.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import mimetypes
 import pathlib
+from collections.abc import AsyncIterator
 
 import fastapi
 from fastapi import responses, staticfiles
 from starlette import types
+
+from kubeline.ui import first
 
 STATIC = pathlib.Path(__file__).with_name("static")
 RESERVED = ("/api/", "/api", "/healthz", "/readyz", "/metrics", "/assets/")
@@ -44,11 +52,13 @@ def is_built(static: pathlib.Path = STATIC) -> bool:
     return (static / "index.html").is_file()
 
 
-def mount(app: fastapi.FastAPI, *, static: pathlib.Path = STATIC) -> None:
-    """Serve the UI on ``app``: hashed assets, and ``index.html`` for every other unmatched GET."""
+def mount(app: fastapi.FastAPI, *, static: pathlib.Path = STATIC, session_cookie: str = "") -> None:
+    """Serve the UI on ``app``: hashed assets, and ``index.html`` for every other unmatched GET;
+    with ``session_cookie`` (the name of a browser login's cookie) a request that carries it
+    gets the page's first data inside the page (``kubeline.ui.first``)."""
     if (static / "assets").is_dir():
         app.mount("/assets", _Assets(directory=static / "assets"), name="ui-assets")
-    app.router.default = _Fallback(app.router.default, static=static)
+    app.router.default = _Fallback(app.router.default, static=static, session_cookie=session_cookie)
 
 
 class _Assets(staticfiles.StaticFiles):
@@ -74,9 +84,10 @@ def _media_type(file: pathlib.Path) -> str:
 class _Fallback:
     """The router's "no route matched" handler: the SPA for browser paths, the API's 404 otherwise."""
 
-    def __init__(self, default: types.ASGIApp, *, static: pathlib.Path) -> None:
+    def __init__(self, default: types.ASGIApp, *, static: pathlib.Path, session_cookie: str) -> None:
         self.default = default
         self.static = static
+        self.session_cookie = session_cookie
 
     async def __call__(self, scope: types.Scope, receive: types.Receive, send: types.Send) -> None:
         path: str = scope.get("path", "")
@@ -85,11 +96,52 @@ class _Fallback:
             await self.default(scope, receive, send)
             return
         index = self.static / "index.html"
+        cookie = _cookie_header(scope, self.session_cookie) if scope["method"] == "GET" else b""
         if not index.is_file():
             result: responses.Response = responses.HTMLResponse(NOT_BUILT, status_code=503)
+        elif cookie:
+            page = _with_data(index.read_bytes(), app=scope["app"], scope=scope, cookie=cookie,
+                              urls=first.calls_for(path))
+            result = responses.StreamingResponse(page, media_type="text/html",
+                                                 headers={"Cache-Control": "no-store", "Vary": "Cookie"})
         else:
             file, encoding = encoded(index, scope)
             result = responses.FileResponse(file, media_type="text/html", headers={
                 "Cache-Control": "no-cache", "Vary": "Accept-Encoding",
                 **({"Content-Encoding": encoding} if encoding else {})})
         await result(scope, receive, send)
+
+
+def _cookie_header(scope: types.Scope, name: str) -> bytes:
+    """The request's Cookie header when it carries the cookie ``name`` (else b'')."""
+    if not name:
+        return b""
+    wanted = name.encode() + b"="
+    for key, value in scope.get("headers", []):
+        if key == b"cookie" and any(part.strip().startswith(wanted) for part in value.split(b";")):
+            return bytes(value)
+    return b""
+
+
+async def _with_data(html: bytes, *, app: types.ASGIApp, scope: types.Scope, cookie: bytes,
+                     urls: list[str]) -> AsyncIterator[bytes]:
+    """``html`` up to ``</body>`` at once, then the page's first data (asked for meanwhile, at
+    most ``first.WAIT_SECONDS``) in its element, when there is any, then the rest."""
+    async def bounded() -> dict[str, bytes]:
+        try:
+            return await asyncio.wait_for(first.answers(app, scope, cookie=cookie, urls=urls), first.WAIT_SECONDS)
+        except TimeoutError:
+            return {}
+
+    found = asyncio.ensure_future(bounded())
+    cut = html.rfind(b"</body>")
+    cut = len(html) if cut < 0 else cut
+    try:
+        yield html[:cut]
+        data = await found
+        yield (first.script(data) if data else b"") + html[cut:]
+    finally:
+        if not found.done():
+            found.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await found

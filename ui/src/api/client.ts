@@ -13,45 +13,41 @@ export type Problem = Schemas["ProblemOut"];
 
 export const api = createClient<paths>({ baseUrl: "" });
 
-// Answers index.html asked for before the bundle ran, by path and query: the first GET of the
-// same URL takes one (once) if it is fresh and succeeded; anything else (a 401 before login, an
-// error, an answer older than a few seconds) goes to the server again.
+// The opened page's first data, sent inside index.html to a browser that logged in (the
+// server's kubeline/ui/first.py): 200 answers by URL, as openapi-fetch writes it. Each is used
+// once, by the page's first render (`earlyData`) or else by the first GET of exactly that URL,
+// and only while fresh; anything not there is asked for as usual.
 const EARLY_FRESH_MS = 5000;
-const early: Record<string, Promise<Response> | undefined> =
-  (window as unknown as { __prefetch?: Record<string, Promise<Response>> }).__prefetch ?? {};
-const read: Record<string, unknown> = {};
+const inlined: Record<string, unknown> = (() => {
+  const element = document.getElementById("kubeline-first");
+  if (!element) return {};
+  element.remove();
+  try {
+    return JSON.parse(element.textContent ?? "") as Record<string, unknown>;
+  } catch {
+    return {};
+  }
+})();
 
-/** Waits (at most `ms`) for index.html's early answers and reads those that succeeded, so the
- * opened page renders with its data the first time (`earlyData`) instead of placeholders, a
- * paint, an effect that asks, and a second render. Answers still on their way stay for api.GET. */
-export async function settleEarly(ms: number): Promise<void> {
-  const reads = Object.entries(early).map(async ([url, answer]) => {
-    try {
-      const response = await answer;
-      if (response?.ok && early[url] === answer) read[url] = await response.clone().json();
-    } catch { /* taken by api.GET meanwhile, or not JSON: the page asks as usual */ }
-  });
-  await Promise.race([Promise.all(reads), new Promise((done) => setTimeout(done, ms))]);
-}
-
-/** The early answer of `url` read by `settleEarly` (once, while fresh), for a page's first render. */
-export function earlyData<T>(url: string): T | undefined {
-  if (!(url in read)) return undefined;
-  const data = read[url] as T;
-  delete read[url];
-  delete early[url];
+function take(url: string): unknown {
+  if (!(url in inlined)) return undefined;
+  const data = inlined[url];
+  delete inlined[url];
   return performance.now() > EARLY_FRESH_MS ? undefined : data;
 }
+
+/** The page's inlined answer for `url` (once, while fresh), for its first render. */
+export function earlyData<T>(url: string): T | undefined {
+  return take(url) as T | undefined;
+}
+
 api.use({
-  async onRequest({ request }) {
+  onRequest({ request }) {
     if (request.method !== "GET") return undefined;
     const url = new URL(request.url);
-    const found = early[url.pathname + url.search];
-    if (!found) return undefined;
-    delete early[url.pathname + url.search];
-    if (performance.now() > EARLY_FRESH_MS) return undefined;
-    const response = await found.catch(() => undefined);
-    return response?.ok ? response : undefined;
+    const data = take(url.pathname + url.search);
+    return data === undefined ? undefined
+      : new Response(JSON.stringify(data), { status: 200, headers: { "Content-Type": "application/json" } });
   },
 });
 

@@ -6,10 +6,10 @@ import { fmtDuration, fmtTime, useData } from "../hooks";
 
 const TILES = ["runs in 14 days", "failure rate", "running now", "queue depth"];
 
-// index.html starts all three calls; when the page opens here their answers are usually in by
-// the first render (main.tsx waits a little for them). Otherwise the page's frame (tiles, cards)
-// shows at once and each part fills in when its call answers, so the slowest call (the
-// aggregates) holds back only what it draws.
+// When the browser opens here its first render has the three answers (inside index.html: the
+// server's kubeline/ui/first.py, which asks for these exact URLs). Otherwise the page's frame
+// (tiles, cards) shows at once and each part fills in when its call answers, so the slowest call
+// (the aggregates) holds back only what it draws.
 export function Dashboard() {
   const stats = useData(async () => (await api.GET("/api/v1/stats", { params: { query: { days: 14 } } })).data, [], 10000,
     earlyData("/api/v1/stats?days=14"));

@@ -47,7 +47,7 @@ export default function RunDetail() {
     const { data, error } = await api.GET("/api/v1/runs/{run_id}", { params: { path: { run_id: id } } });
     if (error) throw new Error(problemText(error));
     return data;
-  }, [id], 0, earlyData(`/api/v1/runs/${id}`));  // index.html asked for it when the app opened here
+  }, [id], 0, earlyData(`/api/v1/runs/${id}`));  // inside index.html when the app opened here
   const timer = useRef(0);
   const refresh = useCallback(() => {
     if (!timer.current) timer.current = window.setTimeout(() => { timer.current = 0; run.reload(); }, 250);
