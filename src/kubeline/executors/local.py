@@ -49,7 +49,16 @@ import time
 from typing import Any
 
 from kubeline.domain import errors, quantities, states
-from kubeline.executors import base, local_env, local_limits, local_run, local_stamps, local_usage, local_venvs
+from kubeline.executors import (
+    base,
+    local_env,
+    local_janitor,
+    local_limits,
+    local_run,
+    local_stamps,
+    local_usage,
+    local_venvs,
+)
 
 _WRAPPER = (
     'w=$1; d=$2; m=$3; c=$4; py=$5; stamp=$6; shift 6; '
@@ -88,6 +97,7 @@ class LocalExecutor:
         self._attempts: dict[str, local_run.Attempt] = {}
         self._alive: dict[str, int] = {}  # attempt id -> the pipe end that keeps its sampler asleep
         self._ended: dict[str, local_run.Attempt] = {}  # results handed out, not yet released
+        self.janitor = local_janitor.Janitor()  # deletes what released attempts leave
         work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         for trash in work_dir.glob(f"{local_run.TRASH_PREFIX}*"):  # a server died before cleanup
             shutil.rmtree(trash, ignore_errors=True)
@@ -248,9 +258,11 @@ class LocalExecutor:
             if attempt.task.done() and not attempt.task.cancelled():
                 attempt.reap()  # ended: what it left running dies now, its files stay
         self._ended.clear()
+        await self.janitor.settle()
+        self.janitor.close()
 
     def _supervise(self, handle: dict[str, Any], sink: base.LogSink, *, own_child: bool,
-                   alive: int | None = None) -> None:
+                   alive: int | None = None, fresh: bool = False) -> None:
         soft_cpu, soft_memory = handle.get("soft_cpu"), handle.get("soft_memory")
         attempt = local_run.Attempt(
             handle=handle, sink=sink, own_child=own_child, limit=self.log_line_limit,
@@ -259,7 +271,7 @@ class LocalExecutor:
             if handle.get("memory_limit") else None,
             soft_memory=quantities.memory_bytes(soft_memory) if soft_memory else None,
             soft_cpu=quantities.cpu_cores(soft_cpu) if soft_cpu else None,
-            limit_poll=_LIMIT_POLL, alive=alive)
+            limit_poll=_LIMIT_POLL, janitor=self.janitor, alive=alive, fresh=fresh)
         self._attempts[handle["attempt_id"]] = attempt  # until ``wait`` collects the result
 
     async def _resolve_argv(self, spec: base.AttemptSpec) -> tuple[list[str], pathlib.Path | None]:

@@ -7,8 +7,10 @@ process ends, also for a process that is not our child), the status from ``WORK/
 Between the exit and the result only what the result needs happens: kill the process group (and
 cgroup), drain the output, read the status. The work dir stays where a restarted server looks
 until the engine has stored the result and calls ``release``: then it moves out of the way (one
-rename) and the rest, ``cleanup``, runs when the loop next has a moment: hunting processes that
-left the group (``local_limits.kill_marked``), deleting the work dir, removing cgroups.
+rename) and the rest, ``cleanup``, runs on the cleanup thread (``local_janitor``): hunting
+processes that left the group (``local_limits.kill_marked``), deleting the work dir; the cgroups
+are removed from the loop (a few ``rmdir`` on the cgroup filesystem, retried while killed
+processes leave them).
 ``discard`` does the same from a bare handle (an attempt that ended while another server, or an
 earlier life of this one, followed it).
 """
@@ -26,7 +28,7 @@ import time
 from typing import Any
 
 from kubeline.domain import quantities, states
-from kubeline.executors import base, local_limits, local_stamps, local_tail, local_usage
+from kubeline.executors import base, local_janitor, local_limits, local_stamps, local_tail, local_usage
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _CGROUP_REMOVE_TRIES = 100  # x 50 ms: killed processes need a moment to leave the cgroup
@@ -38,7 +40,8 @@ class Attempt:
     def __init__(self, *, handle: dict[str, Any], sink: base.LogSink, own_child: bool,
                  limit: int, kill_grace: float, poll_interval: float, memory_limit: int | None,
                  soft_memory: int | None, soft_cpu: float | None, limit_poll: float,
-                 alive: int | None = None) -> None:
+                 janitor: local_janitor.Janitor, alive: int | None = None,
+                 fresh: bool = False) -> None:
         self.handle = handle
         self.sink = sink
         self.work = pathlib.Path(handle["work_dir"])
@@ -52,6 +55,7 @@ class Attempt:
         self._soft_memory = soft_memory
         self._soft_cpu = soft_cpu
         self._limit_poll = limit_poll
+        self._janitor = janitor
         self._reason: tuple[states.FailureKind, str] | None = None
         self._status: int | None = None  # from waitpid, when the supervisor is our child
         self._detached = False
@@ -60,9 +64,11 @@ class Attempt:
         self._trash = self.work.with_name(TRASH_PREFIX + self.work.name)
         self._loop = asyncio.get_running_loop()
         self._alive = alive  # closed when the attempt ends or this server stops following it
-        offsets = (0, 0) if own_child else _load_offsets(self.work)  # a fresh attempt has none
+        fresh = fresh or own_child  # started just now (not adopted): nothing saved to load
+        offsets = (0, 0) if fresh else _load_offsets(self.work)
+        self._saved = offsets  # what ``offsets`` holds (a missing file reads as 0 0)
         # adopted: what the attempt wrote while no server followed it, stamped by its sampler
-        stamps = local_stamps.Stamps() if own_child else local_stamps.Stamps.load(self.work)
+        stamps = local_stamps.Stamps() if fresh else local_stamps.Stamps.load(self.work)
         self._tails = [
             local_tail.StreamTail(path=self.work / "stdout", stream="stdout", offset=offsets[0],
                                   limit=limit, times=stamps.stdout),
@@ -126,29 +132,36 @@ class Attempt:
 
     def release(self) -> None:
         """The result is stored: the work dir leaves where a restarted server would look at once,
-        ``cleanup`` follows when the loop next has a moment."""
+        ``cleanup`` follows on the cleanup thread."""
         with contextlib.suppress(OSError):
             self.work.rename(self._trash)
-        self._loop.call_soon(self.cleanup)
+        self._remove_cgroups(_CGROUP_REMOVE_TRIES)
+        self._janitor.submit(self.cleanup)
 
     def reap(self) -> None:
         """Kill strays outside the group and drop the cgroups (the files stay). Idempotent."""
+        self._kill_strays()
+        self._remove_cgroups(_CGROUP_REMOVE_TRIES)
+
+    def cleanup(self) -> None:
+        """After the result is stored (on the cleanup thread): kill strays, delete the files.
+        Idempotent."""
+        if self._cleaned:
+            return
+        self._cleaned = True
+        self._kill_strays()
+        shutil.rmtree(self._trash, ignore_errors=True)  # raw output may hold unmasked secrets
+        shutil.rmtree(self.work, ignore_errors=True)  # when the rename failed
+
+    def _kill_strays(self) -> None:
+        """Processes of the attempt that left its group (found by their environment marker);
+        with a cgroup, killing the cgroup found them. Once."""
         if self._reaped:
             return
         self._reaped = True
         if self.cgroups.memory is None and self.cgroups.cpu is None:
             recent = time.time() - self.handle.get("started_at", 0.0) < _RECENT
             local_limits.kill_marked(self.handle["attempt_id"], first_pid=self.pid if recent else None)
-        self._remove_cgroups(_CGROUP_REMOVE_TRIES)
-
-    def cleanup(self) -> None:
-        """After the result is stored: ``reap``, then delete the files. Idempotent."""
-        if self._cleaned:
-            return
-        self._cleaned = True
-        self.reap()
-        shutil.rmtree(self._trash, ignore_errors=True)  # raw output may hold unmasked secrets
-        shutil.rmtree(self.work, ignore_errors=True)  # when the rename failed
 
     def _finish(self) -> base.AttemptResult:
         self._signal(signal.SIGKILL)  # whatever the attempt left in its group (or cgroup)
@@ -308,10 +321,16 @@ class Attempt:
             await asyncio.sleep(self._limit_poll)
 
     def _save_offsets(self) -> None:
+        """Where the tails are, for a server that adopts the attempt (no line twice); written
+        only when they moved (two file operations less per attempt with no output)."""
+        offsets = (self._tails[0].offset, self._tails[1].offset)
+        if offsets == self._saved:
+            return
         temp = self.work / "offsets.tmp"
         with contextlib.suppress(OSError):
-            temp.write_text(f"{self._tails[0].offset} {self._tails[1].offset}")
+            temp.write_text(f"{offsets[0]} {offsets[1]}")
             temp.replace(self.work / "offsets")
+            self._saved = offsets
 
     def _remove_cgroups(self, tries: int) -> None:
         if not self.cgroups.remove() and tries > 0:

@@ -32,6 +32,7 @@ import os
 import pathlib
 import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Literal
@@ -43,6 +44,7 @@ _PACKAGE = pathlib.Path(__file__).resolve().parent.parent  # src/kubeline
 SHIM_FILES = ("__init__.py", "task.py", "components/__init__.py", "components/notebook.py")
 _READY = ".kubeline-ready"
 _MAX_ERROR = 2000  # characters of uv's output kept in an error message
+_TOUCH_EVERY = 60.0  # seconds between marks of a venv as used (retention counts days)
 VenvState = Literal["ready", "building", "failed", "missing"]
 
 
@@ -98,6 +100,7 @@ class VenvCache:
         self._ready: dict[tuple[str, str, tuple[str, ...]], pathlib.Path] = {}
         self._requirement_digests: dict[tuple[str, int, int], str] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._touched: dict[pathlib.Path, float] = {}  # venv -> when this process last marked it used
         self._building: set[str] = set()
         self._running: set[subprocess.Popen[str]] = set()
         self._closing = False
@@ -116,7 +119,7 @@ class VenvCache:
         memo = (key, python_version, tuple(extra_packages))
         cached = self._ready.get(memo)
         if cached is not None:
-            _touch(cached)
+            self._touch(cached)
             return cached
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
@@ -130,8 +133,16 @@ class VenvCache:
                 finally:
                     self._building.discard(key)
             self._ready[memo] = venv
-            _touch(venv)
+            self._touch(venv)
             return venv
+
+    def _touch(self, venv: pathlib.Path) -> None:
+        """``_touch``, at most once a minute per venv: retention counts days, and a ``utime`` is
+        a journaled write on the event loop for every attempt otherwise."""
+        now = time.monotonic()
+        if now - self._touched.get(venv, -_TOUCH_EVERY) >= _TOUCH_EVERY:
+            self._touched[venv] = now
+            _touch(venv)
 
     @property
     def building(self) -> frozenset[str]:

@@ -1,4 +1,5 @@
-"""Cleanup after a local attempt: it runs just after the result, but it always runs."""
+"""Cleanup after a local attempt: it runs just after the result (on the cleanup thread, off the
+event loop), but it always runs."""
 
 from __future__ import annotations
 
@@ -73,8 +74,9 @@ async def test_a_setsid_daemon_dies_right_after_the_release(harness):
     assert os.path.exists(os.path.join(handle["work_dir"], "rc"))  # kept until the result is stored
     await harness.executor.release(handle)
     assert not os.path.exists(handle["work_dir"])  # moved away at once
-    await asyncio.sleep(0)  # the cleanup is the next thing the loop runs
-    assert await gone(marked(spec.attempt_id), within=1.0)
+    daemons = marked(spec.attempt_id)
+    await asyncio.wait_for(harness.executor.janitor.settle(), 1.0)  # asked for by the release
+    assert await gone(daemons, within=1.0)
     assert marked(spec.attempt_id) == []
     assert not list((harness.tmp_path / "work").iterdir())  # work dir deleted, nothing left
 
