@@ -1,10 +1,12 @@
 """Warm workers, a few per venv: start them, hand out forks, notice deaths, replace them.
 
 A ``Worker`` is one ``warm_worker`` process of a venv's interpreter, driven over a socketpair
-with one JSON line per request and per reply (a request is served in about a millisecond, so
-requests to one worker are simply serialised by a lock). A ``Pool`` keeps ``size`` live workers
-of one venv: a request goes to an idle one, and a spare means a worker's death costs nothing
-but the restart of a new one in the background.
+with one JSON line per request and per reply. Requests are pipelined: each is written at once
+and its reply (matched by id) resolves its future, so the ready stages of a fan-out reach a
+worker together and it serves them back to back, instead of one round trip after another. A
+``Pool`` keeps ``size`` live workers of one venv: a request goes to the one with the fewest
+requests in flight, and a spare means a worker's death costs nothing but the restart of a new
+one in the background.
 
 A worker that dies never takes an attempt with it: the attempts it started are supervised by
 their own processes. A worker that dies *while* starting an attempt has started nothing (see
@@ -40,13 +42,18 @@ class WorkerDiedError(Exception):
     """The worker ended; the message says how (exit code or signal, its last stderr)."""
 
 
+class RefusedError(errors.ExecutorError):
+    """The worker started nothing and said why (a missing folder, a work dir it cannot make)."""
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Forked:
-    pid: int  # the attempt's supervisor (session and process group leader)
-    start: int | None  # its start time in clock ticks (pid + start name one process)
-    worker_pid: int
-    attempt_pid: int | None = None  # the process running the script (the supervisor's child)
-    attempt_start: int | None = None
+    """The handle the worker wrote into the attempt's work dir before it replied (the request's
+    ``handle`` plus ``pid``/``pgid``/``proc_start``: the supervisor, session and process group
+    leader, and its start time in clock ticks; ``warm_worker``; ``attempt_pid``/``attempt_start``:
+    the process running the script)."""
+
+    handle: dict[str, Any]
 
 
 class Worker:
@@ -57,8 +64,9 @@ class Worker:
         self.python = python
         self._reader = reader
         self._writer = writer
-        self._lock = asyncio.Lock()
         self._ids = 0
+        self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._replies: asyncio.Task[None] | None = None
         self.ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._monitor = asyncio.get_running_loop().create_task(self._watch())
 
@@ -85,35 +93,58 @@ class Worker:
             await worker.stop()
             raise errors.ExecutorError(f"the warm worker of {python} did not start: "
                                        f"{await worker.death()}")
+        worker._replies = asyncio.get_running_loop().create_task(worker._read_replies())
         return worker
 
     @property
-    def busy(self) -> bool:
-        return self._lock.locked()
+    def in_flight(self) -> int:
+        """Requests written whose reply has not come yet."""
+        return len(self._waiting)
 
     @property
     def alive(self) -> bool:
-        return not self.ended.done()
+        return not self.ended.done() and not self._writer.is_closing()
 
     async def fork(self, request: dict[str, Any]) -> Forked:
-        """Have the worker fork a supervised attempt; ``WorkerDiedError`` if it is gone."""
-        async with self._lock:
-            self._ids += 1
-            data = json.dumps({**request, "id": self._ids}).encode() + b"\n"
-            line = b""
-            if self.alive:
-                try:
-                    self._writer.write(data)
-                    await self._writer.drain()
-                    line = await self._reader.readline()
-                except (ConnectionError, OSError):
-                    line = b""
-            if not line:
-                raise WorkerDiedError(f"warm worker {self.pid} ({self.python}) "
-                                      f"{await self.death()}")
-            reply = json.loads(line)
-        return Forked(pid=reply["pid"], start=reply.get("start"), worker_pid=self.pid,
-                      attempt_pid=reply.get("attempt_pid"), attempt_start=reply.get("attempt_start"))
+        """Have the worker fork a supervised attempt; ``WorkerDiedError`` if it is gone first
+        (it then started nothing), ``RefusedError`` with its reason if it started nothing."""
+        self._ids += 1
+        number = self._ids
+        reply: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiting[number] = reply
+        try:
+            if not self.alive:
+                raise ConnectionError
+            self._writer.write(json.dumps({**request, "id": number}).encode() + b"\n")
+            answer = await reply
+        except (ConnectionError, OSError):
+            raise WorkerDiedError(f"warm worker {self.pid} ({self.python}) "
+                                  f"{await self.death()}") from None
+        finally:
+            self._waiting.pop(number, None)
+        if "error" in answer:
+            raise RefusedError(answer["error"])
+        return Forked(handle=answer["handle"])
+
+    async def _read_replies(self) -> None:
+        """Resolve each request's future with its reply; at the end, fail those still waiting
+        (the worker died before replying to them: it started nothing for them)."""
+        try:
+            while True:
+                line = await self._reader.readline()
+                if not line:
+                    break
+                answer = json.loads(line)
+                waiting = self._waiting.pop(answer["id"], None)
+                if waiting is not None and not waiting.done():
+                    waiting.set_result(answer)
+        except (ConnectionError, OSError, ValueError):
+            pass
+        finally:
+            self._writer.close()
+            for waiting in self._waiting.values():
+                if not waiting.done():
+                    waiting.set_exception(ConnectionError())
 
     async def death(self) -> str:
         """How the worker ended (waits a moment for it to be reaped)."""
@@ -126,6 +157,8 @@ class Worker:
         self._writer.close()
         with contextlib.suppress(ConnectionError, OSError):
             await self._writer.wait_closed()
+        if self._replies is not None:
+            await self._replies
         try:
             await asyncio.wait_for(asyncio.shield(self._monitor), _STOP_TIMEOUT)
         except TimeoutError:
@@ -186,8 +219,8 @@ class Pool:
             raise errors.ExecutorError(f"the warm workers of {self.python} were stopped meanwhile")
         self._workers = [w for w in self._workers if w.alive]
         self._refill()
-        if self._workers:  # an idle one, else queue behind the first (a fork takes ~1 ms)
-            return next((w for w in self._workers if not w.busy), self._workers[0])
+        if self._workers:  # the least busy (a fork takes ~1 ms)
+            return min(self._workers, key=lambda w: w.in_flight)
         if not self._starting:
             self._refill(force=True)
         done, _ = await asyncio.wait(set(self._starting), return_when=asyncio.FIRST_COMPLETED)

@@ -13,7 +13,14 @@ the same code (``local_run.Attempt``) and a restarted server adopts them the sam
 
 Supervisors are pre-forked: a spare (already in its own session, its attempt process forked
 too) waits for the next request, so a start costs a few pipe writes, and the worker forks the
-next spare while the attempt runs. The worker holds a pipe to the spare's supervisor and one
+next spare while the attempt runs. Requests come pipelined (the ready stages of a fan-out in one
+write) and are served in order. For ``local-warm`` a request carries the handle's intent: the
+worker makes the work dir and writes ``handle.json`` (the intent with the pids) before it
+replies, which is what a restarted server ``find``s the attempt by, and the attempt process
+writes its inputs and config and makes its artifacts dir before it runs the script: the
+server's event loop creates no file to start an attempt. A request it cannot serve (a missing
+folder) gets an error reply and keeps the spare. (The ``kubernetes-pool`` worker prepares its
+own work dirs and sends no intent.) The worker holds a pipe to the spare's supervisor and one
 to its attempt process: without cgroups to join it writes the request to the attempt itself
 (it starts at once, one process wake-up earlier) and then to the supervisor (which only needs
 it once the attempt ends); with cgroups only the supervisor gets it, joins them and passes it
@@ -52,7 +59,7 @@ other startup variables) is why the executor sends such stages to a fresh proces
 """
 
 # os.path and open(): the worker keeps its imports to the minimum
-# ruff: noqa: PTH100, PTH104, PTH118, PTH120, PTH123
+# ruff: noqa: PTH100, PTH102, PTH103, PTH104, PTH106, PTH108, PTH112, PTH118, PTH120, PTH123
 
 from __future__ import annotations
 
@@ -81,15 +88,16 @@ class _Spare:
         self.requests = requests  # write end: to the supervisor
         self.attempt = attempt  # write end: to its attempt process
         self.status = status  # read end: the supervisor says its attempt's pid
+        self._attempt: tuple[int | None, int | None] | None = None
 
     def attempt_pid(self) -> tuple[int | None, int | None]:
         """The pid and start time of the spare's attempt process (None: it never said)."""
-        line = _read_line(self.status)
-        os.close(self.status)
-        if not line.isdigit():
-            return None, None
-        pid = int(line)
-        return pid, _start_ticks(pid)
+        if self._attempt is None:
+            line = _read_line(self.status)
+            os.close(self.status)
+            pid = int(line) if line.isdigit() else None
+            self._attempt = (pid, None if pid is None else _start_ticks(pid))
+        return self._attempt
 
 
 def main() -> None:
@@ -148,9 +156,18 @@ def _serve(sock: int) -> tuple[int, int, int, int] | None:
                 spare = forked
             request = json.loads(line)
             attempt_pid, attempt_start = spare.attempt_pid()
+            reply = {"id": request["id"], "pid": spare.pid, "start": spare.start,
+                     "attempt_pid": attempt_pid, "attempt_start": attempt_start}
+            if "handle" in request:  # local-warm: the work dir is made here (the pool's worker makes its own)
+                reply["handle"] = {**request["handle"], "pid": spare.pid, "pgid": spare.pid,
+                                   "proc_start": spare.start, "warm_worker": os.getpid(),
+                                   "attempt_pid": attempt_pid, "attempt_start": attempt_start}
+                refused = _prepare(request, reply["handle"])
+                if refused:  # nothing started: the spare waits for the next request
+                    _send(sock, {"id": request["id"], "error": refused})
+                    continue
             # Reply first: a worker that dies before the reply has started nothing.
-            _send(sock, {"id": request["id"], "pid": spare.pid, "start": spare.start,
-                         "attempt_pid": attempt_pid, "attempt_start": attempt_start})
+            _send(sock, reply)
             # The supervisor's copy first: once the attempt runs it may end, and the executor
             # then kills the supervisor. Either may be gone (killed): the worker goes on.
             with contextlib.suppress(OSError):
@@ -161,6 +178,36 @@ def _serve(sock: int) -> tuple[int, int, int, int] | None:
                     _write_all(spare.attempt, line + b"\n")
             os.close(spare.attempt)
             spare = None
+
+
+def _prepare(request: dict[str, Any], handle: dict[str, Any]) -> str:
+    """Make the attempt's work dir with its handle (what a restarted server finds it by); the
+    reason it cannot start, or "" (see ``local.LocalExecutor._spawn`` for the same steps)."""
+    folder = request.get("folder")
+    if folder is not None and not os.path.isdir(folder):
+        return f"pipeline folder {folder} does not exist"
+    work = request["work"]
+    try:
+        try:
+            os.mkdir(work, 0o700)
+        except FileExistsError:  # left by a start that crashed before handing out a handle
+            _remove_tree(work)
+            os.mkdir(work, 0o700)
+        _write_new(os.path.join(work, "handle.json"), json.dumps(handle).encode())
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            _remove_tree(work)
+        return f"cannot prepare its work dir {work}: {exc.strerror or exc}"
+    return ""
+
+
+def _remove_tree(path: str) -> None:
+    for parent, dirs, files in os.walk(path, topdown=False):
+        for name in files:
+            os.unlink(os.path.join(parent, name))
+        for name in dirs:
+            os.rmdir(os.path.join(parent, name))
+    os.rmdir(path)
 
 
 def _fork_spare(sock: int) -> _Spare | tuple[int, int, int, int]:
@@ -238,7 +285,9 @@ _REHEARSAL = compile(  # what a small script makes Python do: define, call, loop
 def _rehearse() -> None:
     """Touch, in this fresh fork, the pages an attempt's start and end write (see above)."""
     request = json.loads(json.dumps({"work": "/", "cwd": "/", "argv": ["main.py"],
-                                     "env": dict(os.environ), "cgroups": []}))
+                                     "env": dict(os.environ), "cgroups": [],
+                                     "files": {"inputs.json": "{}", "config.json": "{}"},
+                                     "dirs": []}))
     os.path.dirname(os.path.realpath(request["argv"][0]))
     scratch: dict[str, Any] = {"__name__": "__kubeline_rehearsal__", "__builtins__": __builtins__}
     exec(_REHEARSAL, scratch)  # noqa: S102 - a constant of this module
@@ -260,6 +309,14 @@ def _run_attempt(request: dict[str, Any]) -> None:
     os.dup2(os.open(os.path.join(work, "stdout"), flags, 0o666), 1)
     os.dup2(os.open(os.path.join(work, "stderr"), flags, 0o666), 2)
     os.closerange(3, _MAX_FD)
+    try:  # what the server's loop used to write before the start: done here, off its path
+        for name, text in request.get("files", {}).items():
+            _write_new(os.path.join(work, name), text.encode())
+        for path in request.get("dirs", ()):
+            os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        sys.stderr.write(f"cannot prepare the attempt: {exc}\n")
+        os._exit(_NO_CWD)
     try:
         os.chdir(request["cwd"])
     except OSError as exc:
@@ -364,6 +421,14 @@ def _write(path: str, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
     try:
         os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def _write_new(path: str, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    try:
+        _write_all(fd, data)
     finally:
         os.close(fd)
 

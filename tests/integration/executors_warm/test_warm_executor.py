@@ -276,3 +276,47 @@ async def test_missing_script_and_folder(warm, tmp_path):
     spec = warm.spec("pass", folder=tmp_path / "missing")
     with pytest.raises(errors.ExecutorError, match="does not exist"):
         await warm.start(spec)
+
+
+async def test_a_fan_out_is_handed_out_together_and_each_attempt_is_whole(warm, tmp_path):
+    """Starts asked for at once are pipelined to the workers (no round trip each); the worker
+    makes each work dir and its handle before it replies, the attempt its inputs, config and
+    artifacts dir: every attempt sees its own, and a refused start amid them costs nothing."""
+    assert (await warm.run(warm.spec("pass"))).succeeded  # the pool is up
+    code = """
+        import json, os
+        inputs = json.load(open(os.environ["KUBELINE_INPUTS"]))
+        config = json.load(open(os.environ["KUBELINE_CONFIG"]))
+        assert os.path.isdir(os.environ["KUBELINE_ARTIFACTS_DIR"])
+        print(inputs["n"], config["c"])
+    """
+    specs = [warm.spec(code, inputs={"n": n}, config={"c": -n}) for n in range(40)]
+    refused = warm.spec("pass", folder=tmp_path / "missing")
+    starts = [warm.start(spec) for spec in specs[:20]] + [warm.start(refused)] + \
+        [warm.start(spec) for spec in specs[20:]]
+    peak = 0
+
+    async def sample() -> None:  # requests in flight to one worker at once
+        nonlocal peak
+        while True:
+            for pool in warm.executor._pools.values():
+                peak = max([peak, *(w.in_flight for w in pool._workers)])
+            await asyncio.sleep(0)
+
+    sampler = asyncio.ensure_future(sample())
+    done = await asyncio.gather(*starts, return_exceptions=True)
+    sampler.cancel()
+    assert peak > 1
+    from kubeline.domain import errors
+
+    assert isinstance(done[20], errors.ExecutorError) and "does not exist" in str(done[20])
+    handles = [h for i, h in enumerate(done) if i != 20]
+    for handle in handles:
+        with open(os.path.join(handle["work_dir"], "handle.json")) as file:
+            assert json.load(file) == handle  # on disk before the start returned
+    results = await asyncio.gather(*(warm.executor.wait(h) for h in handles))
+    for spec, handle, result in zip(specs, handles, results, strict=True):
+        assert result.succeeded, (spec.attempt_id, result)
+        assert warm.log(spec) == [("stdout", f"{spec.inputs['n']} {-spec.inputs['n']}")]
+        await warm.executor.release(handle)
+    assert not (tmp_path / "work" / refused.attempt_id).exists()
