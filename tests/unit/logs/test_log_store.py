@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import re
 import subprocess
 import sys
@@ -162,3 +164,52 @@ def test_a_closed_sink_ignores_late_lines(store):
     sink.write("stdout", "late")
     sink.close()
     assert list(store.read("r")) == []
+
+
+def _open_fds(path) -> int:
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            count += os.readlink(f"/proc/self/fd/{fd}") == str(path)
+    return count
+
+
+async def test_on_a_loop_the_file_is_opened_on_a_thread_and_lines_keep_their_order(store, tmp_path):
+    path = tmp_path / "logs" / "r" / "s" / "1.log"
+    woken = asyncio.Event()
+    store._wakeups["r"] = {woken}
+    sink = store.sink(run_id="r", stage_id="s", attempt=1)
+    sink.write("system", "starting", at=1.0)
+    assert sink._file is None and sink._waiting  # the thread makes the file, the line waits
+    sink.write("stdout", "early", at=2.0)
+    await asyncio.wait_for(woken.wait(), 5)  # written and flushed once the file is there
+    sink.write("stdout", "late", at=3.0)
+    sink.close()
+    assert [line.text for line in store.read("r")] == ["starting", "early", "late"]
+    assert _open_fds(path) == 0
+
+
+async def test_close_before_the_thread_opened_the_file_still_stores_every_line(store, tmp_path):
+    path = tmp_path / "logs" / "r" / "s" / "1.log"
+    sinks = []
+    for attempt in range(1, 21):
+        sink = store.sink(run_id="r", stage_id="s", attempt=attempt)
+        sink.write("stdout", f"line of {attempt}")
+        sink.close()  # at once: the thread has not opened the file yet (or just has)
+        sinks.append(sink)
+        assert [line.text for line in store.read("r", attempt=attempt)] == [f"line of {attempt}"]
+    for _ in range(100):  # the thread's own file, when it came too late, is closed by the thread
+        if sum(_open_fds(path.with_name(f"{a}.log")) for a in range(1, 21)) == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert sum(_open_fds(path.with_name(f"{a}.log")) for a in range(1, 21)) == 0
+    assert [line.text for line in store.read("r", attempt=1)] == ["line of 1"]  # written once
+
+
+async def test_a_flood_of_lines_while_the_file_opens_is_written_without_waiting(store, tmp_path):
+    sink = store.sink(run_id="r", stage_id="s", attempt=1)
+    for i in range(3000):  # no await: the thread's hand-over cannot come in between
+        sink.write("stdout", f"l{i}")
+    assert sink._file is not None and len(sink._waiting) == 0  # taken over past the bound
+    sink.close()
+    assert [line.text for line in store.read("r")] == [f"l{i}" for i in range(3000)]
