@@ -73,6 +73,7 @@ _WRAPPER = (
 )
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 _LIMIT_POLL = 0.1  # seconds between memory checks when no cgroup enforces the limit
+_RECHECK = 5.0  # seconds an executable found runnable is not checked again
 HANDLE = "handle.json"
 
 
@@ -98,6 +99,7 @@ class LocalExecutor:
         self._alive: dict[str, int] = {}  # attempt id -> the pipe end that keeps its sampler asleep
         self._ended: dict[str, local_run.Attempt] = {}  # results handed out, not yet released
         self.janitor = local_janitor.Janitor()  # deletes what released attempts leave
+        self._runnable_at: dict[str, float] = {}  # program -> when it was last found executable
         work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         for trash in work_dir.glob(f"{local_run.TRASH_PREFIX}*"):  # a server died before cleanup
             shutil.rmtree(trash, ignore_errors=True)
@@ -290,13 +292,26 @@ class LocalExecutor:
         program = argv[0]
         path = f"{venv / 'bin'}:{os.environ.get('PATH', '')}" if venv else os.environ.get("PATH")
         if os.sep in program:
-            if not os.access(program, os.X_OK):
+            if not self._runnable(program):
                 raise errors.ExecutorError(f"stage {spec.stage_id}: cannot run {program}: "
                                            "no such executable (is the venv broken?)")
         elif shutil.which(program, path=path) is None:
             raise errors.ExecutorError(f"stage {spec.stage_id}: {program!r} is not installed "
                                        "or not on PATH")
         return argv, venv
+
+    def _runnable(self, program: str) -> bool:
+        """``os.access(program, X_OK)``, trusted for a few seconds once true (the venv's python
+        of every attempt: a path lookup on the loop per attempt otherwise); a start that fails
+        anyway says so too."""
+        now = time.monotonic()
+        if now - self._runnable_at.get(program, -_RECHECK) < _RECHECK:
+            return True
+        if not os.access(program, os.X_OK):
+            self._runnable_at.pop(program, None)
+            return False
+        self._runnable_at[program] = now
+        return True
 
     def _environment(self, spec: base.AttemptSpec, *, work: pathlib.Path,
                      artifacts: pathlib.Path, venv: pathlib.Path | None) -> dict[str, str]:

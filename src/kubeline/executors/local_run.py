@@ -6,8 +6,8 @@ process ends, also for a process that is not our child), the status from ``WORK/
 
 Between the exit and the result only what the result needs happens: kill the process group (and
 cgroup), drain the output, read the status. The work dir stays where a restarted server looks
-until the engine has stored the result and calls ``release``: then it moves out of the way (one
-rename) and the rest, ``cleanup``, runs on the cleanup thread (``local_janitor``): hunting
+until the engine has stored the result and calls ``release``: then, on the cleanup thread
+(``local_janitor``), it moves out of the way (one rename) and ``cleanup`` follows: hunting
 processes that left the group (``local_limits.kill_marked``), deleting the work dir; the cgroups
 are removed from the loop (a few ``rmdir`` on the cgroup filesystem, retried while killed
 processes leave them).
@@ -131,12 +131,18 @@ class Attempt:
             self._alive = None
 
     def release(self) -> None:
-        """The result is stored: the work dir leaves where a restarted server would look at once,
-        ``cleanup`` follows on the cleanup thread."""
+        """The result is stored: on the cleanup thread the work dir leaves where a restarted
+        server would look (one rename), then ``cleanup`` deletes it. Not even the rename is on
+        the loop: in a chain it was on the way from one stage's end to the next one's start.
+        (A server that dies before the rename leaves a work dir whose result is stored: the
+        engine's sweep, ``release_leftovers``, releases it.)"""
+        self._remove_cgroups(_CGROUP_REMOVE_TRIES)
+        self._janitor.submit(self._release_files)
+
+    def _release_files(self) -> None:
         with contextlib.suppress(OSError):
             self.work.rename(self._trash)
-        self._remove_cgroups(_CGROUP_REMOVE_TRIES)
-        self._janitor.submit(self.cleanup)
+        self.cleanup()
 
     def reap(self) -> None:
         """Kill strays outside the group and drop the cgroups (the files stay). Idempotent."""

@@ -72,10 +72,10 @@ async def test_a_setsid_daemon_dies_right_after_the_release(harness):
     result = await harness.executor.wait(handle)
     assert result.succeeded, result.error
     assert os.path.exists(os.path.join(handle["work_dir"], "rc"))  # kept until the result is stored
-    await harness.executor.release(handle)
-    assert not os.path.exists(handle["work_dir"])  # moved away at once
     daemons = marked(spec.attempt_id)
+    await harness.executor.release(handle)
     await asyncio.wait_for(harness.executor.janitor.settle(), 1.0)  # asked for by the release
+    assert not os.path.exists(handle["work_dir"])
     assert await gone(daemons, within=1.0)
     assert marked(spec.attempt_id) == []
     assert not list((harness.tmp_path / "work").iterdir())  # work dir deleted, nothing left
@@ -105,6 +105,7 @@ async def test_a_result_nobody_stored_stays_for_the_next_server_until_released(h
         assert result.succeeded and result.outputs == {"n": 1}
         assert successor.leftovers() == []  # collected here: released by the engine, not swept
         await successor.release(left)
+        await successor.janitor.settle()
         assert not os.path.exists(handle["work_dir"])
         await successor.release(left)  # idempotent
     finally:

@@ -59,6 +59,7 @@ async def test_success_with_outputs_route_inputs_and_contract_env(harness):
         == "kept"
     assert os.path.exists(handle["work_dir"])  # until the engine has stored the result
     await harness.executor.release(handle)
+    await harness.executor.janitor.settle()  # the release's cleanup runs on its thread
     assert not os.path.exists(handle["work_dir"])  # raw output files are not kept after that
 
 

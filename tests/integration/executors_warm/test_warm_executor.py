@@ -60,6 +60,7 @@ async def test_success_with_outputs_route_inputs_and_the_script_view(warm):
     assert (warm.tmp_path / "art" / "run-1" / spec.stage_id / "1" / "a.txt").read_text() == "kept"
     assert os.path.exists(handle["work_dir"])  # until the engine has stored the result
     await warm.executor.release(handle)
+    await warm.executor.janitor.settle()  # the release's cleanup runs on its thread
     assert not os.path.exists(handle["work_dir"])
 
 
