@@ -111,7 +111,7 @@ class RunDriver:
 
         ``succeeded``: as if that stage had succeeded and its task (the caller) had ended.
         """
-        busy = [s for s in self.tasks.values() if s != succeeded] + sorted(self.starting)
+        busy = {s for s in self.tasks.values() if s != succeeded} | self.starting  # a set: a fan-out asks per end
         limit = self.run.spec.parallelism or len(self.graph)
         found: list[tuple[str, str]] = []
         for stage_id, deps in self.graph.items():
