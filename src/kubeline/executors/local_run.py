@@ -130,19 +130,25 @@ class Attempt:
                 os.close(self._alive)
             self._alive = None
 
-    def release(self) -> None:
-        """The result is stored: on the cleanup thread the work dir leaves where a restarted
-        server would look (one rename), then ``cleanup`` deletes it. Not even the rename is on
-        the loop: in a chain it was on the way from one stage's end to the next one's start.
-        (A server that dies before the rename leaves a work dir whose result is stored: the
-        engine's sweep, ``release_leftovers``, releases it.)"""
+    async def release(self) -> None:
+        """The result is stored: the work dir leaves where a restarted server would look (one
+        rename) and ``cleanup`` deletes it, both on the cleanup thread: in a chain the rename on
+        the loop sat between one stage's stored end and the next one's start. Returns once the
+        rename is done (the loop runs meanwhile)."""
         self._remove_cgroups(_CGROUP_REMOVE_TRIES)
-        self._janitor.submit(self._release_files)
+        moved = self._loop.create_future()
 
-    def _release_files(self) -> None:
-        with contextlib.suppress(OSError):
-            self.work.rename(self._trash)
-        self.cleanup()
+        def release_files() -> None:
+            try:
+                with contextlib.suppress(OSError):
+                    self.work.rename(self._trash)
+            finally:
+                with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                    self._loop.call_soon_threadsafe(_resolve, moved)
+            self.cleanup()
+
+        self._janitor.submit(release_files)
+        await moved
 
     def reap(self) -> None:
         """Kill strays outside the group and drop the cgroups (the files stay). Idempotent."""
@@ -343,6 +349,11 @@ class Attempt:
             self.cgroups.signal_all(signal.SIGKILL)
             with contextlib.suppress(RuntimeError):  # the loop is closing: leave it to the OS
                 self._loop.call_later(0.05, self._remove_cgroups, tries - 1)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _signalled(rc: int | None, number: int) -> base.AttemptResult:
