@@ -7,6 +7,7 @@ engine resumes a run where it stopped (a retry waiting for its delay keeps its `
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
@@ -73,6 +74,8 @@ class RunDriver:
         finally:
             for task in self.tasks:
                 task.cancel()
+            if self.tasks:  # their last writes (an attempt's handle) land before the driver ends
+                await asyncio.wait(list(self.tasks))
         return await self._finish()
 
     async def _cancel_requested(self) -> bool:
@@ -223,7 +226,10 @@ class RunDriver:
             await _quick(ending, within=QUICK_END if base.recoverable(executor) is not None else 0.0)
         except asyncio.CancelledError:
             self.handles.pop(attempt.id, None)
-            self._record_running(moves)  # the attempt runs on, to be adopted by its handle
+            # the attempt runs on, to be adopted by its handle: stored before this task ends (a
+            # shutdown then releases the lease only after it), whatever the write's outcome
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._record_running(moves))
             raise
         if ending.done() and not ending.cancelled() and ending.exception() is None:
             await self._wait(executor, attempt, handle=handle, sink=sink, eff=eff, ending=ending, started=moves)
@@ -256,6 +262,9 @@ class RunDriver:
                     self.stages[attempt.stage_id] = _as(runs.StageRun, done[1])
         except asyncio.CancelledError:
             sink.close()  # no longer driven here (shutdown, or the lease was lost); the attempt runs on
+            if recording is not None:  # its handle stored before this task ends (see _start_and_wait)
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(recording)
             raise
         finally:
             self.handles.pop(attempt.id, None)

@@ -20,7 +20,19 @@ from sqlalchemy.dialects import postgresql, sqlite
 from kubeline.domain import runs, states
 from kubeline.storage import base, changes
 from kubeline.storage import wakeups as wakeups_
-from kubeline.storage.sql import accounts, claims, engines, intake, listener, migrate, rows, scheduling, stats, tails
+from kubeline.storage.sql import (
+    accounts,
+    batches,
+    claims,
+    engines,
+    intake,
+    listener,
+    migrate,
+    rows,
+    scheduling,
+    stats,
+    tails,
+)
 from kubeline.storage.sql import tables as T
 from kubeline.storage.sql import transactions as tx
 
@@ -34,6 +46,7 @@ class SqlStore(scheduling.SchedulingMethods, stats.StatsMethods):
         self.wakeups: wakeups_.Wakeups = database.wakeups
         self.listener: listener.Listener | None = None
         self.accounts = accounts.Accounts(database)
+        self.batches = batches.Batches(database)
 
     @classmethod
     async def open(cls, url: str | sa.URL, *, migrate: bool = True) -> SqlStore:
@@ -148,16 +161,9 @@ class SqlStore(scheduling.SchedulingMethods, stats.StatsMethods):
         self, run_id: str, to: states.RunState, *, reason: str = "", spawn: Sequence[base.NewRun] = (),
         fence: base.Fence | None = None, **fields: Any
     ) -> runs.Run:
-        changes.check_fields(changes.run_what(run_id), fields, changes.RUN_FIELDS)
-        for new in spawn:
-            changes.check_new_run(new.run, new.stages)
-        try:
-            return await self._write(
-                tx.transition_run, run_id=run_id, to=to, reason=reason, fields=fields, spawn=list(spawn),
-                fence=fence,
-            )
-        except sa_exc.IntegrityError:
-            raise changes.run_exists(", ".join(new.run.id for new in spawn)) from None
+        moved = await self.apply([base.RunMove(run_id=run_id, to=to, reason=reason, fields=fields, spawn=list(spawn))],
+                                 fence=fence)
+        return _as(runs.Run, moved[0])
 
     async def count_runs(self, *, states_in: Sequence[states.RunState] | None = None) -> dict[states.RunState, int]:
         if states_in is not None:  # a plain COUNT per state: no grouping key compared per row
@@ -208,21 +214,13 @@ class SqlStore(scheduling.SchedulingMethods, stats.StatsMethods):
         self, run_id: str, stage_id: str, to: states.StageState, *, reason: str = "",
         fence: base.Fence | None = None, **fields: Any
     ) -> runs.StageRun:
-        changes.check_fields(changes.stage_what(run_id, stage_id), fields, changes.STAGE_FIELDS)
-        return await self._write(
-            tx.transition_stage, run_id=run_id, stage_id=stage_id, to=to, reason=reason,
-            fields=fields, fence=fence,
-        )
+        moved = await self.apply([base.StageMove(run_id=run_id, stage_id=stage_id, to=to, reason=reason,
+                                                 fields=fields)], fence=fence)
+        return _as(runs.StageRun, moved[0])
 
     # attempts ------------------------------------------------------------------------------
     async def create_attempt(self, attempt: runs.Attempt) -> runs.Attempt:
-        if attempt.state is not states.AttemptState.PENDING:
-            what = changes.attempt_what(attempt.id)
-            raise changes.must_be_new(what, attempt.state.value, "pending")
-        try:
-            await self._write(tx.create_attempt, attempt=attempt)
-        except sa_exc.IntegrityError:
-            raise changes.attempt_exists(attempt.id) from None
+        await self.apply([base.NewAttempt(attempt=attempt)])
         return attempt
 
     async def get_attempt(self, attempt_id: str) -> runs.Attempt:
@@ -251,10 +249,9 @@ class SqlStore(scheduling.SchedulingMethods, stats.StatsMethods):
         self, attempt_id: str, to: states.AttemptState, *, reason: str = "", fence: base.Fence | None = None,
         **fields: Any
     ) -> runs.Attempt:
-        changes.check_fields(changes.attempt_what(attempt_id), fields, changes.ATTEMPT_FIELDS)
-        return await self._write(
-            tx.transition_attempt, attempt_id=attempt_id, to=to, reason=reason, fields=fields, fence=fence
-        )
+        moved = await self.apply([base.AttemptMove(attempt_id=attempt_id, to=to, reason=reason, fields=fields)],
+                                 fence=fence)
+        return _as(runs.Attempt, moved[0])
 
     async def apply(
         self, moves: Sequence[base.Move], *, fence: base.Fence | None = None
@@ -271,34 +268,7 @@ class SqlStore(scheduling.SchedulingMethods, stats.StatsMethods):
             elif move.attempt.state is not states.AttemptState.PENDING:
                 raise changes.must_be_new(changes.attempt_what(move.attempt.id), move.attempt.state.value, "pending")
 
-        def batch(conn: sa.Connection) -> builtins.list[runs.StageRun | runs.Attempt | runs.Run]:
-            done: builtins.list[runs.StageRun | runs.Attempt | runs.Run] = []
-            apply_moves(conn, done)
-            return done
-
-        def apply_moves(conn: sa.Connection, done: builtins.list[runs.StageRun | runs.Attempt | runs.Run]) -> None:
-            for move in moves:
-                if isinstance(move, base.StageMove):
-                    done.append(tx.transition_stage(conn, run_id=move.run_id, stage_id=move.stage_id, to=move.to,
-                                                    reason=move.reason, fields=move.fields))
-                elif isinstance(move, base.AttemptMove):
-                    done.append(tx.transition_attempt(conn, attempt_id=move.attempt_id, to=move.to,
-                                                      reason=move.reason, fields=move.fields))
-                elif isinstance(move, base.RunMove):
-                    done.append(tx.transition_run(conn, run_id=move.run_id, to=move.to, reason=move.reason,
-                                                  fields=move.fields, spawn=move.spawn))
-                else:
-                    tx.create_attempt(conn, attempt=move.attempt)
-                    done.append(move.attempt)
-
-        try:
-            return await self.database.run(tails.deferred(batch, fence), write=True)
-        except sa_exc.IntegrityError:
-            new_ids = [m.attempt.id for m in moves if isinstance(m, base.NewAttempt)]
-            spawned = [new.run.id for m in moves if isinstance(m, base.RunMove) for new in m.spawn]
-            if spawned and not new_ids:
-                raise changes.run_exists(", ".join(spawned)) from None
-            raise changes.attempt_exists(", ".join(new_ids)) from None
+        return await self.batches.apply(batches.Group(moves=list(moves), fence=fence))
 
     async def list_live_attempts(self) -> builtins.list[runs.Attempt]:
         live = [states.AttemptState.PENDING.value, states.AttemptState.RUNNING.value]
@@ -342,6 +312,11 @@ class SqlStore(scheduling.SchedulingMethods, stats.StatsMethods):
         deleted = await self.database.run(lambda conn: conn.execute(stmt).rowcount, write=True)
         if not deleted:
             raise changes.secret_not_found([name])
+
+
+def _as(kind: type[_T], record: object) -> _T:
+    assert isinstance(record, kind), f"the store made {type(record).__name__}, expected {kind.__name__}"
+    return record
 
 
 async def _upgrade(database: engines.Database) -> None:
