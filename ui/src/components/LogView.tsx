@@ -1,21 +1,16 @@
 // Live logs of a run over SSE, virtualised: a worker follows and parses the stream, lines live in
-// a plain array (never in React state), arriving batches are appended once per animation frame,
-// and only the rows in view are rendered, so 200,000 lines stream without blocking the page.
-// Rows have one fixed height, so the rows in view follow from the scroll offset alone: the work
-// per frame does not grow with the log (a general virtualiser lays out every row again each time
-// the count changes: 200,000 per frame at the end of a big log).
+// packed batches (logFormat.ts; never in React state), arriving batches are appended once per
+// animation frame, and only the rows in view are rendered, so 200,000 lines stream without
+// blocking the page. Rows have one fixed height, so the rows in view follow from the scroll
+// offset alone: the work per frame does not grow with the log (a general virtualiser lays out
+// every row again each time the count changes: 200,000 per frame at the end of a big log). Rows
+// are keyed by their place in the window, so a frame that moves the window rewrites the text of
+// the same few dozen elements instead of replacing them all.
 import { useEffect, useLayoutEffect, useMemo, useRef, useState } from "react";
 import { AnsiText } from "./Ansi";
 
-import { SEP } from "./logFormat";
+import { type Batch, LogLines, logLine } from "./logFormat";
 
-type Line = string;  // packed by the worker: at, stream, stage, attempt, text
-
-/** The fields of a packed line: [at, stream, text, stage, attempt]. */
-function logLine(l: Line): [string, string, string, string, number] {
-  const a = l.indexOf(SEP), b = l.indexOf(SEP, a + 1), c = l.indexOf(SEP, b + 1), d = l.indexOf(SEP, c + 1);
-  return [l.slice(0, a), l.slice(a + 1, b), l.slice(d + 1), l.slice(b + 1, c), Number(l.slice(c + 1, d))];
-}
 const ROW = 18;
 const OVERSCAN = 15;
 const ERROR = /error|exception|traceback|fail/i;
@@ -23,8 +18,8 @@ const ERROR = /error|exception|traceback|fail/i;
 export function LogView({ runId, stages, stage, onStage }: {
   runId: string; stages: { id: string; attempts: number }[]; stage: string; onStage: (s: string) => void;
 }) {
-  const lines = useRef<Line[]>([]);
-  const pending = useRef<Line[]>([]);
+  const lines = useRef(new LogLines());
+  const pending = useRef<Batch[]>([]);
   const [count, setCount] = useState(0);
   const [ended, setEnded] = useState(false);
   const [attempt, setAttempt] = useState(0);
@@ -36,19 +31,19 @@ export function LogView({ runId, stages, stage, onStage }: {
   const [height, setHeight] = useState(420);  // .log-scroll's, until measured
 
   useEffect(() => {
-    lines.current = []; pending.current = []; setCount(0); setEnded(false);
+    lines.current = new LogLines(); pending.current = []; setCount(0); setEnded(false);
     const worker = new Worker(new URL("./logs.worker.ts", import.meta.url), { type: "module" });
     let frame = 0;
     const flush = () => {
       frame = 0;
       if (!pending.current.length) return;
-      const batch = pending.current; pending.current = [];
-      for (const l of batch) lines.current.push(l);
+      for (const batch of pending.current) lines.current.append(batch);
+      pending.current = [];
       setCount(lines.current.length);
     };
-    worker.onmessage = (e: MessageEvent<{ lines?: Line[]; end?: string; error?: string }>) => {
-      if (e.data.lines) {
-        for (const l of e.data.lines) pending.current.push(l);
+    worker.onmessage = (e: MessageEvent<{ batch?: Batch; end?: string; error?: string }>) => {
+      if (e.data.batch) {
+        pending.current.push(e.data.batch);
         if (!frame) frame = requestAnimationFrame(flush);
       } else if (e.data.end !== undefined) {
         flush(); setEnded(true);
@@ -58,29 +53,32 @@ export function LogView({ runId, stages, stage, onStage }: {
     return () => { worker.terminate(); if (frame) cancelAnimationFrame(frame); };
   }, [runId]);
 
-  // Indexes of the lines shown (stage/attempt filter); recomputed incrementally as lines arrive.
+  // Indexes of the lines shown under a stage/attempt filter, recomputed incrementally as lines
+  // arrive; without a filter row i is line i (no index to keep).
   const shown = useRef<{ key: string; upto: number; idx: number[] }>({ key: "", upto: 0, idx: [] });
   const key = `${stage}|${attempt}`;
+  const filtered = !!(stage || attempt);
   const viewLength = useMemo(() => {
+    if (!filtered) return count;
     const s = shown.current;
     if (s.key !== key || count < s.upto) { s.key = key; s.upto = 0; s.idx = []; }
-    const all = lines.current;
     for (let i = s.upto; i < count; i++) {
-      if (!stage && !attempt) { s.idx.push(i); continue; }
-      const l = logLine(all[i]);
+      const l = logLine(lines.current.get(i));
       if ((!stage || l[3] === stage) && (!attempt || l[4] === attempt)) s.idx.push(i);
     }
     s.upto = count;
     return s.idx.length;
-  }, [count, key, stage, attempt]);
+  }, [count, key, stage, attempt, filtered]);
   const view = shown.current.idx;
+  const lineAt = (row: number) => lines.current.get(filtered ? view[row] : row);
 
   const matches = useMemo(() => {
     if (!query) return [];
     const q = query.toLowerCase(), out: number[] = [];
-    for (let row = 0; row < viewLength; row++) if (logLine(lines.current[view[row]])[2].toLowerCase().includes(q)) out.push(row);
+    for (let row = 0; row < viewLength; row++) if (logLine(lineAt(row))[2].toLowerCase().includes(q)) out.push(row);
     return out;
-  }, [query, viewLength, view]);
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [query, viewLength, key]);
 
   useEffect(() => {
     const el = scroller.current;
@@ -91,8 +89,12 @@ export function LogView({ runId, stages, stage, onStage }: {
   }, []);
   // Following: the view is the log's end, in the same render as the new lines.
   const top = follow ? Math.max(0, viewLength * ROW - height) : scrolled;
+  // Written, never read back: reading scrollTop right after the rows changed forces a layout in
+  // the middle of the render.
+  const applied = useRef(-1);
   useLayoutEffect(() => {
-    if (follow && scroller.current && scroller.current.scrollTop !== top) scroller.current.scrollTop = top;
+    if (!follow) applied.current = -1;
+    else if (scroller.current && applied.current !== top) scroller.current.scrollTop = applied.current = top;
   }, [follow, top]);
   const scrollTo = (offset: number) => {
     const el = scroller.current;
@@ -106,8 +108,10 @@ export function LogView({ runId, stages, stage, onStage }: {
 
   const jump = (row: number) => { setFollow(false); setHit(row); scrollTo(row * ROW - (height - ROW) / 2); };
   const jumpToError = () => {
-    const row = view.findIndex((li) => { const l = logLine(lines.current[li]); return l[1] === "stderr" || ERROR.test(l[2]); });
-    if (row >= 0) jump(row);
+    for (let row = 0; row < viewLength; row++) {
+      const l = logLine(lineAt(row));
+      if (l[1] === "stderr" || ERROR.test(l[2])) { jump(row); return; }
+    }
   };
   const nextMatch = (dir: 1 | -1) => {
     if (!matches.length) return;
@@ -148,9 +152,9 @@ export function LogView({ runId, stages, stage, onStage }: {
         <div style={{ height: viewLength * ROW, position: "relative" }}>
           {Array.from({ length: last - first }, (_, k) => {
             const row = first + k;
-            const l = logLine(lines.current[view[row]]);
+            const l = logLine(lineAt(row));
             return (
-              <div key={row} className={`log-line${l[1] === "stderr" ? " stderr" : ""}${row === hit ? " hit" : ""}`}
+              <div key={k} className={`log-line${l[1] === "stderr" ? " stderr" : ""}${row === hit ? " hit" : ""}`}
                    style={{ transform: `translateY(${row * ROW}px)`, height: ROW }}>
                 <span className="log-meta">{l[0].slice(11, 23)} {l[3]}#{l[4]}</span>
                 <AnsiText text={l[2]} highlight={query} />

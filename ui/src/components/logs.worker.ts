@@ -1,14 +1,13 @@
-import { SEP } from "./logFormat";
+import { SEP, type Batch } from "./logFormat";
 
 // Follows a run's log stream off the main thread: fetch + SSE parsing + JSON.parse happen here,
-// and the page gets compact batches (at most every 50 ms), so a 200,000-line burst never blocks
-// it. Resumes after a dropped connection from the last cursor (?after=, like Last-Event-ID).
-// One string per line, "at SEP stream SEP stage SEP attempt SEP text": 200,000 lines are then
-// 200,000 objects on the page, not a million (an array and its strings per line), which keeps the
-// garbage collector's pauses short while the log streams (see logLine in LogView).
-type Out = { lines: string[] } | { end: string } | { error: string };
+// and the page gets one packed batch (logFormat.ts) at most every 100 ms, so a 200,000-line burst
+// never blocks it and it renders ~10 times a second while lines pour in, not every frame.
+// Resumes after a dropped connection from the last cursor (?after=, like Last-Event-ID).
+type Out = { batch: Batch } | { end: string } | { error: string };
 
-const post = (message: Out) => (self as unknown as Worker).postMessage(message);
+const post = (message: Out) => (self as unknown as Worker).postMessage(
+  message, "batch" in message ? [message.batch.ends.buffer] : []);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function follow(url: string) {
@@ -27,8 +26,12 @@ async function follow(url: string) {
     }
     const reader = response.body.getReader();
     const decoder = new TextDecoder();
-    let buffer = "", batch: string[] = [], sent = performance.now();
-    const flush = () => { if (batch.length) { post({ lines: batch }); batch = []; } sent = performance.now(); };
+    let buffer = "", batch: string[] = [], ends: number[] = [], size = 0, sent = performance.now(), timer = 0;
+    const flush = () => {
+      clearTimeout(timer); timer = 0;
+      if (batch.length) post({ batch: { text: batch.join(""), ends: Uint32Array.from(ends) } });
+      batch = []; ends = []; size = 0; sent = performance.now();
+    };
     for (;;) {
       let chunk: ReadableStreamReadResult<Uint8Array>;
       try { chunk = await reader.read(); } catch { break; }
@@ -45,7 +48,9 @@ async function follow(url: string) {
         }
         if (event === "log") {
           const l = JSON.parse(data);
-          batch.push(`${l.at}${SEP}${l.stream}${SEP}${l.stage_id}${SEP}${l.attempt}${SEP}${l.text}`);
+          const line = `${l.at}${SEP}${l.stream}${SEP}${l.stage_id}${SEP}${l.attempt}${SEP}${l.text}`;
+          batch.push(line);
+          ends.push(size += line.length);
           after = id || after;
         } else if (event === "end") {
           flush();
@@ -53,7 +58,9 @@ async function follow(url: string) {
           return;
         }
       }
-      if (batch.length >= 4000 || performance.now() - sent > 50) flush();
+      const waited = performance.now() - sent;
+      if (batch.length >= 20000 || waited >= 100) flush();
+      else if (batch.length && !timer) timer = self.setTimeout(flush, 100 - waited);  // a quiet log's last lines
     }
     flush();
     await sleep(1000);
