@@ -6,7 +6,7 @@ import { firstPage, lazy } from "./lazyPage";
 import { Loading } from "./components/Common";
 import { Dashboard } from "./pages/Dashboard";
 import { AcceptInvitation, Login } from "./pages/Login";
-import { loadSession, SessionProvider, useSession } from "./session";
+import { inlinedSession, loadSession, SessionProvider, useSession } from "./session";
 import "./styles.css";
 
 const Runs = lazy(() => import("./pages/Runs"), "/runs");
@@ -59,7 +59,7 @@ function App() {
 // Rendered once the opened page's code and who is logged in are here (lazyPage.ts explains the
 // former; the latter, like the page's first data, is inside index.html for a browser that logged
 // in: api/client.ts): the first render is the page, with its data.
-void Promise.all([loadSession().catch(() => undefined), firstPage()]).then(([me]) => createRoot(document.getElementById("root")!).render(
+void Promise.all([inlinedSession() ?? loadSession().catch(() => undefined), firstPage()]).then(([me]) => createRoot(document.getElementById("root")!).render(
   <StrictMode>
     <BrowserRouter>
       <SessionProvider initial={me}>

@@ -2,7 +2,7 @@
 // server set at login; every change carries the session's CSRF token (X-CSRF-Token), which the
 // page keeps in memory only. Without a session the app shows the login page.
 import { createContext, useContext, useEffect, useState, type ReactNode } from "react";
-import { api, type Schemas } from "./api/client";
+import { api, earlyData, type Schemas } from "./api/client";
 import { useData } from "./hooks";
 
 export type Me = Schemas["MeOut"];
@@ -27,6 +27,14 @@ export async function loadSession(): Promise<Me | null> {
   const { data } = await api.GET("/api/v1/auth/me");
   csrf = data?.csrf_token ?? null;
   return data ?? null;
+}
+
+/** Who is logged in, from inside index.html (a browser that logged in: api/client.ts), or
+ * undefined when the page came without it. */
+export function inlinedSession(): Me | undefined {
+  const me = earlyData<Me>("/api/v1/auth/me");
+  if (me) csrf = me.csrf_token ?? null;
+  return me;
 }
 
 /** `initial`: the identity main.tsx loaded before the first render (the app then starts on its

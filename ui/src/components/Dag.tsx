@@ -12,6 +12,9 @@ export function Dag({ dag, states, selected, onSelect, label }: {
   onSelect?: (stage: string) => void;
   label: string;
 }) {
+  // Laid out again only when the graph changes, not each time its run is read again (a new
+  // object with the same stages, on every state change of a live run).
+  const shape = JSON.stringify(dag);
   const layout = useMemo(() => {
     const g = new dagre.graphlib.Graph();
     g.setGraph({ rankdir: "LR", nodesep: 14, ranksep: 40, marginx: 8, marginy: 8 });
@@ -20,7 +23,8 @@ export function Dag({ dag, states, selected, onSelect, label }: {
     for (const [id, deps] of Object.entries(dag)) for (const d of deps) if (d in dag) g.setEdge(d, id);
     dagre.layout(g);
     return g;
-  }, [dag]);
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [shape]);
   const graph = layout.graph();
   const width = Math.max(graph.width ?? 0, W + 16), height = Math.max(graph.height ?? 0, H + 16);
   return (
