@@ -188,11 +188,11 @@ class LocalExecutor:
         return result
 
     async def release(self, handle: dict[str, Any]) -> None:
-        """The result is stored: the work dir goes out of the way (one rename, done when this
-        returns), the rest of the cleanup (strays, files) follows on the cleanup thread."""
+        """The result is stored: the work dir goes out of the way at once (one rename), the rest
+        of the cleanup (strays, files) follows on the cleanup thread."""
         attempt = self._ended.pop(handle["attempt_id"], None)
         if attempt is not None:
-            await attempt.release()
+            attempt.release()
         elif handle["attempt_id"] not in self._attempts:  # ended while another server followed it
             await asyncio.to_thread(local_run.discard, handle)
 

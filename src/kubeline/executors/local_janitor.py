@@ -6,7 +6,10 @@ On a journaling filesystem of a busy machine those unlinks took 3-9 ms per attem
 event loop that was 3-9 ms of every stage of a chain, since the next stage's start waited for
 the loop. A thread of its own does it instead: the work is system calls, which release the GIL,
 so the loop runs meanwhile. One thread: at most one more thread wants the GIL, and cleanups run
-in the order they were asked for. ``settle`` waits for those asked for so far.
+in the order they were asked for. They are handed over in batches, ``GATHER`` seconds after the
+first of a batch: waking the thread costs the loop too (on a loaded machine the woken thread
+often takes the loop's CPU), so once per batch instead of once per attempt. ``settle`` hands
+over what waits and waits for everything asked for so far.
 """
 
 from __future__ import annotations
@@ -20,24 +23,31 @@ from collections.abc import Callable
 log = logging.getLogger(__name__)
 
 
+GATHER = 0.02  # seconds a cleanup waits for others to go to the thread with it
+
+
 class Janitor:
     def __init__(self) -> None:
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._pending: set[concurrent.futures.Future[None]] = set()
         self._lock = threading.Lock()
+        self._gathered: list[Callable[[], None]] = []
+        self._handing: asyncio.TimerHandle | None = None
 
     def submit(self, job: Callable[[], None]) -> None:
-        """Run ``job`` on the cleanup thread (errors are logged: a cleanup is best effort)."""
-        with self._lock:
-            if self._pool is None:
-                self._pool = concurrent.futures.ThreadPoolExecutor(
-                    max_workers=1, thread_name_prefix="kubeline-cleanup")
-            future = self._pool.submit(job)
-            self._pending.add(future)
-        future.add_done_callback(self._done)
+        """Run ``job`` on the cleanup thread soon (errors are logged: a cleanup is best effort)."""
+        self._gathered.append(job)
+        if self._handing is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self._hand_over()
+                return
+            self._handing = loop.call_later(GATHER, self._hand_over)
 
     async def settle(self) -> None:
         """Until every cleanup asked for so far has run."""
+        self._hand_over()
         while True:
             with self._lock:
                 pending = list(self._pending)
@@ -46,14 +56,36 @@ class Janitor:
             await asyncio.wait([asyncio.wrap_future(f) for f in pending])
 
     def close(self) -> None:
-        """Run what is queued, then stop the thread (a later ``submit`` starts a new one)."""
+        """Run what is asked for, then stop the thread (a later ``submit`` starts a new one)."""
+        self._hand_over()
         with self._lock:
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True)
 
+    def _hand_over(self) -> None:
+        if self._handing is not None:
+            self._handing.cancel()
+            self._handing = None
+        jobs, self._gathered = self._gathered, []
+        if not jobs:
+            return
+        with self._lock:
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=1, thread_name_prefix="kubeline-cleanup")
+            future = self._pool.submit(_run_all, jobs)
+            self._pending.add(future)
+        future.add_done_callback(self._done)
+
     def _done(self, future: concurrent.futures.Future[None]) -> None:
         with self._lock:
             self._pending.discard(future)
-        if not future.cancelled() and future.exception() is not None:
-            log.warning("cleanup after an attempt failed: %s", future.exception())
+
+
+def _run_all(jobs: list[Callable[[], None]]) -> None:
+    for job in jobs:
+        try:
+            job()
+        except Exception:
+            log.exception("cleanup after an attempt failed")

@@ -6,8 +6,8 @@ process ends, also for a process that is not our child), the status from ``WORK/
 
 Between the exit and the result only what the result needs happens: kill the process group (and
 cgroup), drain the output, read the status. The work dir stays where a restarted server looks
-until the engine has stored the result and calls ``release``: then, on the cleanup thread
-(``local_janitor``), it moves out of the way (one rename) and ``cleanup`` follows: hunting
+until the engine has stored the result and calls ``release``: then it moves out of the way (one
+rename) and the rest, ``cleanup``, runs on the cleanup thread (``local_janitor``): hunting
 processes that left the group (``local_limits.kill_marked``), deleting the work dir; the cgroups
 are removed from the loop (a few ``rmdir`` on the cgroup filesystem, retried while killed
 processes leave them).
@@ -130,25 +130,13 @@ class Attempt:
                 os.close(self._alive)
             self._alive = None
 
-    async def release(self) -> None:
-        """The result is stored: the work dir leaves where a restarted server would look (one
-        rename) and ``cleanup`` deletes it, both on the cleanup thread: in a chain the rename on
-        the loop sat between one stage's stored end and the next one's start. Returns once the
-        rename is done (the loop runs meanwhile)."""
+    def release(self) -> None:
+        """The result is stored: the work dir leaves where a restarted server would look at once
+        (one rename), ``cleanup`` follows on the cleanup thread."""
+        with contextlib.suppress(OSError):
+            self.work.rename(self._trash)
         self._remove_cgroups(_CGROUP_REMOVE_TRIES)
-        moved = self._loop.create_future()
-
-        def release_files() -> None:
-            try:
-                with contextlib.suppress(OSError):
-                    self.work.rename(self._trash)
-            finally:
-                with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
-                    self._loop.call_soon_threadsafe(_resolve, moved)
-            self.cleanup()
-
-        self._janitor.submit(release_files)
-        await moved
+        self._janitor.submit(self.cleanup)
 
     def reap(self) -> None:
         """Kill strays outside the group and drop the cgroups (the files stay). Idempotent."""
@@ -349,11 +337,6 @@ class Attempt:
             self.cgroups.signal_all(signal.SIGKILL)
             with contextlib.suppress(RuntimeError):  # the loop is closing: leave it to the OS
                 self._loop.call_later(0.05, self._remove_cgroups, tries - 1)
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
 
 
 def _signalled(rc: int | None, number: int) -> base.AttemptResult:
