@@ -40,7 +40,7 @@ from sqlalchemy import exc as sa_exc
 from kubeline.domain import errors, runs, states
 from kubeline.storage import base, changes
 from kubeline.storage import wakeups as W
-from kubeline.storage.sql import engines, rows, tails
+from kubeline.storage.sql import engines, fencing, rows, tails
 from kubeline.storage.sql import tables as T
 from kubeline.storage.sql import transactions as tx
 
@@ -166,7 +166,7 @@ def _lock(conn: sa.Connection, groups: Sequence[Group]) -> _Rows:
 def _check_group(group: Group, *, found: _Rows, scratch: _Rows, added: _Changes, now: Any) -> list[Record]:
     """The group's records, its changes in ``scratch`` and ``added``; raises what stops it."""
     if group.fence is not None:
-        _check_fence(group.fence, found.runs.get(group.fence.run_id))
+        fencing.check(group.fence, found.runs.get(group.fence.run_id))
     records: list[Record] = []
     for move in group.moves:
         if isinstance(move, base.NewAttempt):
@@ -222,14 +222,6 @@ def _check_group(group: Group, *, found: _Rows, scratch: _Rows, added: _Changes,
             added.spawn += move.spawn
             records.append(rows.run_from_row(moved))
     return records
-
-
-def _check_fence(fence: base.Fence, row: dict[str, Any] | None) -> None:
-    if row is None:
-        raise changes.run_not_found(fence.run_id)
-    if row["lease_generation"] != fence.generation:
-        raise errors.LeaseLostError(run_id=fence.run_id, generation=fence.generation,
-                                    current=int(row["lease_generation"]), owner=row["owner"])
 
 
 def _stage_missing(found: _Rows, run_id: str, stage_id: str) -> errors.KubelineError:
@@ -310,7 +302,7 @@ class Batches:
 
     async def _run(self, groups: list[Group]) -> list[Outcome]:
         try:
-            return await self.database.run(tails.deferred(functools.partial(apply_groups, groups=groups), None),
+            return await self.database.run(tails.deferred(functools.partial(apply_groups, groups=groups)),
                                            write=True)
         except sa_exc.IntegrityError:
             if len(groups) > 1:

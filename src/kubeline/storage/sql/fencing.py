@@ -1,58 +1,30 @@
 """Fencing: writes made on behalf of a leased run carry the lease generation they were given.
 
-Every claim and adoption bumps ``runs.lease_generation``. A driver's write runs, inside its own
-transaction and before anything else, one conditional UPDATE of the run's row (``WHERE id = :run
-AND lease_generation = :gen``). When it matches no row the generation moved on (another replica
-adopted the run) and the transaction raises ``errors.LeaseLostError`` before it changes anything.
+Every claim and adoption bumps ``runs.lease_generation``. A driver's writes are state moves, and
+every state move goes through ``batches``: a batch first locks the run rows of its groups
+(``SELECT ... FOR UPDATE``, sorted by id) and ``check`` compares each group's fence with the
+locked row. When the generation moved on (another replica adopted the run), that group raises
+``errors.LeaseLostError`` and writes nothing; the other groups of the batch go on.
 
-Why an UPDATE and not a read: on PostgreSQL it takes the run's row lock until the commit, so an
-adoption (``FOR UPDATE SKIP LOCKED``) either commits first (then this UPDATE, re-evaluated on the
-new row version, matches nothing) or skips the run until this write committed; a plain SELECT
-would let the two interleave. SQLite has one writer at a time (``BEGIN IMMEDIATE``), so the same
-statement is just a check there.
+Why a locking read: on PostgreSQL it holds the run's row lock until the commit, so an adoption
+(``FOR UPDATE SKIP LOCKED``) either committed first (then the read, which waits for it, sees the
+new generation) or skips the run until this write committed; a plain read would let the two
+interleave. SQLite has one writer at a time (``BEGIN IMMEDIATE``), so the read is just a check.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TypeVar
-
-import sqlalchemy as sa
+from typing import Any
 
 from kubeline.domain import errors
 from kubeline.storage import base, changes
-from kubeline.storage.sql import tables as T
-
-_T = TypeVar("_T")
-
-_GUARD = (
-    sa.update(T.runs)
-    .where(T.runs.c.id == sa.bindparam("fence_run"), T.runs.c.lease_generation == sa.bindparam("fence_gen"))
-    .values(lease_generation=T.runs.c.lease_generation)
-)
-_HOLDER = sa.select(T.runs.c.owner, T.runs.c.lease_generation).where(T.runs.c.id == sa.bindparam("fence_run"))
 
 
-def check(conn: sa.Connection, fence: base.Fence) -> None:
-    """Raise ``LeaseLostError`` (or not-found) unless the run is still at ``fence.generation``;
-    holds the run's row lock for the rest of the transaction."""
-    matched = conn.execute(_GUARD, {"fence_run": fence.run_id, "fence_gen": fence.generation}).rowcount
-    if matched == 1:
-        return
-    holder = conn.execute(_HOLDER, {"fence_run": fence.run_id}).first()
-    if holder is None:
+def check(fence: base.Fence, row: dict[str, Any] | None) -> None:
+    """Raise ``LeaseLostError`` (or not-found) unless ``row`` (the run's, locked) is still at the
+    fence's generation."""
+    if row is None:
         raise changes.run_not_found(fence.run_id)
-    raise errors.LeaseLostError(run_id=fence.run_id, generation=fence.generation,
-                                current=int(holder.lease_generation), owner=holder.owner)
-
-
-def guarded(fn: Callable[[sa.Connection], _T], fence: base.Fence | None) -> Callable[[sa.Connection], _T]:
-    """``fn`` preceded, in its transaction, by the fence's check (``fn`` itself when no fence)."""
-    if fence is None:
-        return fn
-
-    def run(conn: sa.Connection) -> _T:
-        check(conn, fence)
-        return fn(conn)
-
-    return run
+    if row["lease_generation"] != fence.generation:
+        raise errors.LeaseLostError(run_id=fence.run_id, generation=fence.generation,
+                                    current=int(row["lease_generation"]), owner=row["owner"])

@@ -77,8 +77,8 @@ class SqlStore(scheduling.SchedulingMethods, stats.StatsMethods):
         """For ``/readyz``: the schema is at the head revision."""
         return await self.current_revision() == migrate.head_revision()
 
-    async def _write(self, fn: Callable[..., _T], /, *, fence: base.Fence | None = None, **kwargs: Any) -> _T:
-        return await self.database.run(tails.deferred(functools.partial(fn, **kwargs), fence), write=True)
+    async def _write(self, fn: Callable[..., _T], /, **kwargs: Any) -> _T:
+        return await self.database.run(tails.deferred(functools.partial(fn, **kwargs)), write=True)
 
     async def _rows(self, query: sa.Select[Any]) -> builtins.list[sa.RowMapping]:
         return await self.database.run(
