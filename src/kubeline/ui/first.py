@@ -23,15 +23,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 from typing import Any
 
 from starlette import types
 
+log = logging.getLogger("kubeline.ui")
 ME = "/api/v1/auth/me"
 DASHBOARD = ("/api/v1/stats?days=14", "/api/v1/runs?state=running&limit=10", "/api/v1/schedules?count=1")
 RUN_PAGE = re.compile(r"/runs/([0-9a-z-]{1,64})")
-WAIT_SECONDS = 3.0  # past this the page goes without its data (the app then asks for it)
+WAIT_SECONDS = 1.0  # the answers not in by then stay out (the app asks for them itself)
 ELEMENT_ID = "kubeline-first"
 # In a <script> element only "</script" and "<!--" are special; no "<" at all leaves none of
 # them. Outside JSON strings none of these characters occurs, inside one the escape means the same.
@@ -50,11 +52,27 @@ def calls_for(path: str) -> list[str]:
     return calls
 
 
-async def answers(app: types.ASGIApp, scope: types.Scope, *, cookie: bytes, urls: list[str]) -> dict[str, bytes]:
+async def answers(app: types.ASGIApp, scope: types.Scope, *, cookie: bytes, urls: list[str],
+                  within: float = WAIT_SECONDS) -> dict[str, bytes]:
     """The 200 JSON answers of ``app`` to GETs of ``urls`` carrying only ``cookie`` (the page
-    request's Cookie header), by URL; none at all unless ``/api/v1/auth/me`` is among them."""
-    bodies = await asyncio.gather(*(_get(app, scope, cookie=cookie, url=url) for url in urls))
-    found = {url: body for url, body in zip(urls, bodies, strict=True) if body is not None}
+    request's Cookie header) that came ``within`` seconds, by URL; none at all unless
+    ``/api/v1/auth/me`` is among them. A slow call holds the page back ``within`` at most: the
+    app asks for what is missing once it runs."""
+    calls = {url: asyncio.ensure_future(_get(app, scope, cookie=cookie, url=url)) for url in urls}
+    try:
+        await asyncio.wait(calls.values(), timeout=within)
+    finally:
+        for call in calls.values():
+            call.cancel()
+        await asyncio.gather(*calls.values(), return_exceptions=True)
+    found = {}
+    for url, call in calls.items():
+        if call.cancelled():
+            continue
+        if (error := call.exception()) is not None:  # the app answered 500; nobody else logs it
+            log.error("GET %s for the page's first data failed", url, exc_info=error)
+        elif (body := call.result()) is not None:
+            found[url] = body
     return found if ME in found else {}
 
 

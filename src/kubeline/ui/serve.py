@@ -125,15 +125,9 @@ def _cookie_header(scope: types.Scope, name: str) -> bytes:
 
 async def _with_data(html: bytes, *, app: types.ASGIApp, scope: types.Scope, cookie: bytes,
                      urls: list[str]) -> AsyncIterator[bytes]:
-    """``html`` up to ``</body>`` at once, then the page's first data (asked for meanwhile, at
-    most ``first.WAIT_SECONDS``) in its element, when there is any, then the rest."""
-    async def bounded() -> dict[str, bytes]:
-        try:
-            return await asyncio.wait_for(first.answers(app, scope, cookie=cookie, urls=urls), first.WAIT_SECONDS)
-        except TimeoutError:
-            return {}
-
-    found = asyncio.ensure_future(bounded())
+    """``html`` up to ``</body>`` at once, then the page's first data (asked for meanwhile:
+    ``first.answers``) in its element, when there is any, then the rest."""
+    found = asyncio.ensure_future(first.answers(app, scope, cookie=cookie, urls=urls))
     cut = html.rfind(b"</body>")
     cut = len(html) if cut < 0 else cut
     try:

@@ -4,6 +4,7 @@ answers, escaped so that no value ends its element, and the calls forward nothin
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from typing import Annotated
@@ -127,3 +128,23 @@ def test_the_element_escapes_what_could_end_it():
     body = element.decode()[len('<script type="application/json" id="kubeline-first">'):-len("</script>")]
     assert "<" not in body and ">" not in body and "&" not in body
     assert json.loads(body) == {"/u": {"v": HOSTILE, "n": 1}}
+
+
+async def test_a_slow_or_failing_call_stays_out_and_the_others_go_in(tmp_path, caplog):
+    app, _ = app_with(tmp_path)
+
+    @app.get("/api/v1/slow")
+    async def slow(_: Session) -> dict[str, str]:
+        await asyncio.sleep(30)
+        return {"late": "yes"}
+
+    @app.get("/api/v1/broken")
+    def broken(_: Session) -> dict[str, str]:
+        raise RuntimeError("boom")
+
+    scope = {"type": "http", "headers": [(b"host", b"ui.test")]}
+    urls = [first.ME, "/api/v1/slow", "/api/v1/broken", "/api/v1/stats?days=3"]
+    found = await first.answers(app, scope, cookie=b"kubeline_session=good", urls=urls, within=1.0)
+    assert {url: json.loads(body) for url, body in found.items()} == {
+        first.ME: {"name": "ada", "csrf_token": "t"}, "/api/v1/stats?days=3": {"days": 3, "hostile": HOSTILE}}
+    assert "GET /api/v1/broken for the page's first data failed" in caplog.text
