@@ -265,9 +265,9 @@ class Store(Protocol):
         """``claim_queued_runs``, each run with its stage rows (in position order)."""
         ...
     async def renew_leases(self, lease: Lease, fences: Sequence[Fence]) -> list[str]:
-        """Extend ``lease`` on those runs of ``fences`` that are running and still at their fence's
-        generation; return their ids (a run missing from the answer was adopted by another
-        process: stop driving it)."""
+        """Return the ids of the runs of ``fences`` still owned by ``lease.owner`` at their fence's
+        generation, whatever their state, and extend ``lease`` on the running ones (a run missing
+        from the answer was adopted by another process: stop driving it)."""
         ...
     async def release_leases(self, fences: Sequence[Fence]) -> None:
         """Give up ownership (a clean shutdown) of the runs still at their fence's generation, so

@@ -47,6 +47,18 @@ async def test_claimed_runs_are_owned_until_their_lease_expires(store: Any) -> N
     assert await store.renew_leases(lease("b"), held(adopted)) == ids[:1]
 
 
+async def test_a_run_that_ended_is_still_held_not_taken_over(store: Any) -> None:
+    ids = await add_runs(store, 2)
+    claimed = await store.claim_queued_runs(limit=2, lease=lease("a"))
+    fence = held(claimed)[0]
+    await store.transition_run(ids[0], R.SUCCEEDED, fence=fence)
+    assert await store.renew_leases(lease("a", seconds=-1), held(claimed)) == ids  # ended, still its own
+    adopted = await store.adopt_runs(lease("b"), limit=10)  # the renewal set the running run's lease
+    assert [r.id for r in adopted] == ids[1:]
+    assert await store.renew_leases(lease("a"), held(claimed)) == ids[:1]
+    assert await store.renew_leases(lease("b"), held(claimed)) == []
+
+
 async def test_a_claim_returns_each_run_with_its_stage_rows(store: Any) -> None:
     """The driver of a claimed run starts from these rows (no read of its own), so they are the
     stored ones: a rerun's copied stages keep their state and outputs, in position order."""
@@ -73,7 +85,7 @@ async def test_released_and_ownerless_runs_are_adopted_at_once(store: Any) -> No
     adopted = await store.adopt_runs(lease("b"), limit=10)
     assert sorted(r.id for r in adopted) == ids
     await store.transition_run(ids[0], R.SUCCEEDED)
-    assert await store.renew_leases(lease("b"), held(adopted)) == ids[1:]
+    assert await store.renew_leases(lease("b"), held(adopted)) == ids  # the ended run is still its own
 
 
 async def test_a_stale_release_does_not_drop_the_new_owners_lease(store: Any) -> None:

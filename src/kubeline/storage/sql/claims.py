@@ -271,13 +271,19 @@ def _held(fences: list[base.Fence]) -> sa.ColumnElement[bool]:
 
 
 def renew(conn: sa.Connection, *, lease: base.Lease, fences: list[base.Fence]) -> list[str]:
-    """Extend ``lease`` on the running runs still at their fence's generation; their ids."""
+    """The runs of ``fences`` still held by ``lease.owner`` at their fence's generation (in any
+    state: a run that just ended is not "taken over"); the running ones get ``lease`` extended.
+    The rows are locked in id order first, the order the batched moves lock them in, so a renewal
+    and a batch never wait on each other in a cycle."""
     runs = tables.runs
     if not fences:
         return []
-    held = sa.and_(_held(fences), runs.c.owner == lease.owner, runs.c.state == states.RunState.RUNNING.value)
-    conn.execute(sa.update(runs).where(held).values(lease_expires_at=lease.until))
-    return sorted(r.id for r in conn.execute(sa.select(runs.c.id).where(held)))
+    held = sa.and_(_held(fences), runs.c.owner == lease.owner)
+    ids = list(conn.execute(sa.select(runs.c.id).where(held).order_by(runs.c.id).with_for_update()).scalars())
+    if ids:
+        conn.execute(sa.update(runs).where(runs.c.id.in_(ids), runs.c.state == states.RunState.RUNNING.value)
+                     .values(lease_expires_at=lease.until))
+    return ids
 
 
 def release(conn: sa.Connection, *, fences: list[base.Fence]) -> None:
