@@ -15,12 +15,14 @@ import asyncio
 import contextlib
 import os
 import pathlib
+import re
 import threading
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from kubeline.testing import postgres
 
@@ -101,3 +103,35 @@ def database_url(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> str:
     return url
 
 
+class Statements:
+    """Every SQL statement any engine of this process runs while active (a server may be a thread)."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        with self.lock:
+            self.seen.append(statement)
+
+    def clear(self) -> None:
+        with self.lock:
+            self.seen.clear()
+
+    def matching(self, pattern: re.Pattern[str]) -> list[str]:
+        with self.lock:
+            return [s for s in self.seen if pattern.search(s)]
+
+    def count(self, pattern: re.Pattern[str]) -> int:
+        return len(self.matching(pattern))
+
+
+@pytest.fixture
+def statements() -> Iterator[Statements]:
+    """The SQL statements run while the test runs (``Statements``)."""
+    seen = Statements()
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", seen)
+    try:
+        yield seen
+    finally:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", seen)

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Iterator
+import re
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 
 from kubeline.domain import errors, runs, specs, states
@@ -21,20 +20,7 @@ S, A, R = states.StageState, states.AttemptState, states.RunState
 SPEC = specs.PipelineSpec.model_validate({"stages": [{"id": "only", "type": "shell", "command": "x"}]})
 
 
-@pytest.fixture
-def batch_locks() -> Iterator[list[str]]:
-    """The statements that open a batch (the locking read of its runs), as executed."""
-    seen: list[str] = []
-
-    def hook(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if " ".join(statement.split()).startswith("SELECT runs.id, runs.owner, runs.lease_generation FROM runs"):
-            seen.append(statement)
-
-    sa.event.listen(sa.engine.Engine, "before_cursor_execute", hook)
-    try:
-        yield seen
-    finally:
-        sa.event.remove(sa.engine.Engine, "before_cursor_execute", hook)
+_BATCH_LOCK = re.compile(r"^\s*SELECT runs\.id, runs\.owner, runs\.lease_generation\s+FROM runs")
 
 
 async def running_run(store: Any, *, expired: bool = False) -> tuple[runs.Run, base.Fence]:
@@ -60,20 +46,20 @@ def finish(run: runs.Run, attempt: runs.Attempt) -> list[base.Move]:
             base.RunMove(run_id=run.id, to=R.SUCCEEDED, fields={"outputs": {"only": {"n": 1}}})]
 
 
-async def test_the_moves_of_many_runs_share_one_transaction(store: Any, batch_locks: list[str]) -> None:
+async def test_the_moves_of_many_runs_share_one_transaction(store: Any, statements: Any) -> None:
     leased = [await running_run(store) for _ in range(12)]
     started = [start(run) for run, _ in leased]
-    batch_locks.clear()
+    statements.clear()
     records = await asyncio.gather(*(store.apply(moves, fence=fence)
                                      for (_, fence), (_, moves) in zip(leased, started, strict=True)))
-    assert len(batch_locks) == 1  # one batch for the twelve callers
+    assert statements.count(_BATCH_LOCK) == 1  # one batch for the twelve callers
     for (run, _), (attempt, _), done in zip(leased, started, records, strict=True):
         stage, new = done
         assert (stage.run_id, stage.state, new) == (run.id, S.PENDING, attempt)
-    batch_locks.clear()
+    statements.clear()
     ended = await asyncio.gather(*(store.apply(finish(run, attempt), fence=fence)
                                    for (run, fence), (attempt, _) in zip(leased, started, strict=True)))
-    assert len(batch_locks) == 1
+    assert statements.count(_BATCH_LOCK) == 1
     for (run, _), done in zip(leased, ended, strict=True):
         assert [getattr(r, "state", None) for r in done] == [A.RUNNING, S.RUNNING, A.SUCCEEDED, S.SUCCEEDED,
                                                              R.SUCCEEDED]
@@ -92,16 +78,16 @@ async def test_the_moves_of_many_runs_share_one_transaction(store: Any, batch_lo
                          ("stage", "running", "succeeded"), ("run", "running", "succeeded")]
 
 
-async def test_a_fenced_group_fails_alone_inside_its_batch(store: Any, batch_locks: list[str]) -> None:
+async def test_a_fenced_group_fails_alone_inside_its_batch(store: Any, statements: Any) -> None:
     (kept, kept_fence), (lost, lost_fence) = await running_run(store), await running_run(store, expired=True)
     adopted = await store.adopt_runs(base.Lease(owner="heir", until=runs.utcnow() + dt.timedelta(hours=1)),
                                      limit=1, only=[lost.id])
     assert [r.lease_generation for r in adopted] == [lost_fence.generation + 1]
     (_, kept_moves), (_, lost_moves) = start(kept), start(lost)
-    batch_locks.clear()
+    statements.clear()
     done, refused = await asyncio.gather(store.apply(kept_moves, fence=kept_fence),
                                          store.apply(lost_moves, fence=lost_fence), return_exceptions=True)
-    assert len(batch_locks) == 1
+    assert statements.count(_BATCH_LOCK) == 1
     assert isinstance(refused, errors.LeaseLostError)
     assert (refused.run_id, refused.generation, refused.current, refused.owner) == (
         lost.id, lost_fence.generation, lost_fence.generation + 1, "heir")
@@ -113,7 +99,7 @@ async def test_a_fenced_group_fails_alone_inside_its_batch(store: Any, batch_loc
     assert len(await store.list_attempts(kept.id)) == 1
 
 
-async def test_a_group_the_rules_refuse_fails_alone_and_writes_nothing(store: Any, batch_locks: list[str]) -> None:
+async def test_a_group_the_rules_refuse_fails_alone_and_writes_nothing(store: Any, statements: Any) -> None:
     (good, fence), (bad, bad_fence) = await running_run(store), await running_run(store)
     (attempt, good_moves), (bad_attempt, bad_moves) = start(good), start(bad)
     await store.apply(bad_moves, fence=bad_fence)
@@ -122,10 +108,10 @@ async def test_a_group_the_rules_refuse_fails_alone_and_writes_nothing(store: An
     refused_moves: list[base.Move] = [
         base.AttemptMove(attempt_id=bad_attempt.id, to=A.RUNNING),
         base.StageMove(run_id=bad.id, stage_id="only", to=S.SUCCEEDED)]
-    batch_locks.clear()
+    statements.clear()
     done, refused = await asyncio.gather(store.apply(good_moves, fence=fence),
                                          store.apply(refused_moves, fence=bad_fence), return_exceptions=True)
-    assert len(batch_locks) == 1
+    assert statements.count(_BATCH_LOCK) == 1
     assert isinstance(refused, errors.TransitionError)
     assert "cannot go from pending to succeeded" in str(refused)
     assert not isinstance(done, BaseException) and done[1] == attempt
