@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -163,6 +163,37 @@ def _lock(conn: sa.Connection, groups: Sequence[Group]) -> _Rows:
     return found
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _Kind:
+    """How a state move of one kind of row is checked and recorded (``_check_group``)."""
+
+    table: str  # the field of ``_Rows`` and ``_Changes`` holding these rows
+    entity: str  # the event's entity
+    state: Callable[[str], Any]  # the stored state's enum
+    key: Callable[[Any], Any]  # the move -> its row's key
+    entity_id: Callable[[Any], str]
+    run_of: Callable[[dict[str, Any]], str]  # the row -> its run's id
+    what: Callable[[Any], str]  # the key -> how errors name the row
+    missing: Callable[[_Rows, Any], errors.KubelineError]
+    record: Callable[[dict[str, Any]], Record]
+
+
+_KINDS: dict[type, _Kind] = {
+    base.StageMove: _Kind(table="stages", entity="stage", state=states.StageState,
+                          key=lambda m: (m.run_id, m.stage_id), entity_id=lambda m: m.stage_id,
+                          run_of=lambda r: r["run_id"], what=lambda k: changes.stage_what(*k),
+                          missing=lambda found, k: _stage_missing(found, *k), record=rows.stage_from_row),
+    base.AttemptMove: _Kind(table="attempts", entity="attempt", state=states.AttemptState,
+                            key=lambda m: m.attempt_id, entity_id=lambda m: m.attempt_id,
+                            run_of=lambda r: r["run_id"], what=changes.attempt_what,
+                            missing=lambda found, k: changes.attempt_not_found(k), record=rows.attempt_from_row),
+    base.RunMove: _Kind(table="runs", entity="run", state=states.RunState,
+                        key=lambda m: m.run_id, entity_id=lambda m: m.run_id,
+                        run_of=lambda r: r["id"], what=changes.run_what,
+                        missing=lambda found, k: changes.run_not_found(k), record=rows.run_from_row),
+}
+
+
 def _check_group(group: Group, *, found: _Rows, scratch: _Rows, added: _Changes, now: Any) -> list[Record]:
     """The group's records, its changes in ``scratch`` and ``added``; raises what stops it."""
     if group.fence is not None:
@@ -184,43 +215,21 @@ def _check_group(group: Group, *, found: _Rows, scratch: _Rows, added: _Changes,
                                              at=attempt.created_at))
             records.append(attempt)
             continue
-        values = tx.changed_values(move.to, now, move.fields)
-        if isinstance(move, base.StageMove):
-            key = (move.run_id, move.stage_id)
-            stage = scratch.stages.get(key) or found.stages.get(key)
-            if stage is None:
-                raise _stage_missing(found, *key)
-            states.check(states.StageState(stage["state"]), move.to, what=changes.stage_what(*key))
-            scratch.stages[key] = moved = {**stage, **values}
-            added.stages.add(key)
-            added.events.append(tx.event_row(run_id=move.run_id, entity="stage", entity_id=move.stage_id,
-                                             from_state=states.StageState(stage["state"]), to_state=move.to,
-                                             reason=move.reason, at=now))
-            records.append(rows.stage_from_row(moved))
-        elif isinstance(move, base.AttemptMove):
-            attempt_row = scratch.attempts.get(move.attempt_id) or found.attempts.get(move.attempt_id)
-            if attempt_row is None:
-                raise changes.attempt_not_found(move.attempt_id)
-            states.check(states.AttemptState(attempt_row["state"]), move.to, what=changes.attempt_what(move.attempt_id))
-            scratch.attempts[move.attempt_id] = moved = {**attempt_row, **values}
-            added.attempts.add(move.attempt_id)
-            added.events.append(tx.event_row(run_id=attempt_row["run_id"], entity="attempt",
-                                             entity_id=move.attempt_id,
-                                             from_state=states.AttemptState(attempt_row["state"]), to_state=move.to,
-                                             reason=move.reason, at=now))
-            records.append(rows.attempt_from_row(moved))
-        else:
-            run_row = scratch.runs.get(move.run_id) or found.runs.get(move.run_id)
-            if run_row is None:
-                raise changes.run_not_found(move.run_id)
-            states.check(states.RunState(run_row["state"]), move.to, what=changes.run_what(move.run_id))
-            scratch.runs[move.run_id] = moved = {**run_row, **values}
-            added.runs.add(move.run_id)
-            added.events.append(tx.event_row(run_id=move.run_id, entity="run", entity_id=move.run_id,
-                                             from_state=states.RunState(run_row["state"]), to_state=move.to,
-                                             reason=move.reason, at=now))
+        kind = _KINDS[type(move)]
+        key = kind.key(move)
+        table, scratch_table = getattr(found, kind.table), getattr(scratch, kind.table)
+        row = scratch_table.get(key) or table.get(key)
+        if row is None:
+            raise kind.missing(found, key)
+        before = kind.state(row["state"])
+        states.check(before, move.to, what=kind.what(key))
+        scratch_table[key] = moved = {**row, **tx.changed_values(move.to, now, move.fields)}
+        getattr(added, kind.table).add(key)
+        added.events.append(tx.event_row(run_id=kind.run_of(moved), entity=kind.entity, entity_id=kind.entity_id(move),
+                                         from_state=before, to_state=move.to, reason=move.reason, at=now))
+        if isinstance(move, base.RunMove):
             added.spawn += move.spawn
-            records.append(rows.run_from_row(moved))
+        records.append(kind.record(moved))
     return records
 
 
