@@ -78,24 +78,34 @@ async def test_two_engines_share_the_queue_without_double_starts(tmp_path: pathl
 
 async def test_a_live_owner_keeps_its_runs_and_a_dead_ones_are_adopted(tmp_path: pathlib.Path,
                                                                        sql_store: sql_store_.SqlStore) -> None:
+    # Leases of 2 s (renewed every ~0.7 s) and checks against the lease's own expiry time, not
+    # sleeps: a loaded machine only makes the test slower, never wrong.
     store = sql_store
-    executor = fake.FakeExecutor({"a": fake.Outcome(duration=1.5)})
-    first = make(store, executor, tmp_path, "first", lease_seconds=0.6)
+    executor = fake.FakeExecutor({"a": fake.Outcome(duration=3)})
+    first = make(store, executor, tmp_path, "first", lease_seconds=2)
     run = await first.submit(PIPELINE)
     driving = asyncio.create_task(first.execute(run.id))
     await wait_for(lambda: _true(bool(executor.running)))
-    second = make(store, executor, tmp_path, "second", lease_seconds=0.6)
+    second = make(store, executor, tmp_path, "second", lease_seconds=2)
     assert await second.resume() == []  # the first engine is alive: its lease is renewed
     driving.cancel()  # the first engine "dies" without releasing its lease
     await asyncio.gather(driving, return_exceptions=True)
+    expires = await lease_expiry(store, run.id)
+    assert runs.utcnow() < expires - dt.timedelta(seconds=0.5)
     assert await second.resume() == []  # not yet expired
-    await asyncio.sleep(0.7)
+    await wait_for(lambda: _true(runs.utcnow() > expires))
     [final] = await second.resume()
     assert final.state is R.SUCCEEDED
     assert executor.adopted
     assert len([s for s in executor.started if s.stage_id == "a"]) == 1
     await first.shutdown()
     await second.shutdown()
+
+
+async def lease_expiry(store: sql_store_.SqlStore, run_id: str) -> dt.datetime:
+    query = sa.select(tables.runs.c.lease_expires_at).where(tables.runs.c.id == run_id)
+    expires = await store.database.run(lambda conn: conn.execute(query).scalar_one(), write=False)
+    return expires if expires.tzinfo else expires.replace(tzinfo=dt.UTC)
 
 
 async def test_an_engine_that_lost_its_lease_stops_driving(tmp_path: pathlib.Path,
