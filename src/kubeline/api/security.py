@@ -97,7 +97,8 @@ def audit_entry(scope: types.Scope, status: int) -> dict[str, Any] | None:
             "outcome": status, "ip": client_ip(scope), "detail": dict(state.get("audit_detail") or {})}
 
 
-def audited(request: fastapi.Request) -> None:
-    """The route wrote this request's audit row itself, with its change (``audit_entry`` then
-    ``Store.create_run(audit=...)``): the middleware writes none."""
-    setattr(request.state, _AUDITED, True)
+def audited(request: fastapi.Request, written: bool = True) -> None:
+    """The route writes this request's audit row itself, with its change (``audit_entry`` then
+    ``Store.create_run(audit=...)``): the middleware writes none. ``written=False``: the change
+    was refused after all, the middleware records the refusal."""
+    setattr(request.state, _AUDITED, written)

@@ -22,13 +22,19 @@ async def create_run(body: schemas.RunCreate, kl: deps.KL, request: fastapi.Requ
                      response: fastapi.Response) -> schemas.RunOut:
     """Queue a run of a pipeline with these inputs (checked against its declared inputs: 422)."""
     entry = security.audit_entry(request.scope, 201)  # written with the run (one statement on PostgreSQL)
-    run = await services.create_run(kl, pipeline_name=body.pipeline, inputs=body.inputs,
-                                    schedule_id=body.schedule_id,
-                                    trigger=runs.TriggeredBy(kind=runs.TriggerKind.API),
-                                    stored=access.located_pipeline(request, body.pipeline),
-                                    audit=kl.auth.audit_row(**entry) if entry is not None else None)
+    # Marked before the write: a request cancelled while its run commits (the client went away)
+    # has its row already; only a refusal (an exception) leaves the row to the middleware.
     if entry is not None:
         security.audited(request)
+    try:
+        run = await services.create_run(kl, pipeline_name=body.pipeline, inputs=body.inputs,
+                                        schedule_id=body.schedule_id,
+                                        trigger=runs.TriggeredBy(kind=runs.TriggerKind.API),
+                                        stored=access.located_pipeline(request, body.pipeline),
+                                        audit=kl.auth.audit_row(**entry) if entry is not None else None)
+    except Exception:
+        security.audited(request, False)
+        raise
     response.headers["Location"] = f"/api/v1/runs/{run.id}"
     return schemas.RunOut.of(run)
 
