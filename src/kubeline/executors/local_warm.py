@@ -30,7 +30,7 @@ import time
 from typing import Any
 
 from kubeline.domain import errors
-from kubeline.executors import base, local, local_env, local_limits, warm_pool
+from kubeline.executors import base, local, local_limits, warm_pool
 
 # Read by Python after startup, or emulated by the worker; any other PYTHON* variable that
 # differs from the worker's own environment means a fresh interpreter.
@@ -66,9 +66,11 @@ class WarmExecutor(local.LocalExecutor):
             rest = rest[1:]
         if not rest or rest[0].startswith("-"):
             return None
-        worker_env = self._base_environment()
-        for key, value in spec.env.items():
-            if key.startswith("PYTHON") and key not in _EMULATED_ENV and worker_env.get(key) != value:
+        startup = {key: value for key, value in spec.env.items()
+                   if key.startswith("PYTHON") and key not in _EMULATED_ENV}
+        if startup:
+            worker_env = self._base_environment()
+            if any(worker_env.get(key) != value for key, value in startup.items()):
                 return None
         return rest
 
@@ -143,6 +145,8 @@ class WarmExecutor(local.LocalExecutor):
     def _pool(self, *, python: str, venv: pathlib.Path) -> warm_pool.Pool:
         pool = self._pools.get(python)
         if pool is None:
+            # the attempts' base environment is the workers' own: a forked attempt's
+            # /proc/self/environ still shows the worker's, so that holds no server secret either
             env = self._base_environment(venv=venv)
             pool = self._pools[python] = warm_pool.Pool(python=python, env=env,
                                                         size=self.workers_per_venv)
@@ -153,8 +157,3 @@ class WarmExecutor(local.LocalExecutor):
                 task.add_done_callback(self._closing.discard)
         self._pools.move_to_end(python)
         return pool
-
-    def _base_environment(self, *, venv: pathlib.Path | None = None) -> dict[str, str]:
-        """The environment every attempt starts from, and the workers' own: a forked attempt's
-        ``/proc/self/environ`` still shows the worker's, so that holds no server secret either."""
-        return local_env.base(passthrough=self.env_passthrough, venv=venv)
