@@ -182,6 +182,17 @@ def is_running(pid: int, *, started: int | None) -> bool:
     return started is None or int(stat[19]) == started
 
 
+def exit_status(pid: int, *, started: int | None) -> int | None:
+    """The wait status of ``pid`` while it is a zombie (ended, not reaped yet), from the exit
+    code ``/proc/PID/stat`` shows for it (Linux 3.5+); None when it runs or is gone."""
+    stat = _stat_fields(pid)
+    if stat is None or stat[0] != "Z" or len(stat) < 50:
+        return None
+    if started is not None and int(stat[19]) != started:
+        return None
+    return int(stat[49])
+
+
 def kill_marked(attempt_id: str, *, first_pid: int | None = None) -> int:
     """SIGKILL every process whose initial environment names this attempt (see module doc).
 

@@ -179,7 +179,7 @@ class Attempt:
         return result
 
     def _result(self) -> base.AttemptResult:  # noqa: PLR0911 - one return per way to end
-        rc = _read_rc(self.work / "rc")
+        rc = self._exit_code()
         if self._reason is not None:
             kind, error = self._reason
             return base.AttemptResult(exit_code=rc, failure=kind, error=error)
@@ -191,8 +191,8 @@ class Attempt:
             if status is not None and os.WIFSIGNALED(status):
                 return _signalled(None, os.WTERMSIG(status))
             return base.AttemptResult(exit_code=None, failure=states.FailureKind.LOST,
-                                      error="ended without an exit status (its supervisor "
-                                            "process was killed)")
+                                      error="ended without an exit status (the process that "
+                                            "records it was killed)")
         if rc == 125:
             return base.AttemptResult(exit_code=rc, failure=states.FailureKind.START_FAILED,
                                       error="could not be placed in its cgroup")
@@ -202,6 +202,18 @@ class Attempt:
             return base.AttemptResult(exit_code=rc, failure=states.FailureKind.EXIT_CODE,
                                       error=f"exited with code {rc}")
         return self._outputs()
+
+    def _exit_code(self) -> int | None:
+        """``rc``; for a warm attempt killed by a signal, whose worker writes ``rc`` a moment after
+        the end (before it reaps the process), the status of the zombie meanwhile, as sh reports
+        it; None when the attempt ended without one (LOST)."""
+        rc = _read_rc(self.work / "rc")
+        if rc is not None or self._status is not None:
+            return rc
+        status = local_limits.exit_status(self.pid, started=self.handle.get("proc_start"))
+        if status is None:  # reaped: its worker (if alive) wrote rc first
+            return _read_rc(self.work / "rc")
+        return 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
 
     def _outputs(self) -> base.AttemptResult:
         return base.collected_result(self.work)
@@ -216,8 +228,9 @@ class Attempt:
         self.cgroups.signal_all(sig)
 
     def _watch_exit(self, exited: asyncio.Future[None]) -> Any:
-        """Resolve ``exited`` when the supervisor ends, or when the attempt process (warm
-        attempts name it) ended having written its ``rc``; returns a function that stops watching."""
+        """Resolve ``exited`` when the handle's process (the supervisor, or a warm attempt's own
+        process) ends, or when the attempt process a warm supervisor of an earlier version
+        names ended having written its ``rc``; returns a function that stops watching."""
         started = self.handle.get("proc_start")
         try:
             fd = os.pidfd_open(self.pid)
@@ -257,9 +270,10 @@ class Attempt:
         return close
 
     def _attempt_pidfd(self) -> int | None:
-        """A pidfd of the warm attempt's own process, when the handle names it and it is the one."""
+        """A pidfd of the warm attempt's own process, when the handle names one besides its
+        supervisor (attempts of an earlier version) and it is the one."""
         pid, started = self.handle.get("attempt_pid"), self.handle.get("attempt_start")
-        if not pid or started is None:
+        if not pid or started is None or pid == self.pid:
             return None
         try:
             fd = os.pidfd_open(pid)

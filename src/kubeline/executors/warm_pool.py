@@ -8,9 +8,10 @@ worker together and it serves them back to back, instead of one round trip after
 requests in flight, and a spare means a worker's death costs nothing but the restart of a new
 one in the background.
 
-A worker that dies never takes an attempt with it: the attempts it started are supervised by
-their own processes. A worker that dies *while* starting an attempt has started nothing (see
-``warm_worker``), so the request is retried on another worker and the attempt's log says why.
+A worker that dies never takes an attempt with it: the attempts it started run on in their
+own sessions (one that ends by itself still records its status, see ``warm_worker``). A
+worker that dies *while* starting an attempt has started nothing (see ``warm_worker``), so the
+request is retried on another worker and the attempt's log says why.
 """
 
 from __future__ import annotations
@@ -49,9 +50,9 @@ class RefusedError(errors.ExecutorError):
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Forked:
     """The handle the worker wrote into the attempt's work dir before it replied (the request's
-    ``handle`` plus ``pid``/``pgid``/``proc_start``: the supervisor, session and process group
-    leader, and its start time in clock ticks; ``warm_worker``; ``attempt_pid``/``attempt_start``:
-    the process running the script)."""
+    ``handle`` plus ``pid``/``pgid``/``proc_start``: the attempt's process, session and process
+    group leader, and its start time in clock ticks; ``warm_worker``; ``attempt_pid``/
+    ``attempt_start``: the same process, named as the runtime worker of a pool pod reads it)."""
 
     handle: dict[str, Any]
 

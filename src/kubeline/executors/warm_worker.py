@@ -2,42 +2,39 @@
 
 Started by ``warm_pool`` as ``VENV/bin/python warm_worker.py FD`` (FD: its end of a socketpair),
 so it runs in the pipeline's own interpreter and imports only the standard library. It never
-runs user code itself. Per request (one JSON line) it forks a *supervisor* that mirrors the
-``/bin/sh`` wrapper of the local executor, so the executor follows both kinds of attempt with
-the same code (``local_run.Attempt``) and a restarted server adopts them the same way::
+runs user code itself. Per request (one JSON line) it hands out an *attempt process*, one fork
+of itself per attempt, which the executor follows like the ``/bin/sh`` wrapper of the local
+executor (``local_run.Attempt``), and a restarted server adopts the same way::
 
-    worker --fork--> supervisor: setsid, trap TERM/INT, join cgroups (itself and the attempt)
-                     --fork--> attempt: stdio -> WORK/stdout|stderr, cd FOLDER, env, sys.argv,
-                                        run the script
-                     waitpid(attempt) -> WORK/rc (128 + signal when killed, like sh)
+    worker --fork--> attempt: setsid, join cgroups, stdio -> WORK/stdout|stderr, cd FOLDER,
+                              env, sys.argv, run the script, WORK/rc as it ends
+    worker on SIGCHLD: WORK/rc = 128 + signal when one killed it (or when it wrote none), reap
 
-Supervisors are pre-forked: a spare (already in its own session, its attempt process forked
-too) waits for the next request, so a start costs a few pipe writes, and the worker forks the
-next spare while the attempt runs. Requests come pipelined (the ready stages of a fan-out in one
-write) and are served in order. For ``local-warm`` a request carries the handle's intent: the
-worker makes the work dir and writes ``handle.json`` (the intent with the pids) before it
-replies, which is what a restarted server ``find``s the attempt by, and the attempt process
-writes its inputs and config and makes its artifacts dir before it runs the script: the
-server's event loop creates no file to start an attempt. A request it cannot serve (a missing
-folder) gets an error reply and keeps the spare. (The ``kubernetes-pool`` worker prepares its
-own work dirs and sends no intent.) The worker holds a pipe to the spare's supervisor and one
-to its attempt process: without cgroups to join it writes the request to the attempt itself
-(it starts at once, one process wake-up earlier) and then to the supervisor (which only needs
-it once the attempt ends); with cgroups only the supervisor gets it, joins them and passes it
-on, so all the attempt does counts. The worker replies with the spare's pid and start time
-*before* it hands the request over: a worker that dies before replying has started nothing,
-so the executor safely retries on another worker; one that dies in the few microseconds
-between the reply and the handover leaves a supervisor that kills its attempt and exits
-without a status, which the executor reports as LOST (never a double run). Supervisors are
-reaped by the kernel (``SIGCHLD`` ignored) and do not depend on the worker: killing a worker
-does not touch the attempts it started.
+The attempt processes are pre-forked: a spare (already in its own session) waits for the next
+request, so a start costs a pipe write, and the worker forks the next spare while the attempt
+runs. Requests come pipelined (the ready stages of a fan-out in one write) and are served in
+order. For ``local-warm`` a request carries the handle's intent: the worker makes the work dir
+and writes ``handle.json`` (the intent with the pid) before it replies, which is what a
+restarted server ``find``s the attempt by, and the attempt process writes its inputs and config
+and makes its artifacts dir before it runs the script: the server's event loop creates no file
+to start an attempt. A request it cannot serve (a missing folder) gets an error reply and keeps
+the spare. (The ``kubernetes-pool`` worker prepares its own work dirs and sends no intent.)
+The worker replies with the spare's pid and start time *before* it hands the request over: a
+worker that dies before replying has started nothing, so the executor safely retries on another
+worker; a spare whose worker dies before the handover reads EOF and exits without a status,
+which the executor reports as LOST (never a double run).
 
-Ending sooner: an attempt that ends by itself writes ``WORK/rc`` just before ``_exit``, and the
-reply names the attempt process too (pid and start time, which its supervisor tells the worker
-when it forks it), so the executor learns of the end from the attempt's own exit, without
-waiting for the supervisor to wake, write ``rc`` and exit (about 2 ms). The supervisor then
-writes ``rc`` only when it differs (128 + the signal that killed the attempt, or none written)
-and is what a restarted server falls back on.
+One process per attempt: it used to run under a supervisor of its own (forked per attempt,
+waiting for it to write ``rc``), two forks and two exits per attempt, about 3 ms of CPU here.
+The worker is that supervisor now, for all its attempts at once: it is their parent, and on
+``SIGCHLD`` it reads the status without reaping (``waitid`` with ``WNOWAIT``), writes ``rc``
+when it differs from what the attempt wrote as it ended (128 + the signal that killed it, or
+none written), and only then reaps. So an exit
+status is in ``rc`` before the process is gone: the executor, woken by the attempt's pidfd,
+reads ``rc``, else the status of the zombie (``local_limits.exit_status``), else ``rc`` again.
+A worker that dies (killed, or its server gone) does not take its attempts with it: they run
+on, and one that ends by itself still writes its ``rc``; only a signal that kills an attempt
+after its worker is gone leaves no status (LOST, unless the server sees the zombie first).
 
 The attempt runs the script the way ``python -u SCRIPT ARGS`` would: a fresh ``__main__``
 module, ``sys.argv``, ``sys.path[0]`` = the script's directory (+ ``PYTHONPATH`` from its env),
@@ -74,48 +71,36 @@ from typing import Any
 _RC = ""  # the attempt's WORK/rc, once it runs
 _NO_CGROUP = 125  # same codes as the sh supervisor's failures
 _NO_CWD = 126
+_ATTEMPTS: dict[int, str] = {}  # in the worker: pid -> work dir of the attempts it handed out
 
 
 _MAX_FD = 1 << 20
 
 
 class _Spare:
-    """A pre-forked supervisor (already in its own session) waiting for its request."""
+    """A pre-forked attempt process (already in its own session) waiting for its request."""
 
-    def __init__(self, pid: int, requests: int, attempt: int, status: int) -> None:
+    def __init__(self, pid: int, requests: int) -> None:
         self.pid = pid
         self.start = _start_ticks(pid)
-        self.requests = requests  # write end: to the supervisor
-        self.attempt = attempt  # write end: to its attempt process
-        self.status = status  # read end: the supervisor says its attempt's pid
-        self._attempt: tuple[int | None, int | None] | None = None
-
-    def attempt_pid(self) -> tuple[int | None, int | None]:
-        """The pid and start time of the spare's attempt process (None: it never said)."""
-        if self._attempt is None:
-            line = _read_line(self.status)
-            os.close(self.status)
-            pid = int(line) if line.isdigit() else None
-            self._attempt = (pid, None if pid is None else _start_ticks(pid))
-        return self._attempt
+        self.requests = requests  # write end: to the spare
 
 
 def main() -> None:
     del sys.path[0]  # this file's directory: user code must not import the executor's modules
     sock = int(sys.argv[1])
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # supervisors: reaped by the kernel
+    signal.signal(signal.SIGCHLD, _reap)
     _preload()
     gc.freeze()  # what is imported now is shared with every fork, never scanned there
     _send(sock, {"ready": True, "pid": os.getpid(), "python": sys.version.split()[0]})
-    pipes = _serve(sock)
-    if pipes is None:
+    requests = _serve(sock)
+    if requests is None:
         return
-    attempt = _supervise(*pipes)
     _rehearse()
-    line = _read_line(attempt)
-    if not line:  # the worker and the supervisor are gone: this spare was never handed out
+    line = _read_line(requests)
+    if not line:  # the worker is gone: this spare was never handed out
         os._exit(0)
-    os.close(attempt)
+    os.close(requests)
     _run_attempt(json.loads(line))
 
 
@@ -127,17 +112,17 @@ def _preload() -> None:
         import kubeline.task  # noqa: F401
 
 
-def _serve(sock: int) -> tuple[int, int, int, int] | None:
-    """Hand each request to a spare supervisor, then fork the next spare while it runs.
+def _serve(sock: int) -> int | None:
+    """Hand each request to a spare, then fork the next spare while it runs.
 
-    Returns only in a forked supervisor (its pipe ends: see ``_fork_spare``), or None at EOF.
+    Returns only in a forked spare (the read end of its request pipe), or None at EOF.
     """
     pending = b""
     spare: _Spare | None = None
     while True:
         if spare is None:
             forked = _fork_spare(sock)
-            if isinstance(forked, tuple):
+            if isinstance(forked, int):
                 return forked
             spare = forked
         try:
@@ -151,32 +136,26 @@ def _serve(sock: int) -> tuple[int, int, int, int] | None:
             line, pending = pending.split(b"\n", 1)
             if spare is None:
                 forked = _fork_spare(sock)
-                if isinstance(forked, tuple):
+                if isinstance(forked, int):
                     return forked
                 spare = forked
             request = json.loads(line)
-            attempt_pid, attempt_start = spare.attempt_pid()
             reply = {"id": request["id"], "pid": spare.pid, "start": spare.start,
-                     "attempt_pid": attempt_pid, "attempt_start": attempt_start}
+                     "attempt_pid": spare.pid, "attempt_start": spare.start}
             if "handle" in request:  # local-warm: the work dir is made here (the pool's worker makes its own)
                 reply["handle"] = {**request["handle"], "pid": spare.pid, "pgid": spare.pid,
                                    "proc_start": spare.start, "warm_worker": os.getpid(),
-                                   "attempt_pid": attempt_pid, "attempt_start": attempt_start}
+                                   "attempt_pid": spare.pid, "attempt_start": spare.start}
                 refused = _prepare(request, reply["handle"])
                 if refused:  # nothing started: the spare waits for the next request
                     _send(sock, {"id": request["id"], "error": refused})
                     continue
+            _ATTEMPTS[spare.pid] = request["work"]  # from now on its end is recorded in rc
             # Reply first: a worker that dies before the reply has started nothing.
             _send(sock, reply)
-            # The supervisor's copy first: once the attempt runs it may end, and the executor
-            # then kills the supervisor. Either may be gone (killed): the worker goes on.
-            with contextlib.suppress(OSError):
-                _write_all(spare.requests, line)
+            with contextlib.suppress(OSError):  # the spare may be gone (killed): the worker goes on
+                _write_all(spare.requests, line + b"\n")
             os.close(spare.requests)
-            if not request["cgroups"]:  # nothing to join first: straight to the attempt
-                with contextlib.suppress(OSError):
-                    _write_all(spare.attempt, line + b"\n")
-            os.close(spare.attempt)
             spare = None
 
 
@@ -210,72 +189,45 @@ def _remove_tree(path: str) -> None:
     os.rmdir(path)
 
 
-def _fork_spare(sock: int) -> _Spare | tuple[int, int, int, int]:
-    """Fork a supervisor; in it, returns (request read end, attempt read end, attempt write end,
-    status write end)."""
-    requests, to_supervisor = os.pipe()
-    attempt, to_attempt = os.pipe()
-    status, to_worker = os.pipe()
+def _fork_spare(sock: int) -> _Spare | int:
+    """Fork a spare attempt process; in it, returns the read end of its request pipe."""
+    requests, to_spare = os.pipe()
     pid = os.fork()
     if pid == 0:
-        os.close(to_supervisor)
-        os.close(status)
+        os.close(to_spare)
         os.close(sock)
-        return requests, attempt, to_attempt, to_worker
+        _ATTEMPTS.clear()
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):  # hold none of the worker's pipes
+            os.dup2(devnull, fd)
+        _close_all_but({requests})
+        os.setsid()  # its own session and process group: what a timeout or cancel kills
+        return requests
     os.close(requests)
-    os.close(attempt)
-    os.close(to_worker)
-    return _Spare(pid, to_supervisor, to_attempt, status)
+    return _Spare(pid, to_spare)
 
 
-def _supervise(requests: int, attempt: int, to_attempt: int, to_worker: int) -> int:
-    """The supervisor: returns only in its forked attempt process (the fd of its request)."""
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):  # hold none of the worker's pipes
-        os.dup2(devnull, fd)
-    _close_all_but({requests, attempt, to_attempt, to_worker})
-    os.setsid()
-    signal.signal(signal.SIGTERM, _ignore)  # the attempt dies, the supervisor records it
-    signal.signal(signal.SIGINT, _ignore)
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    pid = os.fork()
-    if pid == 0:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        os.close(to_attempt)
-        os.close(requests)
-        os.close(to_worker)
-        return attempt
-    os.close(attempt)
-    _write_all(to_worker, f"{pid}\n".encode())
-    os.close(to_worker)
-    data = _read_all(requests)
-    if not data:  # the worker is gone: this spare was never handed out (or only to the attempt)
-        os.kill(pid, signal.SIGKILL)
-        os._exit(0)
-    request = json.loads(data)
-    work = request["work"]
-    if request["cgroups"]:
-        for path in request["cgroups"]:  # before the attempt gets its request: all it does counts
-            try:
-                _write(path, f"{os.getpid()}\n")
-                _write(path, f"{pid}\n")
-            except OSError:
-                os.kill(pid, signal.SIGKILL)
-                _finish(work, _NO_CGROUP)
-        _write_all(to_attempt, data + b"\n")
-    os.close(to_attempt)
-    _write(os.devnull, "0\n")  # the rc write after the attempt: its pages copied now
-    status = -1
-    with contextlib.suppress(ChildProcessError):
-        _, status = os.waitpid(pid, 0)
-    if status == -1:
-        _finish(work, 1)
-    code = 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-    if not os.WIFSIGNALED(status) and _read_rc(work) == f"{code}\n".encode():
-        os._exit(0)  # the attempt wrote this very status as it ended: two file operations less
-    _finish(work, code)
-    return -1  # not reached
+def _reap(signum: int, frame: object) -> None:
+    """SIGCHLD in the worker: for each ended attempt, its status into ``rc`` (unless it wrote
+    that very status as it ended), then reap it; anything else is just reaped."""
+    while True:
+        try:
+            ended = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return
+        if ended is None or not ended.si_pid:
+            return
+        work = _ATTEMPTS.pop(ended.si_pid, None)
+        if work is not None:
+            if ended.si_code == os.CLD_EXITED:
+                code = ended.si_status
+                if _read_rc(work) != f"{code}\n".encode():
+                    _record_rc(work, code)
+            else:  # killed (or dumped core): as sh reports it
+                _record_rc(work, 128 + ended.si_status)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(ended.si_pid, 0)
 
 
 _REHEARSAL = compile(  # what a small script makes Python do: define, call, loop, format
@@ -306,6 +258,11 @@ def _run_attempt(request: dict[str, Any]) -> None:
     global _RC  # noqa: PLW0603 - where _shutdown writes the exit code
     work = request["work"]
     _RC = os.path.join(work, "rc")
+    for path in request["cgroups"]:  # first: all the attempt does counts
+        try:
+            _write(path, f"{os.getpid()}\n")
+        except OSError:
+            _fail(_NO_CGROUP)
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
     os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
     os.dup2(os.open(os.path.join(work, "stdout"), flags, 0o666), 1)
@@ -318,12 +275,12 @@ def _run_attempt(request: dict[str, Any]) -> None:
             os.makedirs(path, exist_ok=True)
     except OSError as exc:
         sys.stderr.write(f"cannot prepare the attempt: {exc}\n")
-        os._exit(_NO_CWD)
+        _fail(_NO_CWD)
     try:
         os.chdir(request["cwd"])
     except OSError as exc:
         sys.stderr.write(f"cannot change to {request['cwd']}: {exc.strerror}\n")
-        os._exit(_NO_CWD)
+        _fail(_NO_CWD)
     env: dict[str, str] = request["env"]
     os.environ.clear()
     os.environ.update(env)
@@ -422,14 +379,19 @@ def _read_rc(work: str) -> bytes:
         os.close(fd)
 
 
-def _finish(work: str, code: int) -> None:
-    """Write ``rc`` and end. Through a rename: the attempt may have written it already and
-    the executor be reading it now (it must never see it empty)."""
-    try:
+def _fail(code: int) -> None:
+    """End an attempt that could not start its script, with ``code`` in its ``rc``."""
+    with contextlib.suppress(OSError):
+        _write(_RC, f"{code}\n")
+    os._exit(code)
+
+
+def _record_rc(work: str, code: int) -> None:
+    """Write an ended attempt's ``rc`` (in the worker). Through a rename: the attempt may have
+    written it already and the executor be reading it now (it must never see it empty)."""
+    with contextlib.suppress(OSError):
         _write(os.path.join(work, "rc.tmp"), f"{code}\n")
         os.rename(os.path.join(work, "rc.tmp"), os.path.join(work, "rc"))
-    finally:
-        os._exit(0)
 
 
 def _write(path: str, text: str) -> None:

@@ -220,8 +220,8 @@ class Worker:
 
     # following ------------------------------------------------------------------------
     def _follow(self, attempt: Attempt) -> None:
-        """Copy the attempt's stdout/stderr into its lines; notice its exit (the rc file its
-        supervisor or the attempt itself writes), its deadline and a cancel."""
+        """Copy the attempt's stdout/stderr into its lines; notice its exit (the rc file the
+        attempt itself or its warm worker writes), its deadline and a cancel."""
         files = {name: (attempt.work / name).open("rb") for name in ("stdout", "stderr")}
         pending = dict.fromkeys(files, b"")
         rc_path = attempt.work / "rc"
@@ -478,7 +478,7 @@ def _read_line(sock: socket.socket) -> bytes:
 
 def _read_rc(path: pathlib.Path) -> int | None:
     """The exit status in ``rc``: the attempt writes it in place just before it exits, so it may
-    be seen empty for a moment (the supervisor then renames its own copy over it)."""
+    be seen empty for a moment (its warm worker then renames its own copy over it)."""
     until = time.monotonic() + 1.0
     while True:
         try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pathlib
 import signal
 import time
 
@@ -95,17 +96,40 @@ async def test_killed_by_a_signal(warm):
     assert result.error == "killed by signal SIGSEGV"
 
 
-async def test_the_end_is_learnt_from_the_attempt_process_itself(warm):
-    """The handle names the process that runs the script; its own exit (with the rc it wrote)
-    ends the attempt, while its supervisor may still be rewriting rc: never a lost status."""
-    spec = warm.spec("import os, sys\nprint(os.getpid())\nsys.exit(7)")
+async def test_one_process_per_attempt_a_child_of_its_worker(warm):
+    """The handle names the process that runs the script: its session and group leader, a
+    child of the warm worker (no supervisor in between); its exit with the rc it wrote ends the
+    attempt, while its worker may still be reaping it: never a lost status."""
+    spec = warm.spec("import os, sys\nprint(os.getpid(), os.getsid(0), os.getpgid(0), os.getppid())"
+                     "\nsys.exit(7)")
     handle = await warm.start(spec)
     result = await warm.executor.wait(handle)
     assert (result.exit_code, result.error) == (7, "exited with code 7")
-    assert warm.log(spec)[0] == ("stdout", str(handle["attempt_pid"]))
-    assert handle["attempt_pid"] != handle["pid"] and handle["attempt_start"] is not None
-    for _ in range(60):  # the end races the supervisor's rc rewrite and the group kill
+    pid = handle["pid"]
+    assert warm.log(spec)[0] == ("stdout", f"{pid} {pid} {pid} {handle['warm_worker']}")
+    assert handle["attempt_pid"] == pid and handle["attempt_start"] == handle["proc_start"]
+    for _ in range(60):  # the end races the worker's reaping and the group kill
         assert (await warm.run(warm.spec("pass"))).succeeded
+
+
+async def test_a_signal_from_outside_is_recorded_by_the_worker(warm):
+    """Killed before it could write rc: its worker records 128 + the signal before reaping it."""
+    spec = warm.spec("import time; print('up', flush=True); time.sleep(1000)")
+    handle = await warm.start(spec)
+    for _ in range(200):
+        if warm.log(spec):
+            break
+        await asyncio.sleep(0.01)
+    os.kill(handle["pid"], signal.SIGKILL)
+    result = await warm.executor.wait(handle)
+    assert (result.exit_code, result.error) == (137, "killed by signal SIGKILL")
+    rc = pathlib.Path(handle["work_dir"]) / "rc"
+    for _ in range(200):  # the result may come from the zombie, a moment before the worker's rc
+        if rc.exists():
+            break
+        await asyncio.sleep(0.01)
+    assert rc.read_text() == "137\n"
+    await warm.executor.release(handle)
 
 
 async def test_shutdown_joins_threads_runs_atexit_and_flushes_files(warm):
