@@ -11,7 +11,8 @@ stages. For them, leftovers are found by the process group and by ``KUBELINE_ATT
 ``/proc/<pid>/environ``, which also catches ``setsid`` daemons unless they exec with a scrubbed
 environment. Reading every process's environ costs ~1 ms per 100 processes, so a recent attempt
 only looks at the pids allocated since its supervisor started (``kill_marked(first_pid=)``);
-the executor runs this scan just after it has reported the attempt's result.
+the executor runs this scan just after it has reported the attempt's result, one scan for the
+attempts whose cleanups go to the cleanup thread together (``kill_all_marked``).
 
 Fallback (no writable cgroup, e.g. an unprivileged container): a watchdog sums the RSS of the
 attempt's process group from ``/proc`` every 100 ms and kills the group above the limit; CPU
@@ -30,7 +31,7 @@ import pathlib
 import re
 import signal
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -39,6 +40,7 @@ _LAST_PID = "/proc/sys/kernel/ns_last_pid"  # of the reader's pid namespace, lik
 _PID_MAX = "/proc/sys/kernel/pid_max"
 _DIRECT_SCAN_MAX = 512  # pids in the span above which listing /proc is cheaper
 _MAX_SCANS = 3
+_MARKER = b"\0KUBELINE_ATTEMPT_ID="
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -196,16 +198,26 @@ def exit_status(pid: int, *, started: int | None) -> int | None:
 def kill_marked(attempt_id: str, *, first_pid: int | None = None) -> int:
     """SIGKILL every process whose initial environment names this attempt (see module doc).
 
-    With ``first_pid`` (the attempt's supervisor, started moments ago) only the pids handed out
-    since then are looked at: a process the attempt started got one of them, so a short attempt
-    costs a handful of ``open`` calls instead of one per process on the machine. Scans repeat
-    while they find something, since a daemon may fork between a scan and its kill.
+    With ``first_pid`` (the attempt's first process, started moments ago) only the pids handed
+    out since then are looked at: a process the attempt started got one of them, so a short
+    attempt costs a handful of ``open`` calls instead of one per process on the machine. Scans
+    repeat while they find something, since a daemon may fork between a scan and its kill.
     """
-    marker = f"\0KUBELINE_ATTEMPT_ID={attempt_id}\0".encode()
+    return kill_all_marked({attempt_id: first_pid})
+
+
+def kill_all_marked(attempts: Mapping[str, int | None]) -> int:
+    """``kill_marked`` for several attempts (id -> first pid) in one scan: each process's
+    environment is read once for all of them. A fan-out's attempts end together and each one's
+    pids are the others' too: one scan per attempt read n environments n times."""
+    if not attempts:
+        return 0
+    wanted = {attempt_id.encode() for attempt_id in attempts}
+    first = _earliest(list(attempts.values()))
     killed = {os.getpid()}
     for _ in range(_MAX_SCANS):
         found = 0
-        for pid in _pids_since(first_pid):
+        for pid in _pids_since(first):
             if pid in killed:
                 continue
             try:
@@ -213,7 +225,7 @@ def kill_marked(attempt_id: str, *, first_pid: int | None = None) -> int:
                     environ = b"\0" + file.read() + b"\0"
             except OSError:
                 continue
-            if marker in environ:
+            if _marker_of(environ) in wanted:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
                     killed.add(pid)
@@ -221,6 +233,22 @@ def kill_marked(attempt_id: str, *, first_pid: int | None = None) -> int:
         if not found:
             break
     return len(killed) - 1
+
+
+def _earliest(firsts: list[int | None]) -> int | None:
+    """The first pid handed out of ``firsts`` (pids wrap at ``pid_max``); None: scan them all."""
+    last, pid_max = _read_int(_LAST_PID), _read_int(_PID_MAX)
+    if None in firsts or last is None or pid_max is None:
+        return None
+    return max((f for f in firsts if f is not None), key=lambda f: (last - f) % pid_max)
+
+
+def _marker_of(environ: bytes) -> bytes | None:
+    start = environ.find(_MARKER)
+    if start < 0:
+        return None
+    start += len(_MARKER)
+    return environ[start:environ.index(b"\0", start)]
 
 
 def is_marked(pid: int, attempt_id: str) -> bool:

@@ -136,7 +136,7 @@ class Attempt:
         with contextlib.suppress(OSError):
             self.work.rename(self._trash)
         self._remove_cgroups(_CGROUP_REMOVE_TRIES)
-        self._janitor.submit(self.cleanup)
+        self._janitor.submit(self.cleanup, strays=self._strays_to_scan())
 
     def reap(self) -> None:
         """Kill strays outside the group and drop the cgroups (the files stay). Idempotent."""
@@ -156,12 +156,20 @@ class Attempt:
     def _kill_strays(self) -> None:
         """Processes of the attempt that left its group (found by their environment marker);
         with a cgroup, killing the cgroup found them. Once."""
+        strays = self._strays_to_scan()
+        if strays is not None:
+            local_limits.kill_marked(strays[0], first_pid=strays[1])
+
+    def _strays_to_scan(self) -> tuple[str, int | None] | None:
+        """The attempt id and first pid ``kill_marked`` looks for its strays by (None: nothing
+        to look for, or already looked for); from now on the caller's to scan."""
         if self._reaped:
-            return
+            return None
         self._reaped = True
-        if self.cgroups.memory is None and self.cgroups.cpu is None:
-            recent = time.time() - self.handle.get("started_at", 0.0) < _RECENT
-            local_limits.kill_marked(self.handle["attempt_id"], first_pid=self.pid if recent else None)
+        if self.cgroups.memory is not None or self.cgroups.cpu is not None:
+            return None
+        recent = time.time() - self.handle.get("started_at", 0.0) < _RECENT
+        return self.handle["attempt_id"], self.pid if recent else None
 
     def _finish(self) -> base.AttemptResult:
         self._signal(signal.SIGKILL)  # whatever the attempt left in its group (or cgroup)

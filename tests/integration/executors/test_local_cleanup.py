@@ -177,3 +177,31 @@ def test_kill_marked_handles_wrapped_pids():
         # a "first pid" above the last one handed out: the counter wrapped since the attempt began
         assert local_limits.kill_marked(marker, first_pid=last + 1) == 1
         assert process.wait(5) == -9
+
+
+def test_kill_all_marked_finds_the_strays_of_several_attempts_in_one_scan():
+    ids = [f"many-{uuid.uuid4().hex}" for _ in range(2)]
+    sleep = [sys.executable, "-c", "import time; time.sleep(60)"]
+    with open("/proc/sys/kernel/ns_last_pid") as file:
+        first = int(file.read()) + 1
+    with settled(subprocess.Popen(sleep, env={**os.environ, "KUBELINE_ATTEMPT_ID": ids[0]})) as one, \
+            settled(subprocess.Popen(sleep, env={**os.environ, "KUBELINE_ATTEMPT_ID": ids[1]})) as two, \
+            settled(subprocess.Popen(sleep, env={**os.environ, "KUBELINE_ATTEMPT_ID": f"{ids[0]}-other"})) as other:
+        # the later attempt's first pid comes first in the mapping: the scan starts at the earliest
+        assert local_limits.kill_all_marked({ids[1]: two.pid, ids[0]: first}) == 2
+        assert (one.wait(5), two.wait(5)) == (-9, -9)
+        assert other.poll() is None  # a marker that only starts like theirs is not theirs
+        other.kill()
+
+
+async def test_the_strays_of_attempts_released_together_are_found_by_one_scan(harness):
+    specs_ = [harness.spec(DAEMON) for _ in range(3)]
+    handles = [await harness.executor.start(spec, harness.sink(spec)) for spec in specs_]
+    for handle in handles:
+        assert (await harness.executor.wait(handle)).succeeded
+    daemons = [pid for spec in specs_ for pid in marked(spec.attempt_id)]
+    assert len(daemons) >= 3  # a daemon each (and maybe a sampler shell still on its way out)
+    for handle in handles:
+        await harness.executor.release(handle)
+    await asyncio.wait_for(harness.executor.janitor.settle(), 2.0)
+    assert await gone(daemons, within=1.0)
