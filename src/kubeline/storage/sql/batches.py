@@ -59,7 +59,7 @@ _LOCK_STAGES = (sa.select(T.stage_runs)
                 .order_by(T.stage_runs.c.run_id, T.stage_runs.c.stage_id).with_for_update())
 _LOCK_RUNS = (sa.select(T.runs.c.id, T.runs.c.owner, T.runs.c.lease_generation)
               .where(T.runs.c.id.in_(sa.bindparam("ids", expanding=True))).order_by(T.runs.c.id).with_for_update())
-_RUN_ROWS = sa.select(T.runs).where(T.runs.c.id.in_(sa.bindparam("ids", expanding=True)))
+_RUN_ROWS = sa.select(*T.RUN_ROW).where(T.runs.c.id.in_(sa.bindparam("ids", expanding=True)))
 _UPDATE_RUNS = sa.update(T.runs).where(T.runs.c.id == sa.bindparam("pk_id"))
 _UPDATE_STAGES = sa.update(T.stage_runs).where(T.stage_runs.c.run_id == sa.bindparam("pk_run_id"),
                                                T.stage_runs.c.stage_id == sa.bindparam("pk_stage_id"))

@@ -24,7 +24,10 @@ def spec_to_json(spec: specs.PipelineSpec) -> dict[str, Any]:
 def spec_from_json(data: Any) -> specs.PipelineSpec:
     """The spec, validated; the runs of one pipeline share a spec (it is frozen), validated once
     per process for the text it is stored as: validation costs about a millisecond a run read,
-    serialising the JSON back to a key a few microseconds."""
+    serialising the JSON back to a key a few microseconds. Run rows come with the spec's text
+    (``tables.RUN_ROW``): then neither a decode nor a serialisation."""
+    if isinstance(data, str):
+        return _spec_of(data)
     if isinstance(data, dict):
         return _spec_of(json.dumps(data, separators=(",", ":")))
     return specs.PipelineSpec.model_validate(data)

@@ -135,7 +135,7 @@ class SqlStore(scheduling.SchedulingMethods, stats.StatsMethods):
         return run
 
     async def get_run(self, run_id: str) -> runs.Run:
-        found = await self._rows(sa.select(T.runs).where(T.runs.c.id == run_id))
+        found = await self._rows(sa.select(*T.RUN_ROW).where(T.runs.c.id == run_id))
         if not found:
             raise changes.run_not_found(run_id)
         return rows.run_from_row(found[0])
@@ -148,7 +148,7 @@ class SqlStore(scheduling.SchedulingMethods, stats.StatsMethods):
         limit: int = 50,
         before: str | None = None,
     ) -> builtins.list[runs.Run]:
-        query = sa.select(T.runs).order_by(T.runs.c.id.desc()).limit(max(limit, 0))
+        query = sa.select(*T.RUN_ROW).order_by(T.runs.c.id.desc()).limit(max(limit, 0))
         if pipeline is not None:
             query = query.where(T.runs.c.pipeline == pipeline)
         if states_in is not None:

@@ -27,7 +27,7 @@ from kubeline.storage.sql import tables as T
 # remaining parameters of an UPDATE become its SET clause.
 _RUN_PK = T.runs.c.id == sa.bindparam("pk_id")
 _ATTEMPT_PK = T.attempts.c.id == sa.bindparam("pk_id")
-_LOCK_RUN = sa.select(T.runs).where(_RUN_PK).with_for_update()
+_LOCK_RUN = sa.select(*T.RUN_ROW).where(_RUN_PK).with_for_update()
 _LOCK_ATTEMPT = sa.select(T.attempts).where(_ATTEMPT_PK).with_for_update()
 _UPDATE_RUN = sa.update(T.runs).where(_RUN_PK)
 _UPDATE_ATTEMPT = sa.update(T.attempts).where(_ATTEMPT_PK)
@@ -144,7 +144,7 @@ def claim_queued_runs(
                   reason="claimed", at=now)
         for run_id in claimed
     ])
-    found = conn.execute(sa.select(T.runs).where(T.runs.c.id.in_(claimed)).order_by(T.runs.c.id))
+    found = conn.execute(sa.select(*T.RUN_ROW).where(T.runs.c.id.in_(claimed)).order_by(T.runs.c.id))
     stages: dict[str, list[runs.StageRun]] = {run_id: [] for run_id in claimed}
     for row in conn.execute(_CLAIMED_STAGES, {"ids": claimed}).mappings():
         stages[row["run_id"]].append(rows.stage_from_row(row))
@@ -163,7 +163,7 @@ def adopt_runs(
                            reclaim_before=reclaim_before, exclude=exclude)
     if not adopted:
         return []
-    found = conn.execute(sa.select(T.runs).where(T.runs.c.id.in_(adopted)).order_by(T.runs.c.id))
+    found = conn.execute(sa.select(*T.RUN_ROW).where(T.runs.c.id.in_(adopted)).order_by(T.runs.c.id))
     return [rows.run_from_row(r) for r in found.mappings()]
 
 
