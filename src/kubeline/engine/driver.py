@@ -32,11 +32,13 @@ A = states.AttemptState
 
 class RunDriver:
     def __init__(self, *, engine: Engine, run: runs.Run, fence: storage.Fence | None = None,
-                 stages: list[runs.StageRun] | None = None) -> None:
+                 stages: list[runs.StageRun] | None = None,
+                 started: tuple[list[PlannedAttempt], list[_Record]] | None = None) -> None:
         self.engine = engine
         self.run = run
         self.fence = fence  # carried by every write: they fail (LeaseLostError) once the run is adopted elsewhere
         self._claimed_stages = stages  # of a run just taken from the queue (read by the claim; no attempts yet)
+        self._started = started  # its first attempts, recorded by the claim (``first_attempts``), and their records
         self._last_check = asyncio.get_running_loop().time()  # ``run`` was read just now
         self.graph = {s.id: list(s.depends_on) for s in run.spec.stages}
         self.stages: dict[str, runs.StageRun] = {}
@@ -63,6 +65,9 @@ class RunDriver:
         if claimed is None:  # a run straight from the queue has no attempt to adopt
             await self._resume_in_flight()
         try:
+            if self._started is not None:
+                self._start_recorded(*self._started)
+                self._started = None
             while True:
                 if self.cancel_event.is_set() or await self._cancel_requested():
                     await self._cancel_everything()
@@ -115,22 +120,17 @@ class RunDriver:
         ``succeeded``: as if that stage had succeeded and its task (the caller) had ended.
         """
         busy = {s for s in self.tasks.values() if s != succeeded} | self.starting  # a set: a fan-out asks per end
-        limit = self.run.spec.parallelism or len(self.graph)
-        found: list[tuple[str, str]] = []
-        for stage_id, deps in self.graph.items():
-            if len(busy) + len(found) >= limit:
-                break
-            stage = self.stages[stage_id]
-            if stage_id in busy or stage_id == succeeded:
-                continue
-            if stage.state is S.PENDING:
-                found.append((stage_id, ""))
-            elif stage.state is S.WAITING and all(d == succeeded or self.stages[d].state is S.SUCCEEDED
-                                                  for d in deps):
-                found.append((stage_id, "dependencies succeeded"))
-            elif stage.state is S.RETRYING and stage.retry_at is not None and stage.retry_at <= now:
-                found.append((stage_id, "retry delay elapsed"))
-        return found
+        return _startable(self.run, self.graph, self.stages, busy=busy, now=now, succeeded=succeeded)
+
+    def _start_recorded(self, planned: list[PlannedAttempt], done: list[_Record]) -> None:
+        """Start the attempts of ``planned``, recorded already (``done``: the records of their moves)."""
+        at = 0
+        for new in planned:
+            self._recorded(new, done[at:at + len(new.moves)])
+            at += len(new.moves)
+            if not self.cancel_event.is_set():  # else the cancel marks them cancelled
+                self._spawn(new.stage_id, self._attempt(new.stage_id, reason="", recorded=new))
+        self.engine.notify(self.run.id)
 
     def _spawn(self, stage_id: str, coro: Any) -> None:
         task = asyncio.create_task(coro, name=f"attempt {self.run.id}/{stage_id}")
@@ -157,7 +157,7 @@ class RunDriver:
                 raise failure
 
     # attempts ---------------------------------------------------------------------------
-    async def _attempt(self, stage_id: str, *, reason: str, recorded: _NewAttempt | None = None) -> None:
+    async def _attempt(self, stage_id: str, *, reason: str, recorded: PlannedAttempt | None = None) -> None:
         """Make the stage pending (when it is not yet) and record a new attempt, in one transaction
         (``recorded``: that was done already, with the transaction that let the stage start)."""
         new = recorded
@@ -169,19 +169,11 @@ class RunDriver:
         async with self.engine.attempt_slots:
             await self._start_and_wait(attempt, stage_id=stage_id, eff=eff)
 
-    def _new_attempt(self, stage_id: str, *, reason: str) -> _NewAttempt:
-        stage = planner.stage_of(self.run, stage_id)
-        eff = planner.effective(self.run, stage, default_executor=self.engine.default_executor)
-        number = self.stages[stage_id].attempts + 1
-        attempt = runs.Attempt(id=runs.new_id(), run_id=self.run.id, stage_id=stage_id, number=number,
-                               executor=eff.executor)
-        moves: list[storage.Move] = []
-        if self.stages[stage_id].state is not S.PENDING:
-            moves.append(storage.StageMove(run_id=self.run.id, stage_id=stage_id, to=S.PENDING, reason=reason))
-        moves.append(storage.NewAttempt(attempt=attempt))
-        return _NewAttempt(stage_id=stage_id, attempt=attempt, eff=eff, moves=moves)
+    def _new_attempt(self, stage_id: str, *, reason: str) -> PlannedAttempt:
+        return _new_attempt(self.run, self.stages[stage_id], reason=reason,
+                            default_executor=self.engine.default_executor)
 
-    def _recorded(self, new: _NewAttempt, done: list[runs.StageRun | runs.Attempt | runs.Run]) -> None:
+    def _recorded(self, new: PlannedAttempt, done: list[runs.StageRun | runs.Attempt | runs.Run]) -> None:
         if len(done) == 2:
             self.stages[new.stage_id] = _as(runs.StageRun, done[0])
         self.stages[new.stage_id] = dataclasses.replace(self.stages[new.stage_id], attempts=new.attempt.number)
@@ -344,7 +336,7 @@ class RunDriver:
             fields={"error": result.error, **ended}), first=first)
 
     async def _finish_both(self, attempt_move: storage.AttemptMove, stage_move: storage.StageMove, *,
-                           starts: list[_NewAttempt] | None = None, first: list[storage.Move] | None = None) -> None:
+                           starts: list[PlannedAttempt] | None = None, first: list[storage.Move] | None = None) -> None:
         """The attempt's final state and its stage's next state (and ``starts``), in one transaction
         (after ``first``); when that stage was the last one left, the run's end too (a transaction
         less per run)."""
@@ -372,7 +364,7 @@ class RunDriver:
         return await self._end(after, cancelled=False)
 
     async def _record_and_start(self, moves: list[storage.Move],
-                                starts: list[_NewAttempt]) -> list[runs.StageRun | runs.Attempt | runs.Run]:
+                                starts: list[PlannedAttempt]) -> list[runs.StageRun | runs.Attempt | runs.Run]:
         """``moves`` and the new attempts of ``starts`` in one transaction, then start those;
         the records of ``moves``."""
         self.starting.update(new.stage_id for new in starts)
@@ -380,13 +372,7 @@ class RunDriver:
             done = await self.store.apply([*moves, *(m for new in starts for m in new.moves)], fence=self.fence)
         finally:
             self.starting.difference_update(new.stage_id for new in starts)
-        at = len(moves)
-        for new in starts:
-            self._recorded(new, done[at:at + len(new.moves)])
-            at += len(new.moves)
-            if not self.cancel_event.is_set():  # else the cancel marks them cancelled
-                self._spawn(new.stage_id, self._attempt(new.stage_id, reason="", recorded=new))
-        self.engine.notify(self.run.id)
+        self._start_recorded(starts, done[len(moves):])
         return done[:len(moves)]
 
     async def _resume_in_flight(self) -> None:
@@ -404,7 +390,7 @@ class RunDriver:
                 handle = await keeper.find(attempt.id)  # started, its handle never stored?
                 if handle is None and self.stages[attempt.stage_id].state is S.PENDING:
                     # recorded, never started (the server died first): this attempt starts now
-                    self._spawn(attempt.stage_id, self._attempt(attempt.stage_id, reason="", recorded=_NewAttempt(
+                    self._spawn(attempt.stage_id, self._attempt(attempt.stage_id, reason="", recorded=PlannedAttempt(
                         stage_id=attempt.stage_id, attempt=attempt, eff=eff, moves=[])))
                     continue
             sink = self.engine.logs.sink(run_id=self.run.id, stage_id=attempt.stage_id,
@@ -511,6 +497,53 @@ class RunDriver:
         return result
 
 
+def first_attempts(run: runs.Run, stages: list[runs.StageRun], *, default_executor: str) -> list[PlannedAttempt]:
+    """The attempts a run just taken from the queue starts with (its ready stages, within
+    ``parallelism``), as its driver's first step would make them: the claim records them in its
+    own transaction (``Store.claim_runs(start=...)``) and the driver starts them (``started``).
+    None for a run whose cancel was asked: its driver cancels it."""
+    if run.cancel_requested:
+        return []
+    graph = {s.id: list(s.depends_on) for s in run.spec.stages}
+    by_id = {s.stage_id: s for s in stages}
+    if set(by_id) != set(graph):  # not the rows a queued run has: the driver sees to it
+        return []
+    return [_new_attempt(run, by_id[stage_id], reason=reason, default_executor=default_executor)
+            for stage_id, reason in _startable(run, graph, by_id, busy=set(), now=runs.utcnow())]
+
+
+def _startable(run: runs.Run, graph: dict[str, list[str]], stages: dict[str, runs.StageRun], *, busy: set[str],
+               now: dt.datetime, succeeded: str | None = None) -> list[tuple[str, str]]:
+    """``RunDriver._startable`` for ``busy`` stages (see there)."""
+    limit = run.spec.parallelism or len(graph)
+    found: list[tuple[str, str]] = []
+    for stage_id, deps in graph.items():
+        if len(busy) + len(found) >= limit:
+            break
+        stage = stages[stage_id]
+        if stage_id in busy or stage_id == succeeded:
+            continue
+        if stage.state is S.PENDING:
+            found.append((stage_id, ""))
+        elif stage.state is S.WAITING and all(d == succeeded or stages[d].state is S.SUCCEEDED for d in deps):
+            found.append((stage_id, "dependencies succeeded"))
+        elif stage.state is S.RETRYING and stage.retry_at is not None and stage.retry_at <= now:
+            found.append((stage_id, "retry delay elapsed"))
+    return found
+
+
+def _new_attempt(run: runs.Run, stage_run: runs.StageRun, *, reason: str, default_executor: str) -> PlannedAttempt:
+    stage_id = stage_run.stage_id
+    eff = planner.effective(run, planner.stage_of(run, stage_id), default_executor=default_executor)
+    attempt = runs.Attempt(id=runs.new_id(), run_id=run.id, stage_id=stage_id, number=stage_run.attempts + 1,
+                           executor=eff.executor)
+    moves: list[storage.Move] = []
+    if stage_run.state is not S.PENDING:
+        moves.append(storage.StageMove(run_id=run.id, stage_id=stage_id, to=S.PENDING, reason=reason))
+    moves.append(storage.NewAttempt(attempt=attempt))
+    return PlannedAttempt(stage_id=stage_id, attempt=attempt, eff=eff, moves=moves)
+
+
 async def _quick(ending: asyncio.Future[Any], *, within: float) -> None:
     """Until ``ending`` is done, for at least QUICK_TURNS turns of the event loop and ``within``
     seconds: on a busy loop (many runs at once) a turn can take longer than QUICK_END, and an
@@ -534,7 +567,7 @@ _Record = runs.StageRun | runs.Attempt | runs.Run
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class _NewAttempt:
+class PlannedAttempt:
     """An attempt about to be recorded, with the moves that record it."""
 
     stage_id: str

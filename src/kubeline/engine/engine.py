@@ -202,14 +202,29 @@ class Engine:
                     self._owned[run.id] = run.lease_generation
                     self._start_driver(run)
                 free = self.max_concurrent_runs - len(self._driver_tasks)
-            claimed: list[storage.Claimed] = []
+            claimed: list[tuple[storage.Claimed, list[driver_.PlannedAttempt]]] = []
             if free > 0:
-                claimed = await self.store.claim_runs(limit=min(batch, free), lease=self.lease(), caps=self.caps)
-            for new in claimed:
+                claimed = await self._claim(limit=min(batch, free))
+            for new, planned in claimed:
                 self._owned[new.run.id] = new.run.lease_generation
-                self._start_driver(new.run, stages=new.stages)
+                self._start_driver(new.run, stages=new.stages,
+                                   started=None if new.started is None else (planned, new.started))
             if len(claimed) < batch or free <= len(claimed):
                 await dispatch.wait(within=self.poll_interval)
+
+    async def _claim(self, *, limit: int, only: list[str] | None = None,
+                     ) -> list[tuple[storage.Claimed, list[driver_.PlannedAttempt]]]:
+        """Claim queued runs with their first attempts recorded in the claim's transaction (a
+        transaction less per run than a driver recording them after the claim), each with the
+        attempts planned for it."""
+        planned: dict[str, list[driver_.PlannedAttempt]] = {}
+
+        def start(run: runs.Run, stages: list[runs.StageRun]) -> list[storage.Move]:
+            planned[run.id] = driver_.first_attempts(run, stages, default_executor=self.default_executor)
+            return [move for new in planned[run.id] for move in new.moves]
+
+        claimed = await self.store.claim_runs(limit=limit, only=only, lease=self.lease(), caps=self.caps, start=start)
+        return [(new, planned.get(new.run.id, [])) for new in claimed]
 
     async def execute(self, run_id: str) -> runs.Run:
         """Drive one run to its end in this process (waiting in the queue while max_instances says so)."""
@@ -219,16 +234,19 @@ class Engine:
     async def _execute(self, run_id: str, dispatch: wakeups.Waiter) -> runs.Run:
         while True:
             stages: list[runs.StageRun] | None = None  # known when claimed here just now
+            started: tuple[list[driver_.PlannedAttempt], list[Any]] | None = None
             run = await self.store.get_run(run_id)
             if run.state is states.RunState.QUEUED:
-                claimed = await self.store.claim_runs(limit=1, only=[run_id], lease=self.lease(), caps=self.caps)
+                claimed = await self._claim(limit=1, only=[run_id])
                 if not claimed:
                     if run.cancel_requested:
                         return await self.store.transition_run(run_id, states.RunState.CANCELLED,
                                                                reason="cancelled while queued")
                     await dispatch.wait(within=self.poll_interval)
                     continue
-                run, stages = claimed[0].run, claimed[0].stages
+                new, planned = claimed[0]
+                run, stages = new.run, new.stages
+                started = None if new.started is None else (planned, new.started)
                 self._owned[run.id] = run.lease_generation
             if states.is_final(run.state):
                 return run
@@ -240,7 +258,7 @@ class Engine:
                     continue
                 run = adopted[0]
                 self._owned[run_id] = run.lease_generation
-            run = await self._start_driver(run, stages=stages)
+            run = await self._start_driver(run, stages=stages, started=started)
             if states.is_final(run.state):
                 return run
             # the lease was lost mid-run (LeaseLostError): the run ends under its new owner
@@ -279,17 +297,20 @@ class Engine:
                     released += 1
         return released
 
-    def _start_driver(self, run: runs.Run, *, stages: list[runs.StageRun] | None = None) -> asyncio.Task[runs.Run]:
+    def _start_driver(self, run: runs.Run, *, stages: list[runs.StageRun] | None = None,
+                      started: tuple[list[driver_.PlannedAttempt], list[Any]] | None = None,
+                      ) -> asyncio.Task[runs.Run]:
         """Drive ``run`` in a task; ``stages``: its stage rows, read by the claim that just moved it
         from the queue (the driver then needs no read: neither of them nor of attempts to adopt,
-        as a run from the queue has none)."""
+        as a run from the queue has none); ``started``: the attempts the claim recorded for it,
+        and the records of their moves (the driver starts them)."""
         if run.id in self._driver_tasks:
             return self._driver_tasks[run.id]
         if self._lease_task is None or self._lease_task.done():
             self._lease_task = asyncio.create_task(self._while_driving(), name="lease renewal")
         generation = self._owned.get(run.id)
         fence = None if generation is None else storage.Fence(run_id=run.id, generation=generation)
-        driver = driver_.RunDriver(engine=self, run=run, fence=fence, stages=stages)
+        driver = driver_.RunDriver(engine=self, run=run, fence=fence, stages=stages, started=started)
         self.drivers[run.id] = driver
         task = asyncio.create_task(self._drive(driver), name=f"run {run.id}")
         self._driver_tasks[run.id] = task

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from kubeline.domain import runs, states
@@ -129,10 +129,18 @@ Move = StageMove | AttemptMove | NewAttempt | RunMove
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Claimed:
     """A run just moved from the queue to running, with its stage rows (read in the claim's
-    transaction: its driver needs them, and needs no transaction of its own to read them)."""
+    transaction: its driver needs them, and needs no transaction of its own to read them), and
+    the records of the moves the claim's ``start`` gave it (its first attempts, written in the
+    claim's transaction; ``None``: no such moves, or they failed and the driver makes them)."""
 
     run: runs.Run
     stages: list[runs.StageRun]
+    started: list[runs.StageRun | runs.Attempt | runs.Run] | None = None
+
+
+# The moves that start a run just claimed (its first attempts), given the run and its stage rows
+# as the claim read them: made by the engine, written by the store in the claim's transaction.
+StartMoves = Callable[[runs.Run, list[runs.StageRun]], list[Move]]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -260,9 +268,11 @@ class Store(Protocol):
         ...
     async def claim_runs(
         self, *, limit: int, only: list[str] | None = None, lease: Lease | None = None,
-        caps: ClaimCaps | None = None,
+        caps: ClaimCaps | None = None, start: StartMoves | None = None,
     ) -> list[Claimed]:
-        """``claim_queued_runs``, each run with its stage rows (in position order)."""
+        """``claim_queued_runs``, each run with its stage rows (in position order); ``start``: the
+        moves that start each claimed run, applied in the claim's transaction as ``apply`` does
+        (with the run's new lease generation as their fence), their records in ``started``."""
         ...
     async def renew_leases(self, lease: Lease, fences: Sequence[Fence]) -> list[str]:
         """Return the ids of the runs of ``fences`` still owned by ``lease.owner`` at their fence's

@@ -128,6 +128,35 @@ def apply_groups(conn: sa.Connection, *, groups: Sequence[Group]) -> list[Outcom
     return outcomes
 
 
+def claim_and_start(
+    conn: sa.Connection, *, limit: int, only: list[str] | None, lease: base.Lease | None = None,
+    caps: base.ClaimCaps | None = None, start: base.StartMoves | None = None,
+) -> list[base.Claimed]:
+    """Claim (``transactions.claim_queued_runs``), then apply the moves ``start`` gives each claimed
+    run (its first attempts) in the same transaction, a group per run fenced by its new lease
+    generation: a run's start costs no batch of its own after the claim (a transaction and its
+    round trips less per run). A group that fails leaves its run as claimed (``started=None``)."""
+    claimed = tx.claim_queued_runs(conn, limit=limit, only=only, lease=lease, caps=caps)
+    if start is None or not claimed:
+        return claimed
+    groups: list[tuple[int, Group]] = []
+    for at, new in enumerate(claimed):
+        try:
+            moves = start(new.run, new.stages)
+        except errors.KubelineError:  # its driver makes (and reports) them
+            continue
+        if moves:
+            fence = None if lease is None else base.Fence(run_id=new.run.id, generation=new.run.lease_generation)
+            groups.append((at, Group(moves=moves, fence=fence)))
+    if not groups:
+        return claimed
+    outcomes = apply_groups(conn, groups=[group for _, group in groups])
+    for (at, _), outcome in zip(groups, outcomes, strict=True):
+        if not isinstance(outcome, errors.KubelineError):
+            claimed[at] = dataclasses.replace(claimed[at], started=outcome)
+    return claimed
+
+
 def _lock(conn: sa.Connection, groups: Sequence[Group]) -> _Rows:
     attempt_ids: set[str] = set()
     stage_keys: set[tuple[str, str]] = set()

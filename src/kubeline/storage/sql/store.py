@@ -187,9 +187,10 @@ class SqlStore(scheduling.SchedulingMethods, stats.StatsMethods):
 
     async def claim_runs(
         self, *, limit: int, only: builtins.list[str] | None = None, lease: base.Lease | None = None,
-        caps: base.ClaimCaps | None = None,
+        caps: base.ClaimCaps | None = None, start: base.StartMoves | None = None,
     ) -> builtins.list[base.Claimed]:
-        return await self._write(tx.claim_queued_runs, limit=limit, only=only, lease=lease, caps=caps)
+        return await self._write(batches.claim_and_start, limit=limit, only=only, lease=lease, caps=caps,
+                                 start=None if start is None else _checked_start(start))
 
     async def renew_leases(self, lease: base.Lease, fences: Sequence[base.Fence]) -> builtins.list[str]:
         return await self._write(claims.renew, lease=lease, fences=list(fences))
@@ -256,18 +257,7 @@ class SqlStore(scheduling.SchedulingMethods, stats.StatsMethods):
     async def apply(
         self, moves: Sequence[base.Move], *, fence: base.Fence | None = None
     ) -> builtins.list[runs.StageRun | runs.Attempt | runs.Run]:
-        for move in moves:
-            if isinstance(move, base.StageMove):
-                changes.check_fields(changes.stage_what(move.run_id, move.stage_id), move.fields, changes.STAGE_FIELDS)
-            elif isinstance(move, base.AttemptMove):
-                changes.check_fields(changes.attempt_what(move.attempt_id), move.fields, changes.ATTEMPT_FIELDS)
-            elif isinstance(move, base.RunMove):
-                changes.check_fields(changes.run_what(move.run_id), move.fields, changes.RUN_FIELDS)
-                for new in move.spawn:
-                    changes.check_new_run(new.run, new.stages)
-            elif move.attempt.state is not states.AttemptState.PENDING:
-                raise changes.must_be_new(changes.attempt_what(move.attempt.id), move.attempt.state.value, "pending")
-
+        _check_moves(moves)
         return await self.batches.apply(batches.Group(moves=list(moves), fence=fence))
 
     async def list_live_attempts(self) -> builtins.list[runs.Attempt]:
@@ -312,6 +302,32 @@ class SqlStore(scheduling.SchedulingMethods, stats.StatsMethods):
         deleted = await self.database.run(lambda conn: conn.execute(stmt).rowcount, write=True)
         if not deleted:
             raise changes.secret_not_found([name])
+
+
+def _check_moves(moves: Sequence[base.Move]) -> None:
+    """What ``apply`` refuses before a batch: fields a row does not have, a new attempt not pending."""
+    for move in moves:
+        if isinstance(move, base.StageMove):
+            changes.check_fields(changes.stage_what(move.run_id, move.stage_id), move.fields, changes.STAGE_FIELDS)
+        elif isinstance(move, base.AttemptMove):
+            changes.check_fields(changes.attempt_what(move.attempt_id), move.fields, changes.ATTEMPT_FIELDS)
+        elif isinstance(move, base.RunMove):
+            changes.check_fields(changes.run_what(move.run_id), move.fields, changes.RUN_FIELDS)
+            for new in move.spawn:
+                changes.check_new_run(new.run, new.stages)
+        elif move.attempt.state is not states.AttemptState.PENDING:
+            raise changes.must_be_new(changes.attempt_what(move.attempt.id), move.attempt.state.value, "pending")
+
+
+def _checked_start(start: base.StartMoves) -> base.StartMoves:
+    """``start`` whose moves pass the checks ``apply`` makes before a batch (a bad move raises,
+    and leaves its run's start to its driver)."""
+    def checked(run: runs.Run, stages: builtins.list[runs.StageRun]) -> builtins.list[base.Move]:
+        moves = start(run, stages)
+        _check_moves(moves)
+        return moves
+
+    return checked
 
 
 def _as(kind: type[_T], record: object) -> _T:
