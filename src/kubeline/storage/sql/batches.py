@@ -99,11 +99,12 @@ class _Changes:
     spawn: list[base.NewRun] = dataclasses.field(default_factory=list)
 
 
-def apply_groups(conn: sa.Connection, *, groups: Sequence[Group]) -> list[Outcome]:
+def apply_groups(conn: sa.Connection, *, groups: Sequence[Group], locked: _Rows | None = None) -> list[Outcome]:
     """Apply each group's moves (all or none per group) in this transaction: the records of each
-    group's moves, or the error that stopped that group."""
+    group's moves, or the error that stopped that group. ``locked``: the rows the groups move,
+    read (and their runs locked) by this transaction already; else they are locked and read here."""
     now = runs.utcnow()
-    found = _lock(conn, groups)
+    found = _lock(conn, groups) if locked is None else locked
     done = _Changes()
     outcomes: list[Outcome] = []
     for group in groups:
@@ -135,10 +136,16 @@ def claim_and_start(
     """Claim (``transactions.claim_queued_runs``), then apply the moves ``start`` gives each claimed
     run (its first attempts) in the same transaction, a group per run fenced by its new lease
     generation: a run's start costs no batch of its own after the claim (a transaction and its
-    round trips less per run). A group that fails leaves its run as claimed (``started=None``)."""
-    claimed = tx.claim_queued_runs(conn, limit=limit, only=only, lease=lease, caps=caps)
+    round trips less per run). The moves need no locking read: the claim's UPDATE holds the run
+    rows, and the rows are those it read (no driver writes a queued run's stages: these runs had
+    none until now). A group that fails leaves its run as claimed (``started=None``)."""
+    found = tx.claim_rows(conn, limit=limit, only=only, lease=lease, caps=caps)
+    claimed = [base.Claimed(run=rows.run_from_row(run), stages=[rows.stage_from_row(s) for s in stages])
+               for run, stages in found]
     if start is None or not claimed:
         return claimed
+    locked = _Rows(attempts={}, runs={run["id"]: run for run, _ in found},
+                   stages={(s["run_id"], s["stage_id"]): s for _, stages in found for s in stages})
     groups: list[tuple[int, Group]] = []
     for at, new in enumerate(claimed):
         try:
@@ -150,7 +157,7 @@ def claim_and_start(
             groups.append((at, Group(moves=moves, fence=fence)))
     if not groups:
         return claimed
-    outcomes = apply_groups(conn, groups=[group for _, group in groups])
+    outcomes = apply_groups(conn, groups=[group for _, group in groups], locked=locked)
     for (at, _), outcome in zip(groups, outcomes, strict=True):
         if not isinstance(outcome, errors.KubelineError):
             claimed[at] = dataclasses.replace(claimed[at], started=outcome)

@@ -132,6 +132,15 @@ def claim_queued_runs(
     caps: base.ClaimCaps | None = None,
 ) -> list[base.Claimed]:
     """Claim (``claims.claim``), the claims' events, and the claimed runs with their stage rows."""
+    return [base.Claimed(run=rows.run_from_row(run), stages=[rows.stage_from_row(s) for s in stages])
+            for run, stages in claim_rows(conn, limit=limit, only=only, lease=lease, caps=caps)]
+
+
+def claim_rows(
+    conn: sa.Connection, *, limit: int, only: list[str] | None, lease: base.Lease | None = None,
+    caps: base.ClaimCaps | None = None,
+) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """``claim_queued_runs`` as rows: each claimed run's row (``tables.RUN_ROW``) and its stage rows."""
     now = runs.utcnow()
     claimed = claims.claim(conn, limit=limit, only=only, now=now, lease=lease, caps=caps)
     if not claimed:
@@ -145,10 +154,10 @@ def claim_queued_runs(
         for run_id in claimed
     ])
     found = conn.execute(sa.select(*T.RUN_ROW).where(T.runs.c.id.in_(claimed)).order_by(T.runs.c.id))
-    stages: dict[str, list[runs.StageRun]] = {run_id: [] for run_id in claimed}
+    stages: dict[str, list[dict[str, Any]]] = {run_id: [] for run_id in claimed}
     for row in conn.execute(_CLAIMED_STAGES, {"ids": claimed}).mappings():
-        stages[row["run_id"]].append(rows.stage_from_row(row))
-    return [base.Claimed(run=run, stages=stages[run.id]) for run in map(rows.run_from_row, found.mappings())]
+        stages[row["run_id"]].append(dict(row))
+    return [(dict(run), stages[run["id"]]) for run in found.mappings()]
 
 
 _CLAIMED_STAGES = (sa.select(T.stage_runs).where(T.stage_runs.c.run_id.in_(sa.bindparam("ids", expanding=True)))
