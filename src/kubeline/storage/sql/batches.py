@@ -16,9 +16,10 @@ handful of statements whatever its size, the same on SQLite and PostgreSQL:
    order: its fence, then each move with ``domain.states.check`` as the one-move path does. A
    group that fails changes nothing and gets its own error (``LeaseLostError`` first, as
    everywhere), the others go on;
-3. write what the groups that passed changed: one executemany ``UPDATE`` per table (psycopg
-   sends them in one pipeline: one round trip), one ``INSERT`` of the new attempts (the attempt
-   count is folded into the stage's row), and the events and wake-ups in the transaction's tail.
+3. write what the groups that passed changed: on PostgreSQL one statement for every table
+   (``pgwrites``: each table's rows as one JSON parameter), on SQLite one executemany ``UPDATE``
+   per table and one ``INSERT`` of the new attempts (the attempt count is folded into the
+   stage's row); then the events and wake-ups in the transaction's tail.
 
 A batch that the database refuses as a whole (a duplicate id, a value it cannot store, a
 deadlock with another writer) is written again one group per transaction, so one bad group
@@ -40,7 +41,7 @@ from sqlalchemy import exc as sa_exc
 from kubeline.domain import errors, runs, states
 from kubeline.storage import base, changes
 from kubeline.storage import wakeups as W
-from kubeline.storage.sql import engines, fencing, rows, tails
+from kubeline.storage.sql import engines, fencing, pgwrites, rows, tails
 from kubeline.storage.sql import tables as T
 from kubeline.storage.sql import transactions as tx
 
@@ -275,6 +276,38 @@ def _stage_missing(found: _Rows, run_id: str, stage_id: str) -> errors.KubelineE
 
 
 def _write(conn: sa.Connection, found: _Rows, done: _Changes) -> None:
+    if conn.dialect.name == "postgresql":
+        _write_pg(conn, found, done)
+    else:
+        _write_each(conn, found, done)
+    for run_id in dict.fromkeys(e["run_id"] for e in done.events):
+        engines.notice(conn, W.Channel.EVENTS, run_id)
+    if any(states.is_final(states.RunState(found.runs[run_id]["state"])) for run_id in done.runs):
+        engines.notice(conn, W.Channel.DISPATCH)  # a slot of its pipeline (and the caps) is free
+    tx.add_events(conn, done.events)
+    for new in done.spawn:
+        tx.create_run(conn, run=new.run, stages=new.stages)
+
+
+def _write_pg(conn: sa.Connection, found: _Rows, done: _Changes) -> None:
+    """One statement (``pgwrites``): each table's rows as one JSON parameter."""
+    moved = sorted(done.attempts.difference(done.new_attempts))
+    if not (done.runs or done.stages or done.new_attempts or moved):
+        return
+    conn.execute(pgwrites.statement(_RUN_COLUMNS, _STAGE_COLUMNS, _ATTEMPT_COLUMNS), {
+        "run_rows": pgwrites.as_json({"id": run_id, **{c: found.runs[run_id][c] for c in _RUN_COLUMNS}}
+                                     for run_id in sorted(done.runs)),
+        "stage_rows": pgwrites.as_json({"run_id": key[0], "stage_id": key[1],
+                                        **{c: found.stages[key][c] for c in _STAGE_COLUMNS}}
+                                       for key in sorted(done.stages)),
+        "new_attempts": pgwrites.as_json(found.attempts[attempt_id] for attempt_id in done.new_attempts),
+        "attempt_rows": pgwrites.as_json({"id": attempt_id, **{c: found.attempts[attempt_id][c]
+                                                               for c in _ATTEMPT_COLUMNS}} for attempt_id in moved),
+    })
+
+
+def _write_each(conn: sa.Connection, found: _Rows, done: _Changes) -> None:
+    """A statement per table (SQLite: a round trip there is a function call)."""
     if done.runs:
         conn.execute(_UPDATE_RUNS, [{"pk_id": run_id, **{c: found.runs[run_id][c] for c in _RUN_COLUMNS}}
                                     for run_id in sorted(done.runs)])
@@ -288,13 +321,6 @@ def _write(conn: sa.Connection, found: _Rows, done: _Changes) -> None:
     if moved:
         conn.execute(_UPDATE_ATTEMPTS, [{"pk_id": attempt_id, **{c: found.attempts[attempt_id][c]
                                                                  for c in _ATTEMPT_COLUMNS}} for attempt_id in moved])
-    for run_id in dict.fromkeys(e["run_id"] for e in done.events):
-        engines.notice(conn, W.Channel.EVENTS, run_id)
-    if any(states.is_final(states.RunState(found.runs[run_id]["state"])) for run_id in done.runs):
-        engines.notice(conn, W.Channel.DISPATCH)  # a slot of its pipeline (and the caps) is free
-    tx.add_events(conn, done.events)
-    for new in done.spawn:
-        tx.create_run(conn, run=new.run, stages=new.stages)
 
 
 class Batches:
