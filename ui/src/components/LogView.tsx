@@ -6,13 +6,18 @@
 // every row again each time the count changes: 200,000 per frame at the end of a big log). Rows
 // are keyed by their place in the window, so a frame that moves the window rewrites the text of
 // the same few dozen elements instead of replacing them all.
+//
+// While lines pour in every update rewrites all the rows drawn (the window moves by hundreds of
+// lines), and each row is script, style, layout and paint on the page's main thread: only a few
+// rows beyond the view are drawn (OVERSCAN), enough to hide the frame between a scroll and its
+// render, since the rows in view follow from the offset alone.
 import { useEffect, useLayoutEffect, useMemo, useRef, useState } from "react";
 import { AnsiText } from "./Ansi";
 
 import { type Batch, LogLines, logLine } from "./logFormat";
 
 const ROW = 18;
-const OVERSCAN = 15;
+const OVERSCAN = 4;  // rows drawn beyond each edge of the view (see above)
 const ERROR = /error|exception|traceback|fail/i;
 
 export function LogView({ runId, stages, stage, onStage }: {
