@@ -7,7 +7,7 @@
 // while the app's own script runs, `firstPage()` lets main.tsx render once it is here, and a
 // page whose chunk is here renders without suspending.
 import { createElement, lazy as reactLazy, type ComponentType } from "react";
-import { matchPath } from "react-router-dom";
+import { matchPath } from "./router";
 
 type Module = { default: ComponentType };
 const opening: Promise<unknown>[] = [];

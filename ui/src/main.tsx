@@ -1,6 +1,6 @@
 import { StrictMode, Suspense } from "react";
 import { createRoot } from "react-dom/client";
-import { BrowserRouter, Route, Routes } from "react-router-dom";
+import { BrowserRouter, Route, Routes } from "./router";
 import { Layout } from "./components/Layout";
 import { firstPage, lazy } from "./lazyPage";
 import { Loading } from "./components/Common";

@@ -1,5 +1,5 @@
 import { useEffect, useState, type ReactNode } from "react";
-import { NavLink } from "react-router-dom";
+import { NavLink } from "../router";
 import { useSession } from "../session";
 
 // Who sees which link: the server refuses the pages' calls to anyone else anyway.

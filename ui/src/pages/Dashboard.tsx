@@ -1,4 +1,4 @@
-import { Link } from "react-router-dom";
+import { Link } from "../router";
 import { api, earlyData } from "../api/client";
 import { HBars, Heatmap, StackedBars } from "../components/Charts";
 import { Card, ErrorNote, Loading, StateBadge } from "../components/Common";

@@ -1,5 +1,5 @@
 import { useState, type FormEvent } from "react";
-import { useNavigate } from "react-router-dom";
+import { useNavigate } from "../router";
 import { api, problemText } from "../api/client";
 import { ErrorNote } from "../components/Common";
 import { useData } from "../hooks";

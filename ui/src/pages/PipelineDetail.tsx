@@ -1,5 +1,5 @@
 import { useState } from "react";
-import { Link, useNavigate, useParams } from "react-router-dom";
+import { Link, useNavigate, useParams } from "../router";
 import { api, problemText, type Pipeline } from "../api/client";
 import { DurationChart } from "../components/Charts";
 import { Card, ErrorNote, Loading, StateBadge } from "../components/Common";

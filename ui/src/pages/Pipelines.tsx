@@ -1,5 +1,5 @@
 import { useState } from "react";
-import { Link } from "react-router-dom";
+import { Link } from "../router";
 import { api, problemText } from "../api/client";
 import { ErrorNote, StateBadge } from "../components/Common";
 import { EnvBadge } from "../components/Environment";

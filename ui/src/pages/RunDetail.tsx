@@ -1,5 +1,5 @@
 import { useCallback, useRef, useState } from "react";
-import { Link, useNavigate, useParams } from "react-router-dom";
+import { Link, useNavigate, useParams } from "../router";
 import { api, earlyData, FINAL, problemText, type Run } from "../api/client";
 import { Card, ErrorNote, Loading, StateBadge } from "../components/Common";
 import { Dag } from "../components/Dag";
