@@ -271,8 +271,9 @@ def show(variant: Variant, lines: int) -> None:
         print(f"{label} first paint (Chromium FCP)  {spread([r[f'{page}_paint'] for r in results])}")
         print(f"  data in the DOM (page's marker)  {spread([r[f'{page}_dom'] for r in results])}")
         print(f"  DOM -> paint                     {spread([r[f'{page}_paint'] - r[f'{page}_dom'] for r in results])}")
-        if all(f"{page}_cpu" in r for r in results):
-            print(f"  main-thread CPU until paint      {spread([r[f'{page}_cpu'] for r in results])}")
+        if cpu := [r[f"{page}_cpu"] for r in results if f"{page}_cpu" in r]:  # (no navigation in a trace: none)
+            print(f"  main-thread CPU until paint      {spread(cpu)}"
+                  + (f"  ({len(cpu)} of {len(results)} rounds)" if len(cpu) < len(results) else ""))
     for page in ("dashboard", "run"):
         print(f"  {page} breakdown (ms from navigation start):")
         keys = sorted({k for r in results for k in r if k.startswith(page + ":")},
