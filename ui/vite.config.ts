@@ -71,6 +71,8 @@ export default defineConfig({
       { find: /^react\/jsx-runtime$/, replacement: "preact/jsx-runtime" },
       { find: /^react\/jsx-dev-runtime$/, replacement: "preact/jsx-runtime" },
       { find: /^react$/, replacement: "preact/compat" },
+      // wouter's useSyncExternalStore shim (for React < 18): preact/compat has it built in.
+      { find: /^use-sync-external-store\/shim(\/index\.js)?$/, replacement: "preact/compat" },
     ],
   },
   build: { outDir: "../src/kubeline/ui/static", emptyOutDir: true, chunkSizeWarningLimit: 900 },

@@ -1,6 +1,6 @@
 import { StrictMode, Suspense } from "react";
 import { createRoot } from "react-dom/client";
-import { BrowserRouter, Route, Routes } from "./router";
+import { Route, Switch } from "wouter";
 import { Layout } from "./components/Layout";
 import { firstPage, lazy } from "./lazyPage";
 import { Loading } from "./components/Common";
@@ -34,23 +34,23 @@ function App() {
   return (
       <Layout>
         <Suspense fallback={<Loading />}>
-          <Routes>
-            <Route path="/" element={<Dashboard />} />
-            <Route path="/runs" element={<Runs />} />
-            <Route path="/runs/:id" element={<RunDetail />} />
-            <Route path="/pipelines" element={<Pipelines />} />
-            <Route path="/pipelines/:name" element={<PipelineDetail />} />
-            <Route path="/secrets" element={<Secrets />} />
-            <Route path="/system" element={<System />} />
-            <Route path="/users" element={<Users />} />
-            <Route path="/tokens" element={<Tokens />} />
-            <Route path="/audit" element={<Audit />} />
-            <Route path="/sources" element={<Sources />} />
-            <Route path="/notifications" element={<Notifications />} />
-            <Route path="/cleanup" element={<Cleanup />} />
-            <Route path="/invite" element={<p>You are logged in as {me.name}: log out to accept an invitation as someone else.</p>} />
-            <Route path="*" element={<NotFound />} />
-          </Routes>
+          <Switch>
+            <Route path="/"><Dashboard /></Route>
+            <Route path="/runs"><Runs /></Route>
+            <Route path="/runs/:id"><RunDetail /></Route>
+            <Route path="/pipelines"><Pipelines /></Route>
+            <Route path="/pipelines/:name"><PipelineDetail /></Route>
+            <Route path="/secrets"><Secrets /></Route>
+            <Route path="/system"><System /></Route>
+            <Route path="/users"><Users /></Route>
+            <Route path="/tokens"><Tokens /></Route>
+            <Route path="/audit"><Audit /></Route>
+            <Route path="/sources"><Sources /></Route>
+            <Route path="/notifications"><Notifications /></Route>
+            <Route path="/cleanup"><Cleanup /></Route>
+            <Route path="/invite"><p>You are logged in as {me.name}: log out to accept an invitation as someone else.</p></Route>
+            <Route><NotFound /></Route>
+          </Switch>
         </Suspense>
       </Layout>
   );
@@ -61,10 +61,8 @@ function App() {
 // in: api/client.ts): the first render is the page, with its data.
 void Promise.all([inlinedSession() ?? loadSession().catch(() => undefined), firstPage()]).then(([me]) => createRoot(document.getElementById("root")!).render(
   <StrictMode>
-    <BrowserRouter>
-      <SessionProvider initial={me}>
-        <App />
-      </SessionProvider>
-    </BrowserRouter>
+    <SessionProvider initial={me}>
+      <App />
+    </SessionProvider>
   </StrictMode>,
 ));

@@ -1,5 +1,5 @@
 import { useState, type FormEvent } from "react";
-import { useSearchParams } from "../router";
+import { useSearchParams } from "wouter";
 import { api, problemText } from "../api/client";
 import { ErrorNote, Loading } from "../components/Common";
 import { fmtTime, useData } from "../hooks";

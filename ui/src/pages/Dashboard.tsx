@@ -1,4 +1,4 @@
-import { Link } from "../router";
+import { Link } from "wouter";
 import { api, earlyData } from "../api/client";
 import { HBars, Heatmap, StackedBars } from "../components/Charts";
 import { Card, ErrorNote, Loading, StateBadge } from "../components/Common";

@@ -1,5 +1,5 @@
 import { useState, type FormEvent } from "react";
-import { useNavigate } from "../router";
+import { useLocation } from "wouter";
 import { api, problemText } from "../api/client";
 import { ErrorNote } from "../components/Common";
 import { useData } from "../hooks";
@@ -80,7 +80,7 @@ export function Login() {
  * accepts the invitation once and logs you in. The token stays in the fragment, never sent in a URL. */
 export function AcceptInvitation() {
   const { refresh } = useSession();
-  const navigate = useNavigate();
+  const [, navigate] = useLocation();
   const [token] = useState(() => decodeURIComponent(window.location.hash.slice(1)));
   const [username, setUsername] = useState("");
   const [password, setPassword] = useState("");

@@ -3,7 +3,7 @@
 // answers: webhook URLs arrive as their host only, stored secrets by name, SMTP's password as "set".
 // Admins can send a test message through one rule and see at once how it went.
 import { useState } from "react";
-import { Link } from "../router";
+import { Link } from "wouter";
 import { api, problemText, type Schemas } from "../api/client";
 import { Card, ErrorNote, Loading } from "../components/Common";
 import { fmtTime, useData } from "../hooks";

@@ -1,5 +1,5 @@
 import { useState } from "react";
-import { Link, useNavigate, useParams } from "../router";
+import { Link, useLocation, useParams } from "wouter";
 import { api, problemText, type Pipeline } from "../api/client";
 import { DurationChart } from "../components/Charts";
 import { Card, ErrorNote, Loading, StateBadge } from "../components/Common";
@@ -12,7 +12,7 @@ import { canOn, roleOn, useSession } from "../session";
 type Spec = { stages?: { id: string; depends_on?: string[]; dependsOn?: string[] }[]; triggers?: { webhook?: { enabled?: boolean; key?: string | null; secret?: string | null } | null }; tags?: string[] };
 
 function TriggerForm({ pipeline }: { pipeline: Pipeline }) {
-  const navigate = useNavigate();
+  const [, navigate] = useLocation();
   const [values, setValues] = useState<Record<string, string>>(() => Object.fromEntries(
     Object.entries(pipeline.inputs).map(([k, v]) => [k, v.default == null ? "" : typeof v.default === "string" ? v.default : JSON.stringify(v.default)])));
   const [error, setError] = useState("");

@@ -1,5 +1,5 @@
 import { useState } from "react";
-import { Link } from "../router";
+import { Link } from "wouter";
 import { api, problemText } from "../api/client";
 import { ErrorNote, StateBadge } from "../components/Common";
 import { EnvBadge } from "../components/Environment";

@@ -1,5 +1,5 @@
 import { useCallback, useRef, useState } from "react";
-import { Link, useNavigate, useParams } from "../router";
+import { Link, useLocation, useParams } from "wouter";
 import { api, earlyData, FINAL, problemText, type Run } from "../api/client";
 import { Card, ErrorNote, Loading, StateBadge } from "../components/Common";
 import { Dag } from "../components/Dag";
@@ -39,7 +39,7 @@ function GitCommit({ sha, source }: { sha: string; source: string | null | undef
 
 export default function RunDetail() {
   const { id = "" } = useParams();
-  const navigate = useNavigate();
+  const [, navigate] = useLocation();
   const { me } = useSession();
   const [stage, setStage] = useState("");
   const [note, setNote] = useState("");

@@ -1,5 +1,5 @@
 import { useState } from "react";
-import { Link, useSearchParams } from "../router";
+import { Link, useSearchParams } from "wouter";
 import { api, FINAL, problemText, type Run } from "../api/client";
 import { ErrorNote, StateBadge } from "../components/Common";
 import { fmtDuration, fmtTime, useData } from "../hooks";
