@@ -134,7 +134,7 @@ def claim_and_start(
     conn: sa.Connection, *, limit: int, only: list[str] | None, lease: base.Lease | None = None,
     caps: base.ClaimCaps | None = None, start: base.StartMoves | None = None,
 ) -> list[base.Claimed]:
-    """Claim (``transactions.claim_queued_runs``), then apply the moves ``start`` gives each claimed
+    """Claim (``transactions.claim_rows``), then apply the moves ``start`` gives each claimed
     run (its first attempts) in the same transaction, a group per run fenced by its new lease
     generation: a run's start costs no batch of its own after the claim (a transaction and its
     round trips less per run). The moves need no locking read: the claim's UPDATE holds the run

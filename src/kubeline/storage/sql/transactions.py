@@ -127,20 +127,12 @@ def request_cancel(conn: sa.Connection, *, run_id: str) -> runs.Run:
     return rows.run_from_row({**row, "cancel_requested": True})
 
 
-def claim_queued_runs(
-    conn: sa.Connection, *, limit: int, only: list[str] | None, lease: base.Lease | None = None,
-    caps: base.ClaimCaps | None = None,
-) -> list[base.Claimed]:
-    """Claim (``claims.claim``), the claims' events, and the claimed runs with their stage rows."""
-    return [base.Claimed(run=rows.run_from_row(run), stages=[rows.stage_from_row(s) for s in stages])
-            for run, stages in claim_rows(conn, limit=limit, only=only, lease=lease, caps=caps)]
-
-
 def claim_rows(
     conn: sa.Connection, *, limit: int, only: list[str] | None, lease: base.Lease | None = None,
     caps: base.ClaimCaps | None = None,
 ) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
-    """``claim_queued_runs`` as rows: each claimed run's row (``tables.RUN_ROW``) and its stage rows."""
+    """Claim (``claims.claim``) and the claims' events: each claimed run's row (``tables.RUN_ROW``)
+    and its stage rows (``batches.claim_and_start`` makes them records)."""
     now = runs.utcnow()
     claimed = claims.claim(conn, limit=limit, only=only, now=now, lease=lease, caps=caps)
     if not claimed:
