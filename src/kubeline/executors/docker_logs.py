@@ -7,8 +7,10 @@ carries another timestamp, which is dropped). A stream of a container that has a
 returns everything and ends, so attempts of a few milliseconds are logged completely.
 
 A stream can end early (read timeout of a quiet container, daemon restart), so it is reopened
-with ``since`` at the second of the last line taken; lines older than that are skipped, and at
-the last line's microsecond as many lines as were already taken there. After a server restart
+with ``since`` at the second of the last line taken; in that replay, lines older than that are
+skipped, and at the last line's microsecond as many lines as were already taken there, until
+the first new line: from there on every line is taken, so a live stream loses nothing when the
+host's wall clock (dockerd's stamps) steps back. After a server restart
 the position comes from the attempt's log file (per stream: the two streams are read apart and
 need not be equally far), so the log resumes where the previous process stopped.
 
@@ -42,21 +44,25 @@ class Position:
     last_us: int = -1
     at_last: int = 0
     _skip: int = 0
+    _replaying: bool = False
 
     def reopen(self) -> None:
-        """Before reading again from ``since()``: the lines at ``last_us`` come again."""
+        """Before reading again from ``since()``: the lines up to ``last_us`` come again."""
         self._skip = self.at_last
+        self._replaying = self.last_us >= 0
 
     def take(self, at_us: int) -> bool:
-        if at_us < self.last_us:
-            return False
-        if at_us == self.last_us:
-            if self._skip > 0:
+        if self._replaying:
+            if at_us < self.last_us:
+                return False
+            if at_us == self.last_us and self._skip > 0:
                 self._skip -= 1
                 return False
+            self._replaying = False  # caught up: the rest of this stream is new, whatever its stamps
+        if at_us == self.last_us:
             self.at_last += 1
-            return True
-        self.last_us, self.at_last, self._skip = at_us, 1, 0
+        else:
+            self.last_us, self.at_last = at_us, 1
         return True
 
     def since(self) -> int | None:

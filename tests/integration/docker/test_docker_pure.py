@@ -70,3 +70,10 @@ def test_split_bytes_never_cuts_a_character():
     assert all(len(p) <= 5 for p in pieces)
     assert [p.decode() for p in pieces] == ["éé", "éé", "éé", "éé", "éé"]
     assert docker_logs.split_bytes(b"\xff" * 7, 3) == [b"\xff" * 3, b"\xff" * 3, b"\xff"]
+
+
+def test_a_live_stream_keeps_lines_stamped_before_the_last_one():
+    position = docker_logs.Position()
+    assert [position.take(t) for t in (5, 9, 7)] == [True, True, True]  # the host's clock stepped back
+    position.reopen()
+    assert [position.take(t) for t in (5, 7, 8, 6)] == [False, False, True, True]

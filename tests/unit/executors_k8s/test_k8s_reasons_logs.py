@@ -153,3 +153,10 @@ def test_a_failed_job_seen_before_its_pods_end_waits_for_the_pods_reason() -> No
     assert oom.result is not None and oom.result.failure is F.OOM
     unseen = _judge(reasons.Seen(job=failed))
     assert unseen.result is not None and "BackoffLimitExceeded" in unseen.result.error
+
+
+def test_position_skips_only_a_replay() -> None:
+    position = logs.Position()
+    assert [position.take(at, t) for at, t in [(5, "a"), (9, "b"), (7, "c")]] == [True, True, True]  # clock step
+    position.rewind(["c"])
+    assert [position.take(at, t) for at, t in [(5, "a"), (7, "c"), (8, "d"), (6, "e")]] == [False, False, True, True]

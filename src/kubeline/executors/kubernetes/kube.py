@@ -126,8 +126,10 @@ class Kube:
         self.api.close()  # type: ignore[no-untyped-call]
 
 
-def iter_line_batches(response: Any) -> Iterator[list[bytes]]:
-    """The whole lines (without newlines) of each chunk of a streaming response, as it arrives."""
+def iter_line_batches(response: Any, *, whole_lines: bool = False) -> Iterator[list[bytes]]:
+    """The whole lines (without newlines) of each chunk of a streaming response, as it arrives;
+    at the end, what follows the last newline too, unless ``whole_lines`` (a stream known to end
+    each line with a newline, where that is the cut-off part of a line)."""
     pending = b""
     for chunk in response.stream(64 * 1024, decode_content=False):
         pending += chunk
@@ -135,7 +137,7 @@ def iter_line_batches(response: Any) -> Iterator[list[bytes]]:
             continue
         *complete, pending = pending.split(b"\n")
         yield complete
-    if pending:
+    if pending and not whole_lines:
         yield [pending]
 
 

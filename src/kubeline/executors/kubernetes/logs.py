@@ -3,11 +3,15 @@
 The log API is asked for ``follow=true&timestamps=true``; each line arrives as
 ``<RFC3339Nano> <text>``. A stream can end early (API server restart, kubelet log rotation, a
 broken connection), so it is reopened with ``sinceTime`` at the second of the last line taken
-(the API truncates sinceTime to seconds). Lines older than the last one taken are skipped; lines
-stamped in the same microsecond as the last one are skipped as often as that text was already
-taken, so a replay adds nothing and equal lines printed together are all kept. After a server
-restart the position comes from the attempt's log file (the last stored output line), so the
-log resumes where the previous process stopped.
+(the API truncates sinceTime to seconds). Only such a replay is filtered: lines older than the
+last one taken are skipped, and lines stamped in the same microsecond as the last one as often
+as that text was already taken, until the first new line; from there on every line is taken. So
+a replay adds nothing, equal lines printed together are all kept, and a live stream loses no
+line even when the node's wall clock steps back while the stage writes (the runtime stamps lines
+with it; a VM's clock is corrected in steps). After a server restart the position comes from
+the attempt's log file (the last stored output line), so the log resumes where the previous
+process stopped. A line cut off by a broken stream (no newline: the kubelet ends every line with
+one) is not taken; the next stream brings it whole.
 
 Reading runs in a thread; lines reach the sink (on the event loop) in batches, as they arrive.
 
@@ -45,27 +49,31 @@ STALL_SECONDS = 30.0  # a follow silent this long is reopened (after the last li
 
 @dataclasses.dataclass
 class Position:
-    """The last line taken: its time in microseconds and the texts taken at that microsecond."""
+    """The last line taken: its time in microseconds and, while a replay is being skipped, the
+    texts taken at that microsecond that are still to come again."""
 
     last_us: int = -1
     texts: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    replaying: bool = False  # a reopened stream: lines up to the last one taken come again
 
     def take(self, at_us: int, text: str) -> bool:
         """True when the line is new (and remember it)."""
-        if at_us < self.last_us:
-            return False
-        if at_us == self.last_us:
-            if self.texts[text] > 0:
+        if self.replaying:
+            if at_us < self.last_us:
+                return False
+            if at_us == self.last_us and self.texts[text] > 0:
                 self.texts[text] -= 1
                 return False
-            return True  # a new line in the same microsecond; remembered on the next reconnect
-        self.last_us = at_us
-        self.texts = collections.Counter()
-        return True
+            self.replaying = False  # caught up: the rest of this stream is new, whatever its stamps
+        if at_us != self.last_us:
+            self.last_us = at_us
+            self.texts = collections.Counter()
+        return True  # a new line in the last microsecond is remembered by the caller (``rewind``)
 
     def rewind(self, taken_at_last: list[str]) -> None:
         """Before reopening: every line taken at ``last_us`` must be skipped once."""
         self.texts = collections.Counter(taken_at_last)
+        self.replaying = self.last_us >= 0
 
     def since_time(self) -> str | None:
         if self.last_us < 0:
@@ -182,7 +190,7 @@ class Follower:
         self._response = response
         clock = _Clock()
         try:
-            for raws in kube.iter_line_batches(response):  # one chunk: handed over at once
+            for raws in kube.iter_line_batches(response, whole_lines=True):  # a chunk at once
                 if self._stopped.is_set():
                     break
                 batch: list[tuple[int, str]] = []
