@@ -129,6 +129,9 @@ class WarmExecutor(local.LocalExecutor):
                    "files": {"inputs.json": json.dumps(spec.inputs),
                              "config.json": json.dumps(spec.config)},
                    "dirs": [str(artifacts)] + ([str(cwd)] if spec.folder is None else [])}
+        if spec.folder is not None and not spec.folder.is_dir():  # the spare would not start it
+            cgroups.remove()
+            raise errors.ExecutorError(f"pipeline folder {spec.folder} does not exist")
         try:
             pool = self._pool(python=python, venv=venv)
             forked = await pool.fork(request, on_retry=lambda why: sink.write(

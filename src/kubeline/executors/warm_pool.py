@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import pathlib
 import signal
 import socket
@@ -37,6 +38,8 @@ _STARTUP_TIMEOUT = 60.0  # seconds: a cold interpreter on a loaded machine
 _STOP_TIMEOUT = 5.0
 _RETRIES = 3
 _STDERR_KEPT = 2000
+_DIRECT_MAX = 60_000  # bytes: a bigger request (large inputs) goes through the worker, never
+# a pipe write that could block the loop while the spare reads
 
 
 class WorkerDiedError(Exception):
@@ -57,9 +60,18 @@ class Forked:
     handle: dict[str, Any]
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _Offer:
+    """A spare the worker offered: its pid, start time and the write end of its request pipe."""
+
+    pid: int
+    start: int | None
+    requests: int
+
+
 class Worker:
     def __init__(self, *, proc: asyncio.subprocess.Process, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter, python: str) -> None:
+                 writer: asyncio.StreamWriter, python: str, offers: socket.socket) -> None:
         self.proc = proc
         self.pid = proc.pid
         self.python = python
@@ -68,24 +80,32 @@ class Worker:
         self._ids = 0
         self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._replies: asyncio.Task[None] | None = None
+        self._offers = offers
+        self._offer: _Offer | None = None
         self.ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._monitor = asyncio.get_running_loop().create_task(self._watch())
+        offers.setblocking(False)
+        asyncio.get_running_loop().add_reader(offers.fileno(), self._read_offers)
 
     @classmethod
     async def start(cls, *, python: str, env: dict[str, str]) -> Worker:
         ours, theirs = socket.socketpair()
+        offers, their_offers = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             proc = await asyncio.create_subprocess_exec(
-                python, str(WORKER_SCRIPT), str(theirs.fileno()), pass_fds=(theirs.fileno(),),
+                python, str(WORKER_SCRIPT), str(theirs.fileno()), str(their_offers.fileno()),
+                pass_fds=(theirs.fileno(), their_offers.fileno()),
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                 env=env, cwd="/", start_new_session=True)
         except OSError as exc:
             ours.close()
+            offers.close()
             raise errors.ExecutorError(f"cannot start a warm worker with {python}: {exc}") from exc
         finally:
             theirs.close()
+            their_offers.close()
         reader, writer = await asyncio.open_unix_connection(sock=ours)
-        worker = cls(proc=proc, reader=reader, writer=writer, python=python)
+        worker = cls(proc=proc, reader=reader, writer=writer, python=python, offers=offers)
         try:
             line = await asyncio.wait_for(reader.readline(), _STARTUP_TIMEOUT)
         except TimeoutError:
@@ -105,6 +125,76 @@ class Worker:
     @property
     def alive(self) -> bool:
         return not self.ended.done() and not self._writer.is_closing()
+
+    @property
+    def offers_spare(self) -> bool:
+        return self._offer is not None and self.alive
+
+    def hand_over(self, request: dict[str, Any]) -> Forked | None:
+        """Start the attempt of a ``local-warm`` request on the spare the worker offered, with
+        one write to its request pipe (no round trip); None when there is none (or it is gone,
+        or the request is too big for one write), and nothing started.
+
+        The spare makes the work dir and ``handle.json`` itself, a moment after this returns
+        (the worker made them before its reply): a server that dies in between and restarts
+        would not ``find`` the attempt only if the spare were not scheduled for all that time."""
+        offer, self._offer = self._offer, None
+        if offer is None:
+            return None
+        if not self.alive:
+            os.close(offer.requests)
+            return None
+        handle = {**request["handle"], "pid": offer.pid, "pgid": offer.pid,
+                  "proc_start": offer.start, "warm_worker": self.pid,
+                  "attempt_pid": offer.pid, "attempt_start": offer.start}
+        data = json.dumps({**request, "handle": handle, "prepare": True}).encode() + b"\n"
+        if len(data) > _DIRECT_MAX:
+            self._offer = offer
+            return None
+        try:
+            view = memoryview(data)
+            while view:  # one write: the pipe is empty and holds more (see _DIRECT_MAX)
+                view = view[os.write(offer.requests, view):]
+        except OSError:  # the spare is gone: the worker forks another
+            self._writer.write(json.dumps({"taken": offer.pid, "work": None}).encode() + b"\n")
+            return None
+        finally:
+            os.close(offer.requests)
+        self._writer.write(json.dumps({"taken": offer.pid, "work": request["work"]}).encode()
+                           + b"\n")
+        return Forked(handle=handle)
+
+    def _read_offers(self) -> None:
+        while True:
+            try:
+                message, fds, _flags, _addr = socket.recv_fds(self._offers, 4096, 1)
+            except BlockingIOError:
+                return
+            except OSError:
+                message, fds = b"", []
+            if not message:  # the worker is gone
+                for fd in fds:
+                    os.close(fd)
+                self._close_offers()
+                return
+            offer = json.loads(message)
+            if len(fds) != 1:
+                for fd in fds:
+                    os.close(fd)
+                continue
+            if self._offer is not None:
+                os.close(self._offer.requests)
+            self._offer = _Offer(pid=offer["pid"], start=offer["start"], requests=fds[0])
+
+    def _close_offers(self) -> None:
+        """Stop taking offers; an unused spare reads EOF and exits."""
+        if self._offers.fileno() >= 0:
+            with contextlib.suppress(ValueError, RuntimeError):  # the loop may be closed
+                asyncio.get_running_loop().remove_reader(self._offers.fileno())
+            self._offers.close()
+        offer, self._offer = self._offer, None
+        if offer is not None:
+            os.close(offer.requests)
 
     async def fork(self, request: dict[str, Any]) -> Forked:
         """Have the worker fork a supervised attempt; ``WorkerDiedError`` if it is gone first
@@ -155,6 +245,7 @@ class Worker:
 
     async def stop(self) -> None:
         """Close its socket (it exits at EOF; attempts it started keep running); kill if stuck."""
+        self._close_offers()
         self._writer.close()
         with contextlib.suppress(ConnectionError, OSError):
             await self._writer.wait_closed()
@@ -176,6 +267,7 @@ class Worker:
         if text:
             how += f": {text[-_STDERR_KEPT:]}"
         self._writer.close()
+        self._close_offers()
         self.ended.set_result(how)
 
 
@@ -196,6 +288,9 @@ class Pool:
     async def fork(self, request: dict[str, Any], *, on_retry: Callable[[str], None]) -> Forked:
         last = ""
         for _ in range(_RETRIES):
+            forked = self._hand_over(request)
+            if forked is not None:
+                return forked
             worker = await self._pick()
             try:
                 return await worker.fork(request)
@@ -214,6 +309,16 @@ class Pool:
         await asyncio.gather(*list(self._starting), return_exceptions=True)
         workers, self._workers = self._workers, []
         await asyncio.gather(*(w.stop() for w in workers))
+
+    def _hand_over(self, request: dict[str, Any]) -> Forked | None:
+        """The start on a spare a worker offered (``Worker.hand_over``), if one has."""
+        if self._closed:
+            return None
+        for worker in sorted((w for w in self._workers if w.offers_spare), key=lambda w: w.in_flight):
+            forked = worker.hand_over(request)
+            if forked is not None:
+                return forked
+        return None
 
     async def _pick(self) -> Worker:
         if self._closed:  # evicted (too many venvs) or the executor is closing

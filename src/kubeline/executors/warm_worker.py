@@ -74,6 +74,8 @@ _RC = ""  # the attempt's WORK/rc, once it runs
 _NO_CGROUP = 125  # same codes as the sh supervisor's failures
 _NO_CWD = 126
 _ATTEMPTS: dict[int, str] = {}  # in the worker: pid -> work dir of the attempts it handed out
+_OFFERED: set[int] = set()  # in the worker: spares offered to the server, not yet known taken
+_ENDED: dict[int, tuple[int, int]] = {}  # offered spares reaped before the worker knew them taken
 
 
 _MAX_FD = 1 << 20
@@ -91,21 +93,27 @@ class _Spare:
 def main() -> None:
     del sys.path[0]  # this file's directory: user code must not import the executor's modules
     sock = int(sys.argv[1])
+    offers = int(sys.argv[2]) if len(sys.argv) > 2 else None  # FD [OFFERS_FD]
     signal.signal(signal.SIGCHLD, _reap)
     _preload()
+    if offers is not None:
+        import socket  # noqa: F401 - for _offer, imported before the freeze
     gc.freeze()  # what is imported now is shared with every fork, never scanned there
     _send(sock, {"ready": True, "pid": os.getpid(), "python": sys.version.split()[0]})
-    served = _serve(sock)
+    served = _serve(sock, offers)
     if served is None:
         return
     requests, wanted = served
     if not wanted:  # nothing waits for this spare yet: it has time to rehearse
         _rehearse()
     line = _read_line(requests)
-    if not line:  # the worker is gone: this spare was never handed out
+    if not line:  # the worker (or the server it was offered to) is gone: never handed out
         os._exit(0)
     os.close(requests)
-    _run_attempt(json.loads(line))
+    request = json.loads(line)
+    if request.get("prepare") and _prepare(request, request["handle"]):
+        os._exit(_NO_CWD)  # no work dir to say more in: the executor reports it LOST
+    _run_attempt(request)
 
 
 def _preload() -> None:
@@ -116,20 +124,26 @@ def _preload() -> None:
         import kubeline.task  # noqa: F401
 
 
-def _serve(sock: int) -> tuple[int, bool] | None:
-    """Hand each request to a spare, then fork the next spare while it runs.
+def _serve(sock: int, offers: int | None) -> tuple[int, bool] | None:
+    """Hand each request to a spare, then fork the next spare while it runs; with ``offers``
+    (local-warm), keep one spare offered to the server instead, and fork a spare per request.
 
     Returns only in a forked spare (the read end of its request pipe, and whether a request
     waits for it already), or None at EOF.
     """
     pending = b""
     spare: _Spare | None = None
+    offered = False  # with offers: the server holds a spare of this worker
     while True:
-        if spare is None:
+        if (spare is None) if offers is None else not offered:
             forked = _fork_spare(sock)
             if isinstance(forked, int):
                 return forked, False
-            spare = forked
+            if offers is None:
+                spare = forked
+            elif not _offer(offers, forked):
+                return None  # the server is gone
+            offered = True
         try:
             chunk = os.read(sock, 1 << 16)
         except ConnectionResetError:
@@ -139,29 +153,68 @@ def _serve(sock: int) -> tuple[int, bool] | None:
         pending += chunk
         while b"\n" in pending:
             line, pending = pending.split(b"\n", 1)
+            request = json.loads(line)
+            if "taken" in request:  # the server handed the offered spare a request itself
+                _taken(request["taken"], request["work"])
+                offered = False
+                continue
             if spare is None:
                 forked = _fork_spare(sock)
                 if isinstance(forked, int):
                     return forked, True
                 spare = forked
-            request = json.loads(line)
-            reply = {"id": request["id"], "pid": spare.pid, "start": spare.start,
-                     "attempt_pid": spare.pid, "attempt_start": spare.start}
-            if "handle" in request:  # local-warm: the work dir is made here (the pool's worker makes its own)
-                reply["handle"] = {**request["handle"], "pid": spare.pid, "pgid": spare.pid,
-                                   "proc_start": spare.start, "warm_worker": os.getpid(),
-                                   "attempt_pid": spare.pid, "attempt_start": spare.start}
-                refused = _prepare(request, reply["handle"])
-                if refused:  # nothing started: the spare waits for the next request
-                    _send(sock, {"id": request["id"], "error": refused})
-                    continue
-            _ATTEMPTS[spare.pid] = request["work"]  # from now on its end is recorded in rc
-            # Reply first: a worker that dies before the reply has started nothing.
-            _send(sock, reply)
-            with contextlib.suppress(OSError):  # the spare may be gone (killed): the worker goes on
-                _write_all(spare.requests, line + b"\n")
-            os.close(spare.requests)
-            spare = None
+            if _hand_out(sock, request=request, line=line, spare=spare):
+                spare = None
+
+
+def _hand_out(sock: int, *, request: dict[str, Any], line: bytes, spare: _Spare) -> bool:
+    """Reply to ``request`` and hand it to ``spare``; False when it is refused (the spare
+    waits for the next request)."""
+    reply = {"id": request["id"], "pid": spare.pid, "start": spare.start,
+             "attempt_pid": spare.pid, "attempt_start": spare.start}
+    if "handle" in request:  # local-warm: the work dir is made here (the pool's worker makes its own)
+        reply["handle"] = {**request["handle"], "pid": spare.pid, "pgid": spare.pid,
+                           "proc_start": spare.start, "warm_worker": os.getpid(),
+                           "attempt_pid": spare.pid, "attempt_start": spare.start}
+        refused = _prepare(request, reply["handle"])
+        if refused:  # nothing started
+            _send(sock, {"id": request["id"], "error": refused})
+            return False
+    _ATTEMPTS[spare.pid] = request["work"]  # from now on its end is recorded in rc
+    # Reply first: a worker that dies before the reply has started nothing.
+    _send(sock, reply)
+    with contextlib.suppress(OSError):  # the spare may be gone (killed): the worker goes on
+        _write_all(spare.requests, line + b"\n")
+    os.close(spare.requests)
+    return True
+
+
+def _offer(offers: int, spare: _Spare) -> bool:
+    """Give the server the spare's request pipe (SCM_RIGHTS) with its pid and start: a start
+    then costs the server one pipe write, and no round trip through this worker."""
+    import socket
+
+    _OFFERED.add(spare.pid)
+    try:
+        with socket.socket(fileno=os.dup(offers)) as channel:
+            socket.send_fds(channel, [json.dumps({"pid": spare.pid, "start": spare.start})
+                                      .encode()], [spare.requests])
+    except OSError:
+        return False
+    finally:
+        os.close(spare.requests)  # the server's copy is the only writer: it gone, the spare exits
+    return True
+
+
+def _taken(pid: int, work: str | None) -> None:
+    """The server handed the offered spare ``pid`` the attempt of ``work`` (None: it found the
+    spare gone): from now on its end is recorded in ``rc``, also if it ended already."""
+    if work is not None:
+        _ATTEMPTS[pid] = work
+    _OFFERED.discard(pid)
+    ended = _ENDED.pop(pid, None)
+    if ended is not None and _ATTEMPTS.pop(pid, None) is not None and work is not None:
+        _settle(work, *ended)
 
 
 def _prepare(request: dict[str, Any], handle: dict[str, Any]) -> str:
@@ -225,14 +278,20 @@ def _reap(signum: int, frame: object) -> None:
             return
         work = _ATTEMPTS.pop(ended.si_pid, None)
         if work is not None:
-            if ended.si_code == os.CLD_EXITED:
-                code = ended.si_status
-                if _read_rc(work) != f"{code}\n".encode():
-                    _record_rc(work, code)
-            else:  # killed (or dumped core): as sh reports it
-                _record_rc(work, 128 + ended.si_status)
+            _settle(work, ended.si_code, ended.si_status)
+        elif ended.si_pid in _OFFERED:  # the server may have handed it a request: known soon
+            _ENDED[ended.si_pid] = (ended.si_code, ended.si_status)
         with contextlib.suppress(ChildProcessError):
             os.waitpid(ended.si_pid, 0)
+
+
+def _settle(work: str, si_code: int, si_status: int) -> None:
+    """An ended attempt's status into its ``rc``, unless it wrote that very status itself."""
+    if si_code == os.CLD_EXITED:
+        if _read_rc(work) != f"{si_status}\n".encode():
+            _record_rc(work, si_status)
+    else:  # killed (or dumped core): as sh reports it
+        _record_rc(work, 128 + si_status)
 
 
 _REHEARSAL = compile(  # what a small script makes Python do: define, call, loop, format
