@@ -265,7 +265,7 @@ class LocalExecutor:
         self.janitor.close()
 
     def _supervise(self, handle: dict[str, Any], sink: base.LogSink, *, own_child: bool,
-                   alive: int | None = None, fresh: bool = False) -> None:
+                   alive: int | None = None, fresh: bool = False, ended: int | None = None) -> None:
         soft_cpu, soft_memory = handle.get("soft_cpu"), handle.get("soft_memory")
         attempt = local_run.Attempt(
             handle=handle, sink=sink, own_child=own_child, limit=self.log_line_limit,
@@ -274,7 +274,7 @@ class LocalExecutor:
             if handle.get("memory_limit") else None,
             soft_memory=quantities.memory_bytes(soft_memory) if soft_memory else None,
             soft_cpu=quantities.cpu_cores(soft_cpu) if soft_cpu else None,
-            limit_poll=_LIMIT_POLL, janitor=self.janitor, alive=alive, fresh=fresh)
+            limit_poll=_LIMIT_POLL, janitor=self.janitor, alive=alive, fresh=fresh, ended=ended)
         self._attempts[handle["attempt_id"]] = attempt  # until ``wait`` collects the result
 
     async def _resolve_argv(self, spec: base.AttemptSpec) -> tuple[list[str], pathlib.Path | None]:

@@ -84,10 +84,10 @@ class WarmExecutor(local.LocalExecutor):
             return await super().start(spec, sink)
         argv, venv = await self._resolve_argv(spec)
         assert venv is not None
-        handle = await self._fork(spec, python=argv[0], script_argv=script_argv, venv=venv,
+        forked = await self._fork(spec, python=argv[0], script_argv=script_argv, venv=venv,
                                   sink=sink)
-        self._supervise(handle, sink, own_child=False, fresh=True)
-        return handle
+        self._supervise(forked.handle, sink, own_child=False, fresh=True, ended=forked.ended)
+        return forked.handle
 
     async def close(self) -> None:
         """Stop the workers and stop following attempts (they keep running, adoptable)."""
@@ -98,7 +98,7 @@ class WarmExecutor(local.LocalExecutor):
         await super().close()
 
     async def _fork(self, spec: base.AttemptSpec, *, python: str, script_argv: list[str],
-                    venv: pathlib.Path, sink: base.LogSink) -> dict[str, Any]:
+                    venv: pathlib.Path, sink: base.LogSink) -> warm_pool.Forked:
         """What ``LocalExecutor._spawn`` does, with a warm worker in place of ``posix_spawn``.
 
         The loop touches no file here: the worker makes the work dir and writes the handle
@@ -143,7 +143,7 @@ class WarmExecutor(local.LocalExecutor):
             cgroups.remove()
             raise errors.ExecutorError(f"cannot start {script_argv[0]} on a warm worker: {exc}") \
                 from exc
-        return forked.handle
+        return forked
 
     def _pool(self, *, python: str, venv: pathlib.Path) -> warm_pool.Pool:
         pool = self._pools.get(python)

@@ -58,11 +58,13 @@ class Forked:
     ``attempt_start``: the same process, named as the runtime worker of a pool pod reads it)."""
 
     handle: dict[str, Any]
+    ended: int | None = None  # a start on an offered spare: where it writes its exit code as it ends
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class _Offer:
-    """A spare the worker offered: its pid, start time and the write end of its request pipe."""
+    """A spare the worker offered: its pid, start time and our end of its request socket (on
+    which it also writes its exit code as it ends)."""
 
     pid: int
     start: int | None
@@ -153,16 +155,15 @@ class Worker:
             return None
         try:
             view = memoryview(data)
-            while view:  # one write: the pipe is empty and holds more (see _DIRECT_MAX)
+            while view:  # one write: the socket is empty and holds more (see _DIRECT_MAX)
                 view = view[os.write(offer.requests, view):]
         except OSError:  # the spare is gone: the worker forks another
+            os.close(offer.requests)
             self._writer.write(json.dumps({"taken": offer.pid, "work": None}).encode() + b"\n")
             return None
-        finally:
-            os.close(offer.requests)
         self._writer.write(json.dumps({"taken": offer.pid, "work": request["work"]}).encode()
                            + b"\n")
-        return Forked(handle=handle)
+        return Forked(handle=handle, ended=offer.requests)
 
     def _read_offers(self) -> None:
         while True:

@@ -179,6 +179,24 @@ async def test_a_start_on_an_offered_spare_records_its_end_like_any(warm):
     assert (await warm.run(spec)).succeeded and warm.log(spec) == [("stdout", "next")]
 
 
+async def test_an_attempt_killed_once_it_wrote_its_rc_keeps_it(warm):
+    """The executor hears an offered attempt's end from its note, before the process is gone,
+    and kills its group: a kill that lands after the attempt wrote rc does not rewrite it."""
+    await offered(warm)
+    spec = warm.spec("import os, pathlib, signal\n"
+                     "pathlib.Path(os.environ['KUBELINE_OUTPUTS']).with_name('rc').write_text('0\\n')\n"
+                     "os.kill(os.getpid(), signal.SIGKILL)")
+    handle = await warm.start(spec)
+    result = await warm.executor.wait(handle)
+    assert result.succeeded, result
+    await asyncio.sleep(0.2)  # the worker has reaped it
+    assert (pathlib.Path(handle["work_dir"]) / "rc").read_text() == "0\n"
+    await warm.executor.release(handle)
+    for _ in range(20):  # ended by the note, then killed with its group: still whole results
+        spec = warm.spec("print('done')")
+        assert (await warm.run(spec)).succeeded and warm.log(spec) == [("stdout", "done")]
+
+
 async def test_shutdown_joins_threads_runs_atexit_and_flushes_files(warm):
     code = """
         import atexit, threading, time
