@@ -87,9 +87,17 @@ def _hours(conn: sa.Connection, *, since: dt.datetime, sqlite: bool) -> builtins
     bucket = hour.label("hour")
     query = (sa.select(bucket, c.state, sa.func.count().label("n"))
              .where(c.created_at >= since).group_by(bucket, c.state))
-    return [base.HourCount(hour=dt.datetime.strptime(key, "%Y-%m-%d %H").replace(tzinfo=dt.UTC),
+    # A window of 14 days has ~750 groups over ~340 hours: each hour's text parsed once, by the C
+    # ``fromisoformat`` ("2026-12-06 07" is ISO 8601), not ``strptime`` (~20 us each in Python:
+    # ~15 ms of a dashboard load's server CPU, beside the browser on a small machine).
+    hours: dict[str, dt.datetime] = {}
+    return [base.HourCount(hour=hours.get(key) or hours.setdefault(key, _hour(key)),
                            state=states.RunState(state), count=int(n))
             for key, state, n in conn.execute(query)]
+
+
+def _hour(key: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(key).replace(tzinfo=dt.UTC)
 
 
 def _slowest(conn: sa.Connection, *, since: dt.datetime, sqlite: bool, limit: int,
