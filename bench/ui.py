@@ -13,7 +13,8 @@ Measured per round (rounds interleaved, a fresh browser context each, so nothing
   over the 10,000 runs; a MutationObserver inside the page notes when): the page renders in one
   pass with its data, so its first contentful frame is its meaningful one. The DOM time is printed
   too: the difference is style, layout, paint, raster and the wait for a frame;
-- the same for a run's page (its stage graph drawn);
+- the same for a run's page (its title row with the run's data; the time its stage graph is in
+  the DOM is printed too: the graph's layout code loads after the first paint);
   (both on a server with nothing running: the chatty run below starts after them)
 - the log view while the 200,000-line log streams in by SSE: every long task (> 50 ms, the
   browser's Long Tasks API) and the frame intervals (requestAnimationFrame) until the last line
@@ -67,7 +68,7 @@ CHROMIUM = "/usr/bin/chromium"
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 WATCH = """
 window.__marks = {};
-const want = {dashboard: '[data-testid="tiles"]', run: '[data-stage]'};
+const want = {dashboard: '[data-testid="tiles"]', run: '.title-row', run_graph: '[data-stage]'};
 new MutationObserver(() => {
   for (const [k, sel] of Object.entries(want))
     if (!window.__marks[k] && document.querySelector(sel)) window.__marks[k] = performance.now();
@@ -203,6 +204,9 @@ def measure(browser: Any, server: testing.ServerProcess, run_id: str, lines: int
         if navigated:
             until = navigated + out[f"{name}_paint"] * 1000
             out[f"{name}_cpu"] = sum(cpu for start, _, cpu in tasks if navigated <= start < until)
+        if name == "run":  # drawn after the first paint (its layout code loads then)
+            page.wait_for_function("window.__marks['run_graph'] !== undefined", timeout=30_000)
+            out["run_graph"] = page.evaluate("window.__marks['run_graph']")
         for key, value in page.evaluate(BREAKDOWN).items():
             out[f"{name}:{key}"] = value
         context.close()
@@ -274,6 +278,8 @@ def show(variant: Variant, lines: int) -> None:
         if cpu := [r[f"{page}_cpu"] for r in results if f"{page}_cpu" in r]:  # (no navigation in a trace: none)
             print(f"  main-thread CPU until paint      {spread(cpu)}"
                   + (f"  ({len(cpu)} of {len(results)} rounds)" if len(cpu) < len(results) else ""))
+        if page == "run":
+            print(f"  stage graph in the DOM           {spread([r['run_graph'] for r in results])}")
     for page in ("dashboard", "run"):
         print(f"  {page} breakdown (ms from navigation start):")
         keys = sorted({k for r in results for k in r if k.startswith(page + ":")},

@@ -1,17 +1,20 @@
 // The stage graph, laid out by dagre (left to right), drawn as SVG. Readable at 50 stages:
-// the graph keeps its natural size and the frame scrolls, so labels never shrink.
+// the graph keeps its natural size and the frame scrolls, so labels never shrink. Loaded on
+// demand by Dag.tsx: pages render without waiting for dagre.
 import dagre from "@dagrejs/dagre";
 import { useMemo } from "react";
 
 const W = 150, H = 36;
 
-export function Dag({ dag, states, selected, onSelect, label }: {
+export type DagProps = {
   dag: Record<string, string[]>;
   states?: Record<string, string>;
   selected?: string;
   onSelect?: (stage: string) => void;
   label: string;
-}) {
+};
+
+export function DagGraph({ dag, states, selected, onSelect, label }: DagProps) {
   // Laid out again only when the graph changes, not each time its run is read again (a new
   // object with the same stages, on every state change of a live run).
   const shape = JSON.stringify(dag);
