@@ -1,11 +1,11 @@
-// Live logs of a run over SSE, virtualised: a worker follows and parses the stream, lines live in
-// packed batches (logFormat.ts; never in React state), arriving batches are appended once per
-// animation frame, and only the rows in view are rendered, so 200,000 lines stream without
-// blocking the page. Rows have one fixed height, so the rows in view follow from the scroll
-// offset alone: the work per frame does not grow with the log (a general virtualiser lays out
-// every row again each time the count changes: 200,000 per frame at the end of a big log). Rows
-// are keyed by their place in the window, so a frame that moves the window rewrites the text of
-// the same few dozen elements instead of replacing them all.
+// Live logs of a run over SSE, virtualised: a worker follows and parses the stream and sends packed
+// batches ~5 times a second (logFormat.ts; never in React state), arriving batches are appended
+// once per animation frame, and only the rows in view are rendered, so 200,000 lines stream without
+// blocking the page. Rows have one fixed height, so the rows in view follow from the scroll offset
+// alone: the work per frame does not grow with the log (a general virtualiser lays out every row
+// again each time the count changes: 200,000 per frame at the end of a big log). Rows are keyed by
+// their place in the window, so a frame that moves the window rewrites the text of the same few
+// dozen elements instead of replacing them all.
 //
 // While lines pour in every update rewrites all the rows drawn (the window moves by hundreds of
 // lines), and each row is script, style, layout and paint on the page's main thread: only a few

@@ -1,10 +1,16 @@
 import { SEP, type Batch } from "./logFormat";
 
 // Follows a run's log stream off the main thread: fetch + SSE parsing + JSON.parse happen here,
-// and the page gets one packed batch (logFormat.ts) at most every 100 ms, so a 200,000-line burst
-// never blocks it and it renders ~10 times a second while lines pour in, not every frame.
+// and the page gets one packed batch (logFormat.ts) at most every EVERY_MS, so a 200,000-line
+// burst never blocks it and it renders ~5 times a second while lines pour in, not every frame.
+// Each render rewrites every row drawn (the window moves by hundreds of lines), a task of a few
+// ms of CPU; on a loaded machine any task can be descheduled past 50 ms, so fewer of them means
+// fewer long tasks, and 200 ms still reads as live. A quiet log's last lines come after EVERY_MS.
 // Resumes after a dropped connection from the last cursor (?after=, like Last-Event-ID).
 type Out = { batch: Batch } | { end: string } | { error: string };
+
+const EVERY_MS = 200;
+const MAX_LINES = 40_000;  // a batch is sent sooner once it has this many lines (bounds its copy)
 
 const post = (message: Out) => (self as unknown as Worker).postMessage(
   message, "batch" in message ? [message.batch.ends.buffer] : []);
@@ -59,8 +65,8 @@ async function follow(url: string) {
         }
       }
       const waited = performance.now() - sent;
-      if (batch.length >= 20000 || waited >= 100) flush();
-      else if (batch.length && !timer) timer = self.setTimeout(flush, 100 - waited);  // a quiet log's last lines
+      if (batch.length >= MAX_LINES || waited >= EVERY_MS) flush();
+      else if (batch.length && !timer) timer = self.setTimeout(flush, EVERY_MS - waited);  // a quiet log's last lines
     }
     flush();
     await sleep(1000);
