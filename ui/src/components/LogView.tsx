@@ -20,6 +20,10 @@ const ROW = 18;
 const OVERSCAN = 4;  // rows drawn beyond each edge of the view (see above)
 const ERROR = /error|exception|traceback|fail/i;
 
+/** The count with the reader's digit grouping; below 1,000 there is none to add, and the page's
+ * first render (0 lines) makes no Intl call, which would load the locale data (fmtTime, hooks.ts). */
+const fmtCount = (n: number) => (n < 1000 ? String(n) : n.toLocaleString());
+
 export function LogView({ runId, stages, stage, onStage }: {
   runId: string; stages: { id: string; attempts: number }[]; stage: string; onStage: (s: string) => void;
 }) {
@@ -150,7 +154,7 @@ export function LogView({ runId, stages, stage, onStage }: {
         <button type="button" onClick={() => (follow ? pause() : setFollow(true))} aria-pressed={follow}>{follow ? "Pause" : "Follow"}</button>
         <button type="button" onClick={jumpToError}>Jump to error</button>
         <a className="button" href={download} download>Download</a>
-        <span className="muted" data-testid="log-count">{viewLength.toLocaleString()} lines{ended ? "" : " · live"}</span>
+        <span className="muted" data-testid="log-count">{fmtCount(viewLength)} lines{ended ? "" : " · live"}</span>
       </div>
       <div ref={scroller} className="log-scroll" tabIndex={0} role="log" aria-label="Log lines"
            onWheel={() => { if (follow) pause(); }} onScroll={(e) => { if (!follow) setScrolled(e.currentTarget.scrollTop); }}>
