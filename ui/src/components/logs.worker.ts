@@ -10,7 +10,7 @@ import { SEP, type Batch } from "./logFormat";
 type Out = { batch: Batch } | { end: string } | { error: string };
 
 const EVERY_MS = 200;
-const MAX_LINES = 40_000;  // a batch is sent sooner once it has this many lines (bounds its copy)
+const MAX_LINES = 20_000;  // a batch is sent sooner once it has this many lines (bounds its copy)
 
 const post = (message: Out) => (self as unknown as Worker).postMessage(
   message, "batch" in message ? [message.batch.ends.buffer] : []);
