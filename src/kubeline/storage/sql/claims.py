@@ -58,6 +58,7 @@ class Window:
     """The queued runs the ranking needs to see: a prefix (``id <= last``) of each open pipeline."""
 
     pipelines: dict[str, str | None]  # pipeline -> last id to rank (None: all its queued runs)
+    heads: dict[str, str] = dataclasses.field(default_factory=dict)  # pipeline -> its oldest queued id, if known
 
 
 def open_pipelines(conn: sa.Connection, *, limit: int, only: list[str] | None) -> Window:
@@ -77,22 +78,23 @@ def open_pipelines(conn: sa.Connection, *, limit: int, only: list[str] | None) -
         named = (sa.select(runs.c.pipeline, sa.func.min(runs.c.id).label("head"))
                  .where(runs.c.state == _QUEUED, runs.c.id.in_(only)).group_by(runs.c.pipeline))
         return Window(pipelines={str(p): None for p, _ in sorted(conn.execute(named), key=lambda r: r.head)})
-    heads = {str(p): str(h) for p, h in conn.execute(_QUEUE_HEADS)}
+    heads = {str(p): str(h) for p, h in conn.execute(
+        _QUEUE_HEADS_PG if conn.dialect.name == "postgresql" else _QUEUE_HEADS)}
     if not heads:
         return Window(pipelines={})
     running = {str(p): int(n) for p, n in conn.execute(_RUNNING_PER_PIPELINE)}
-    firsts = _first_queued(conn, pipelines=[p for p in heads if p in running], limit=limit)
+    firsts = _first_queued(conn, heads={p: h for p, h in heads.items() if p in running}, limit=limit)
     pipelines: dict[str, str | None] = {}
     for pipeline in sorted(heads, key=heads.__getitem__):
         if len(pipelines) >= limit:
             break
         ahead = firsts.get(pipeline)
         if ahead is None:  # no running run: its head fits
-            nth = conn.execute(_NTH_QUEUED, {"pipeline": pipeline, "skip": limit - 1}).scalar()
+            nth = conn.execute(_NTH_QUEUED, {"pipeline": pipeline, "head": heads[pipeline], "skip": limit - 1}).scalar()
             pipelines[pipeline] = nth
         elif any(cap is None or rank <= cap - running[pipeline] for rank, (_, cap) in enumerate(ahead, 1)):
             pipelines[pipeline] = ahead[-1][0] if len(ahead) >= limit else None
-    return Window(pipelines=pipelines)
+    return Window(pipelines=pipelines, heads={p: heads[p] for p in pipelines})
 
 
 def _queue_heads() -> sa.Select[Any]:
@@ -110,21 +112,41 @@ def _queue_heads() -> sa.Select[Any]:
     return sa.select(queues.c.pipeline, head.scalar_subquery().label("head")).where(queues.c.pipeline.is_not(None))
 
 
+def _queue_heads_pg() -> sa.Select[Any]:
+    """``_queue_heads`` on PostgreSQL: each probe of the skip scan returns the next pipeline and its
+    head at once (``LATERAL``, which SQLite lacks), from the queued runs' partial index, so no
+    probe reads a drained run whatever the statistics (``ix_runs_queued``)."""
+    runs = tables.runs
+    first = (sa.select(runs.c.pipeline, runs.c.id.label("head")).where(runs.c.state == _QUEUED)
+             .order_by(runs.c.pipeline, runs.c.id).limit(1).cte("queues", recursive=True))
+    inner = tables.runs.alias("next_queued")
+    following = (sa.select(inner.c.pipeline, inner.c.id.label("head"))
+                 .where(inner.c.state == _QUEUED, inner.c.pipeline > first.c.pipeline)
+                 .order_by(inner.c.pipeline, inner.c.id).limit(1).lateral("following"))
+    queues = first.union_all(sa.select(following.c.pipeline, following.c.head)
+                             .select_from(first.join(following, sa.true())))
+    return sa.select(queues.c.pipeline, queues.c.head)
+
+
 _QUEUE_HEADS = _queue_heads()
+_QUEUE_HEADS_PG = _queue_heads_pg()
 _RUNNING_PER_PIPELINE = (sa.select(tables.runs.c.pipeline, sa.func.count())
                          .where(tables.runs.c.state == _RUNNING).group_by(tables.runs.c.pipeline))
 _NTH_QUEUED = (sa.select(tables.runs.c.id)
-               .where(tables.runs.c.state == _QUEUED, tables.runs.c.pipeline == sa.bindparam("pipeline"))
+               .where(tables.runs.c.state == _QUEUED, tables.runs.c.pipeline == sa.bindparam("pipeline"),
+                      tables.runs.c.id >= sa.bindparam("head"))
                .order_by(tables.runs.c.id).offset(sa.bindparam("skip")).limit(1))
 
 
-def _first_queued(conn: sa.Connection, *, pipelines: list[str], limit: int) -> dict[str, list[tuple[str, int | None]]]:
-    """The first ``limit`` queued runs ``(id, max_instances)`` of each of ``pipelines``, oldest first."""
+def _first_queued(conn: sa.Connection, *, heads: dict[str, str], limit: int) -> dict[str, list[tuple[str, int | None]]]:
+    """The first ``limit`` queued runs ``(id, max_instances)`` of each pipeline of ``heads`` (from
+    its head on), oldest first."""
     runs = tables.runs
     found: dict[str, list[tuple[str, int | None]]] = {}
+    pipelines = list(heads)
     for at in range(0, len(pipelines), 100):
         parts = [sa.select(runs.c.pipeline, runs.c.id, runs.c.max_instances)
-                 .where(runs.c.state == _QUEUED, runs.c.pipeline == pipeline)
+                 .where(runs.c.state == _QUEUED, runs.c.pipeline == pipeline, runs.c.id >= heads[pipeline])
                  .order_by(runs.c.id).limit(limit).subquery().select()
                  for pipeline in pipelines[at:at + 100]]
         for pipeline, run_id, cap in conn.execute(sa.union_all(*parts)):
@@ -140,7 +162,9 @@ def eligible_query(
     """Queued runs that fit every cap now, oldest first: ``(id, executor)`` rows."""
     runs = tables.runs
     executor = sa.func.coalesce(runs.c.executor, caps.default_executor)
-    prefixes = [runs.c.pipeline == p if last is None else sa.and_(runs.c.pipeline == p, runs.c.id <= last)
+    prefixes = [sa.and_(runs.c.pipeline == p,
+                        *([] if last is None else [runs.c.id <= last]),
+                        *([] if p not in window.heads else [runs.c.id >= window.heads[p]]))
                 for p, last in window.pipelines.items()]
     queued = (
         sa.select(runs.c.id, runs.c.pipeline, runs.c.max_instances, executor.label("executor"),

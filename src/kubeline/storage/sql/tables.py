@@ -94,6 +94,10 @@ runs = sa.Table(
     sa.Index(None, "state", "id"),
     # The fair claim ranks queued runs per pipeline from this index alone (covering: no row reads).
     sa.Index(None, "state", "pipeline", "id", "max_instances", "executor"),
+    # The queue alone (revision 0010): the claim's probes read no drained run, whatever the planner's
+    # statistics say (right after a bulk submission they say every run is queued).
+    sa.Index("ix_runs_queued", "pipeline", "id", postgresql_where=sa.text("state = 'queued'"),
+             sqlite_where=sa.text("state = 'queued'")),
     # Covers the dashboard's counts over a window of created_at (revision 0008): no row is read.
     sa.Index(None, "created_at", "state", "pipeline", "started_at", "finished_at"),
 )
