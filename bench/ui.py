@@ -59,9 +59,9 @@ import httpx
 
 from kubeline import testing
 from kubeline.domain import runs, specs, states
+from kubeline.storage.sql import migrate, tables
 from kubeline.storage.sql import rows as sql_rows
 from kubeline.storage.sql import store as sql_store
-from kubeline.storage.sql import tables
 from kubeline.ui import serve
 
 CHROMIUM = "/usr/bin/chromium"
@@ -268,6 +268,16 @@ def build_baseline(ref: str, folder: pathlib.Path) -> pathlib.Path:
     return folder / "src"
 
 
+def head_of(src: pathlib.Path) -> str:
+    """The head revision of the migration scripts in ``src`` (a baseline's tree)."""
+    from alembic import script
+
+    head = script.ScriptDirectory(str(src / "kubeline" / "storage" / "sql" / "migrations")).get_current_head()
+    if head is None:
+        sys.exit(f"no migration scripts in {src}")
+    return head
+
+
 def show(variant: Variant, lines: int) -> None:
     results = variant.results
     print(f"\n[{variant.label}]")
@@ -337,6 +347,9 @@ def main() -> None:
             home = work / f"home-{number}"
             home.mkdir()
             shutil.copy(seeded, home / "kubeline.db")
+            if variant.src is not None:  # a database the baseline knows: this tree's migrations it lacks undone
+                asyncio.run(migrate.downgrade(f"sqlite+aiosqlite:///{home / 'kubeline.db'}",
+                                              revision=head_of(variant.src)))
             env = {"KUBELINE_HOME": str(home), "KUBELINE_DATABASE_URL": f"sqlite+aiosqlite:///{home / 'kubeline.db'}",
                    "KUBELINE_PIPELINES_DIR": str(pipes)}
             if variant.src is not None:
