@@ -62,23 +62,32 @@ async def run_operator(ctx: reconcile.Context, *, namespaces: list[str] | None,
             stop_flag=kopf_stop, ready_flag=ready, memo=kopf.Memo(ctx=ctx)), name="kopf")
         KOPF_STARTS.inc()
         IS_LEADER.set(1)
-        watchers: list[asyncio.Task[Any]] = [asyncio.create_task(stop.wait()), asyncio.create_task(ready.wait())]
-        if election is not None:
-            watchers.append(asyncio.create_task(election.hold()))
+        stopping, readied = asyncio.create_task(stop.wait()), asyncio.create_task(ready.wait())
+        holding = asyncio.create_task(election.hold()) if election is not None else None
+        watched = {op, stopping, readied} | ({holding} if holding is not None else set())
         try:
             while True:
-                done, _ = await asyncio.wait([op, *watchers], return_when=asyncio.FIRST_COMPLETED)
-                if watchers[1] in done and len(done) == 1:
+                done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+                if done == {readied}:
                     await asyncio.sleep(0.2)
                     on_signals()  # kopf took SIGTERM/SIGINT over: give them back
-                    watchers.remove(watchers[1])
+                    watched.discard(readied)
                     continue
-                break
+                if op in done and not kopf_stop.is_set() and not stop.is_set() and not op.cancelled() \
+                        and op.exception() is None:
+                    # kopf ends without an error only when told to: by kopf_stop (not set) or by
+                    # a SIGTERM/SIGINT that reached its own handlers (from its start until ready)
+                    # - meant for this process, which would otherwise start kopf again and act,
+                    # outside the Service, until the kubelet's SIGKILL.
+                    log.info("the operator took this process's stop signal: stopping")
+                    stop.set()
+                break  # stopping, the Lease lost (holding), or kopf ended
         finally:
             IS_LEADER.set(0)
             kopf_stop.set()
-            for task in watchers:
-                task.cancel()
+            for task in (stopping, readied, holding):
+                if task is not None:
+                    task.cancel()
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(op, timeout=30)
             on_signals()
@@ -152,14 +161,20 @@ async def serve(settings: settings_.Settings, *, host: str = "0.0.0.0", port: in
                  asyncio.create_task(run_operator(ctx, namespaces=namespaces, election=election, stop=stop,
                                                   on_signals=install), name="operator")]
         uploads = _serve_uploads(kl, upload_sock, tasks) if upload_sock is not None else None
-        if dispatch:  # what `kubeline server` runs: dispatcher, scheduler, git sync, notifications, retention
-            tasks += server.start_background(kl, "all")
+        # what `kubeline server` runs: dispatcher, scheduler, git sync, notifications, retention
+        background = server.start_background(kl, "all") if dispatch else []
         announce = asyncio.create_task(_announce(http, url, started))
         try:
             await _first(stop.wait(), asyncio.wait([tasks[0], tasks[1]], return_when=asyncio.FIRST_COMPLETED))
         finally:
             stop.set()
             announce.cancel()
+            # No new runs from here on, before the operator's (slower) stop: a replica on its way
+            # out that went on claiming for kopf's shutdown would take runs it cannot finish, of
+            # pipelines the new leader wrote to a folder of its own (emptyDir pods: dev overlay).
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
             http.should_exit = True
             if uploads is not None:
                 uploads.should_exit = True

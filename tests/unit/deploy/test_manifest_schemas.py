@@ -145,3 +145,16 @@ def test_production_requires_the_fernet_key_and_dev_may_make_its_own(tmp_path: p
     is missing); one dev pod may make a key of its own on its volume."""
     assert not _secret_key_ref(_render(tmp_path / "prod", "production", k8s_120=False)).get("optional", False)
     assert _secret_key_ref(_render(tmp_path / "dev", "dev", k8s_120=True))["optional"] is True
+
+
+def test_the_dev_overlay_runs_one_server_pod_at_a_time(tmp_path: pathlib.Path) -> None:
+    """Its data dir is an emptyDir per pod: two pods at once (a rolling update, a second replica)
+    would each hold pipeline folders of Pipeline resources the other lacks."""
+    objects = {o["kind"]: o for o in _render(tmp_path, "dev", k8s_120=True) if o["metadata"]["name"] == "kubeline"}
+    deployment = objects["Deployment"]
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert [v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "data"] == [
+        {"name": "data", "emptyDir": {}}]
+    assert (objects["HorizontalPodAutoscaler"]["spec"]["minReplicas"],
+            objects["HorizontalPodAutoscaler"]["spec"]["maxReplicas"]) == (1, 1)
