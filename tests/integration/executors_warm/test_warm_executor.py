@@ -320,7 +320,11 @@ async def test_a_worker_crash_spares_running_attempts_and_a_new_worker_starts(wa
 
 async def test_a_worker_dying_while_starting_an_attempt_is_retried_and_logged(warm):
     assert (await warm.run(warm.spec("pass"))).succeeded  # the pool is up
-    pids = next(iter(warm.executor.worker_pids().values()))
+    # ...with all its workers: one still starting would take (and offer spares for) starts meanwhile
+    deadline = time.monotonic() + 60
+    while len(pids := next(iter(warm.executor.worker_pids().values()))) < warm.executor.workers_per_venv:
+        assert time.monotonic() < deadline, f"the pool has {pids} of {warm.executor.workers_per_venv} workers"
+        await asyncio.sleep(0.05)
     for pid in pids:
         os.kill(pid, signal.SIGSTOP)  # requests queue up unanswered...
     direct = []  # (a spare a worker offered takes a start without it: a pipe write)
