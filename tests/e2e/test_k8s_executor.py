@@ -162,8 +162,8 @@ async def test_200k_line_log_complete_and_in_order(rig: Rig) -> None:
         assert run.state is states.RunState.SUCCEEDED
         lines = log_lines(kl, run.id)
         system = log_lines(kl, run.id, streams=("system",))
-    expected = [str(i) for i in range(200_000)]
-    assert lines == expected, (len(lines), _gaps(lines), system)
+    if lines != [str(i) for i in range(200_000)]:  # not a 200,000-item diff: CI keeps only the output's end
+        pytest.fail(f"{len(lines):,} of 200,000 lines, last {lines[-1:]}; gaps: {_gaps(lines)}; system: {system}")
 
 
 def _gaps(lines: list[str]) -> list[str]:

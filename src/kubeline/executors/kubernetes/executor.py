@@ -68,7 +68,12 @@ log = logging.getLogger("kubeline.executors.kubernetes")
 _IDLE_REFRESH = 30.0  # seconds without an event before the attempt's objects are re-read
 _OUTPUTS_WAIT = 5.0  # seconds to wait for an upload recorded after the pod's exit (clock skew)
 _REST_QUIET = 0.5  # seconds of reads bringing nothing new before a log without end markers is complete
-_REST_QUIET_MARKED = 5.0  # the same once one stream's end marker was read (the other must follow)
+# The same when the end markers are due: one stream's marker was read (the other must follow), or
+# the entrypoint exited by itself (it prints them before it does). The container's exit does not
+# mean its output is in the log file: the runtime copies what is left in the pipes (up to 64 KiB a
+# stream) after it, which on a loaded node can stall past 0.5 s, and the log then lost its end
+# (CI twice lost lines of a 200,000-line log; once its end at least).
+_REST_QUIET_DUE = 10.0
 _REST_FAILURES = 20  # failed reads of the rest of a log before giving up on it
 _UPLOAD_POLLS = ((5.0, 0.02), (60.0, 0.5))  # (pod age up to, look for its upload every) seconds
 
@@ -461,8 +466,8 @@ class KubernetesExecutor:
 
     async def _read_rest(self, tracked: tracking.Tracked, follower: logs.Follower) -> None:
         """After the container's exit: read the log without follow, after the last line taken,
-        until both end markers are read; without them (a killed entrypoint), until reads bring
-        nothing new for ``_REST_QUIET`` s (the runtime may still be copying the last lines)."""
+        until both end markers are read; without them, until reads bring nothing new for
+        ``_REST_QUIET_DUE`` s when they are due, else (a killed entrypoint) ``_REST_QUIET`` s."""
         loop = asyncio.get_running_loop()
         quiet_since: float | None = None
         failures = 0
@@ -487,7 +492,8 @@ class KubernetesExecutor:
                 quiet_since = None
                 continue
             quiet_since = quiet_since or now
-            if now - quiet_since >= (_REST_QUIET_MARKED if follower.reader.seen else _REST_QUIET):
+            due = follower.reader.seen or _exited_by_itself(tracked.seen.pod)
+            if now - quiet_since >= (_REST_QUIET_DUE if due else _REST_QUIET):
                 return
             await asyncio.sleep(0.05)
         self._log_complete(tracked)
@@ -649,3 +655,12 @@ def _pause(handle: dict[str, Any], verdict: reasons.Verdict, *, now: float, poll
 def _terminated(pod: dict[str, Any] | None) -> bool:
     status = reasons.container_status(pod) or {}
     return "terminated" in (status.get("state") or {})
+
+
+def _exited_by_itself(pod: dict[str, Any] | None) -> bool:
+    """The container's entrypoint ended on its own (it printed the end markers first), not by a
+    signal (the OOM killer, a kill): an exit code below 128 and no OOMKilled."""
+    status = reasons.container_status(pod) or {}
+    terminated = (status.get("state") or {}).get("terminated") or {}
+    code = terminated.get("exitCode")
+    return isinstance(code, int) and 0 <= code < 128 and terminated.get("reason") != "OOMKilled"
