@@ -492,7 +492,7 @@ class KubernetesExecutor:
                 quiet_since = None
                 continue
             quiet_since = quiet_since or now
-            due = follower.reader.seen or _exited_by_itself(tracked.seen.pod)
+            due = follower.reader.seen or (bool(follower.reader.markers) and _exited_by_itself(tracked.seen.pod))
             if now - quiet_since >= (_REST_QUIET_DUE if due else _REST_QUIET):
                 return
             await asyncio.sleep(0.05)
