@@ -324,6 +324,9 @@ def main() -> None:
     parser.add_argument("--baseline", metavar="REF", default="",
                         help="also measure the server and UI of this git ref, interleaved with this tree")
     args = parser.parse_args()
+    # The UI this tree serves is built from ui/ by scripts/bootstrap, and only when it runs: a
+    # checkout updated since (git pull, a merge) served its previous build and measured that.
+    subprocess.run([str(ROOT / "scripts" / "bootstrap")], check=True, stdout=subprocess.DEVNULL)
     if not pathlib.Path(CHROMIUM).exists() or not serve.is_built():
         sys.exit("needs /usr/bin/chromium (apt-get install chromium) and the built UI (scripts/bootstrap)")
     from playwright.sync_api import sync_playwright
