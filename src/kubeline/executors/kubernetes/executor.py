@@ -492,7 +492,7 @@ class KubernetesExecutor:
                 quiet_since = None
                 continue
             quiet_since = quiet_since or now
-            due = follower.reader.seen or (bool(follower.reader.markers) and _exited_by_itself(tracked.seen.pod))
+            due = follower.reader.seen or (bool(follower.reader.markers) and reasons.exited_by_itself(tracked.seen.pod))
             if now - quiet_since >= (_REST_QUIET_DUE if due else _REST_QUIET):
                 return
             await asyncio.sleep(0.05)
@@ -655,12 +655,3 @@ def _pause(handle: dict[str, Any], verdict: reasons.Verdict, *, now: float, poll
 def _terminated(pod: dict[str, Any] | None) -> bool:
     status = reasons.container_status(pod) or {}
     return "terminated" in (status.get("state") or {})
-
-
-def _exited_by_itself(pod: dict[str, Any] | None) -> bool:
-    """The container's entrypoint ended on its own (it printed the end markers first), not by a
-    signal (the OOM killer, a kill): an exit code below 128 and no OOMKilled."""
-    status = reasons.container_status(pod) or {}
-    terminated = (status.get("state") or {}).get("terminated") or {}
-    code = terminated.get("exitCode")
-    return isinstance(code, int) and 0 <= code < 128 and terminated.get("reason") != "OOMKilled"

@@ -52,6 +52,14 @@ def container_status(pod: dict[str, Any] | None) -> dict[str, Any] | None:
     return None
 
 
+def exited_by_itself(pod: dict[str, Any] | None) -> bool:
+    """The container's entrypoint ended on its own (so it printed the end markers first), not by
+    a signal (the OOM killer, a kill): an exit code below 128 and no OOMKilled."""
+    terminated = ((container_status(pod) or {}).get("state") or {}).get("terminated") or {}
+    code = terminated.get("exitCode")
+    return isinstance(code, int) and 0 <= code < 128 and terminated.get("reason") != "OOMKilled"
+
+
 def has_started(pod: dict[str, Any] | None) -> bool:
     status = container_status(pod)
     if status is None:
