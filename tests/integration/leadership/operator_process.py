@@ -25,12 +25,14 @@ from collections.abc import Callable
 
 import kopf
 
+from kubeline import metrics
 from kubeline.operator import handlers, leader, runner
 from kubeline.testing.leases import MemoryLeases
 
 
-def gauge(metric: object) -> float:
-    return float(metric._value.get())  # type: ignore[attr-defined]
+def sample(name: str) -> float | None:
+    """A metric's value as /metrics would show it."""
+    return metrics.METRICS.registry.get_sample_value(name)
 
 
 async def until(check: Callable[[], bool], what: str, limit: float) -> float:
@@ -64,13 +66,13 @@ async def lose_the_lease() -> None:
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run_operator(None, namespaces=["nowhere"], election=election,  # type: ignore[arg-type]
                                                    stop=stop))
-    await until(lambda: gauge(runner.IS_LEADER) == 1, "leadership", 30)
+    await until(lambda: sample("kubeline_operator_leader") == 1, "leadership", 30)
     await asyncio.sleep(2)  # kopf up (ready or retrying its watchers)
     assert leases.record is not None
     await leases.replace(dataclasses.replace(leases.record, holder="another-replica"))
-    took = await until(lambda: gauge(runner.IS_LEADER) == 0 and not election.is_leader(), "stepping down", 20)
+    took = await until(lambda: sample("kubeline_operator_leader") == 0 and not election.is_leader(), "stepping down", 20)
     print(f"stepped down {took:.1f}", flush=True)
-    await until(lambda: gauge(runner.KOPF_STARTS) == 2 and gauge(runner.IS_LEADER) == 1, "leading again", 30)
+    await until(lambda: sample("kubeline_operator_starts_total") == 2 and sample("kubeline_operator_leader") == 1, "leading again", 30)
     print("leader again", flush=True)
     stop.set()
     await asyncio.wait_for(task, timeout=60)
