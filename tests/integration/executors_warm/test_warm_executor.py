@@ -134,11 +134,13 @@ async def test_a_signal_from_outside_is_recorded_by_the_worker(warm):
 
 
 async def offered(warm) -> None:
-    """Until every worker of the pool has offered a spare (the next start is a pipe write)."""
+    """Until the pool has all its workers and each has offered a spare (the next start is a pipe
+    write; a worker still starting would offer one, and take starts, later)."""
     assert (await warm.run(warm.spec("pass"))).succeeded  # the pool is up
-    for _ in range(500):
+    deadline = time.monotonic() + 60  # a worker's start on a loaded machine
+    while time.monotonic() < deadline:
         workers = [w for pool in warm.executor._pools.values() for w in pool._workers]
-        if workers and all(w.offers_spare for w in workers):
+        if len(workers) == warm.executor.workers_per_venv and all(w.offers_spare for w in workers):
             return
         await asyncio.sleep(0.01)
     raise AssertionError("no spare offered")
@@ -319,12 +321,8 @@ async def test_a_worker_crash_spares_running_attempts_and_a_new_worker_starts(wa
 
 
 async def test_a_worker_dying_while_starting_an_attempt_is_retried_and_logged(warm):
-    assert (await warm.run(warm.spec("pass"))).succeeded  # the pool is up
-    # ...with all its workers: one still starting would take (and offer spares for) starts meanwhile
-    deadline = time.monotonic() + 60
-    while len(pids := next(iter(warm.executor.worker_pids().values()))) < warm.executor.workers_per_venv:
-        assert time.monotonic() < deadline, f"the pool has {pids} of {warm.executor.workers_per_venv} workers"
-        await asyncio.sleep(0.05)
+    await offered(warm)  # every worker of the pool up: one still starting would take starts meanwhile
+    pids = next(iter(warm.executor.worker_pids().values()))
     for pid in pids:
         os.kill(pid, signal.SIGSTOP)  # requests queue up unanswered...
     direct = []  # (a spare a worker offered takes a start without it: a pipe write)
