@@ -21,8 +21,14 @@ HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 def event(*, data: Any, event_type: str, event_id: str | None = None) -> bytes:
     """One SSE frame. ``data`` is JSON on one line, so it never needs splitting."""
-    head = f"id: {event_id}\n" if event_id is not None else ""
-    return f"{head}event: {event_type}\ndata: {json.dumps(data, default=str)}\n\n".encode()
+    return frame(data_json=json.dumps(data, default=str).encode(), event_type=event_type, event_id=event_id)
+
+
+def frame(*, data_json: bytes, event_type: str, event_id: str | None = None) -> bytes:
+    """One SSE frame of data already serialized as one line of JSON."""
+    head = f"id: {event_id}\nevent: {event_type}\ndata: " if event_id is not None \
+        else f"event: {event_type}\ndata: "
+    return head.encode() + data_json + b"\n\n"
 
 
 def retry_hint(milliseconds: int = 1000) -> bytes:

@@ -180,8 +180,9 @@ async def _print_logs(kl: bootstrap.Kubeline, run_id: str, *, stage: str | None 
     async def finished() -> bool:
         return states.is_final((await kl.store.get_run(run_id)).state)
 
-    async for line in kl.logs.follow(run_id, stage_id=stage, until=finished):
-        _print_line(line)
+    async for batch in kl.logs.follow(run_id, stage_id=stage, until=finished):
+        for line in batch:
+            _print_line(line)
 
 
 def _print_line(line: Any) -> None:

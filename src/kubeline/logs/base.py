@@ -61,8 +61,10 @@ class LogBackend(Protocol):
         ...
 
     def follow(self, run_id: str, *, stage_id: str | None = None, after: str | None = None,
-               until: Until = None) -> AsyncIterator[lines.LogLine]:
-        """Stored lines, then new ones as they are written (by any replica), until ``until``."""
+               until: Until = None) -> AsyncIterator[list[lines.LogLine]]:
+        """Stored lines, then new ones as they are written (by any replica), until ``until``: in
+        batches as they are read (never empty, in time order), so a follower handles a big log
+        a batch at a time (one write to an SSE client per batch, not one per line)."""
         ...
 
     async def availability(self, run_id: str, *, ran: Iterable[AttemptKey]) -> Availability:

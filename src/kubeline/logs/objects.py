@@ -118,7 +118,7 @@ class ObjectLogStore:
             yield line
 
     async def follow(self, run_id: str, *, stage_id: str | None = None, after: str | None = None,
-                     until: base.Until = None) -> AsyncIterator[lines.LogLine]:
+                     until: base.Until = None) -> AsyncIterator[list[lines.LogLine]]:
         offsets: dict[tuple[str, int], int] = {}
         not_after = None
         cursor_key = None
@@ -135,11 +135,12 @@ class ObjectLogStore:
                 while True:
                     final = await store._is_final(until)
                     wakeup.clear()
-                    for line in await self._new_lines(run_id, stage_id=stage_id, attempt=None, offsets=offsets):
-                        if not_after is not None and (line.stage_id, line.attempt) != cursor_key \
-                                and line.at <= not_after:
-                            continue
-                        yield line
+                    batch = [line for line in await self._new_lines(run_id, stage_id=stage_id, attempt=None,
+                                                                    offsets=offsets)
+                             if not_after is None or (line.stage_id, line.attempt) == cursor_key
+                             or line.at > not_after]
+                    if batch:
+                        yield batch
                     if final:
                         return
                     await self.wait_for_chunks(run_id, wakeup, pushed=[indexed, changed], until=until)

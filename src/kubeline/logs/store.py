@@ -211,9 +211,9 @@ class LogStore:
                                key=lambda line: line.at)
 
     async def follow(self, run_id: str, *, stage_id: str | None = None, after: str | None = None,
-                     until: Until = None) -> AsyncIterator[lines.LogLine]:
+                     until: Until = None) -> AsyncIterator[list[lines.LogLine]]:
         """Existing lines, then new ones as they are written, until ``until`` says the run is
-        final (then a last read, so nothing written before that is missed).
+        final (then a last read, so nothing written before that is missed); a batch per read.
 
         ``after`` is a ``LogLine.cursor``: its own file resumes exactly after that line; other
         files skip lines stamped at or before it (exact for one stage; across stages a line that
@@ -245,8 +245,9 @@ class LogStore:
                     if not_after is not None and key != cursor_key:
                         batch = [line for line in batch if line.at > not_after]
                     batches.append(batch)
-                for line in heapq.merge(*batches, key=lambda line: line.at):
-                    yield line
+                merged = list(heapq.merge(*batches, key=lambda line: line.at))
+                if merged:
+                    yield merged
                 if full:
                     continue
                 if final:

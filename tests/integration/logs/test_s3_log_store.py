@@ -73,7 +73,7 @@ async def test_chunks_written_as_the_attempt_runs_read_by_another_replica(open_r
         # resume after a cursor: exactly the lines after it
         done = asyncio.Event()
         done.set()
-        after = [line.text async for line in b.logs.follow("run1", after=got[3].cursor, until=done)]
+        after = [line.text async for batch in b.logs.follow("run1", after=got[3].cursor, until=done) for line in batch]
         assert after == ["line 4 password ***", "line 5\rwith a carriage return", "line 6"]
         assert not list((a.settings.log_spool_dir).rglob("*.log"))  # uploaded, spool cleaned
 
@@ -88,8 +88,8 @@ async def test_live_follow_across_replicas_and_retention(open_replica, s3, datab
         got: list[tuple[float, str]] = []
 
         async def follower() -> None:
-            async for line in b.logs.follow("run2", until=finished):
-                got.append((time.monotonic(), line.text))
+            async for batch in b.logs.follow("run2", until=finished):
+                got.extend((time.monotonic(), line.text) for line in batch)
 
         task = asyncio.create_task(follower())
         written = {}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import json
 import logging
 import pathlib
@@ -11,8 +13,11 @@ import pytest
 
 from kubeline import client as client_
 from kubeline import metrics, server_logs
+from kubeline.api import schemas, sse
+from kubeline.api.routes import streams
 from kubeline.domain import errors, runs, specs, states
 from kubeline.engine import engine as engine_
+from kubeline.logs import lines
 from kubeline.logs import store as log_store
 from kubeline.storage.sql import store as sql_store_
 from kubeline.testing import executors as fake
@@ -47,6 +52,22 @@ def test_sse_parser():
     frames = [parser.feed(line) for line in
               ["retry: 1000", "", ": comment", "id: a/1/10", "event: log", "data: {\"x\":", "data: 1}", ""]]
     assert [f for f in frames if f] == [("log", "a/1/10", "{\"x\":\n1}")]
+
+
+def test_a_log_frame_carries_the_documented_line():
+    """The log stream writes each line with pydantic-core from the LogLine itself, not through the
+    LogLineOut model the OpenAPI document gives: the two must say the same."""
+    at = dt.datetime(2026, 12, 7, 14, 0, 0, 123456, tzinfo=dt.UTC)
+    texts = ["plain", 'quote " and \\ backslash', "new\nline\r", "\x00\x1b[31mred\u2028", "ünïcødé ✓"]
+    batch = [lines.LogLine(at=at, stream="stderr", text=text, stage_id="s-1", attempt=2, cursor=f"s-1/2/{i}")
+             for i, text in enumerate(texts)]
+    parser = client_._SseParser()
+    body = b"".join(sse.frame(data_json=streams._LOG_LINE.dump_json(line), event_type="log", event_id=line.cursor)
+                    for line in batch)
+    frames = [f for f in (parser.feed(raw) for raw in body.decode().split("\n")) if f]
+    assert [(event, frame_id) for event, frame_id, _ in frames] == [("log", line.cursor) for line in batch]
+    documented = [schemas.LogLineOut(**dataclasses.asdict(line)).model_dump(mode="json") for line in batch]
+    assert [json.loads(data) for _, _, data in frames] == documented
 
 
 def test_json_log_lines():

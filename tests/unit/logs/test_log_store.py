@@ -79,7 +79,7 @@ async def test_follow_yields_existing_then_new_lines_to_every_follower(store):
     done = asyncio.Event()
 
     async def collect():
-        return [line.text async for line in store.follow("r", until=done)]
+        return [line.text async for batch in store.follow("r", until=done) for line in batch]
 
     followers = [asyncio.create_task(collect()) for _ in range(3)]
     await asyncio.sleep(0.05)
@@ -106,8 +106,8 @@ async def test_follow_is_woken_promptly_in_process(store):
     loop = asyncio.get_running_loop()
     started = loop.time()
     sink.write("stdout", "ping")
-    line = await asyncio.wait_for(first, 1)
-    assert line.text == "ping"
+    batch = await asyncio.wait_for(first, 1)
+    assert [line.text for line in batch] == ["ping"]
     assert loop.time() - started < 0.5
     await follower.aclose()
     sink.close()
@@ -126,10 +126,10 @@ async def test_follow_resumes_after_a_cursor(store):
     async def is_final():
         return True
 
-    seen = [line async for line in store.follow("r", until=is_final)]
+    seen = [line async for batch in store.follow("r", until=is_final) for line in batch]
     assert [line.text for line in seen] == ["l0", "t-old", "l1", "l2", "t-new", "l3"]
-    resumed = [line.text async for line in store.follow("r", after=seen[2].cursor,
-                                                         until=is_final)]
+    resumed = [line.text async for batch in store.follow("r", after=seen[2].cursor, until=is_final)
+               for line in batch]
     assert resumed == ["l2", "t-new", "l3"]
 
 
@@ -137,7 +137,7 @@ async def test_follow_sees_lines_written_by_another_process(store, tmp_path):
     done = asyncio.Event()
 
     async def collect():
-        return [line.text async for line in store.follow("r", stage_id="s", until=done)]
+        return [line.text async for batch in store.follow("r", stage_id="s", until=done) for line in batch]
 
     follower = asyncio.create_task(collect())
     script = textwrap.dedent(f"""

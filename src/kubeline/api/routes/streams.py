@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 import fastapi
+import pydantic
 from fastapi import responses
 
 from kubeline.api import access, deps, openapi, schemas, services, sse
@@ -31,6 +32,9 @@ LastLogId = Annotated[str | None, fastapi.Header(alias="Last-Event-ID", pattern=
 LastEventId = Annotated[str | None, fastapi.Header(alias="Last-Event-ID", pattern=r"^[0-9]{1,18}$",
                                                    description="The id of the last change event seen")]
 LogCursor = Annotated[str, fastapi.Query(pattern=_CURSOR, description="A cursor; as Last-Event-ID")]
+# A log line's JSON as ``schemas.LogLineOut`` documents it (the same fields; a test holds them
+# equal), written by pydantic-core from the line itself: a model per line cost ~6 us of ~8.
+_LOG_LINE = pydantic.TypeAdapter(lines.LogLine)
 _END = ("end", {"type": "object", "required": ["state"], "properties": {"state": {"type": "string"}},
                 "description": "The run is final and everything before it was sent."})
 _LOG_EVENTS = openapi.sse_events(("log", schemas.LogLineOut.model_json_schema()), _END)
@@ -100,10 +104,10 @@ async def follow_logs(
         yield sse.retry_hint()
         if found.delayed:
             yield sse.event(data={"detail": found.delayed}, event_type="delayed")
-        async for line in kl.logs.follow(run_id, stage_id=stage, after=cursor, until=finished):
-            out = schemas.LogLineOut(at=line.at, stream=line.stream, text=line.text, stage_id=line.stage_id,
-                                     attempt=line.attempt, cursor=line.cursor)
-            yield sse.event(data=out.model_dump(mode="json"), event_type="log", event_id=line.cursor)
+        async for batch in kl.logs.follow(run_id, stage_id=stage, after=cursor, until=finished):
+            # One write per batch read, not per line: a 200,000-line log was 200,000 sends.
+            yield b"".join(sse.frame(data_json=_LOG_LINE.dump_json(line), event_type="log", event_id=line.cursor)
+                           for line in batch)
         yield sse.event(data={"state": (await watch.state(run_id)).value}, event_type="end")
 
     return responses.StreamingResponse(frames(), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
