@@ -21,8 +21,11 @@ const OVERSCAN = 4;  // rows drawn beyond each edge of the view (see above)
 const ERROR = /error|exception|traceback|fail/i;
 
 /** The count with the reader's digit grouping; below 1,000 there is none to add, and the page's
- * first render (0 lines) makes no Intl call, which would load the locale data (fmtTime, hooks.ts). */
-const fmtCount = (n: number) => (n < 1000 ? String(n) : n.toLocaleString());
+ * first render (0 lines) makes no Intl call, which would load the locale data (fmtTime, hooks.ts).
+ * One formatter, made on first use: toLocaleString makes one per call (~1 ms each, every render
+ * while a big log streams). */
+let grouping: Intl.NumberFormat | undefined;
+const fmtCount = (n: number) => (n < 1000 ? String(n) : (grouping ??= new Intl.NumberFormat()).format(n));
 
 export function LogView({ runId, stages, stage, onStage }: {
   runId: string; stages: { id: string; attempts: number }[]; stage: string; onStage: (s: string) => void;
