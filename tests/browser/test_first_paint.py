@@ -58,7 +58,7 @@ def test_the_dashboard_renders_from_the_data_in_its_page_without_asking_again(pa
     page.get_by_test_id("tiles").wait_for()
     page.get_by_text("No enabled schedules.").or_(page.locator("li", has_text="etl")).first.wait_for()
     page.wait_for_timeout(500)
-    for first in ("api/v1/auth/me", "api/v1/stats?days=14", "api/v1/runs?state=running&limit=10",
+    for first in ("api/v1/auth/me", "api/v1/stats?days=14&recent=0", "api/v1/runs?state=running&limit=10",
                   "api/v1/schedules?count=1"):
         assert first not in calls, (first, calls)
     assert page.get_by_test_id("tiles").inner_text().split()[0] == "1"  # runs in 14 days
@@ -99,8 +99,8 @@ def test_only_a_logged_in_browser_gets_data_in_its_page(server):
         data = inlined(page.text)
         assert data is not None and data["/api/v1/auth/me"]["name"] == "vic"
         # the same answers the API gives that session (the run may have moved on meanwhile)
-        assert data["/api/v1/stats?days=14"]["total"] == viewer.get("/api/v1/stats?days=14").json()["total"] == 1
-        assert set(data) == {"/api/v1/auth/me", "/api/v1/stats?days=14", "/api/v1/runs?state=running&limit=10",
+        assert data["/api/v1/stats?days=14&recent=0"]["total"] == viewer.get("/api/v1/stats?days=14&recent=0").json()["total"] == 1
+        assert set(data) == {"/api/v1/auth/me", "/api/v1/stats?days=14&recent=0", "/api/v1/runs?state=running&limit=10",
                              "/api/v1/schedules?count=1"}
         run_page = inlined(viewer.get(f"/runs/{run_id}").text)
         assert run_page is not None and set(run_page) == {"/api/v1/auth/me", f"/api/v1/runs/{run_id}"}

@@ -231,8 +231,8 @@ class Store(Protocol):
         ...
     async def run_stats(self, *, since: dt.datetime, recent: int, slowest: int) -> RunStats:
         """Aggregates of the runs created at or after ``since``, counted by the database: a few
-        hundred rows however many runs there are; ``recent`` runs per pipeline, the ``slowest``
-        pipelines."""
+        hundred rows however many runs there are; ``recent`` runs per pipeline (0: none, and
+        none read), the ``slowest`` pipelines."""
         ...
     async def transition_run(
         self, run_id: str, to: states.RunState, *, reason: str = "", spawn: Sequence[NewRun] = (),

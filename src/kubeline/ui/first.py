@@ -31,7 +31,7 @@ from starlette import types
 
 log = logging.getLogger("kubeline.ui")
 ME = "/api/v1/auth/me"
-DASHBOARD = ("/api/v1/stats?days=14", "/api/v1/runs?state=running&limit=10", "/api/v1/schedules?count=1")
+DASHBOARD = ("/api/v1/stats?days=14&recent=0", "/api/v1/runs?state=running&limit=10", "/api/v1/schedules?count=1")
 RUN_PAGE = re.compile(r"/runs/([0-9a-z-]{1,64})")
 WAIT_SECONDS = 1.0  # the answers not in by then stay out (the app asks for them itself)
 ELEMENT_ID = "kubeline-first"

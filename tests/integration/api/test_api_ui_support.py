@@ -26,6 +26,15 @@ def test_stats_count_runs_by_day_outcome_and_hour(client, server):
     assert {s["pipeline"] for s in stats["slowest"]} == {"hello", "flaky"}
     assert stats["recent"]["hello"][0]["id"] == ok.id
     assert stats["queued"] == 0 and stats["running"] == 0
+    # the dashboard's call: the same counts, no last runs
+    lean = httpx.get(headers=server.headers, url=f"{server.url}/api/v1/stats", params={"days": 3, "recent": 0}).json()
+    assert lean["recent"] == {} and {k: v for k, v in lean.items() if k != "recent"} == \
+        {k: v for k, v in stats.items() if k != "recent"}
+    one = httpx.get(headers=server.headers, url=f"{server.url}/api/v1/stats", params={"days": 3, "recent": 1}).json()
+    assert {name: len(runs) for name, runs in one["recent"].items()} == {"hello": 1, "flaky": 1}
+    for wrong in (-1, 51, "x"):
+        answer = httpx.get(headers=server.headers, url=f"{server.url}/api/v1/stats", params={"days": 3, "recent": wrong})
+        assert answer.status_code == 422 and "recent" in answer.text, (wrong, answer.text)
     bad_days = httpx.get(headers=server.headers, url=f"{server.url}/api/v1/stats", params={"days": 0})
     assert bad_days.status_code == 422 and "days" in bad_days.json()["detail"]
 

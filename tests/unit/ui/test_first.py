@@ -39,8 +39,8 @@ def app_with(static) -> tuple[fastapi.FastAPI, list[dict[str, str]]]:  # type: i
         return {"name": "ada", "csrf_token": "t"}
 
     @app.get("/api/v1/stats")
-    def stats(_: Session, days: int) -> dict[str, object]:
-        return {"days": days, "hostile": HOSTILE}
+    def stats(_: Session, days: int, recent: int = 10) -> dict[str, object]:
+        return {"days": days, "recent": recent, "hostile": HOSTILE}
 
     @app.get("/api/v1/runs")
     def running(_: Session) -> dict[str, object]:
@@ -73,7 +73,7 @@ async def test_a_logged_in_page_carries_its_first_answers_escaped(tmp_path):
     assert page.headers["cache-control"] == "no-store"
     data = inlined(page.text)
     assert data == {"/api/v1/auth/me": {"name": "ada", "csrf_token": "t"},
-                    "/api/v1/stats?days=14": {"days": 14, "hostile": HOSTILE}}  # no 403, no text/plain
+                    "/api/v1/stats?days=14&recent=0": {"days": 14, "recent": 0, "hostile": HOSTILE}}  # no 403, no text/plain
     # The document is the built one with the element before </body>, and the hostile value
     # opened no element and no comment: the only <script> tags are the page's own two.
     assert page.text.startswith(PAGE[:PAGE.index("</body>")]) and page.text.endswith("</body></html>")
@@ -146,5 +146,5 @@ async def test_a_slow_or_failing_call_stays_out_and_the_others_go_in(tmp_path, c
     urls = [first.ME, "/api/v1/slow", "/api/v1/broken", "/api/v1/stats?days=3"]
     found = await first.answers(app, scope, cookie=b"kubeline_session=good", urls=urls, within=1.0)
     assert {url: json.loads(body) for url, body in found.items()} == {
-        first.ME: {"name": "ada", "csrf_token": "t"}, "/api/v1/stats?days=3": {"days": 3, "hostile": HOSTILE}}
+        first.ME: {"name": "ada", "csrf_token": "t"}, "/api/v1/stats?days=3": {"days": 3, "recent": 10, "hostile": HOSTILE}}
     assert "GET /api/v1/broken for the page's first data failed" in caplog.text

@@ -2732,7 +2732,7 @@ export interface components {
             queued: number;
             /**
              * Recent
-             * @description The last 10 runs of each pipeline in the window, newest first.
+             * @description The last runs of each pipeline in the window (as many as asked), newest first.
              */
             recent: {
                 [key: string]: components["schemas"]["RecentRunOut"][];
@@ -6677,6 +6677,8 @@ export interface operations {
             query?: {
                 /** @description Days back from today (UTC) */
                 days?: number;
+                /** @description How many of each pipeline's last runs to list (0: none) */
+                recent?: number;
             };
             header?: never;
             path?: never;

@@ -11,8 +11,8 @@ const TILES = ["runs in 14 days", "failure rate", "running now", "queue depth"];
 // (tiles, cards) shows at once and each part fills in when its call answers, so the slowest call
 // (the aggregates) holds back only what it draws.
 export function Dashboard() {
-  const stats = useData(async () => (await api.GET("/api/v1/stats", { params: { query: { days: 14 } } })).data, [], 10000,
-    earlyData("/api/v1/stats?days=14"));
+  const stats = useData(async () => (await api.GET("/api/v1/stats", { params: { query: { days: 14, recent: 0 } } })).data,
+    [], 10000, earlyData("/api/v1/stats?days=14&recent=0"));
   const running = useData(async () => (await api.GET("/api/v1/runs", { params: { query: { state: ["running"], limit: 10 } } })).data, [], 5000,
     earlyData("/api/v1/runs?state=running&limit=10"));
   const schedules = useData(async () => (await api.GET("/api/v1/schedules", { params: { query: { count: 1 } } })).data, [], 30000,

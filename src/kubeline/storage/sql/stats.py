@@ -45,7 +45,7 @@ class StatsMethods:
             return base.RunStats(
                 hours=_hours(conn, since=since, sqlite=sqlite),
                 slowest=_slowest(conn, since=since, sqlite=sqlite, limit=slowest),
-                recent=_recent(conn, since=since, sqlite=sqlite, limit=recent),
+                recent=_recent(conn, since=since, sqlite=sqlite, limit=recent) if recent > 0 else [],
                 by_state=_by_state(conn),
             )
 
