@@ -128,6 +128,8 @@ async def serve(
             log.warning("pipeline not loaded: %s", problem)
         app = app_.create_app(kl)
         ui_serve.mount(app, session_cookie=access.SESSION_COOKIE)
+        if stale := ui_serve.stale_build():
+            log.warning("%s", stale)
         if on_app is not None:
             on_app(app)
         server = _http(app)

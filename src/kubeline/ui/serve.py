@@ -23,6 +23,10 @@ from starlette import types
 from kubeline.ui import first
 
 STATIC = pathlib.Path(__file__).with_name("static")
+# In a source checkout (an editable install) the UI's sources sit beside the package; what the
+# build reads from them (scripts/bootstrap hashes the same list to decide whether to rebuild).
+SOURCES = pathlib.Path(__file__).resolve().parents[3] / "ui"
+SOURCE_NAMES = ("src", "index.html", "package.json", "package-lock.json", "vite.config.ts", "tsconfig.json")
 RESERVED = ("/api/", "/api", "/healthz", "/readyz", "/metrics", "/assets/")
 NOT_BUILT = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Kubeline</title></head>
 <body style="font-family:sans-serif;max-width:40rem;margin:3rem auto;line-height:1.5">
@@ -50,6 +54,23 @@ def encoded(file: pathlib.Path, scope: types.Scope) -> tuple[pathlib.Path, str]:
 
 def is_built(static: pathlib.Path = STATIC) -> bool:
     return (static / "index.html").is_file()
+
+
+def stale_build(static: pathlib.Path = STATIC, sources: pathlib.Path = SOURCES) -> str:
+    """Why the built UI is older than its sources (a source checkout updated by git without
+    ``scripts/bootstrap``: the server would serve the previous build), or '' when it is not, or
+    there are no sources (a wheel) or no build."""
+    index = static / "index.html"
+    if not index.is_file() or not (sources / "package.json").is_file():
+        return ""
+    built = index.stat().st_mtime
+    for name in SOURCE_NAMES:
+        top = sources / name
+        for path in ([top] if top.is_file() else top.rglob("*") if top.is_dir() else []):
+            if path.is_file() and path.stat().st_mtime > built:
+                return (f"the web UI in {static} was built before {path} changed, so the server serves "
+                        "the previous UI; run ./scripts/bootstrap (it rebuilds the UI) and restart")
+    return ""
 
 
 def mount(app: fastapi.FastAPI, *, static: pathlib.Path = STATIC, session_cookie: str = "") -> None:

@@ -3,6 +3,8 @@ and API paths never answered with the page."""
 
 from __future__ import annotations
 
+import os
+
 import fastapi
 import httpx
 
@@ -74,3 +76,21 @@ async def test_precompressed_files_go_to_browsers_that_accept_them(tmp_path):
         page = await client.get("/runs/abc", headers={"Accept-Encoding": "gzip"})
         assert page.text == '<div id="root">gz</div>' and page.headers["content-encoding"] == "gzip"
         assert page.headers["cache-control"] == "no-cache" and page.headers["content-type"].startswith("text/html")
+
+
+def test_a_build_older_than_its_sources_is_named(tmp_path):
+    static, sources = tmp_path / "static", tmp_path / "ui"
+    (sources / "src" / "pages").mkdir(parents=True)
+    (sources / "package.json").write_text("{}")
+    page = sources / "src" / "pages" / "Dashboard.tsx"
+    page.write_text("export {}")
+    assert serve.stale_build(static, sources) == ""  # not built: the not-built page says so
+    static.mkdir()
+    (static / "index.html").write_text("<div></div>")
+    built = (static / "index.html").stat().st_mtime
+    os.utime(page, (built - 60, built - 60))
+    assert serve.stale_build(static, sources) == ""
+    os.utime(page, (built + 60, built + 60))  # git pulled a change after the build
+    why = serve.stale_build(static, sources)
+    assert str(page) in why and "./scripts/bootstrap" in why
+    assert serve.stale_build(static, tmp_path / "no-sources") == ""  # a wheel: nothing to compare
