@@ -5,7 +5,8 @@ marked ``BOTH_DATABASES`` also against a real PostgreSQL (the integration confte
 Chromium comes from apt (``kubeline.testing.apt_install("chromium")``): Playwright cannot
 download its own browsers here. Without it, or without the built UI, the tests skip with the
 reason, and fail instead under ``KUBELINE_REQUIRE_BROWSER=1`` (``.ci/run`` sets it).
-Screenshots of the main pages go to ``docs/screenshots/``.
+Screenshots of the main pages go to ``build/screenshots/`` (untracked: a test run leaves the
+checkout clean); ``KUBELINE_SCREENSHOTS=docs/screenshots`` writes the README's images instead.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from kubeline import testing
 from kubeline.ui import serve
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-SCREENSHOTS = ROOT / "docs" / "screenshots"
+SCREENSHOTS = ROOT / os.environ.get("KUBELINE_SCREENSHOTS", "build/screenshots")
 AXE = ROOT / "ui" / "node_modules" / "axe-core" / "axe.min.js"
 CHROMIUM = "/usr/bin/chromium"
 
