@@ -101,12 +101,19 @@ async def test_kill_9_during_running_attempts_then_restart(env: dict[str, str], 
 
 
 @pytest.mark.timeout(180)
-async def test_kill_9_then_restart_keeps_the_real_times(env: dict[str, str], spawn: Any) -> None:
+async def test_kill_9_then_restart_keeps_the_real_times(env: dict[str, str], spawn: Any,
+                                                        tmp_path: pathlib.Path) -> None:
     """What a stage wrote while no server ran keeps the attempt's own times; the stage, attempt and
     run end when the stage did; the restarted replica (same KUBELINE_REPLICA_ID) reclaims its run
-    at once, long before its 60 s lease would have expired."""
+    at once, long before its 60 s lease would have expired.
+
+    The stage waits after 'begin' until the test has killed the server (the file ``go``): on a
+    loaded machine the test once saw 'begin' only after the stage had ended and the server had
+    finished the run, and then there was nothing to adopt."""
+    go = tmp_path / "go"
     timed = pipeline("timed", {"stages": [
-        {"id": "work", "type": "shell", "command": "echo begin; sleep 2; echo middle; sleep 1; echo end"}]})
+        {"id": "work", "type": "shell",
+         "command": f"echo begin; until [ -e '{go}' ]; do sleep 0.05; done; sleep 2; echo middle; sleep 1; echo end"}]})
     same = {"KUBELINE_REPLICA_ID": "worker-a", "KUBELINE_LEASE_SECONDS": "60"}
     async with app(env) as kl:
         await kl.store.upsert_pipeline(timed)
@@ -121,6 +128,8 @@ async def test_kill_9_then_restart_keeps_the_real_times(env: dict[str, str], spa
         assert "begin" in text
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=10)
+    killed = dt.datetime.now(dt.UTC)
+    go.touch()
     await asyncio.sleep(5)  # the stage writes 'middle' and 'end' and ends while no server runs
     restarted = dt.datetime.now(dt.UTC)
     spawn("worker", **same)
@@ -131,8 +140,9 @@ async def test_kill_9_then_restart_keeps_the_real_times(env: dict[str, str], spa
         [stage] = await kl.store.list_stage_runs(run_id)
         lines = {line.text: line.at for line in kl.logs.read(run_id, stage_id="work")}
     assert "attempt 1 adopted after a restart" in lines
-    assert lines["middle"] < restarted and lines["end"] < restarted  # not the reader's time
-    assert 1.5 < (lines["middle"] - lines["begin"]).total_seconds() < 3.5
+    # written while no server ran, stamped then: not the reader's (adoption) time
+    assert killed < lines["middle"] < lines["end"] < restarted
+    assert 1.5 < (lines["middle"] - killed).total_seconds() < 3.5
     assert 0.5 < (lines["end"] - lines["middle"]).total_seconds() < 2.5
     assert attempt.finished_at is not None and stage.finished_at == attempt.finished_at
     assert lines["end"] - dt.timedelta(seconds=0.5) <= attempt.finished_at < restarted
