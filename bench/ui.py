@@ -72,10 +72,11 @@ const want = {dashboard: '[data-testid="tiles"]', run: '.title-row', run_graph: 
 // Once a page's marker is in the DOM and Chromium reported its first contentful paint, a console
 // line tells the bench (which waits for it outside the page: see measure()).
 let painted = false;
+const told = new Set();
 const tell = () => {
   if (!painted) return;
-  for (const k of Object.keys(want)) if (window.__marks[k] && !window.__marks[k + ':told']) {
-    window.__marks[k + ':told'] = 1;
+  for (const k of Object.keys(window.__marks)) if (!told.has(k)) {
+    told.add(k);
     console.debug('kubeline-bench:' + k);
   }
 };

@@ -26,9 +26,8 @@ def event(*, data: Any, event_type: str, event_id: str | None = None) -> bytes:
 
 def frame(*, data_json: bytes, event_type: str, event_id: str | None = None) -> bytes:
     """One SSE frame of data already serialized as one line of JSON."""
-    head = f"id: {event_id}\nevent: {event_type}\ndata: " if event_id is not None \
-        else f"event: {event_type}\ndata: "
-    return head.encode() + data_json + b"\n\n"
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {event_type}\ndata: ".encode() + data_json + b"\n\n"
 
 
 def retry_hint(milliseconds: int = 1000) -> bytes:
