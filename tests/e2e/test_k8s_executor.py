@@ -113,6 +113,38 @@ async def test_timeout_oom_missing_image_unschedulable(rig: Rig, api_client: Any
                    what=f"the objects of attempt {attempt.id} to be deleted")
 
 
+async def test_a_config_error_the_kubelet_waits_out_is_explained_by_the_missing_object(
+        rig: Rig, api_client: Any) -> None:
+    """The kubelet may say only "failed to sync secret cache" (under load, for tens of seconds):
+    the executor then reads what the pod refers to, from the real API server, and names what is missing."""
+    from kubeline.executors.kubernetes import executor
+
+    core = client.CoreV1Api(api_client)
+    core.create_namespaced_config_map(rig.namespace, client.V1ConfigMap(
+        metadata=client.V1ObjectMeta(name="refs-settings"), data={"other": "1"}))
+    core.create_namespaced_secret(rig.namespace, client.V1Secret(
+        metadata=client.V1ObjectMeta(name="refs-db"), string_data={"t": "s3cret"}))
+
+    def pod(*env: dict[str, Any]) -> dict[str, Any]:
+        return {"spec": {"containers": [{"name": "main", "env": list(env)}]}}
+
+    def ref(name: str, kind: str, obj: str, key: str) -> dict[str, Any]:
+        return {"name": name, "valueFrom": {kind: {"name": obj, "key": key}}}
+
+    ex = executor.KubernetesExecutor.from_settings(rig.settings(), attempts=None)
+    try:
+        ns = rig.namespace
+        present = ref("TOKEN", "secretKeyRef", "refs-db", "t")
+        assert await ex.missing_reference(ns, pod(present), own="") is None
+        assert await ex.missing_reference(ns, pod(present, ref("T2", "secretKeyRef", "no-such-secret", "t")), own="") \
+            == f'env T2: secret "no-such-secret" not found in namespace "{ns}"'
+        assert await ex.missing_reference(ns, pod(ref("MODE", "configMapKeyRef", "refs-settings", "mode")), own="") \
+            == 'env MODE: configmap "refs-settings" has no key "mode"'
+        assert await ex.missing_reference(ns, pod(ref("K", "secretKeyRef", "kl-own", "token")), own="kl-own") is None
+    finally:
+        await ex.close()
+
+
 async def test_cancel_mid_run_deletes_the_job(rig: Rig, api_client: Any) -> None:
     folder = rig.pipeline("cancel", {"main.py": "import time\nprint('started', flush=True)\ntime.sleep(600)\n"})
     async with rig.kubeline() as kl:

@@ -74,6 +74,41 @@ def test_a_transient_config_error_waits_for_the_pending_deadline() -> None:
     assert late.result is not None and "failed to sync secret cache" in late.result.error
 
 
+def test_the_objects_a_config_error_may_miss_are_named_with_who_needs_them() -> None:
+    pod = {"spec": {"containers": [{"name": "main", "env": [
+        {"name": "A", "value": "plain"},
+        {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "db", "key": "t"}}},
+        {"name": "OPT", "valueFrom": {"secretKeyRef": {"name": "maybe", "key": "t", "optional": True}}},
+        {"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "mode"}}},
+        {"name": "KUBELINE_TOKEN", "valueFrom": {"secretKeyRef": {"name": "kl-own", "key": "token"}}}],
+        "envFrom": [{"secretRef": {"name": "bulk"}}]}, {"name": "sidecar", "env": [
+            {"name": "X", "valueFrom": {"secretKeyRef": {"name": "not-ours", "key": "x"}}}]}],
+        "volumes": [{"name": "certs", "secret": {"secretName": "tls", "items": [{"key": "ca.crt", "path": "ca"}]}},
+                    {"name": "code", "emptyDir": {}}]}}
+    refs = reasons.references(pod, skip="kl-own")
+    assert [(r.kind, r.name, r.key, r.where) for r in refs] == [
+        ("secrets", "db", "t", "env TOKEN"), ("configmaps", "settings", "mode", "env MODE"),
+        ("secrets", "bulk", None, "envFrom"), ("secrets", "tls", "ca.crt", "volume certs")]
+    db, settings = refs[0], refs[1]
+    assert reasons.reference_problem(db, None, namespace="ns") == 'env TOKEN: secret "db" not found in namespace "ns"'
+    assert reasons.reference_problem(db, {"data": {"u": "eA=="}}, namespace="ns") == 'env TOKEN: secret "db" has no key "t"'
+    assert reasons.reference_problem(db, {"data": {"t": "eA=="}}, namespace="ns") is None
+    assert reasons.reference_problem(settings, {"binaryData": {"mode": "eA=="}}, namespace="ns") is None
+    assert reasons.reference_problem(refs[2], {"data": {}}, namespace="ns") is None  # whole object: exists
+
+
+def test_only_a_config_error_without_a_named_cause_asks_for_the_references() -> None:
+    def seen(message: str, reason: str = "CreateContainerConfigError") -> reasons.Seen:
+        return reasons.Seen(job=JOB, pod=_pod(state={"waiting": {"reason": reason, "message": message}}))
+    syncing = seen("failed to sync secret cache: timed out waiting for the condition")
+    assert reasons.config_waiting(syncing)
+    assert not reasons.config_waiting(seen('secret "db" not found'))  # judged at once already
+    assert not reasons.config_waiting(seen("m", reason="ContainerCreating"))
+    verdict = reasons.cannot_start(syncing, 'env TOKEN: secret "db" not found in namespace "ns"')
+    assert verdict.result is not None and verdict.delete and verdict.result.failure is F.START_FAILED
+    assert verdict.result.error == 'CreateContainerConfigError: env TOKEN: secret "db" not found in namespace "ns"'
+
+
 def test_unschedulable_fails_at_the_pending_deadline_with_the_schedulers_words() -> None:
     pod = _pod(conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
                             "message": "0/1 nodes are available: 1 Insufficient cpu."}])

@@ -302,6 +302,13 @@ class KubernetesExecutor:
                     status = reasons.container_status(tracked.seen.pod) or {}
                     return reasons.terminated_result(status["state"]["terminated"],
                                                      memory_limit=handle.get("memory_limit"))
+            if verdict.result is None and not tracked.references_checked and reasons.config_waiting(tracked.seen):
+                tracked.references_checked = True
+                problem = await self.missing_reference(
+                    tracked.handle["namespace"], tracked.seen.pod,
+                    own=manifests.name_for(tracked.handle["attempt_id"]))
+                if problem is not None:
+                    verdict = reasons.cannot_start(tracked.seen, problem)
             if verdict.result is not None:
                 if verdict.delete:
                     await self._delete(tracked, why=verdict.result.error)
@@ -315,6 +322,23 @@ class KubernetesExecutor:
             elif time.monotonic() - last_event >= _IDLE_REFRESH:
                 last_event = time.monotonic()
                 await self._refresh(tracked)
+
+    async def missing_reference(self, namespace: str, pod: dict[str, Any] | None, *, own: str) -> str | None:
+        """Which Secret or ConfigMap (or key) the pod refers to is missing, if one is. The kubelet
+        says so only after its own cache sync times out and a back-off passes (tens of seconds
+        under load); one read each says it now. None when all are there or they cannot be read.
+        ``own``: the attempt's Secret, made before its Job."""
+        for ref in reasons.references(pod, skip=own):
+            try:
+                obj = await self.kube.read(ref.kind, namespace, ref.name)
+            except kube.ApiError as exc:
+                log.warning("cannot read %s %s/%s to explain a config error: %s", ref.kind, namespace,
+                            ref.name, kube.describe(exc))
+                return None
+            problem = reasons.reference_problem(ref, obj, namespace=namespace)
+            if problem is not None:
+                return problem
+        return None
 
     def _upload_poll(self, tracked: tracking.Tracked, now: float) -> float | None:
         """How often to look for the upload of a bound, unfinished pod (None: rely on the watch)."""

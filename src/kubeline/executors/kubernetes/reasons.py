@@ -174,6 +174,71 @@ def judge(  # noqa: PLR0911, PLR0912 - a decision table, read top to bottom
     return Verdict()
 
 
+@dataclasses.dataclass(frozen=True)
+class Reference:
+    """A Secret or ConfigMap the pod needs before its container can be created."""
+
+    kind: str  # "secrets" | "configmaps"
+    name: str
+    key: str | None  # None: the whole object (envFrom, a volume without items)
+    where: str  # what refers to it, in the pod's words: "env TOKEN", "envFrom", "volume certs"
+
+
+def config_waiting(seen: Seen) -> bool:
+    """The kubelet cannot create the container for a reason it may recover from (no missing
+    object named, e.g. "failed to sync secret cache: timed out waiting for the condition")."""
+    waiting = ((container_status(seen.pod) or {}).get("state") or {}).get("waiting") or {}
+    message = str(waiting.get("message", "")).lower()
+    return waiting.get("reason") in CONFIG_WAITING and not any(word in message for word in _MISSING)
+
+
+def references(pod: dict[str, Any] | None, *, skip: str = "") -> list[Reference]:
+    """The Secrets and ConfigMaps the pod's container must have (``optional`` ones left out),
+    but ``skip`` (the attempt's own Secret, made before its Job)."""
+    spec = (pod or {}).get("spec", {})
+    refs: list[Reference] = []
+    for container in spec.get("containers") or []:
+        if container.get("name") != manifests.CONTAINER:
+            continue
+        for env in container.get("env") or []:
+            source = env.get("valueFrom") or {}
+            for field, kind in (("secretKeyRef", "secrets"), ("configMapKeyRef", "configmaps")):
+                ref = source.get(field)
+                if ref and not ref.get("optional"):
+                    refs.append(Reference(kind, ref.get("name", ""), ref.get("key"), f"env {env.get('name')}"))
+        for env_from in container.get("envFrom") or []:
+            for field, kind in (("secretRef", "secrets"), ("configMapRef", "configmaps")):
+                ref = env_from.get(field)
+                if ref and not ref.get("optional"):
+                    refs.append(Reference(kind, ref.get("name", ""), None, "envFrom"))
+    for volume in spec.get("volumes") or []:
+        for field, kind, name_field in (("secret", "secrets", "secretName"), ("configMap", "configmaps", "name")):
+            source = volume.get(field)
+            if source and not source.get("optional"):
+                keys = [item.get("key") for item in source.get("items") or []] or [None]
+                refs.extend(Reference(kind, source.get(name_field, ""), key, f"volume {volume.get('name')}")
+                            for key in keys)
+    return [ref for ref in refs if not (ref.kind == "secrets" and ref.name == skip)]
+
+
+def reference_problem(ref: Reference, obj: dict[str, Any] | None, *, namespace: str) -> str | None:
+    """Why ``ref`` cannot be met by ``obj`` (the object as read, None: not found), or None."""
+    noun = "secret" if ref.kind == "secrets" else "configmap"
+    if obj is None:
+        return f'{ref.where}: {noun} "{ref.name}" not found in namespace "{namespace}"'
+    keys = set(obj.get("data") or {}) | set(obj.get("binaryData") or {})
+    if ref.key is not None and ref.key not in keys:
+        return f'{ref.where}: {noun} "{ref.name}" has no key "{ref.key}"'
+    return None
+
+
+def cannot_start(seen: Seen, problem: str) -> Verdict:
+    """The config error the kubelet may wait out is final: something it needs is missing."""
+    waiting = ((container_status(seen.pod) or {}).get("state") or {}).get("waiting") or {}
+    return _fail(F.START_FAILED, f"{waiting.get('reason', 'CreateContainerConfigError')}: {problem}",
+                 delete=True, started=False)
+
+
 def pending_note(seen: Seen) -> str:
     """What keeps a pod from starting, in the cluster's words."""
     if seen.job is None:

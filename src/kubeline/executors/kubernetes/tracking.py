@@ -47,6 +47,7 @@ class Tracked:
     owner_task: asyncio.Task[None] | None = None  # the Job becoming its Secret's owner
     uploaded: bool = False  # its outputs reached the store: the stage exited 0
     bound_at: float | None = None  # first seen on a node (how long to look for the upload quickly)
+    references_checked: bool = False  # looked for the Secrets/ConfigMaps a config error may miss
     killed_at: float | None = None  # first saw the pod killed without a Job condition
     generation: int = 0
     usage: metrics.Usage | None = None  # latest metrics.k8s.io sample, with the peak memory
