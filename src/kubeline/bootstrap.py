@@ -76,7 +76,7 @@ def executors_for(settings: settings_.Settings, *,
             found["local"] = cold
         if "local-warm" in enabled:
             found["local-warm"] = local_warm.WarmExecutor(
-                work_dir=settings.work_dir, artifacts_dir=cold.artifacts_dir, venvs=cold.venvs,
+                work_dir=cold.work_dir, artifacts_dir=cold.artifacts_dir, venvs=cold.venvs,
                 log_line_limit=settings.log_line_limit, env_passthrough=cold.env_passthrough)
     if "kubernetes" in enabled:
         from kubeline.executors.kubernetes import executor as k8s  # the kubernetes client loads only here

@@ -25,6 +25,10 @@ class Settings(pydantic_settings.BaseSettings):
     secret_key: str | None = pydantic.Field(
         None, description="Fernet key for secrets; the embedded default generates one in the data dir."
     )
+    work_dir: pathlib.Path | None = pydantic.Field(
+        None, description="Work dirs of local attempts (their small files and raw output while they run). "
+                          "Default: on a tmpfs ($XDG_RUNTIME_DIR, else /dev/shm with 1 GiB free), else "
+                          "the data dir's work/.")
     pipelines_dir: pathlib.Path | None = pydantic.Field(
         None, description="Folder whose subfolders are pipelines."
     )
@@ -255,10 +259,6 @@ class Settings(pydantic_settings.BaseSettings):
     @property
     def venvs_dir(self) -> pathlib.Path:
         return self.home / "venvs"
-
-    @property
-    def work_dir(self) -> pathlib.Path:
-        return self.home / "work"
 
     @property
     def key_file(self) -> pathlib.Path:

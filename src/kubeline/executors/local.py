@@ -58,6 +58,7 @@ from kubeline.executors import (
     local_stamps,
     local_usage,
     local_venvs,
+    local_workdir,
 )
 
 _WRAPPER = (
@@ -85,6 +86,7 @@ class LocalExecutor:
                  kill_grace: float = 5.0, poll_interval: float = 0.05,
                  use_cgroups: bool = True, env_passthrough: tuple[str, ...] = ()) -> None:
         self.work_dir = work_dir
+        self.punch = local_workdir.on_tmpfs(work_dir)  # output read into the log store leaves memory
         self.env_passthrough = env_passthrough  # server variables stages may see: local_env
         self.artifacts_dir = artifacts_dir
         self.venvs = venvs
@@ -110,7 +112,8 @@ class LocalExecutor:
         """Paths and limits from ``kubeline.settings.Settings``."""
         venvs = local_venvs.VenvCache(settings.venvs_dir, uv_cache_dir=settings.uv_cache_dir
                                       or settings.home / "uv-cache")
-        return cls(work_dir=settings.work_dir, artifacts_dir=settings.home / "artifacts",
+        work_dir = settings.work_dir or local_workdir.default_work_dir(settings.home)
+        return cls(work_dir=work_dir, artifacts_dir=settings.home / "artifacts",
                    venvs=venvs, log_line_limit=settings.log_line_limit,
                    env_passthrough=tuple(settings.stage_env_passthrough), **kwargs)
 
@@ -263,6 +266,8 @@ class LocalExecutor:
         self._ended.clear()
         await self.janitor.settle()
         self.janitor.close()
+        with contextlib.suppress(OSError):  # empty: no litter of this home left in a tmpfs
+            self.work_dir.rmdir()
 
     def _supervise(self, handle: dict[str, Any], sink: base.LogSink, *, own_child: bool,
                    alive: int | None = None, fresh: bool = False, ended: int | None = None) -> None:
@@ -274,7 +279,8 @@ class LocalExecutor:
             if handle.get("memory_limit") else None,
             soft_memory=quantities.memory_bytes(soft_memory) if soft_memory else None,
             soft_cpu=quantities.cpu_cores(soft_cpu) if soft_cpu else None,
-            limit_poll=_LIMIT_POLL, janitor=self.janitor, alive=alive, fresh=fresh, ended=ended)
+            limit_poll=_LIMIT_POLL, janitor=self.janitor, alive=alive, fresh=fresh, ended=ended,
+            punch=self.punch)
         self._attempts[handle["attempt_id"]] = attempt  # until ``wait`` collects the result
 
     async def _resolve_argv(self, spec: base.AttemptSpec) -> tuple[list[str], pathlib.Path | None]:

@@ -41,7 +41,7 @@ class Attempt:
                  limit: int, kill_grace: float, poll_interval: float, memory_limit: int | None,
                  soft_memory: int | None, soft_cpu: float | None, limit_poll: float,
                  janitor: local_janitor.Janitor, alive: int | None = None,
-                 fresh: bool = False, ended: int | None = None) -> None:
+                 fresh: bool = False, ended: int | None = None, punch: bool = False) -> None:
         self.handle = handle
         self.sink = sink
         self.work = pathlib.Path(handle["work_dir"])
@@ -72,9 +72,9 @@ class Attempt:
         stamps = local_stamps.Stamps() if fresh else local_stamps.Stamps.load(self.work)
         self._tails = [
             local_tail.StreamTail(path=self.work / "stdout", stream="stdout", offset=offsets[0],
-                                  limit=limit, times=stamps.stdout),
+                                  limit=limit, times=stamps.stdout, punch=punch),
             local_tail.StreamTail(path=self.work / "stderr", stream="stderr", offset=offsets[1],
-                                  limit=limit, times=stamps.stderr),
+                                  limit=limit, times=stamps.stderr, punch=punch),
         ]
         self.task: asyncio.Task[base.AttemptResult] = self._loop.create_task(self._run())
 

@@ -5,11 +5,16 @@ in fixed-size chunks (memory stays flat whatever the attempt prints), splits lin
 the limit (at a UTF-8 character boundary), and decodes with replacement, so binary garbage never
 breaks logging. ``offset`` counts the bytes already handed to the sink as whole lines; it is
 saved in the work dir so an adopting executor resumes exactly there: no line lost or repeated.
+With ``punch`` (a work dir on tmpfs, see ``local_workdir``) what was handed to the sink is
+punched out of the file every ``PUNCH_EVERY`` bytes (``fallocate``, the size kept, so the
+attempt writes on at its offset): only output not read yet takes memory.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import os
 import pathlib
 import time
@@ -18,12 +23,26 @@ from kubeline.executors import base, local_stamps
 
 CHUNK = 256 * 1024
 _CHUNKS_PER_PUMP = 4  # then yield to the event loop
+PUNCH_EVERY = 1 << 20  # bytes read since the last punch
+_PAGE = 4096
+_FALLOC_PUNCH = 0x01 | 0x02  # FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE
+_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+
+
+def punch_hole(fd: int, offset: int, length: int) -> None:
+    """Free the bytes ``[offset, offset + length)`` of the file (they read as zeros after)."""
+    if _libc.fallocate(fd, _FALLOC_PUNCH, offset, length) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, os.strerror(errno))
 
 
 class StreamTail:
     def __init__(self, *, path: pathlib.Path, stream: str, offset: int, limit: int,
-                 times: local_stamps.Times | None = None) -> None:
+                 times: local_stamps.Times | None = None, punch: bool = False) -> None:
         self.path = path
+        self._punch = punch
+        self._punched = 0  # bytes from the start already punched out
         self._times = times  # an adopted attempt's stamps: when the bytes up to each size were there
         self.stream = stream
         self.offset = offset
@@ -35,7 +54,8 @@ class StreamTail:
         """Hand new whole lines to the sink; return the bytes read (0 = nothing new)."""
         if self._fd is None:
             try:
-                self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+                # fallocate needs a writable fd; nothing is ever written through it
+                self._fd = os.open(self.path, (os.O_RDWR if self._punch else os.O_RDONLY) | os.O_CLOEXEC)
             except FileNotFoundError:
                 return 0
         read = 0
@@ -50,7 +70,19 @@ class StreamTail:
             self._emit(self._pending, sink, at=at)
             self.offset += len(self._pending)
             self._pending = b""
+        if self._punch and self.offset - self._punched >= PUNCH_EVERY:
+            self._punch_read()
         return read
+
+    def _punch_read(self) -> None:
+        assert self._fd is not None
+        end = self.offset - self.offset % _PAGE
+        try:
+            punch_hole(self._fd, self._punched, end - self._punched)
+        except OSError:
+            self._punch = False  # not supported here: the file keeps its bytes until the end
+            return
+        self._punched = end
 
     def close(self) -> None:
         if self._fd is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pathlib
 import resource
 import signal
 import textwrap
@@ -14,7 +15,7 @@ import time
 import pytest
 
 from kubeline.domain import errors, specs, states
-from kubeline.executors import local
+from kubeline.executors import local, local_workdir
 
 OUTPUTS = "import json, os; json.dump({{'n': {n}}}, open(os.environ['KUBELINE_OUTPUTS'], 'w'))"
 
@@ -305,3 +306,38 @@ async def test_cancel_of_an_attempt_nobody_follows_kills_it(harness):
 
 def test_signal_exit_code_mapping_names_the_signal():
     assert signal.Signals(11).name == "SIGSEGV"
+
+
+@pytest.mark.skipif(not local_workdir.on_tmpfs(pathlib.Path("/dev/shm")),
+                    reason="/dev/shm is not a tmpfs on this machine")
+async def test_a_work_dir_on_tmpfs_holds_only_the_output_not_read_yet(harness, tmp_path):
+    """The default work dir is in memory (local_workdir): what the tail handed to the log store
+    is punched out of the raw output file, so a chatty attempt does not fill the tmpfs."""
+    work = pathlib.Path("/dev/shm") / f"kubeline-test-{os.getpid()}-{tmp_path.name}"
+    executor = local.LocalExecutor(work_dir=work, artifacts_dir=tmp_path / "art",
+                                   venvs=harness.executor.venvs, log_line_limit=1024)
+    assert executor.punch
+    code = textwrap.dedent("""\
+        import os, sys, time
+        line = b'z' * 99 + b'\\n'
+        most = 0
+        for _ in range(24):  # 24 MB, at ~8 MB/s
+            sys.stdout.buffer.write(line * 10_000)
+            sys.stdout.flush()
+            time.sleep(0.12)
+            most = max(most, os.fstat(1).st_blocks * 512)
+        print('most held', most, file=sys.stderr)
+    """)
+    spec = harness.spec(code)
+    try:
+        handle = await executor.start(spec, harness.sink(spec))
+        assert handle["work_dir"].startswith(str(work))
+        assert (await executor.wait(handle)).succeeded
+        await executor.release(handle)
+    finally:
+        await executor.close()
+    log = harness.log(spec)
+    assert sum(1 for stream, _ in log if stream == "stdout") == 240_000
+    [held] = [int(text.split()[-1]) for stream, text in log if stream == "stderr"]
+    assert held < 8 << 20, f"the raw output file held {held} bytes of 24 MB written"
+    assert not work.exists()  # released, then the empty work dir removed with the executor

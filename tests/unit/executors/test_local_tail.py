@@ -65,3 +65,37 @@ def test_resume_from_an_offset_repeats_nothing(tmp_path):
 
 def test_missing_file_reads_nothing(tmp_path):
     assert tail_of(tmp_path / "nope").pump(ListSink()) == 0
+
+
+def test_what_was_read_is_punched_out_and_the_writer_goes_on(tmp_path):
+    """A work dir on tmpfs: the bytes handed to the sink leave the file's memory (a hole, the
+    size kept), the lines are all there, and the writer appends at its offset as before."""
+    path = tmp_path / "out"
+    line = b"x" * 99 + b"\n"
+    with path.open("wb") as writer:
+        writer.write(line * 30_000)  # 3 MB
+        writer.flush()
+        sink = ListSink()
+        tail = local_tail.StreamTail(path=path, stream="stdout", offset=0, limit=1024, punch=True)
+        while tail.pump(sink):
+            pass
+        assert len(sink.lines) == 30_000 and path.stat().st_size == 3_000_000
+        # the read part is a hole now, but what was read since the last punch
+        assert path.stat().st_blocks * 512 <= local_tail.PUNCH_EVERY + 64 * 1024
+        with path.open("rb") as reader:
+            assert reader.read(4096) == b"\0" * 4096
+        writer.write(b"after the hole\n")
+        writer.flush()
+        tail.pump(sink, final=True)
+        tail.close()
+    assert sink.lines[-1] == ("stdout", "after the hole") and len(sink.lines) == 30_001
+
+
+def test_without_punch_the_file_keeps_its_bytes(tmp_path):
+    path = tmp_path / "out"
+    path.write_bytes(b"y" * 99 + b"\n" * 1 + (b"z" * 99 + b"\n") * 20_000)
+    tail = local_tail.StreamTail(path=path, stream="stdout", offset=0, limit=1024)
+    tail.pump(ListSink(), final=True)
+    tail.close()
+    assert path.stat().st_blocks * 512 >= path.stat().st_size
+    assert path.read_bytes()[:3] == b"yyy"
