@@ -300,6 +300,8 @@ class RunDriver:
         # an attempt that ended while no server ran (adopted since) keeps its real end time
         ended: dict[str, Any] = {} if result.ended_at is None else {
             "finished_at": dt.datetime.fromtimestamp(min(result.ended_at, time.time()), dt.UTC)}
+        if ended and first:  # its start is recorded only now: it began by its end at the latest
+            first = _started_by(first, ended["finished_at"])
         if self.stages[stage_id].state is S.PENDING and not first:  # adopted attempts may not have marked it
             await self._set_stage(stage_id, S.RUNNING, reason="attempt adopted")
         if result.succeeded:
@@ -542,6 +544,14 @@ def _new_attempt(run: runs.Run, stage_run: runs.StageRun, *, reason: str, defaul
         moves.append(storage.StageMove(run_id=run.id, stage_id=stage_id, to=S.PENDING, reason=reason))
     moves.append(storage.NewAttempt(attempt=attempt))
     return PlannedAttempt(stage_id=stage_id, attempt=attempt, eff=eff, moves=moves)
+
+
+def _started_by(moves: list[storage.Move], at: dt.datetime) -> list[storage.Move]:
+    """``moves`` (an attempt's start, recorded with its end) saying it started at ``at`` at the
+    latest: else the transaction's time, after its real end, would be its start."""
+    return [dataclasses.replace(move, fields={**move.fields, "started_at": at})
+            if isinstance(move, (storage.AttemptMove, storage.StageMove)) and move.to in (A.RUNNING, S.RUNNING)
+            and at < move.fields.get("started_at", runs.utcnow()) else move for move in moves]
 
 
 async def _quick(ending: asyncio.Future[Any], *, within: float) -> None:

@@ -37,3 +37,25 @@ async def test_the_engine_picks_local_warm_for_small_python_stages(tmp_path):
         assert attempts["cold"].outputs == {"n": 2}
         log = [line.text for line in kl.logs.read(run.id, stage_id="sh")]
         assert "from shell" in log
+
+
+async def test_quick_stages_start_before_they_end(tmp_path):
+    """A stage that ends before its start is recorded (one transaction for both) still has a
+    start at or before its end: the end is the real one (its exit), the start not the later
+    transaction's time. The attempts and stages of a chain of 12 quick stages all hold it."""
+    folder = tmp_path / "chain"
+    folder.mkdir()
+    (folder / "main.py").write_text("pass\n")
+    stages = "\n".join(f"  - {{id: s{i}, type: python, file: main.py"
+                       + (f", dependsOn: [s{i - 1}]}}" if i else "}") for i in range(12))
+    (folder / "pipeline.yaml").write_text(f"executor: local-warm\nstages:\n{stages}\n")
+    async with bootstrap.open_kubeline(settings.Settings(home=tmp_path / "home")) as kl:
+        pipeline = loader.load_folder(folder)
+        await kl.store.upsert_pipeline(pipeline)
+        run = await kl.engine.execute((await kl.engine.submit(pipeline)).id)
+        assert run.state is states.RunState.SUCCEEDED, run.error
+        timed = [*await kl.store.list_attempts(run.id), *await kl.store.list_stage_runs(run.id)]
+    assert len(timed) == 24
+    assert [(t.started_at, t.finished_at) for t in timed
+            if not (t.started_at and t.finished_at and t.started_at <= t.finished_at)] == []
+    assert run.started_at is not None and run.finished_at is not None and run.started_at <= run.finished_at
