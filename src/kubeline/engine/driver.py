@@ -402,8 +402,10 @@ class RunDriver:
                 adopted = await executor.adopt(handle, sink)
             if adopted:
                 assert executor is not None and handle is not None
-                running = attempt if attempt.state is A.RUNNING else await self._found_running(attempt, handle=handle)
+                # said before any await: an attempt that ended meanwhile closes its sink as soon
+                # as its task runs, and a line written after that is dropped
                 sink.write("system", f"attempt {attempt.number} adopted after a restart")
+                running = attempt if attempt.state is A.RUNNING else await self._found_running(attempt, handle=handle)
                 self._spawn(attempt.stage_id, self._wait(executor, running, handle=handle, sink=sink, eff=eff))
                 continue
             reason = "lost: the process ended while Kubeline was not running"
@@ -419,13 +421,15 @@ class RunDriver:
 
     async def _found_running(self, attempt: runs.Attempt, *, handle: dict[str, Any]) -> runs.Attempt:
         """Record as running (with its handle) an attempt the executor started for a server that
-        died before it could: adopted, not started again."""
+        died before it could: adopted, not started again. It started when it was recorded (just
+        before the dead server started it), not now: it may even have ended already."""
+        began = {"started_at": attempt.created_at}
         moves: list[storage.Move] = [storage.AttemptMove(
             attempt_id=attempt.id, to=A.RUNNING, reason="started (found running after a restart)",
-            fields={"handle": handle})]
+            fields={"handle": handle, **began})]
         if self.stages[attempt.stage_id].state is S.PENDING:
             moves.append(storage.StageMove(run_id=self.run.id, stage_id=attempt.stage_id, to=S.RUNNING,
-                                           reason=f"attempt {attempt.number} started"))
+                                           reason=f"attempt {attempt.number} started", fields=began))
         done = await self.store.apply(moves, fence=self.fence)
         if len(done) == 2:
             self.stages[attempt.stage_id] = _as(runs.StageRun, done[1])

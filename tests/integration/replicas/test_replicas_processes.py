@@ -145,5 +145,6 @@ async def test_kill_9_then_restart_keeps_the_real_times(env: dict[str, str], spa
     assert 1.5 < (lines["middle"] - killed).total_seconds() < 3.5
     assert 0.5 < (lines["end"] - lines["middle"]).total_seconds() < 2.5
     assert attempt.finished_at is not None and stage.finished_at == attempt.finished_at
+    assert attempt.started_at is not None and attempt.started_at <= attempt.finished_at  # also when found running
     assert lines["end"] - dt.timedelta(seconds=0.5) <= attempt.finished_at < restarted
     assert final.finished_at == attempt.finished_at  # not the adoption's time
