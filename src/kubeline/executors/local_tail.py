@@ -54,8 +54,7 @@ class StreamTail:
         """Hand new whole lines to the sink; return the bytes read (0 = nothing new)."""
         if self._fd is None:
             try:
-                # fallocate needs a writable fd; nothing is ever written through it
-                self._fd = os.open(self.path, (os.O_RDWR if self._punch else os.O_RDONLY) | os.O_CLOEXEC)
+                self._fd = self._open()
             except FileNotFoundError:
                 return 0
         read = 0
@@ -73,6 +72,14 @@ class StreamTail:
         if self._punch and self.offset - self._punched >= PUNCH_EVERY:
             self._punch_read()
         return read
+
+    def _open(self) -> int:
+        if self._punch:  # fallocate needs a writable fd; nothing is ever written through it
+            try:
+                return os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+            except PermissionError:  # not ours to write (adopted from another user?): read only
+                self._punch = False
+        return os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
 
     def _punch_read(self) -> None:
         assert self._fd is not None

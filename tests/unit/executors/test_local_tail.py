@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+
+import pytest
+
 from kubeline.executors import local_tail
 
 
@@ -99,3 +104,21 @@ def test_without_punch_the_file_keeps_its_bytes(tmp_path):
     tail.close()
     assert path.stat().st_blocks * 512 >= path.stat().st_size
     assert path.read_bytes()[:3] == b"yyy"
+
+
+def test_a_file_it_may_not_write_is_read_without_punching(tmp_path):
+    path = tmp_path / "out"
+    path.write_bytes((b"r" * 99 + b"\n") * 20_000)
+    path.chmod(0o444)
+    immutable = os.geteuid() == 0  # root may write a 0444 file: make it immutable instead
+    if immutable and subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+        pytest.skip("as root, a file root may not open for writing needs chattr +i, refused here")
+    try:
+        sink = ListSink()
+        tail = local_tail.StreamTail(path=path, stream="stdout", offset=0, limit=1024, punch=True)
+        tail.pump(sink, final=True)
+        tail.close()
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(path)], check=True)
+    assert len(sink.lines) == 20_000 and path.stat().st_blocks * 512 >= path.stat().st_size
