@@ -202,11 +202,12 @@ class RunDriver:
             sink.close()
             await self._start_failed(attempt, stage_id=stage_id, error=str(exc))
             return
+        began = {"started_at": runs.utcnow()}  # running from now on, also when recorded later (see below)
         moves: list[storage.Move] = [storage.AttemptMove(attempt_id=attempt.id, to=A.RUNNING, reason="started",
-                                                         fields={"handle": handle})]
+                                                         fields={"handle": handle, **began})]
         if self.stages[stage_id].state is S.PENDING:
             moves.append(storage.StageMove(run_id=self.run.id, stage_id=stage_id, to=S.RUNNING,
-                                           reason=f"attempt {attempt.number} started"))
+                                           reason=f"attempt {attempt.number} started", fields=began))
         # A stage that ends within QUICK_END has its start and its end recorded in one transaction
         # (a transaction less per stage). Else recording "running" (with the handle a restarted
         # server adopts it by) overlaps the attempt: the result is recorded only after it (the
@@ -300,7 +301,7 @@ class RunDriver:
         # an attempt that ended while no server ran (adopted since) keeps its real end time
         ended: dict[str, Any] = {} if result.ended_at is None else {
             "finished_at": dt.datetime.fromtimestamp(min(result.ended_at, time.time()), dt.UTC)}
-        if ended and first:  # its start is recorded only now: it began by its end at the latest
+        if ended and first:  # started and ended before its start was recorded: not after its end
             first = _started_by(first, ended["finished_at"])
         if self.stages[stage_id].state is S.PENDING and not first:  # adopted attempts may not have marked it
             await self._set_stage(stage_id, S.RUNNING, reason="attempt adopted")
@@ -551,8 +552,8 @@ def _new_attempt(run: runs.Run, stage_run: runs.StageRun, *, reason: str, defaul
 
 
 def _started_by(moves: list[storage.Move], at: dt.datetime) -> list[storage.Move]:
-    """``moves`` (an attempt's start, recorded with its end) saying it started at ``at`` at the
-    latest: else the transaction's time, after its real end, would be its start."""
+    """``moves`` (an attempt's start, recorded with its end) saying it started at ``at`` (its
+    real end) at the latest: a process that ends at once may end before ``start`` returns."""
     return [dataclasses.replace(move, fields={**move.fields, "started_at": at})
             if isinstance(move, (storage.AttemptMove, storage.StageMove)) and move.to in (A.RUNNING, S.RUNNING)
             and at < move.fields.get("started_at", runs.utcnow()) else move for move in moves]
