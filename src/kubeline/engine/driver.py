@@ -556,7 +556,7 @@ def _started_by(moves: list[storage.Move], at: dt.datetime) -> list[storage.Move
     real end) at the latest: a process that ends at once may end before ``start`` returns."""
     return [dataclasses.replace(move, fields={**move.fields, "started_at": at})
             if isinstance(move, (storage.AttemptMove, storage.StageMove)) and move.to in (A.RUNNING, S.RUNNING)
-            and at < move.fields.get("started_at", runs.utcnow()) else move for move in moves]
+            and at < move.fields["started_at"] else move for move in moves]
 
 
 async def _quick(ending: asyncio.Future[Any], *, within: float) -> None:

@@ -21,11 +21,13 @@ handed to the log store (``local_tail``), so only the bytes not read yet take me
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
 import pathlib
 import stat
+from collections.abc import Collection
 
 log = logging.getLogger(__name__)
 
@@ -33,21 +35,22 @@ SHM_MIN_FREE = 1 << 30  # bytes free on /dev/shm to use it (Docker's and Kuberne
 RUNTIME_MIN_FREE = 64 << 20  # bytes free in $XDG_RUNTIME_DIR (usually 10% of RAM)
 
 
-def tmpfs_mounts(mounts: pathlib.Path = pathlib.Path("/proc/self/mounts")) -> set[str]:
+@functools.cache  # read once: asked at start-up by each local executor and the work dir's choice
+def tmpfs_mounts(mounts: pathlib.Path = pathlib.Path("/proc/self/mounts")) -> frozenset[str]:
     """Mount points of tmpfs filesystems (empty when the mount table cannot be read)."""
     try:
         text = mounts.read_text()
     except OSError:
-        return set()
+        return frozenset()
     found = set()
     for line in text.splitlines():
         fields = line.split()
         if len(fields) >= 3 and fields[2] == "tmpfs":
             found.add(fields[1].replace("\\040", " "))
-    return found
+    return frozenset(found)
 
 
-def on_tmpfs(path: pathlib.Path, mounts: set[str] | None = None) -> bool:
+def on_tmpfs(path: pathlib.Path, mounts: Collection[str] | None = None) -> bool:
     """Whether ``path`` lies on a tmpfs (its nearest mount point is one)."""
     mounts = tmpfs_mounts() if mounts is None else mounts
     path = pathlib.Path(os.path.realpath(path))
@@ -83,7 +86,7 @@ def _private_dir(path: pathlib.Path) -> str:
 
 def default_work_dir(home: pathlib.Path, *, environ: dict[str, str] | None = None,
                      shm: pathlib.Path = pathlib.Path("/dev/shm"),  # noqa: S108 - checked: _private_dir
-                     mounts: set[str] | None = None) -> pathlib.Path:
+                     mounts: Collection[str] | None = None) -> pathlib.Path:
     """The work dir for the data dir ``home`` when none is configured (see the module doc)."""
     environ = dict(os.environ) if environ is None else environ
     mounts = tmpfs_mounts() if mounts is None else mounts

@@ -162,8 +162,7 @@ def judge(  # noqa: PLR0911, PLR0912 - a decision table, read top to bottom
             return Verdict(started=True)
         return _fail(F.EXIT_CODE, f"the Job failed: {why} {text}".strip(), started=started)
     waiting = (status.get("state") or {}).get("waiting") or {}
-    missing = any(word in str(waiting.get("message", "")).lower() for word in _MISSING)
-    if waiting.get("reason") in FATAL_WAITING or (waiting.get("reason") in CONFIG_WAITING and missing):
+    if waiting.get("reason") in FATAL_WAITING or (waiting.get("reason") in CONFIG_WAITING and _names_missing(waiting)):
         return _fail(F.START_FAILED, f"{waiting['reason']}: {waiting.get('message', '')}".rstrip(": "),
                      delete=True, started=False)
     if started:
@@ -184,12 +183,21 @@ class Reference:
     where: str  # what refers to it, in the pod's words: "env TOKEN", "envFrom", "volume certs"
 
 
+def _waiting(seen: Seen) -> dict[str, Any]:
+    """The container's waiting state as last seen ({} when it is not waiting)."""
+    return ((container_status(seen.pod) or {}).get("state") or {}).get("waiting") or {}
+
+
+def _names_missing(waiting: dict[str, Any]) -> bool:
+    """The kubelet's message names something missing (a Secret, a key, an image)."""
+    return any(word in str(waiting.get("message", "")).lower() for word in _MISSING)
+
+
 def config_waiting(seen: Seen) -> bool:
     """The kubelet cannot create the container for a reason it may recover from (no missing
     object named, e.g. "failed to sync secret cache: timed out waiting for the condition")."""
-    waiting = ((container_status(seen.pod) or {}).get("state") or {}).get("waiting") or {}
-    message = str(waiting.get("message", "")).lower()
-    return waiting.get("reason") in CONFIG_WAITING and not any(word in message for word in _MISSING)
+    waiting = _waiting(seen)
+    return waiting.get("reason") in CONFIG_WAITING and not _names_missing(waiting)
 
 
 def references(pod: dict[str, Any] | None, *, skip: str = "") -> list[Reference]:
@@ -234,7 +242,7 @@ def reference_problem(ref: Reference, obj: dict[str, Any] | None, *, namespace: 
 
 def cannot_start(seen: Seen, problem: str) -> Verdict:
     """The config error the kubelet may wait out is final: something it needs is missing."""
-    waiting = ((container_status(seen.pod) or {}).get("state") or {}).get("waiting") or {}
+    waiting = _waiting(seen)
     return _fail(F.START_FAILED, f"{waiting.get('reason', 'CreateContainerConfigError')}: {problem}",
                  delete=True, started=False)
 
@@ -248,7 +256,7 @@ def pending_note(seen: Seen) -> str:
     for condition in seen.pod.get("status", {}).get("conditions") or []:
         if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
             return f"{condition.get('reason', 'Unschedulable')}: {condition.get('message', '')}".rstrip(": ")
-    waiting = ((container_status(seen.pod) or {}).get("state") or {}).get("waiting") or {}
+    waiting = _waiting(seen)
     if waiting:
         return f"{waiting.get('reason', '')}: {waiting.get('message', '')}".strip(": ")
     return f"pod phase {seen.pod.get('status', {}).get('phase', 'Pending')}"
