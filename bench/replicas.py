@@ -1,17 +1,18 @@
 """Benchmark: several replicas (engine processes) on one database drain a burst of runs, and
 every run is started exactly once.
 
-    .venv/bin/python bench/replicas.py [--runs 1000] [--replicas 2] [--backends postgres]
+    .venv/bin/python bench/replicas.py [--runs 1000] [--replicas 1,2] [--backends postgres]
                                        [--rounds 5] [--baseline REF]
 
-Per round, on a fresh database: ``--runs`` one-stage no-op runs are queued, then ``--replicas``
+Per round, on a fresh database: ``--runs`` one-stage no-op runs are queued, then N replica
 processes (each a real ``Engine`` on a real ``SqlStore``, dispatching with ``serve()`` as a
 server replica does, attempts on the ``FakeExecutor`` so the figures are Kubeline's own cost)
 are started together and drain the queue. Measured: runs final per second (from the replicas'
 start to the last run final), and the exactly-once counts, from the database: runs whose stage
 has more or fewer than one attempt, runs claimed more than once ("claimed" events), and how the
 runs were shared among the replicas. A round with a run not succeeded, or not started exactly
-once, fails the benchmark.
+once, fails the benchmark. ``--replicas 1,2`` measures each count in every round, one after the
+other (interleaved like the backends), so "two replicas against one" is read from one invocation.
 
 Every figure is the median and spread of ``--rounds`` interleaved rounds (``bench/rounds.py``).
 """
@@ -136,18 +137,25 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=1000)
-    parser.add_argument("--replicas", type=int, default=2)
+    parser.add_argument("--replicas", default="1,2", help="replica counts to measure, comma-separated")
     rounds.add_arguments(parser, backends="postgres")
     args = parser.parse_args()
     if rounds.one_round(args, lambda p: asyncio.run(measure(
             p["url"], count=p["runs"], replicas=p["replicas"], work=pathlib.Path(p["work"])))):
         return
-    print(f"{args.runs} no-op runs (FakeExecutor) drained by {args.replicas} replica processes, "
-          f"{args.rounds} interleaved rounds; {rounds.machine_line()}", flush=True)
-    with rounds.variants(args) as chosen:
+    try:
+        counts = [int(n) for n in args.replicas.split(",") if n.strip()]
+    except ValueError:
+        raise SystemExit(f"--replicas {args.replicas!r}: give replica counts, e.g. 1,2") from None
+    if not counts or min(counts) < 1:
+        raise SystemExit(f"--replicas {args.replicas!r}: give replica counts of at least 1, e.g. 1,2")
+    print(f"{args.runs} no-op runs (FakeExecutor) drained by {' and by '.join(map(str, counts))} replica "
+          f"processes, {args.rounds} interleaved rounds; {rounds.machine_line()}", flush=True)
+    settings = {f"{n} replica{'s' if n > 1 else ''}": n for n in counts}
+    with rounds.variants(args, settings=list(settings)) as chosen:
         results = rounds.interleave(
             pathlib.Path(__file__), args=args, chosen=chosen,
-            params=lambda v, url: {"url": url, "runs": args.runs, "replicas": args.replicas},
+            params=lambda v, url: {"url": url, "runs": args.runs, "replicas": settings[v.setting]},
             show=lambda r: (f"ok {r['succeeded']}/{r['runs']} {r['rate']:.0f} runs/s in {r['seconds']:.1f}s; "
                             f"started not once: {r['not_once']}, claimed not once: {r['claimed_not_once']}; "
                             f"runs per replica {r['shares']}"))

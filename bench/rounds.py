@@ -42,10 +42,12 @@ class Variant:
     backend: str  # sqlite | postgres
     code: str = "this tree"  # or the git ref of --baseline
     src: pathlib.Path | None = None  # PYTHONPATH for that code (None: the installed tree)
+    setting: str = ""  # a benchmark's own dimension (e.g. "2 replicas"), measured in the same rounds
 
     @property
     def label(self) -> str:
-        return self.backend if self.src is None else f"{self.backend} @{self.code}"
+        label = self.backend if self.src is None else f"{self.backend} @{self.code}"
+        return f"{label} {self.setting}" if self.setting else label
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,8 +77,9 @@ def one_round(args: argparse.Namespace, measure: Callable[[dict[str, Any]], dict
 
 
 @contextlib.contextmanager
-def variants(args: argparse.Namespace) -> Iterator[list[Variant]]:
-    """The variants to measure (``--backends`` x [baseline code, this tree])."""
+def variants(args: argparse.Namespace, settings: Sequence[str] = ("",)) -> Iterator[list[Variant]]:
+    """The variants to measure: ``--backends`` x [baseline code, this tree] x ``settings`` (a
+    benchmark's own dimension, such as how many replicas, interleaved like the others)."""
     backends = [b for b in args.backends.split(",") if b]
     for backend in backends:
         if backend not in ("sqlite", "postgres"):
@@ -86,7 +89,8 @@ def variants(args: argparse.Namespace) -> Iterator[list[Variant]]:
         if args.baseline:
             codes.append((args.baseline, stack.enter_context(_archive(args.baseline))))
         codes.append(("this tree", None))
-        yield [Variant(backend=b, code=code, src=src) for code, src in codes for b in backends]
+        yield [Variant(backend=b, code=code, src=src, setting=setting)
+               for code, src in codes for b in backends for setting in settings]
 
 
 @contextlib.contextmanager
