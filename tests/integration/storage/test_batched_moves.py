@@ -150,3 +150,27 @@ async def test_missing_rows_are_named_per_group(store: Any) -> None:
         lambda conn: conn.execute(sa.select(sa.func.count()).select_from(tables.events)
                                   .where(tables.events.c.run_id == run.id)).scalar_one(), write=False)
     assert counted == 2  # queued, claimed: nothing else
+
+
+async def test_a_batch_reads_the_same_rows_whatever_how_many_keys_it_binds(store: Any) -> None:
+    """Up to ``_BOUND_KEYS`` keys a batch's locking reads bind each key; past it, one expanding
+    parameter: both find every row asked for (and only those), missing keys simply absent."""
+    from kubeline.storage.sql import batches
+
+    made = [await running_run(store) for _ in range(batches._BOUND_KEYS + 2)]
+    ids = [run.id for run, _ in made]
+
+    def read(count: int) -> Any:
+        def go(conn: sa.Connection) -> tuple[set[str], set[tuple[str, str]]]:
+            asked = sorted([*ids[:count], "no-such-run"])
+            runs_ = {row["id"] for row in batches._keyed(conn, batches._LOCK_RUNS, batches._RUN_KEY,
+                                                        [(key,) for key in asked])}
+            stages = {(row["run_id"], row["stage_id"]) for row in batches._keyed(
+                conn, batches._LOCK_STAGES, batches._STAGE_KEY, sorted((key, "only") for key in asked))}
+            return runs_, stages
+        return store.database.run(go, write=True)
+
+    for count in (1, batches._BOUND_KEYS - 1, batches._BOUND_KEYS + 1):  # bound, bound, expanding
+        found_runs, found_stages = await read(count)
+        assert found_runs == set(ids[:count])
+        assert found_stages == {(key, "only") for key in ids[:count]}
