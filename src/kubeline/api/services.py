@@ -206,7 +206,8 @@ async def retry_run(kl: bootstrap.Kubeline, run_id: str) -> runs.Run:
 
 
 async def wait_final(kl: bootstrap.Kubeline, run_id: str, *, within: float) -> runs.Run:
-    """The run once final, or as it is after ``within`` seconds."""
+    """The run once final, or as it is after ``within`` seconds: woken by its driver's end when
+    this process drives it, else by its events (another replica drives it, or it is queued)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
     async with kl.store.wakeups.subscribe(wakeups.Channel.EVENTS, key=run_id) as changes:
@@ -215,7 +216,8 @@ async def wait_final(kl: bootstrap.Kubeline, run_id: str, *, within: float) -> r
             left = deadline - loop.time()
             if states.is_final(run.state) or left <= 0:
                 return run
-            await changes.wait(within=min(left, 2.0))
+            if not await kl.engine.driven(run_id, within=left):
+                await changes.wait(within=min(deadline - loop.time(), 2.0))
 
 
 # scripts --------------------------------------------------------------------------------------

@@ -410,6 +410,18 @@ class Engine:
             log.warning("could not release the leases of %d runs", len(owned), exc_info=True)
 
     # notifications ----------------------------------------------------------------------
+    async def driven(self, run_id: str, *, within: float) -> bool:
+        """Wait, up to ``within`` seconds, for this engine's driver of ``run_id`` to end: True once
+        it has (the run is final then, unless its driver stopped early: a lost lease, a shutdown),
+        False at once when this engine drives no such run (another replica does, or none yet) or
+        when ``within`` ran out. One wake-up at the end, where a waiter woken by each event of
+        the run read the run again after each of its stages' moves."""
+        task = self._driver_tasks.get(run_id)
+        if task is None:
+            return False
+        done, _ = await asyncio.wait([task], timeout=max(0.0, within))
+        return bool(done)
+
     def notify(self, run_id: str) -> None:
         """Wake watchers (``changed``) after a change of ``run_id``: at once, without a task (a
         driver notifies a few times per stage; a task each, to wake a Condition that nobody

@@ -213,3 +213,19 @@ async def test_secrets_handed_back_as_data_are_masked_before_they_are_stored(mak
     stored = [final, *stages.values(), *await engine.store.list_attempts(final.id),
               *await engine.store.list_events(final.id)]
     assert not [r for r in stored if secret in repr(r) or pin in repr(r)]
+
+
+async def test_driven_waits_for_the_driver_of_this_engine_only(make_engine):
+    """``Engine.driven``: False at once for a run this engine does not drive (queued, unknown),
+    False when the wait runs out, True once its driver ended (the run final)."""
+    engine, _ = make_engine({"a": fake.Outcome(duration=0.3, outputs={"v": 1})})
+    run = await engine.submit(pipeline(CHAIN))
+    assert await engine.driven(run.id, within=5) is False  # queued: nobody drives it yet
+    assert await engine.driven("no-such-run", within=5) is False
+    driving = asyncio.create_task(engine.execute(run.id))
+    while run.id not in engine.drivers:
+        await asyncio.sleep(0.01)
+    assert await engine.driven(run.id, within=0.05) is False  # still running
+    assert await engine.driven(run.id, within=30) is True
+    assert (await engine.store.get_run(run.id)).state is states.RunState.SUCCEEDED
+    await driving
