@@ -102,7 +102,9 @@ Prefect: `prefect server start` plus a process serving one deployment per worklo
 runner poll interval lowered from 10 s to 1 s); runs made with the REST API
 `POST /deployments/{{id}}/create_flow_run`: this is Prefect's scheduler path (server -> runner -> flow-run
 process) rather than calling `flow()` in-process against the ephemeral API. Kubeline: the engine's
-dispatcher loop (`Engine.serve`, what `kubeline server` runs) on SQLite; runs submitted to the queue.
+dispatcher loop (`Engine.serve`, what `kubeline server` runs) on SQLite; runs submitted to the queue,
+and their end awaited as the API's wait does (woken once by the run's driver: the harness shares the
+engine's process and does not poll it).
 The Airflow and Prefect installs come from PyPI only (Airflow's constraints file is on GitHub, not
 reachable from the benchmark machine); exact versions in `bench/compare/results/freeze-*.txt`.
 Prefect 3.8.8's server does not start with the FastAPI it declares (`Body() got an unexpected keyword
