@@ -58,6 +58,7 @@ class Attempt:
         self._janitor = janitor
         self._reason: tuple[states.FailureKind, str] | None = None
         self._status: int | None = None  # from waitpid, when the supervisor is our child
+        self._noted: int | None = None  # the exit code a warm attempt sent as it ended (= its rc)
         self._detached = False
         self._cleaned = False
         self._reaped = False
@@ -215,7 +216,10 @@ class Attempt:
     def _exit_code(self) -> int | None:
         """``rc``; for a warm attempt killed by a signal, whose worker writes ``rc`` a moment after
         the end (before it reaps the process), the status of the zombie meanwhile, as sh reports
-        it; None when the attempt ended without one (LOST)."""
+        it; None when the attempt ended without one (LOST). A warm attempt that sent its code as it
+        ended wrote that code to ``rc`` just before (and nothing replaces it: ``warm_worker``)."""
+        if self._noted is not None:
+            return self._noted
         rc = _read_rc(self.work / "rc")
         if rc is not None or self._status is not None:
             return rc
@@ -295,7 +299,11 @@ class Attempt:
             return
         except OSError:
             data = b""
-        if data.endswith(b"\n") and _read_rc(self.work / "rc") is not None:
+        code = _parse_rc(data)
+        if code is None and data.endswith(b"\n"):  # not a code: the end is in rc, if anywhere
+            code = _read_rc(self.work / "rc")
+        if code is not None:
+            self._noted = code  # the attempt wrote it to rc before it sent it: no file read
             if not exited.done():
                 exited.set_result(None)
         elif not data:  # closed without a note (killed): the pidfd tells the end
@@ -418,9 +426,16 @@ def read_int(path: pathlib.Path) -> int | None:
 
 def _read_rc(path: pathlib.Path) -> int | None:
     try:
-        text = path.read_text()
+        with open(path, "rb") as file:  # noqa: PTH123 - read once per attempt end, on the loop
+            data = file.read()
     except OSError:
         return None
+    return _parse_rc(data)
+
+
+def _parse_rc(data: bytes) -> int | None:
+    """An exit code as ``rc`` (and a warm attempt's note) hold it: digits and a newline."""
+    text = data.decode("ascii", "replace")
     return int(text) if text.endswith("\n") and text.strip().lstrip("-").isdigit() else None
 
 
