@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 
+import pytest
 import sqlalchemy as sa
 
 from kubeline.storage.sql import engines
@@ -104,5 +105,31 @@ async def test_a_failing_inline_write_rolls_back_and_raises(tmp_path: pathlib.Pa
         await db.run(_insert("after"), write=True)
         rows = await db.run(lambda conn: conn.exec_driver_sql("SELECT v FROM t").all(), write=False)
         assert [r[0] for r in rows] == ["after"]
+    finally:
+        await db.dispose()
+
+
+async def test_inline_writes_keep_one_connection_until_one_fails(tmp_path: pathlib.Path) -> None:
+    """The loop thread's connection is held between inline writes (no checkout and return per
+    transaction); a write that fails drops it, and the next one connects anew and works."""
+    db = await _database(tmp_path / "k.db")
+
+    def connection_of(conn: sa.Connection) -> sa.Connection:
+        conn.exec_driver_sql("INSERT INTO t VALUES ('x')")
+        return conn  # held here: its identity cannot be reused
+
+    def fail(conn: sa.Connection) -> None:
+        raise RuntimeError("broken transaction")
+
+    try:
+        first, second = [await db.run(connection_of, write=True) for _ in range(2)]
+        assert first is second
+        with pytest.raises(RuntimeError, match="broken transaction"):
+            await db.run(fail, write=True)
+        third = await db.run(connection_of, write=True)
+        rows = await db.run(lambda conn: conn.exec_driver_sql("SELECT count(*) FROM t").scalar(), write=False)
+        assert rows == 3
+        assert third is not first  # the failed write's connection was dropped (back to the pool)
+        assert first.closed
     finally:
         await db.dispose()
