@@ -20,7 +20,9 @@ S, A, R = states.StageState, states.AttemptState, states.RunState
 SPEC = specs.PipelineSpec.model_validate({"stages": [{"id": "only", "type": "shell", "command": "x"}]})
 
 
-_BATCH_LOCK = re.compile(r"^\s*SELECT runs\.id, runs\.owner, runs\.lease_generation\s+FROM runs")
+# The read of a batch's fences: the runs' own on PostgreSQL, with their stages on SQLite
+_BATCH_LOCK = re.compile(r"^\s*SELECT runs\.id, runs\.owner, runs\.lease_generation\s+FROM runs"
+                         r"|^\s*SELECT stage_runs\..* AS fence_generation\s+FROM stage_runs JOIN runs", re.S)
 
 
 async def running_run(store: Any, *, expired: bool = False) -> tuple[runs.Run, base.Fence]:
@@ -174,3 +176,18 @@ async def test_a_batch_reads_the_same_rows_whatever_how_many_keys_it_binds(store
         found_runs, found_stages = await read(count)
         assert found_runs == set(ids[:count])
         assert found_stages == {(key, "only") for key in ids[:count]}
+
+
+async def test_a_fence_without_a_stage_move_is_still_checked(store: Any) -> None:
+    """A group that moves only an attempt has no stage row to bring its run's fence along (on
+    SQLite the fences come with the stages): its run is read on its own, and a lost lease refused."""
+    run, fence = await running_run(store, expired=True)
+    attempt, moves = start(run)
+    await store.apply(moves, fence=fence)
+    await store.adopt_runs(base.Lease(owner="heir", until=runs.utcnow() + dt.timedelta(hours=1)),
+                           limit=1, only=[run.id])
+    refused = await asyncio.gather(store.apply([base.AttemptMove(attempt_id=attempt.id, to=A.RUNNING)],
+                                               fence=fence), return_exceptions=True)
+    assert isinstance(refused[0], errors.LeaseLostError)
+    [kept] = await store.list_attempts(run.id)
+    assert kept.state is A.PENDING
