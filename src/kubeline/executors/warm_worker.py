@@ -329,6 +329,8 @@ def _rehearse() -> None:
     os.path.dirname(os.path.realpath(request["argv"][0]))
     scratch: dict[str, Any] = {"__name__": "__kubeline_rehearsal__", "__builtins__": __builtins__}
     exec(_REHEARSAL, scratch)  # noqa: S102 - a constant of this module
+    os.environ["KUBELINE_REHEARSAL"] = "1"  # the environment's first change copies its array
+    del os.environ["KUBELINE_REHEARSAL"]
     scratch.clear()
     del request, scratch
     for stream in (sys.stdout, sys.stderr):  # /dev/null until the attempt's files replace it
@@ -366,8 +368,7 @@ def _run_attempt(request: dict[str, Any]) -> None:
         sys.stderr.write(f"cannot change to {request['cwd']}: {exc.strerror}\n")
         _fail(_NO_CWD)
     env: dict[str, str] = request["env"]
-    os.environ.clear()
-    os.environ.update(env)
+    _set_environ(env)
     argv: list[str] = request["argv"]
     script = argv[0]
     sys.argv = list(argv)
@@ -381,6 +382,17 @@ def _run_attempt(request: dict[str, Any]) -> None:
     except SystemExit as exc:
         code = _exit_code(exc)
     _shutdown(code, main)
+
+
+def _set_environ(env: dict[str, str]) -> None:
+    """Make the process's environment ``env``, changing only what differs from the worker's
+    (a clear and a refill set every variable again: ~0.24 ms of the start, each a write to
+    pages the fork still shares)."""
+    for key in [key for key in os.environ if key not in env]:
+        del os.environ[key]
+    for key, value in env.items():
+        if os.environ.get(key) != value:
+            os.environ[key] = value
 
 
 def _new_main(script: str) -> Any:

@@ -1,0 +1,33 @@
+"""A warm attempt's environment is exactly the one its request carries: ``warm_worker`` changes
+only what differs from the worker's own, and the result must still be the request's, down to
+what a child process of the attempt inherits."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from kubeline.executors import warm_worker
+
+CHECK = """
+import json, os, subprocess, sys
+sys.path.insert(0, sys.argv[1])
+import warm_worker
+env = json.loads(sys.argv[2])
+warm_worker._set_environ(env)
+child = subprocess.run(["/usr/bin/env", "-0"], capture_output=True, check=True).stdout
+inherited = dict(item.split("=", 1) for item in child.decode().split("\\0") if item)
+print(json.dumps({"environ": dict(os.environ), "inherited": inherited}))
+"""
+
+
+def test_the_environment_becomes_the_requests_exactly() -> None:
+    worker_env = {"PATH": "/usr/bin:/bin", "ONLY_WORKER": "gone", "SHARED": "worker", "SAME": "same"}
+    wanted = {"PATH": "/usr/bin:/bin", "SHARED": "attempt", "SAME": "same", "NEW": "added", "EMPTY": ""}
+    folder = str(__import__("pathlib").Path(warm_worker.__file__).parent)
+    done = subprocess.run([sys.executable, "-c", CHECK, folder, json.dumps(wanted)], env=worker_env,
+                          capture_output=True, text=True, check=True)
+    found = json.loads(done.stdout)
+    assert found["environ"] == wanted
+    assert found["inherited"] == wanted
