@@ -80,6 +80,7 @@ from typing import Any
 
 _RC = ""  # the attempt's WORK/rc, once it runs
 _NOTE = -1  # an offered attempt's end of its channel to the server: its exit code, as it ends
+_NOTE_CHANNEL: Any = None  # that end as a socket object, made while the spare waited
 _NO_CGROUP = 125  # same codes as the sh supervisor's failures
 _NO_CWD = 126
 _ATTEMPTS: dict[int, str] = {}  # in the worker: pid -> work dir of the attempts it handed out
@@ -113,6 +114,7 @@ def main() -> None:
     if served is None:
         return
     requests, wanted = served
+    channel = _channel(requests)
     if not wanted:  # nothing waits for this spare yet: it has time to rehearse
         _rehearse()
     line = _read_line(requests)
@@ -120,11 +122,13 @@ def main() -> None:
         os._exit(0)
     request = json.loads(line)
     if request.get("prepare"):  # handed over by the server itself: it hears the end here
-        global _NOTE  # noqa: PLW0603 - what _shutdown and _fail write to
-        _NOTE = requests
+        global _NOTE, _NOTE_CHANNEL  # what _shutdown and _fail write to
+        _NOTE, _NOTE_CHANNEL = requests, channel
         if _prepare(request, request["handle"]):
             os._exit(_NO_CWD)  # no work dir to say more in: the executor reports it LOST
     else:
+        if channel is not None:
+            channel.detach()  # the fd is closed below, and its number may be the user's later
         os.close(requests)
     _run_attempt(request)
 
@@ -484,14 +488,26 @@ def _fail(code: int) -> None:
     os._exit(code)
 
 
+def _channel(requests: int) -> Any:
+    """A socket object of an offered spare's request socket (None for a pipe), made while it
+    waits: made at the end, it was ~50 us of every attempt's (several system calls)."""
+    import stat
+
+    if "socket" not in sys.modules or not stat.S_ISSOCK(os.fstat(requests).st_mode):
+        return None
+    import socket
+
+    return socket.socket(fileno=requests)
+
+
 def _note(code: int) -> None:
     """Tell the server the end (``rc`` is written): it need not wait for this process's exit,
     the teardown of a forked interpreter's memory (~1 ms)."""
-    if _NOTE >= 0:
+    if _NOTE >= 0 and _NOTE_CHANNEL is not None:
         import socket
 
-        with contextlib.suppress(OSError), socket.socket(fileno=_NOTE) as channel:
-            channel.send(f"{code}\n".encode(), socket.MSG_NOSIGNAL)  # no SIGPIPE: server gone
+        with contextlib.suppress(OSError):
+            _NOTE_CHANNEL.send(f"{code}\n".encode(), socket.MSG_NOSIGNAL)  # no SIGPIPE: server gone
 
 
 def _record_rc(work: str, code: int) -> None:

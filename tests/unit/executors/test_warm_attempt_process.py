@@ -1,6 +1,8 @@
-"""A warm attempt's environment is exactly the one its request carries: ``warm_worker`` changes
-only what differs from the worker's own, and the result must still be the request's, down to
-what a child process of the attempt inherits."""
+"""Parts of a warm attempt's process (``warm_worker``), each in a subprocess of its own.
+
+Its environment is exactly the one its request carries: it changes only what differs from the
+worker's, and the result must still be the request's, down to what a child of the attempt
+inherits. An offered spare's end note goes on a socket object made while it waited."""
 
 from __future__ import annotations
 
@@ -31,3 +33,24 @@ def test_the_environment_becomes_the_requests_exactly() -> None:
     found = json.loads(done.stdout)
     assert found["environ"] == wanted
     assert found["inherited"] == wanted
+
+
+NOTE = """
+import os, socket, sys
+sys.path.insert(0, sys.argv[1])
+import warm_worker
+ours, theirs = socket.socketpair()
+fd = theirs.detach()
+channel = warm_worker._channel(fd)  # made while the spare waits
+read_end, write_end = os.pipe()
+assert warm_worker._channel(read_end) is None  # a pipe (a spare the worker hands out): none
+warm_worker._NOTE, warm_worker._NOTE_CHANNEL = fd, channel
+warm_worker._note(3)
+print(ours.recv(64).decode().strip())
+"""
+
+
+def test_an_offered_spares_note_goes_on_the_socket_it_made_while_waiting() -> None:
+    folder = str(__import__("pathlib").Path(warm_worker.__file__).parent)
+    done = subprocess.run([sys.executable, "-c", NOTE, folder], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "3"
