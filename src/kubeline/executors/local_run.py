@@ -300,8 +300,6 @@ class Attempt:
         except OSError:
             data = b""
         code = _parse_rc(data)
-        if code is None and data.endswith(b"\n"):  # not a code: the end is in rc, if anywhere
-            code = _read_rc(self.work / "rc")
         if code is not None:
             self._noted = code  # the attempt wrote it to rc before it sent it: no file read
             if not exited.done():

@@ -493,7 +493,7 @@ def _channel(requests: int) -> Any:
     waits: made at the end, it was ~50 us of every attempt's (several system calls)."""
     import stat
 
-    if "socket" not in sys.modules or not stat.S_ISSOCK(os.fstat(requests).st_mode):
+    if not stat.S_ISSOCK(os.fstat(requests).st_mode):
         return None
     import socket
 

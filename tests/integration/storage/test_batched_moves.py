@@ -166,7 +166,7 @@ async def test_a_batch_reads_the_same_rows_whatever_how_many_keys_it_binds(store
         def go(conn: sa.Connection) -> tuple[set[str], set[tuple[str, str]]]:
             asked = sorted([*ids[:count], "no-such-run"])
             runs_ = {row["id"] for row in batches._keyed(conn, batches._LOCK_RUNS, batches._RUN_KEY,
-                                                        [(key,) for key in asked])}
+                                                        asked)}
             stages = {(row["run_id"], row["stage_id"]) for row in batches._keyed(
                 conn, batches._LOCK_STAGES, batches._STAGE_KEY, sorted((key, "only") for key in asked))}
             return runs_, stages

@@ -185,33 +185,30 @@ class _Keys:
 
 
 def _keys(groups: Sequence[Group]) -> _Keys:
-    attempt_ids: set[str] = set()
-    stage_keys: set[tuple[str, str]] = set()
-    run_ids: set[str] = set()
-    moving_runs: set[str] = set()
+    keys = _Keys()
     for group in groups:
         if group.fence is not None:
-            run_ids.add(group.fence.run_id)
+            keys.runs.add(group.fence.run_id)
         for move in group.moves:
             if isinstance(move, base.AttemptMove):
-                attempt_ids.add(move.attempt_id)
+                keys.attempts.add(move.attempt_id)
             elif isinstance(move, base.StageMove):
-                stage_keys.add((move.run_id, move.stage_id))
-                run_ids.add(move.run_id)
+                keys.stages.add((move.run_id, move.stage_id))
+                keys.runs.add(move.run_id)
             elif isinstance(move, base.RunMove):
-                moving_runs.add(move.run_id)
+                keys.moving_runs.add(move.run_id)
+                keys.runs.add(move.run_id)
             else:
-                stage_keys.add((move.attempt.run_id, move.attempt.stage_id))
-                run_ids.add(move.attempt.run_id)
-    return _Keys(attempts=attempt_ids, stages=stage_keys, runs=run_ids | moving_runs, moving_runs=moving_runs)
+                keys.stages.add((move.attempt.run_id, move.attempt.stage_id))
+                keys.runs.add(move.attempt.run_id)
+    return keys
 
 
 def _lock(conn: sa.Connection, groups: Sequence[Group]) -> _Rows:
     keys = _keys(groups)
     found = _Rows(attempts={}, stages={}, runs={})
     if keys.attempts:
-        found.attempts = {r["id"]: dict(r) for r in _keyed(conn, _LOCK_ATTEMPTS, _ATTEMPT_KEY,
-                                                           sorted((key,) for key in keys.attempts))}
+        found.attempts = {r["id"]: dict(r) for r in _keyed(conn, _LOCK_ATTEMPTS, _ATTEMPT_KEY, sorted(keys.attempts))}
     if keys.stages and conn.dialect.name == "sqlite":  # a read less per batch (see above)
         for r in _keyed(conn, _STAGES_AND_FENCES, _STAGE_KEY, sorted(keys.stages)):
             stage = dict(r)
@@ -224,24 +221,24 @@ def _lock(conn: sa.Connection, groups: Sequence[Group]) -> _Rows:
                         for r in _keyed(conn, _LOCK_STAGES, _STAGE_KEY, sorted(keys.stages))}
     unread = keys.runs.difference(found.runs)
     if unread:
-        found.runs.update((r["id"], dict(r)) for r in _keyed(conn, _LOCK_RUNS, _RUN_KEY,
-                                                             sorted((key,) for key in unread)))
+        found.runs.update((r["id"], dict(r)) for r in _keyed(conn, _LOCK_RUNS, _RUN_KEY, sorted(unread)))
     if keys.moving_runs:  # locked just now
-        for r in _keyed(conn, _RUN_ROWS, _RUN_KEY, sorted((key,) for key in keys.moving_runs)):
+        for r in _keyed(conn, _RUN_ROWS, _RUN_KEY, sorted(keys.moving_runs)):
             found.runs[r["id"]] = dict(r)
     return found
 
 
 def _keyed(conn: sa.Connection, select: sa.Select[Any], columns: tuple[sa.ColumnElement[Any], ...],
-           keys: list[tuple[str, ...]]) -> sa.engine.MappingResult:
-    """The rows of ``select`` whose ``columns`` are one of ``keys``. A handful of keys (a chain's
-    stage: one attempt, two stages, one run) are bound one by one, in a statement per count that
-    SQLAlchemy compiles once: an expanding IN renders its statement's SQL again on every
-    execution, which made these reads cost twice as much (~40 against ~20 us each on SQLite)."""
+           keys: Sequence[Any]) -> sa.engine.MappingResult:
+    """The rows of ``select`` whose ``columns`` are one of ``keys`` (values; tuples for several
+    columns). A handful of keys (a chain's stage: one attempt, two stages, one run) are bound one
+    by one, in a statement per count that SQLAlchemy compiles once: an expanding IN renders its
+    statement's SQL again on every execution, which made these reads cost twice as much (~40
+    against ~20 us each on SQLite)."""
     if len(keys) > _BOUND_KEYS:
-        return conn.execute(_bound(select, columns, 0),
-                            {"keys": keys if len(columns) > 1 else [key for (key,) in keys]}).mappings()
-    params = {f"k{n}_{i}": part for n, key in enumerate(keys) for i, part in enumerate(key)}
+        return conn.execute(_bound(select, columns, 0), {"keys": list(keys)}).mappings()
+    rows = keys if len(columns) > 1 else [(key,) for key in keys]
+    params = {f"k{n}_{i}": part for n, row in enumerate(rows) for i, part in enumerate(row)}
     return conn.execute(_bound(select, columns, len(keys)), params).mappings()
 
 
