@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import logging
 import time
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -122,19 +123,27 @@ class RunDriver:
         busy = {s for s in self.tasks.values() if s != succeeded} | self.starting  # a set: a fan-out asks per end
         return _startable(self.run, self.graph, self.stages, busy=busy, now=now, succeeded=succeeded)
 
-    def _start_recorded(self, planned: list[PlannedAttempt], done: list[_Record]) -> None:
-        """Start the attempts of ``planned``, recorded already (``done``: the records of their moves)."""
+    def _start_recorded(self, planned: list[PlannedAttempt], done: list[_Record],
+                        holds: dict[str, _Hold] | None = None) -> None:
+        """Start the attempts of ``planned``, recorded already (``done``: the records of their
+        moves); those in ``holds`` are made ready already, and only let go."""
         at = 0
         for new in planned:
             self._recorded(new, done[at:at + len(new.moves)])
             at += len(new.moves)
+            hold = holds.pop(new.stage_id, None) if holds else None
             if not self.cancel_event.is_set():  # else the cancel marks them cancelled
-                self._spawn(new.stage_id, self._attempt(new.stage_id, reason="", recorded=new))
+                task = self._spawn(new.stage_id, self._attempt(new.stage_id, reason="", recorded=new, hold=hold))
+                if hold is not None:  # its task owns it now: ended, it lets go of the hold
+                    task.add_done_callback(functools.partial(self._dropped, hold))
+            elif hold is not None:
+                self._drop(hold)
         self.engine.notify(self.run.id)
 
-    def _spawn(self, stage_id: str, coro: Any) -> None:
+    def _spawn(self, stage_id: str, coro: Any) -> asyncio.Task[None]:
         task = asyncio.create_task(coro, name=f"attempt {self.run.id}/{stage_id}")
         self.tasks[task] = stage_id
+        return task
 
     async def _wait_for_something(self) -> None:
         timeout = self.engine.poll_interval
@@ -157,17 +166,91 @@ class RunDriver:
                 raise failure
 
     # attempts ---------------------------------------------------------------------------
-    async def _attempt(self, stage_id: str, *, reason: str, recorded: PlannedAttempt | None = None) -> None:
+    async def _attempt(self, stage_id: str, *, reason: str, recorded: PlannedAttempt | None = None,
+                       hold: _Hold | None = None) -> None:
         """Make the stage pending (when it is not yet) and record a new attempt, in one transaction
-        (``recorded``: that was done already, with the transaction that let the stage start)."""
+        (``recorded``: that was done already, with the transaction that let the stage start;
+        ``hold``: and its attempt was made ready meanwhile, holding its slot, see ``_hold``)."""
         new = recorded
         if new is None:
             new = self._new_attempt(stage_id, reason=reason)
             self._recorded(new, await self.store.apply(new.moves, fence=self.fence))
             self.engine.notify(self.run.id)
         attempt, eff = new.attempt, new.eff
+        if hold is not None:
+            await self._start_and_wait(attempt, stage_id=stage_id, eff=eff, hold=hold)
+            return
         async with self.engine.attempt_slots:
             await self._start_and_wait(attempt, stage_id=stage_id, eff=eff)
+
+    async def _hold(self, starts: list[PlannedAttempt]) -> dict[str, _Hold]:
+        """The attempts of ``starts`` their executor can make ready while the transaction that
+        records them runs (``base.Holding``): prepared up to the stage's code, which runs once
+        they are recorded (``_start_and_wait``), else never (``_drop``). Each takes its attempt
+        slot now, if one is free; a start that cannot be held starts as usual after the record."""
+        holds: dict[str, _Hold] = {}
+        try:
+            for new in starts:
+                hold = await self._hold_one(new)
+                if hold is not None:
+                    holds[new.stage_id] = hold
+        except BaseException:
+            for hold in holds.values():
+                self._drop(hold)
+            raise
+        return holds
+
+    async def _hold_one(self, new: PlannedAttempt) -> _Hold | None:
+        slots = self.engine.attempt_slots
+        try:
+            executor = self.engine.executor(new.eff.executor)
+            holding = base.holding(executor)
+            if holding is None or slots.locked():
+                return None
+            spec, secret_values = await self._spec(new.attempt, stage_id=new.stage_id, eff=new.eff)
+        except (errors.KubelineError, expressions.ExpressionError):
+            return None  # the start as usual says why
+        sink = self.engine.logs.sink(run_id=self.run.id, stage_id=new.stage_id, attempt=new.attempt.number,
+                                     secrets=secret_values.values())  # no file until its first line
+        held = None
+        if not slots.locked():
+            await slots.acquire()  # free: taken at once
+            try:
+                held = await holding.start_held(spec, sink)
+            except errors.KubelineError:
+                pass  # the start as usual says why
+            finally:
+                if held is None:
+                    slots.release()
+        return None if held is None else _Hold(held=held, sink=sink, executor=executor, slots=slots)
+
+    def _dropped(self, hold: _Hold, task: asyncio.Task[None]) -> None:
+        self._drop(hold)
+
+    def _drop(self, hold: _Hold) -> None:
+        """Let go of a hold: its attempt is aborted unless it was let run (``go``); its slot is free."""
+        if hold.done:
+            return
+        hold.done = True
+        if not hold.went:
+            with contextlib.suppress(Exception):
+                hold.held.abort()
+            hold.sink.close()
+        hold.slots.release()
+
+    async def _spec(self, attempt: runs.Attempt, *, stage_id: str,
+                    eff: planner.Effective) -> tuple[base.AttemptSpec, dict[str, str]]:
+        """The attempt's spec and its secrets' values; raises what makes it fail to start."""
+        stage = planner.stage_of(self.run, stage_id)
+        executor = self.engine.executor(eff.executor)
+        secret_values = await self._secret_values(stage)
+        spec = planner.build(run=self.run, stage=stage, attempt=attempt, settings=eff,
+                             outputs=self.outputs, secret_values=secret_values)
+        if spec.env_from and not executor.name.startswith("kubernetes"):
+            raise errors.ExecutorError(
+                f"env {', '.join(sorted(spec.env_from))} use valueFrom, which only the kubernetes "
+                f"executor resolves (this stage runs on {executor.name!r})")
+        return spec, secret_values
 
     def _new_attempt(self, stage_id: str, *, reason: str) -> PlannedAttempt:
         return _new_attempt(self.run, self.stages[stage_id], reason=reason,
@@ -178,30 +261,30 @@ class RunDriver:
             self.stages[new.stage_id] = _as(runs.StageRun, done[0])
         self.stages[new.stage_id] = dataclasses.replace(self.stages[new.stage_id], attempts=new.attempt.number)
 
-    async def _start_and_wait(self, attempt: runs.Attempt, *, stage_id: str, eff: planner.Effective) -> None:
-        stage = planner.stage_of(self.run, stage_id)
-        try:
-            executor = self.engine.executor(eff.executor)
-            secret_values = await self._secret_values(stage)
-            spec = planner.build(run=self.run, stage=stage, attempt=attempt, settings=eff,
-                                 outputs=self.outputs, secret_values=secret_values)
-            if spec.env_from and not executor.name.startswith("kubernetes"):
-                raise errors.ExecutorError(
-                    f"env {', '.join(sorted(spec.env_from))} use valueFrom, which only the kubernetes "
-                    f"executor resolves (this stage runs on {executor.name!r})")
-        except (errors.KubelineError, expressions.ExpressionError) as exc:
-            await self._start_failed(attempt, stage_id=stage_id, error=str(exc))
-            return
-        sink = self.engine.logs.sink(run_id=self.run.id, stage_id=stage_id, attempt=attempt.number,
-                                     secrets=secret_values.values())
-        sink.write("system", f"attempt {attempt.number} of stage {stage_id!r} starting on {executor.name}")
-        try:
-            handle = await executor.start(spec, sink)
-        except errors.ExecutorError as exc:
-            sink.write("system", f"could not start: {exc}")
-            sink.close()
-            await self._start_failed(attempt, stage_id=stage_id, error=str(exc))
-            return
+    async def _start_and_wait(self, attempt: runs.Attempt, *, stage_id: str, eff: planner.Effective,
+                              hold: _Hold | None = None) -> None:
+        if hold is not None:  # made ready while it was recorded: it runs from now on
+            executor, sink, handle = hold.executor, hold.sink, hold.held.handle
+            sink.write("system", f"attempt {attempt.number} of stage {stage_id!r} starting on {executor.name}")
+            hold.went = True
+            hold.held.go()
+        else:
+            try:
+                executor = self.engine.executor(eff.executor)
+                spec, secret_values = await self._spec(attempt, stage_id=stage_id, eff=eff)
+            except (errors.KubelineError, expressions.ExpressionError) as exc:
+                await self._start_failed(attempt, stage_id=stage_id, error=str(exc))
+                return
+            sink = self.engine.logs.sink(run_id=self.run.id, stage_id=stage_id, attempt=attempt.number,
+                                         secrets=secret_values.values())
+            sink.write("system", f"attempt {attempt.number} of stage {stage_id!r} starting on {executor.name}")
+            try:
+                handle = await executor.start(spec, sink)
+            except errors.ExecutorError as exc:
+                sink.write("system", f"could not start: {exc}")
+                sink.close()
+                await self._start_failed(attempt, stage_id=stage_id, error=str(exc))
+                return
         began = {"started_at": runs.utcnow()}  # running from now on, also when recorded later (see below)
         moves: list[storage.Move] = [storage.AttemptMove(attempt_id=attempt.id, to=A.RUNNING, reason="started",
                                                          fields={"handle": handle, **began})]
@@ -313,13 +396,19 @@ class RunDriver:
             # transaction less between two stages of a chain), then started as _advance would.
             starts = [] if self.cancel_event.is_set() or self.run.cancel_requested else [
                 self._new_attempt(s, reason=r) for s, r in self._startable(runs.utcnow(), succeeded=stage_id)]
+            self.starting.update(new.stage_id for new in starts)  # as _record_and_start does, from now
+            try:
+                holds = await self._hold(starts) if starts else {}
+            except BaseException:
+                self.starting.difference_update(new.stage_id for new in starts)
+                raise
             await self._finish_both(
                 storage.AttemptMove(attempt_id=attempt.id, to=A.SUCCEEDED, reason="exited 0",
                                     fields={"exit_code": result.exit_code, "outputs": result.outputs, **ended}),
                 storage.StageMove(run_id=self.run.id, stage_id=stage_id, to=S.SUCCEEDED,
                                   reason=f"attempt {attempt.number} succeeded",
                                   fields={"outputs": result.outputs, **ended}),
-                starts=starts, first=first)
+                starts=starts, first=first, holds=holds)
             return
         failure = result.failure or states.FailureKind.EXIT_CODE
         attempt_move = storage.AttemptMove(
@@ -339,14 +428,15 @@ class RunDriver:
             fields={"error": result.error, **ended}), first=first)
 
     async def _finish_both(self, attempt_move: storage.AttemptMove, stage_move: storage.StageMove, *,
-                           starts: list[PlannedAttempt] | None = None, first: list[storage.Move] | None = None) -> None:
+                           starts: list[PlannedAttempt] | None = None, first: list[storage.Move] | None = None,
+                           holds: dict[str, _Hold] | None = None) -> None:
         """The attempt's final state and its stage's next state (and ``starts``), in one transaction
         (after ``first``); when that stage was the last one left, the run's end too (a transaction
         less per run)."""
         first = first or []
         end = None if starts else await self._end_with(stage_move)
         done = await self._record_and_start([*first, attempt_move, stage_move, *([end] if end else [])],
-                                            starts or [])
+                                            starts or [], holds=holds)
         self.stages[stage_move.stage_id] = _as(runs.StageRun, done[len(first) + 1])
         if end is not None:
             self.ended = self.run = _as(runs.Run, done[len(first) + 2])
@@ -366,16 +456,21 @@ class RunDriver:
             return None
         return await self._end(after, cancelled=False)
 
-    async def _record_and_start(self, moves: list[storage.Move],
-                                starts: list[PlannedAttempt]) -> list[runs.StageRun | runs.Attempt | runs.Run]:
-        """``moves`` and the new attempts of ``starts`` in one transaction, then start those;
-        the records of ``moves``."""
+    async def _record_and_start(self, moves: list[storage.Move], starts: list[PlannedAttempt], *,
+                                holds: dict[str, _Hold] | None = None) -> list[runs.StageRun | runs.Attempt | runs.Run]:
+        """``moves`` and the new attempts of ``starts`` in one transaction, then start those
+        (``holds``: those made ready meanwhile, let go of if the transaction fails); the records
+        of ``moves``."""
         self.starting.update(new.stage_id for new in starts)
         try:
             done = await self.store.apply([*moves, *(m for new in starts for m in new.moves)], fence=self.fence)
+        except BaseException:
+            for hold in (holds or {}).values():
+                self._drop(hold)
+            raise
         finally:
             self.starting.difference_update(new.stage_id for new in starts)
-        self._start_recorded(starts, done[len(moves):])
+        self._start_recorded(starts, done[len(moves):], holds)
         return done[:len(moves)]
 
     async def _resume_in_flight(self) -> None:
@@ -579,6 +674,18 @@ async def _quick(ending: asyncio.Future[Any], *, within: float) -> None:
 
 _T = TypeVar("_T")
 _Record = runs.StageRun | runs.Attempt | runs.Run
+
+
+@dataclasses.dataclass(kw_only=True)
+class _Hold:
+    """An attempt made ready before its record (``RunDriver._hold``), with its sink and its slot."""
+
+    held: base.Held
+    sink: base.LogSink
+    executor: base.Executor
+    slots: asyncio.Semaphore
+    went: bool = False  # let run (``go``)
+    done: bool = False  # let go of (``RunDriver._drop``): its slot is free again
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

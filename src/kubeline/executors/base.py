@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import pathlib
+from collections.abc import Callable
 from typing import Any, Protocol, cast
 
 from kubeline.domain import specs, states
@@ -142,6 +143,33 @@ class Recoverable(Protocol):
         """Handles of attempts kept here that no live process or follower of this executor
         needs (ended, or their process is gone): released once the store says they are final."""
         ...
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Held:
+    """An attempt an executor made ready (``Holding.start_held``): its process is prepared and
+    waits; ``go`` lets it run the stage's code (the attempt is then started: ``wait`` follows
+    it), ``abort`` ends it having run none of it. Exactly one of them is called."""
+
+    handle: dict[str, Any]
+    go: Callable[[], None]
+    abort: Callable[[], None]
+
+
+class Holding(Protocol):
+    """What an executor that can prepare an attempt ahead of its record also does. The engine
+    records an attempt before it starts it (a restarted server must know it); a held attempt
+    prepares meanwhile and runs its code only once the record is stored."""
+
+    async def start_held(self, spec: AttemptSpec, sink: LogSink) -> Held | None:
+        """The attempt made ready, or None (nothing started) when this executor cannot hold it
+        now; ``start`` then starts it as usual. Raises nothing ``start`` would not."""
+        ...
+
+
+def holding(executor: Executor) -> Holding | None:
+    """``executor`` as a ``Holding`` when it can hold attempts."""
+    return cast(Holding, executor) if callable(getattr(executor, "start_held", None)) else None
 
 
 def recoverable(executor: Executor) -> Recoverable | None:

@@ -112,6 +112,13 @@ class VenvCache:
                  "extra": sorted(extra_packages), "shim": self._shim_version}
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
+    def ready(self, python_version: str, requirements: pathlib.Path | None,
+              extra_packages: Sequence[str] = ()) -> pathlib.Path | None:
+        """The venv for these settings when this process built or found it already, else None
+        (no waiting, nothing built)."""
+        key = self.key(python_version, requirements, extra_packages)
+        return self._ready.get((key, python_version, tuple(extra_packages)))
+
     async def ensure(self, python_version: str, requirements: pathlib.Path | None,
                      extra_packages: Sequence[str] = ()) -> pathlib.Path:
         """The venv for these settings, built once (also across processes) and then reused."""

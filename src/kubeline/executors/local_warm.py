@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
+import os
 import pathlib
 import time
 from typing import Any
@@ -97,9 +99,43 @@ class WarmExecutor(local.LocalExecutor):
         await asyncio.gather(*self._closing)
         await super().close()
 
-    async def _fork(self, spec: base.AttemptSpec, *, python: str, script_argv: list[str],
-                    venv: pathlib.Path, sink: base.LogSink) -> warm_pool.Forked:
-        """What ``LocalExecutor._spawn`` does, with a warm worker in place of ``posix_spawn``.
+    async def start_held(self, spec: base.AttemptSpec, sink: base.LogSink) -> base.Held | None:
+        """The attempt on a spare a worker offered, prepared up to its script (work dir, files,
+        environment, the script read and compiled), which it runs only on ``go``: that
+        preparation overlaps the transaction that records the attempt. None (nothing started)
+        when the stage does not start warm, its venv is not built yet, or no spare is offered."""
+        script_argv = self.warm_argv(spec)
+        venv = None if script_argv is None else self.venvs.ready(
+            spec.python_version, spec.requirements, spec.extra_packages)
+        if script_argv is None or venv is None:
+            return None
+        python = str(venv / "bin" / "python")
+        pool = self._pools.get(python)
+        if pool is None or not pool.offers_spare or not self._runnable(python):
+            return None
+        request, cgroups = self._request(spec, script_argv=script_argv, venv=venv)
+        forked = pool.hand_over({**request, "hold": True})
+        if forked is None or forked.ended is None:
+            cgroups.remove()
+            return None
+        ended = forked.ended
+
+        def go() -> None:
+            with contextlib.suppress(OSError):  # the spare is gone: the attempt ends LOST
+                os.write(ended, b"go\n")
+            self._supervise(forked.handle, sink, own_child=False, fresh=True, ended=ended)
+
+        def abort() -> None:
+            os.close(ended)  # the spare reads EOF: it removes its work dir and ends
+            cgroups.remove()
+
+        self._pools.move_to_end(python)
+        return base.Held(handle=forked.handle, go=go, abort=abort)
+
+    def _request(self, spec: base.AttemptSpec, *, script_argv: list[str],
+                 venv: pathlib.Path) -> tuple[dict[str, Any], local_limits.AttemptCgroups]:
+        """The request a warm worker (or its offered spare) starts the attempt from, and the
+        attempt's cgroups (made here: the caller removes them when nothing starts).
 
         The loop touches no file here: the worker makes the work dir and writes the handle
         (what ``find`` reads after a restart) before it replies, and the attempt process writes
@@ -132,6 +168,12 @@ class WarmExecutor(local.LocalExecutor):
         if spec.folder is not None and not spec.folder.is_dir():  # the spare would not start it
             cgroups.remove()
             raise errors.ExecutorError(f"pipeline folder {spec.folder} does not exist")
+        return request, cgroups
+
+    async def _fork(self, spec: base.AttemptSpec, *, python: str, script_argv: list[str],
+                    venv: pathlib.Path, sink: base.LogSink) -> warm_pool.Forked:
+        """What ``LocalExecutor._spawn`` does, with a warm worker in place of ``posix_spawn``."""
+        request, cgroups = self._request(spec, script_argv=script_argv, venv=venv)
         try:
             pool = self._pool(python=python, venv=venv)
             forked = await pool.fork(request, on_retry=lambda why: sink.write(

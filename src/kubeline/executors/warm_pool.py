@@ -311,6 +311,15 @@ class Pool:
         workers, self._workers = self._workers, []
         await asyncio.gather(*(w.stop() for w in workers))
 
+    @property
+    def offers_spare(self) -> bool:
+        return not self._closed and any(w.offers_spare for w in self._workers)
+
+    def hand_over(self, request: dict[str, Any]) -> Forked | None:
+        """The start on a spare a worker offered (``Worker.hand_over``), if one has; None
+        (nothing started) else."""
+        return self._hand_over(request)
+
     def _hand_over(self, request: dict[str, Any]) -> Forked | None:
         """The start on a spare a worker offered (``Worker.hand_over``), if one has."""
         if self._closed:

@@ -61,6 +61,11 @@ one-way ``taken`` note. Such an attempt also writes its exit code on that socket
 ``rc`` as it ends, so the server need not wait for the teardown of its memory (~1 ms); a kill
 that lands once the attempt wrote ``rc`` (the executor's group kill racing its exit) leaves
 ``rc`` as it is. Requests that find no offered spare come through the worker as above.
+A request the server marks ``hold`` (``WarmExecutor.start_held``: the engine has not recorded
+the attempt yet) is prepared up to its script, read and compiled, and then waits on the same
+socket for ``go``, sent once the attempt is recorded; anything else (EOF: the record failed, or
+the server is gone) and it removes its work dir and artifacts dir and ends having run nothing
+of the stage, with no ``rc`` (nothing a restarted server could find as started).
 What a started interpreter cannot change afterwards (``-X`` options, ``PYTHONHASHSEED`` and
 other startup variables) is why the executor sends such stages to a fresh process instead.
 """
@@ -89,6 +94,7 @@ _ENDED: dict[int, tuple[int, int]] = {}  # offered spares reaped before the work
 
 
 _MAX_FD = 1 << 20
+_UNREAD = bytearray()  # in a spare: what its request pipe brought past the line read
 
 
 class _Spare:
@@ -384,11 +390,25 @@ def _run_attempt(request: dict[str, Any]) -> None:
     if env.get("PYTHONDONTWRITEBYTECODE"):
         sys.dont_write_bytecode = True
     main = _new_main(script)
+    compiled = _compiled(main.__file__)
+    if request.get("hold") and _NOTE >= 0 and _read_line(_NOTE) != b"go":
+        _abandon(request)  # the server did not record the attempt: nothing of the stage ran
     try:
-        code = _execute(script, main)
+        code = compiled if isinstance(compiled, int) else _execute(compiled, main)
     except SystemExit as exc:
         code = _exit_code(exc)
     _shutdown(code, main)
+
+
+def _abandon(request: dict[str, Any]) -> None:
+    """End a held attempt the server let go of: its work dir and its (empty) artifacts dir go,
+    no ``rc`` is written (a restarted server finds no such attempt: it never started)."""
+    with contextlib.suppress(OSError):
+        _remove_tree(request["work"])
+    for path in request.get("dirs", ()):
+        with contextlib.suppress(OSError):
+            os.rmdir(path)
+    os._exit(0)
 
 
 def _set_environ(env: dict[str, str]) -> None:
@@ -412,8 +432,9 @@ def _new_main(script: str) -> Any:
     return main
 
 
-def _execute(script: str, main: Any) -> int:
-    path = main.__file__
+def _compiled(path: str) -> Any:
+    """The script's code object, or the exit code Python gives a script it cannot read (2) or
+    compile (1, the error printed as Python prints it)."""
     try:
         with open(path, "rb") as file:
             source = file.read()
@@ -422,15 +443,26 @@ def _execute(script: str, main: Any) -> int:
                          f"{exc.strerror}\n")
         return 2
     try:
-        code = compile(source, path, "exec", dont_inherit=True)
+        return compile(source, path, "exec", dont_inherit=True)
+    except BaseException as exc:
+        return _uncaught(exc)
+
+
+def _execute(code: Any, main: Any) -> int:
+    try:
         exec(code, main.__dict__)  # noqa: S102 - running the stage's script is the point
     except SystemExit:
         raise
-    except BaseException as exc:  # printed like Python prints an uncaught exception
-        tb = exc.__traceback__.tb_next if exc.__traceback__ is not None else None
-        sys.excepthook(type(exc), exc.with_traceback(tb), tb)
-        return 130 if isinstance(exc, KeyboardInterrupt) else 1
+    except BaseException as exc:
+        return _uncaught(exc)
     return 0
+
+
+def _uncaught(exc: BaseException) -> int:
+    """Print ``exc`` like Python prints an uncaught exception (without this module's frame)."""
+    tb = exc.__traceback__.tb_next if exc.__traceback__ is not None else None
+    sys.excepthook(type(exc), exc.with_traceback(tb), tb)
+    return 130 if isinstance(exc, KeyboardInterrupt) else 1
 
 
 def _exit_code(exc: SystemExit) -> int:
@@ -546,15 +578,21 @@ def _close_all_but(keep: set[int]) -> None:
 
 
 def _read_line(fd: int) -> bytes:
-    """One newline-terminated message (without the newline); b'' at EOF before a full line."""
-    chunks: list[bytes] = []
-    while True:
-        chunk = os.read(fd, 1 << 16)
+    """One newline-terminated message (without the newline); b'' at EOF before a full line.
+    What came after it (a held attempt's ``go``, written right after its request) is kept for
+    the next call."""
+    while b"\n" not in _UNREAD:
+        try:
+            chunk = os.read(fd, 1 << 16)
+        except OSError:  # e.g. reset by a server that died
+            chunk = b""
         if not chunk:
             return b""
-        chunks.append(chunk)
-        if chunk.endswith(b"\n"):
-            return b"".join(chunks)[:-1]
+        _UNREAD.extend(chunk)
+    end = _UNREAD.index(b"\n")
+    line = bytes(_UNREAD[:end])
+    del _UNREAD[:end + 1]
+    return line
 
 
 def _read_all(fd: int) -> bytes:

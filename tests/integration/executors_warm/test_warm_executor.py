@@ -420,3 +420,67 @@ async def test_a_fan_out_is_handed_out_together_and_each_attempt_is_whole(warm, 
         assert warm.log(spec) == [("stdout", f"{spec.inputs['n']} {-spec.inputs['n']}")]
         await warm.executor.release(handle)
     assert not (tmp_path / "work" / refused.attempt_id).exists()
+
+
+async def held(warm, spec):
+    """``start_held`` of ``spec`` once a spare is offered (a worker offers its next one a moment
+    after a start)."""
+    await offered(warm)
+    for _ in range(500):
+        found = await warm.executor.start_held(spec, warm.sink(spec))
+        if found is not None:
+            return found
+        await asyncio.sleep(0.01)
+    raise AssertionError("nothing held")
+
+
+async def test_a_held_attempt_prepares_and_runs_its_script_only_once_let_go(warm, tmp_path):
+    """Made ready while the engine records it: its work dir, handle and inputs are there, the
+    script is not run; ``go`` runs it, and the attempt ends like any."""
+    marker = tmp_path / "ran"
+    spec = warm.spec(f"import pathlib\npathlib.Path({str(marker)!r}).write_text('yes')\nprint('ran')",
+                     inputs={"n": 1})
+    ready = await held(warm, spec)
+    work = pathlib.Path(ready.handle["work_dir"])
+    for _ in range(300):  # prepared by the spare a moment after the hand-over
+        if (work / "inputs.json").exists():
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)
+    assert json.loads((work / "handle.json").read_text()) == ready.handle
+    assert not marker.exists() and alive(ready.handle["pid"])
+    ready.go()
+    result = await warm.executor.wait(ready.handle)
+    assert result.succeeded and marker.read_text() == "yes"
+    assert warm.log(spec) == [("stdout", "ran")]
+    await warm.executor.release(ready.handle)
+
+
+async def test_an_aborted_hold_runs_nothing_and_leaves_nothing(warm, tmp_path):
+    """The record failed (or the server is gone): the spare ends without running the script,
+    removes its work dir and its artifacts dir, and the attempt is not found as started."""
+    marker = tmp_path / "ran"
+    spec = warm.spec(f"import pathlib\npathlib.Path({str(marker)!r}).write_text('yes')")
+    ready = await held(warm, spec)
+    work = pathlib.Path(ready.handle["work_dir"])
+    artifacts = pathlib.Path(ready.handle["artifacts_dir"])
+    for _ in range(300):
+        if (work / "inputs.json").exists() and artifacts.is_dir():
+            break
+        await asyncio.sleep(0.01)
+    ready.abort()
+    for _ in range(500):
+        if not alive(ready.handle["pid"]):
+            break
+        await asyncio.sleep(0.01)
+    assert not alive(ready.handle["pid"])
+    assert not marker.exists() and not work.exists() and not artifacts.exists()
+    assert await warm.executor.find(spec.attempt_id) is None
+    spec = warm.spec("print('next')")  # the pool goes on
+    assert (await warm.run(spec)).succeeded and warm.log(spec) == [("stdout", "next")]
+
+
+async def test_nothing_is_held_for_a_cold_stage(warm):
+    spec = warm.spec("pass", argv=("python", "-X", "dev", "main.py"))
+    await offered(warm)
+    assert await warm.executor.start_held(spec, warm.sink(spec)) is None

@@ -79,3 +79,20 @@ def test_an_attempt_imports_nothing_as_it_starts_and_ends() -> None:
     folder = str(__import__("pathlib").Path(warm_worker.__file__).parent)
     done = subprocess.run([sys.executable, "-c", ENDING, folder], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == ""
+
+
+LINES = """
+import os, sys
+sys.path.insert(0, sys.argv[1])
+import warm_worker
+read_end, write_end = os.pipe()
+os.write(write_end, b'{"request": 1}\\ngo\\npart')  # a held attempt's go right behind its request
+os.close(write_end)
+print(repr([warm_worker._read_line(read_end) for _ in range(3)]))
+"""
+
+
+def test_a_message_right_behind_the_request_is_read_next_not_lost() -> None:
+    folder = str(__import__("pathlib").Path(warm_worker.__file__).parent)
+    done = subprocess.run([sys.executable, "-c", LINES, folder], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == repr([b'{"request": 1}', b"go", b""])
