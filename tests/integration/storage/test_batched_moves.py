@@ -191,3 +191,23 @@ async def test_a_fence_without_a_stage_move_is_still_checked(store: Any) -> None
     assert isinstance(refused[0], errors.LeaseLostError)
     [kept] = await store.list_attempts(run.id)
     assert kept.state is A.PENDING
+
+
+async def test_a_first_caller_cancelled_while_others_queue_still_writes_them_all(store: Any, statements: Any) -> None:
+    """The first caller lets the loop turn before it writes (the others of that turn queue
+    behind it); cancelled then, its group is still written (as a transaction's) and so are the
+    others', together; it then raises CancelledError."""
+    leased = [await running_run(store) for _ in range(4)]
+    started = [start(run) for run, _ in leased]
+    statements.clear()
+    calls = [asyncio.ensure_future(store.apply(moves, fence=fence))
+             for (_, fence), (_, moves) in zip(leased, started, strict=True)]
+    await asyncio.sleep(0)  # each call has queued its group; the first lets the loop turn
+    calls[0].cancel()
+    done = await asyncio.gather(*calls, return_exceptions=True)
+    assert isinstance(done[0], asyncio.CancelledError)
+    assert [record[1] for record in done[1:]] == [attempt for attempt, _ in started[1:]]
+    assert statements.count(_BATCH_LOCK) == 1
+    for run, _ in leased:
+        [stage] = await store.list_stage_runs(run.id)
+        assert stage.state is S.PENDING

@@ -32,9 +32,10 @@ cancelled, as a transaction does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -379,21 +380,35 @@ def _write_each(conn: sa.Connection, found: _Rows, done: _Changes) -> None:
 
 
 class Batches:
-    """Group commit of ``Group``s: the first caller writes (in a task of its own), callers that
-    arrive meanwhile queue and go together in the next batch; each returns once its group is
-    committed (or with its own error)."""
+    """Group commit of ``Group``s: the first caller writes, callers that arrive meanwhile queue
+    and go together in the next batch; each returns once its group is committed (or with its
+    own error). The first caller lets the loop turn once (the other callers of this turn queue
+    behind it), then, on a database that can write at once (SQLite's inline connection,
+    ``Database.run_now``), writes them itself; else, or when that cannot be, a task of its own
+    writes (``_write_pending``) and every caller waits for it."""
 
     def __init__(self, database: engines.Database) -> None:
         self.database = database
         self._pending: list[tuple[Group, asyncio.Future[list[Record]]]] = []
         self._drain: asyncio.Future[None] | None = None
+        self._gathering = False  # a first caller lets the loop turn before it writes
 
     async def apply(self, group: Group) -> list[Record]:
         mine: asyncio.Future[list[Record]] = asyncio.get_running_loop().create_future()
         self._pending.append((group, mine))
-        if self._drain is None or self._drain.done():
-            self._drain = asyncio.ensure_future(self._write_pending())
         cancelled = False
+        if not self._gathering and (self._drain is None or self._drain.done()):
+            self._gathering = True
+            try:
+                await asyncio.sleep(0)
+            except asyncio.CancelledError:  # its write still goes (below), as a transaction's
+                cancelled = True
+            finally:
+                self._gathering = False
+            if not cancelled:
+                self._write_now()
+        if not mine.done() and (self._drain is None or self._drain.done()):
+            self._drain = asyncio.ensure_future(self._write_pending())
         while not mine.done():  # a cancelled caller still waits for its write, as a transaction
             try:
                 await asyncio.wait([mine])
@@ -402,6 +417,26 @@ class Batches:
         if cancelled:
             raise asyncio.CancelledError
         return mine.result()
+
+    def _write_now(self) -> None:
+        """Write what is queued in one transaction on this thread, if the database can write at
+        once; else (or when that transaction fails for more than one group, to be written one
+        by one) leave it to ``_write_pending``."""
+        batch = self._pending[:MAX_GROUPS]
+        groups = [group for group, _ in batch]
+        try:
+            with _conflicts(groups):
+                outcomes = self.database.run_now(_transaction(groups))
+        except engines.WouldWait:
+            return
+        except Exception as exc:
+            if len(batch) == 1:
+                del self._pending[:1]
+                _settle(batch[0][1], exc)
+            return  # more: rolled back, the task writes them one by one
+        del self._pending[:len(batch)]
+        for (_, future), outcome in zip(batch, outcomes, strict=True):
+            _settle(future, outcome)
 
     async def _write_pending(self) -> None:
         while self._pending:
@@ -427,18 +462,36 @@ class Batches:
                 _settle(future, outcome)
 
     async def _run(self, groups: list[Group]) -> list[Outcome]:
-        try:
-            return await self.database.run(tails.deferred(functools.partial(apply_groups, groups=groups)),
-                                           write=True)
-        except sa_exc.IntegrityError:
-            if len(groups) > 1:
-                raise
-            moves = groups[0].moves
-            new_ids = [m.attempt.id for m in moves if isinstance(m, base.NewAttempt)]
-            spawned = [new.run.id for m in moves if isinstance(m, base.RunMove) for new in m.spawn]
-            if spawned and not new_ids:
-                raise changes.run_exists(", ".join(spawned)) from None
-            raise changes.attempt_exists(", ".join(new_ids)) from None
+        with _conflicts(groups):
+            return await self.database.run(_transaction(groups), write=True)
+
+
+def _transaction(groups: list[Group]) -> Callable[[sa.Connection], list[Outcome]]:
+    return tails.deferred(functools.partial(apply_groups, groups=groups))
+
+
+@contextlib.contextmanager
+def _conflicts(groups: list[Group]) -> Iterator[None]:
+    """A failed constraint of a lone group as what it means (``_conflict``)."""
+    try:
+        yield
+    except sa_exc.IntegrityError:
+        conflict = _conflict(groups)
+        if conflict is None:
+            raise
+        raise conflict from None
+
+
+def _conflict(groups: list[Group]) -> errors.KubelineError | None:
+    """What a failed constraint of a lone group means: a run or attempt it adds exists already."""
+    if len(groups) > 1:
+        return None
+    moves = groups[0].moves
+    new_ids = [m.attempt.id for m in moves if isinstance(m, base.NewAttempt)]
+    spawned = [new.run.id for m in moves if isinstance(m, base.RunMove) for new in m.spawn]
+    if spawned and not new_ids:
+        return changes.run_exists(", ".join(spawned))
+    return changes.attempt_exists(", ".join(new_ids))
 
 
 def _settle(future: asyncio.Future[list[Record]], outcome: list[Record] | BaseException) -> None:

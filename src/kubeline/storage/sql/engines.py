@@ -132,6 +132,11 @@ class Database(Protocol):
         """Run ``fn`` in one transaction (committed when it returns, rolled back if it raises)."""
         ...
 
+    def run_now(self, fn: Callable[[sa.Connection], _T]) -> _T:
+        """``run(fn, write=True)`` at once, without a turn of the event loop, or ``WouldWait``
+        (nothing done) when this database cannot."""
+        ...
+
     async def dispose(self) -> None: ...
 
 
@@ -171,6 +176,9 @@ class AsyncDatabase:
         self.reads = self.engine.execution_options(isolation_level="AUTOCOMMIT")  # same pool
         self.dialect = self.engine.dialect.name
         self.wakeups = wakeups_.Wakeups()
+
+    def run_now(self, fn: Callable[[sa.Connection], _T]) -> _T:
+        raise WouldWait  # every transaction is a round trip to the server
 
     async def run(self, fn: Callable[[sa.Connection], _T], *, write: bool) -> _T:
         # A cancelled caller (a driver whose lease was taken over, a shutdown) must not interrupt
@@ -272,6 +280,20 @@ class SqliteDatabase:
             self.wakeups.deliver(notices)
         return result
 
+    def run_now(self, fn: Callable[[sa.Connection], _T]) -> _T:
+        """``run(fn, write=True)`` at once on this (the loop's) thread, without a turn of the
+        loop; ``WouldWait`` (nothing done) when it cannot: another writer holds the lock, or
+        there is no inline connection (an in-memory database)."""
+        if self._inline is None:
+            raise WouldWait
+        try:
+            result, notices = self._inline_transaction(_with_notices(fn))
+        except _Locked:
+            raise WouldWait from None
+        if notices:
+            self.wakeups.deliver(notices)
+        return result
+
     async def _run(self, fn: Callable[[sa.Connection], _T], *, write: bool) -> _T:
         if write and self._inline is not None:
             try:
@@ -325,6 +347,10 @@ class SqliteDatabase:
         self._writer.shutdown(wait=True)
         if self._reader is not self._writer:
             self._reader.shutdown(wait=True)
+
+
+class WouldWait(Exception):
+    """``run_now`` cannot write at once: the caller writes the usual way (``run``)."""
 
 
 class _Locked(Exception):
