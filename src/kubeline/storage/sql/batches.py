@@ -382,10 +382,10 @@ def _write_each(conn: sa.Connection, found: _Rows, done: _Changes) -> None:
 class Batches:
     """Group commit of ``Group``s: the first caller writes, callers that arrive meanwhile queue
     and go together in the next batch; each returns once its group is committed (or with its
-    own error). The first caller lets the loop turn once (the other callers of this turn queue
-    behind it), then, on a database that can write at once (SQLite's inline connection,
-    ``Database.run_now``), writes them itself; else, or when that cannot be, a task of its own
-    writes (``_write_pending``) and every caller waits for it."""
+    own error). On SQLite the first caller lets the loop turn once (the other callers of this
+    turn queue behind it), then writes them itself on the loop's thread (``Database.run_now``:
+    no task, a turn less); else (PostgreSQL, or SQLite locked by another writer) a task of its
+    own writes (``_write_pending``) and every caller waits for it."""
 
     def __init__(self, database: engines.Database) -> None:
         self.database = database
@@ -397,7 +397,8 @@ class Batches:
         mine: asyncio.Future[list[Record]] = asyncio.get_running_loop().create_future()
         self._pending.append((group, mine))
         cancelled = False
-        if not self._gathering and (self._drain is None or self._drain.done()):
+        if (self.database.dialect == "sqlite" and not self._gathering
+                and (self._drain is None or self._drain.done())):  # only SQLite writes at once
             self._gathering = True
             try:
                 await asyncio.sleep(0)
