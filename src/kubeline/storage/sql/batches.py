@@ -382,10 +382,11 @@ def _write_each(conn: sa.Connection, found: _Rows, done: _Changes) -> None:
 class Batches:
     """Group commit of ``Group``s: the first caller writes, callers that arrive meanwhile queue
     and go together in the next batch; each returns once its group is committed (or with its
-    own error). On SQLite the first caller lets the loop turn once (the other callers of this
-    turn queue behind it), then writes them itself on the loop's thread (``Database.run_now``:
-    no task, a turn less); else (PostgreSQL, or SQLite locked by another writer) a task of its
-    own writes (``_write_pending``) and every caller waits for it."""
+    own error): a task of its own writes (``_write_pending``) and every caller waits for it. On
+    SQLite the first caller lets the loop turn once first: still alone then (a chain's next
+    stage, not a burst), it writes itself on the loop's thread (``Database.run_now``: no task,
+    a turn less: 1.17 -> 0.9 ms per stage of a chain); callers queued behind it go to the task
+    as before (writing a burst's batch in the caller cost ~20% of SQLite's burst rate here)."""
 
     def __init__(self, database: engines.Database) -> None:
         self.database = database
@@ -397,19 +398,19 @@ class Batches:
         mine: asyncio.Future[list[Record]] = asyncio.get_running_loop().create_future()
         self._pending.append((group, mine))
         cancelled = False
-        if (self.database.dialect == "sqlite" and not self._gathering
-                and (self._drain is None or self._drain.done())):  # only SQLite writes at once
-            self._gathering = True
-            try:
-                await asyncio.sleep(0)
-            except asyncio.CancelledError:  # its write still goes (below), as a transaction's
-                cancelled = True
-            finally:
-                self._gathering = False
-            if not cancelled:
-                self._write_now()
-        if not mine.done() and (self._drain is None or self._drain.done()):
-            self._drain = asyncio.ensure_future(self._write_pending())
+        if not self._gathering and (self._drain is None or self._drain.done()):  # else taken along
+            if self.database.dialect == "sqlite":  # only SQLite writes at once
+                self._gathering = True
+                try:
+                    await asyncio.sleep(0)
+                except asyncio.CancelledError:  # its write still goes (below), as a transaction's
+                    cancelled = True
+                finally:
+                    self._gathering = False
+                if not cancelled and len(self._pending) == 1:  # alone: no batch to wait for
+                    self._write_now()
+            if self._pending:
+                self._drain = asyncio.ensure_future(self._write_pending())
         while not mine.done():  # a cancelled caller still waits for its write, as a transaction
             try:
                 await asyncio.wait([mine])
@@ -420,9 +421,8 @@ class Batches:
         return mine.result()
 
     def _write_now(self) -> None:
-        """Write what is queued in one transaction on this thread, if the database can write at
-        once; else (or when that transaction fails for more than one group, to be written one
-        by one) leave it to ``_write_pending``."""
+        """Write what is queued (a lone group) in one transaction on this thread, if the database
+        can write at once; else leave it to ``_write_pending``."""
         batch = self._pending[:MAX_GROUPS]
         groups = [group for group, _ in batch]
         try:
