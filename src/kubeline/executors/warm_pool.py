@@ -289,7 +289,7 @@ class Pool:
     async def fork(self, request: dict[str, Any], *, on_retry: Callable[[str], None]) -> Forked:
         last = ""
         for _ in range(_RETRIES):
-            forked = self._hand_over(request)
+            forked = self.hand_over(request)
             if forked is not None:
                 return forked
             worker = await self._pick()
@@ -318,10 +318,6 @@ class Pool:
     def hand_over(self, request: dict[str, Any]) -> Forked | None:
         """The start on a spare a worker offered (``Worker.hand_over``), if one has; None
         (nothing started) else."""
-        return self._hand_over(request)
-
-    def _hand_over(self, request: dict[str, Any]) -> Forked | None:
-        """The start on a spare a worker offered (``Worker.hand_over``), if one has."""
         if self._closed:
             return None
         for worker in sorted((w for w in self._workers if w.offers_spare), key=lambda w: w.in_flight):
