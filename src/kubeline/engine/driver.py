@@ -207,7 +207,8 @@ class RunDriver:
             holding = base.holding(executor)
             if holding is None or slots.locked():
                 return None
-            spec, secret_values = await self._spec(new.attempt, stage_id=new.stage_id, eff=new.eff)
+            spec, secret_values = await self._spec(new.attempt, stage_id=new.stage_id, eff=new.eff,
+                                                   executor=executor)
         except (errors.KubelineError, expressions.ExpressionError):
             return None  # the start as usual says why
         sink = self.engine.logs.sink(run_id=self.run.id, stage_id=new.stage_id, attempt=new.attempt.number,
@@ -238,11 +239,11 @@ class RunDriver:
             hold.sink.close()
         hold.slots.release()
 
-    async def _spec(self, attempt: runs.Attempt, *, stage_id: str,
-                    eff: planner.Effective) -> tuple[base.AttemptSpec, dict[str, str]]:
-        """The attempt's spec and its secrets' values; raises what makes it fail to start."""
+    async def _spec(self, attempt: runs.Attempt, *, stage_id: str, eff: planner.Effective,
+                    executor: base.Executor) -> tuple[base.AttemptSpec, dict[str, str]]:
+        """The attempt's spec on ``executor`` and its secrets' values; raises what makes it fail
+        to start."""
         stage = planner.stage_of(self.run, stage_id)
-        executor = self.engine.executor(eff.executor)
         secret_values = await self._secret_values(stage)
         spec = planner.build(run=self.run, stage=stage, attempt=attempt, settings=eff,
                              outputs=self.outputs, secret_values=secret_values)
@@ -271,7 +272,7 @@ class RunDriver:
         else:
             try:
                 executor = self.engine.executor(eff.executor)
-                spec, secret_values = await self._spec(attempt, stage_id=stage_id, eff=eff)
+                spec, secret_values = await self._spec(attempt, stage_id=stage_id, eff=eff, executor=executor)
             except (errors.KubelineError, expressions.ExpressionError) as exc:
                 await self._start_failed(attempt, stage_id=stage_id, error=str(exc))
                 return

@@ -408,7 +408,7 @@ class Batches:
                 finally:
                     self._gathering = False
                 if not cancelled and len(self._pending) == 1:  # alone: no batch to wait for
-                    self._write_now()
+                    self._write_alone()
             if self._pending:
                 self._drain = asyncio.ensure_future(self._write_pending())
         while not mine.done():  # a cancelled caller still waits for its write, as a transaction
@@ -420,24 +420,19 @@ class Batches:
             raise asyncio.CancelledError
         return mine.result()
 
-    def _write_now(self) -> None:
-        """Write what is queued (a lone group) in one transaction on this thread, if the database
-        can write at once; else leave it to ``_write_pending``."""
-        batch = self._pending[:MAX_GROUPS]
-        groups = [group for group, _ in batch]
+    def _write_alone(self) -> None:
+        """Write the one queued group in a transaction on this thread, if the database can write
+        at once; else leave it to ``_write_pending``."""
+        [(group, future)] = self._pending
         try:
-            with _conflicts(groups):
-                outcomes = self.database.run_now(_transaction(groups))
+            with _conflicts([group]):
+                outcome: list[Record] | BaseException = self.database.run_now(_transaction([group]))[0]
         except engines.WouldWait:
             return
         except Exception as exc:
-            if len(batch) == 1:
-                del self._pending[:1]
-                _settle(batch[0][1], exc)
-            return  # more: rolled back, the task writes them one by one
-        del self._pending[:len(batch)]
-        for (_, future), outcome in zip(batch, outcomes, strict=True):
-            _settle(future, outcome)
+            outcome = exc
+        self._pending.clear()
+        _settle(future, outcome)
 
     async def _write_pending(self) -> None:
         while self._pending:

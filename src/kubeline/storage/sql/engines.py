@@ -275,7 +275,12 @@ class SqliteDatabase:
         )
 
     async def run(self, fn: Callable[[sa.Connection], _T], *, write: bool) -> _T:
-        result, notices = await self._run(_with_notices(fn), write=write)
+        if write:
+            with contextlib.suppress(WouldWait):  # else off the loop (another writer holds the lock)
+                return self.run_now(fn)
+        loop = asyncio.get_running_loop()
+        executor = self._writer if write else self._reader
+        result, notices = await loop.run_in_executor(executor, self._transaction, _with_notices(fn), write)
         if notices:
             self.wakeups.deliver(notices)
         return result
@@ -293,16 +298,6 @@ class SqliteDatabase:
         if notices:
             self.wakeups.deliver(notices)
         return result
-
-    async def _run(self, fn: Callable[[sa.Connection], _T], *, write: bool) -> _T:
-        if write and self._inline is not None:
-            try:
-                return self._inline_transaction(fn)
-            except _Locked:
-                pass  # another writer holds the lock: wait for it off the loop
-        loop = asyncio.get_running_loop()
-        executor = self._writer if write else self._reader
-        return await loop.run_in_executor(executor, self._transaction, fn, write)
 
     def _inline_transaction(self, fn: Callable[[sa.Connection], _T]) -> _T:
         assert self._inline is not None
